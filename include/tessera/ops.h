@@ -1,0 +1,119 @@
+// The op library: functions that add library-op nodes to a GraphBuilder.
+//
+// Each op is defined once, as a Halide-style pure function over index Vars
+// (src/frontend/ops_*.cpp); these functions only add nodes, checking shapes
+// and dtypes as they go. Node op names and attributes (what the text form
+// prints) are given beside each function.
+//
+// Conventions: shapes are row-major; negative axes count from the end;
+// binary ops broadcast as NumPy does and need equal dtypes (use cast).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tessera/builder.h"
+
+namespace tessera {
+
+// ---- Elementwise unary: op name = function name ---------------------------
+Tensor neg(Tensor x);
+Tensor abs(Tensor x);
+Tensor exp(Tensor x);
+Tensor log(Tensor x);
+Tensor sqrt(Tensor x);
+Tensor rsqrt(Tensor x);
+Tensor tanh(Tensor x);
+Tensor sigmoid(Tensor x);
+Tensor relu(Tensor x);
+Tensor silu(Tensor x);  // x * sigmoid(x)
+// gelu{approximate="none"|"tanh"}: x/2 (1 + erf(x/sqrt 2)), or the tanh form.
+Tensor gelu(Tensor x, const std::string& approximate = "none");
+// cast{dtype}: float->int truncates toward zero; to bool is x != 0.
+Tensor cast(Tensor x, DType dtype);
+
+// ---- Elementwise binary with broadcasting ----------------------------------
+Tensor add(Tensor a, Tensor b);
+Tensor sub(Tensor a, Tensor b);
+Tensor mul(Tensor a, Tensor b);
+Tensor div(Tensor a, Tensor b);  // float: IEEE; integer: truncating
+Tensor pow(Tensor a, Tensor b);  // float only
+Tensor maximum(Tensor a, Tensor b);
+Tensor minimum(Tensor a, Tensor b);
+// Comparisons give bool: eq, ne, lt, le, gt, ge.
+Tensor eq(Tensor a, Tensor b);
+Tensor ne(Tensor a, Tensor b);
+Tensor lt(Tensor a, Tensor b);
+Tensor le(Tensor a, Tensor b);
+Tensor gt(Tensor a, Tensor b);
+Tensor ge(Tensor a, Tensor b);
+// where(cond: bool, a, b): a where cond else b, all three broadcast.
+Tensor where(Tensor cond, Tensor a, Tensor b);
+
+// Operators; a double operand becomes a scalar constant of the other's dtype.
+Tensor operator+(Tensor a, Tensor b);
+Tensor operator-(Tensor a, Tensor b);
+Tensor operator*(Tensor a, Tensor b);
+Tensor operator/(Tensor a, Tensor b);
+Tensor operator-(Tensor a);
+Tensor operator+(Tensor a, double b);
+Tensor operator-(Tensor a, double b);
+Tensor operator*(Tensor a, double b);
+Tensor operator/(Tensor a, double b);
+Tensor operator+(double a, Tensor b);
+Tensor operator-(double a, Tensor b);
+Tensor operator*(double a, Tensor b);
+Tensor operator/(double a, Tensor b);
+
+// ---- Reductions: sum, mean, max {axes=[...], keepdim} ---------------------
+// Empty axes means all axes. mean needs a float dtype.
+Tensor sum(Tensor x, std::vector<int64_t> axes = {}, bool keepdim = false);
+Tensor mean(Tensor x, std::vector<int64_t> axes = {}, bool keepdim = false);
+Tensor max(Tensor x, std::vector<int64_t> axes = {}, bool keepdim = false);
+
+// ---- Shape ops --------------------------------------------------------------
+Tensor reshape(Tensor x, Shape shape);  // reshape{shape}; one -1 is inferred
+Tensor permute(Tensor x, std::vector<int64_t> dims);  // permute{dims}: out dim d = in dim dims[d]
+Tensor transpose(Tensor x, int64_t dim0, int64_t dim1);  // a permute node
+Tensor broadcast_to(Tensor x, Shape shape);              // broadcast_to{shape}
+// slice{axis, start, end, step}: PyTorch semantics (end clamped; step >= 1).
+Tensor slice(Tensor x, int64_t axis, int64_t start, int64_t end, int64_t step = 1);
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis);  // concat{axis}
+Tensor squeeze(Tensor x, std::vector<int64_t> axes);         // squeeze{axes}: each has size 1
+Tensor unsqueeze(Tensor x, int64_t axis);                    // unsqueeze{axis}
+
+// ---- Linear algebra ----------------------------------------------------------
+// matmul: a[..., M, K] x b[..., K, N] -> [..., M, N]; batch dims broadcast.
+// Both operands need rank >= 2.
+Tensor matmul(Tensor a, Tensor b);
+// linear: x[..., in] . weight[out, in]^T (+ bias[out]) -> [..., out] (PyTorch layout).
+Tensor linear(Tensor x, Tensor weight);
+Tensor linear(Tensor x, Tensor weight, Tensor bias);
+
+// ---- Neural-network ops ----------------------------------------------------
+// embedding(indices: int[...], weight[V, D]) -> [..., D]. An index out of
+// [0, V) reads row clamp(index, 0, V-1).
+Tensor embedding(Tensor indices, Tensor weight);
+Tensor softmax(Tensor x, int64_t axis = -1);      // softmax{axis}
+Tensor log_softmax(Tensor x, int64_t axis = -1);  // log_softmax{axis}
+// layer_norm{eps} over the last dim, optional weight and bias [D].
+Tensor layer_norm(Tensor x, double eps = 1e-5);
+Tensor layer_norm(Tensor x, Tensor weight, Tensor bias, double eps = 1e-5);
+// rms_norm{eps} over the last dim: x / sqrt(mean(x^2) + eps) (* weight).
+Tensor rms_norm(Tensor x, double eps = 1e-6);
+Tensor rms_norm(Tensor x, Tensor weight, double eps = 1e-6);
+// cross_entropy{ignore_index}: logits[N, C], target int[N] -> scalar mean of
+// -log_softmax(logits)[n, target[n]] over the n whose target != ignore_index
+// (0 if there are none).
+Tensor cross_entropy(Tensor logits, Tensor target, int64_t ignore_index = -100);
+// dropout{p, seed, offset}: keeps element e (row-major index) when the first
+// 32-bit word of Philox4x32-10(counter = {e + offset low, high, 0, 0},
+// key = {seed low, seed high}) / 2^32 >= p, scaling kept values by 1/(1-p).
+// The same bits on every backend.
+Tensor dropout(Tensor x, double p, uint64_t seed, uint64_t offset = 0);
+// attention{causal, scale}: q, k, v [..., T, D] -> softmax(q k^T * scale
+// (+ causal mask)) v. scale <= 0 means 1/sqrt(D).
+Tensor attention(Tensor q, Tensor k, Tensor v, bool causal = true, double scale = 0.0);
+
+}  // namespace tessera

@@ -1,0 +1,101 @@
+// Running graphs: host Buffers, Targets, compile() and Executable.
+//
+// compile(graph, target) lowers the graph to Halide, schedules it for the
+// target and JIT-compiles it; executables are cached by graph signature and
+// target, so compiling the same graph twice costs one compile. Executable::run
+// takes every input and param by name and returns the named outputs. This
+// header does not expose Halide.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tessera/dtype.h"
+#include "tessera/graph.h"
+
+namespace tessera {
+
+// A dense, row-major host tensor with shared storage (copying a Buffer
+// shares its bytes; use clone() for a deep copy). Storage is 64-byte aligned.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(DType dtype, Shape shape);  // zero-filled
+
+  // From doubles, converted to `dtype` (rounded to nearest for f16/bf16).
+  static Buffer from(const std::vector<double>& values, Shape shape, DType dtype = DType::f32);
+
+  bool defined() const { return data_ != nullptr; }
+  DType dtype() const { return type_.dtype; }
+  const Shape& shape() const { return type_.shape; }
+  const TensorType& type() const { return type_; }
+  int64_t numel() const { return type_.numel(); }
+  size_t bytes() const { return type_.bytes(); }
+  void* data() { return data_.get(); }
+  const void* data() const { return data_.get(); }
+  template <typename T>
+  T* data_as() {
+    check_element_size(sizeof(T));
+    return static_cast<T*>(data());
+  }
+  template <typename T>
+  const T* data_as() const {
+    check_element_size(sizeof(T));
+    return static_cast<const T*>(data());
+  }
+
+  // Element i (row-major flat index) as a double, and its inverse.
+  double get(int64_t i) const;
+  void set(int64_t i, double v);
+  std::vector<double> to_f64() const;
+  Buffer clone() const;
+
+ private:
+  void check_element_size(size_t size) const;
+  TensorType type_;
+  std::shared_ptr<uint8_t> data_;
+};
+
+// What to compile for: "host" (this CPU, its vector features detected),
+// "host-cuda-sm80", "host-cuda-sm90". Only the CPU runs in this build stage;
+// CUDA targets parse but compile() refuses them until the CUDA runtime lands.
+struct Target {
+  std::string cpu = "host";  // "host" or an explicit Halide CPU target string
+  int cuda_sm = 0;           // 0: no GPU; 80, 90: the CUDA schedule set
+
+  static Target host() { return Target{}; }
+  static Target parse(const std::string& text);  // throws Error on unknown text
+  std::string str() const;
+};
+
+struct CompiledGraph;  // the lowered, JIT-compiled pipeline (src/schedules)
+
+class Executable {
+ public:
+  Executable() = default;
+  explicit Executable(std::shared_ptr<const CompiledGraph> impl) : impl_(std::move(impl)) {}
+
+  // Runs the graph. `args` holds every input and param by name, each with
+  // the graph's dtype and shape; returns every graph output by name.
+  std::map<std::string, Buffer> run(const std::map<std::string, Buffer>& args) const;
+
+  const Graph& graph() const;
+  const Target& target() const;
+  // Seconds spent lowering and JIT-compiling (0 when it came from the cache).
+  double compile_seconds() const;
+  // The Halide schedule each node got, one line per node, for reading.
+  std::string schedule_text() const;
+
+ private:
+  std::shared_ptr<const CompiledGraph> impl_;
+  double compile_seconds_ = 0;
+  friend Executable compile(const Graph&, const Target&);
+};
+
+// Lowers, schedules and JIT-compiles `graph` for `target` (cached by the
+// graph's printed form and the target).
+Executable compile(const Graph& graph, const Target& target = Target::host());
+
+}  // namespace tessera

@@ -1,0 +1,97 @@
+// Canonicalizes the Expr a user's `define` returns (see user_def.h).
+//
+// Halide's inline reductions (sum, maximum, ...) come back as calls to
+// anonymous Funcs with an update definition. We rewrite each into a
+// PureExtern call "tessera.<kind>(body)", substituting the call's arguments
+// for the Func's free variables, so that the definition is one self-contained
+// Expr that can be printed, parsed, interpreted and lowered again.
+#include "user_def.h"
+
+#include <algorithm>
+
+#include "tessera/error.h"
+
+namespace tessera {
+
+namespace {
+
+using namespace Halide;
+using namespace Halide::Internal;
+
+class CanonicalizeReductions : public IRMutator {
+ public:
+  explicit CanonicalizeReductions(std::string op) : op_(std::move(op)) {}
+
+  using IRMutator::visit;
+  Expr visit(const Call* c) override {
+    if (c->call_type != Call::Halide) return IRMutator::visit(c);
+    Function f(c->func);
+    if (f.updates().size() != 1 || f.outputs() != 1)
+      fail("define '", op_, "': calls Func '", f.name(),
+           "'; a definition may only read tensors and use inline reductions (sum, maximum, minimum, product)");
+    Expr update = f.updates()[0].values()[0];
+    Expr self;
+    Expr term;
+    std::string kind;
+    auto split = [&](const Expr& a, const Expr& b) {
+      const Call* ca = a.as<Call>();
+      if (ca && ca->name == f.name()) {
+        self = a;
+        term = b;
+        return true;
+      }
+      return false;
+    };
+    if (const Add* n = update.as<Add>()) {
+      kind = "sum";
+      split(n->a, n->b) || split(n->b, n->a);
+    } else if (const Mul* n = update.as<Mul>()) {
+      kind = "product";
+      split(n->a, n->b) || split(n->b, n->a);
+    } else if (const Max* n = update.as<Max>()) {
+      kind = "maximum";
+      split(n->a, n->b) || split(n->b, n->a);
+    } else if (const Min* n = update.as<Min>()) {
+      kind = "minimum";
+      split(n->a, n->b) || split(n->b, n->a);
+    }
+    if (!term.defined())
+      fail("define '", op_, "': Func '", f.name(), "' is not a sum, maximum, minimum or product reduction");
+    // Put the caller's arguments in place of the Func's free variables.
+    std::map<std::string, Expr> args;
+    for (size_t i = 0; i < f.args().size(); ++i) args[f.args()[i]] = c->args[i];
+    term = substitute(args, substitute_in_all_lets(term));
+    term = mutate(term);
+    return Call::make(c->type, std::string(kReducePrefix) + kind, {term}, Call::PureExtern);
+  }
+
+ private:
+  std::string op_;
+};
+
+class CollectImageReads : public IRVisitor {
+ public:
+  std::vector<std::string> names;
+  using IRVisitor::visit;
+  void visit(const Call* c) override {
+    if (c->call_type == Call::Image && std::find(names.begin(), names.end(), c->name) == names.end())
+      names.push_back(c->name);
+    IRVisitor::visit(c);
+  }
+};
+
+}  // namespace
+
+std::vector<std::string> image_reads(const Expr& e) {
+  CollectImageReads v;
+  e.accept(&v);
+  return v.names;
+}
+
+Expr canonicalize_user_expr(const Expr& e, const std::string& op_name) {
+  if (!e.defined()) fail("define '", op_name, "': the definition returned an undefined Expr");
+  CanonicalizeReductions m(op_name);
+  return m.mutate(substitute_in_all_lets(e));
+}
+
+}  // namespace tessera

@@ -1,0 +1,36 @@
+// UserDef: the Halide-style definition carried by a `define` node.
+//
+// `body` is a Halide Expr over `vars` (row-major, one per output dim). It
+// reads input k of the node through Halide Image calls whose name is
+// placeholders[k], with row-major arguments. Inline reductions are kept in a
+// canonical form: a PureExtern call named "tessera.sum", "tessera.maximum",
+// "tessera.minimum" or "tessera.product" whose one argument is the reduced
+// expression; the RDom is the one its RVars belong to. The lowering, the
+// printer, the parser and the reference interpreter read this form.
+#pragma once
+
+#include <Halide.h>
+
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+struct UserDef {
+  std::vector<Halide::Var> vars;
+  Halide::Expr body;
+  std::vector<std::string> placeholders;
+};
+
+// The prefix of canonical reduction calls.
+inline constexpr const char* kReducePrefix = "tessera.";
+
+// Replaces Halide inline-reduction Funcs (sum, maximum, minimum, product)
+// with canonical reduction calls and removes Lets. Throws Error for other
+// Func calls, which a definition may not contain.
+Halide::Expr canonicalize_user_expr(const Halide::Expr& e, const std::string& op_name);
+
+// The names of the Image calls (tensor reads) in `e`, in order of first appearance.
+std::vector<std::string> image_reads(const Halide::Expr& e);
+
+}  // namespace tessera
