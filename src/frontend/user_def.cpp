@@ -80,7 +80,23 @@ class CollectImageReads : public IRVisitor {
   }
 };
 
+class FindReduction : public IRVisitor {
+ public:
+  bool found = false;
+  using IRVisitor::visit;
+  void visit(const Call* c) override {
+    if (c->call_type == Call::PureExtern && c->name.rfind(kReducePrefix, 0) == 0) found = true;
+    IRVisitor::visit(c);
+  }
+};
+
 }  // namespace
+
+bool uses_reduction(const Expr& e) {
+  FindReduction v;
+  e.accept(&v);
+  return v.found;
+}
 
 std::vector<std::string> image_reads(const Expr& e) {
   CollectImageReads v;

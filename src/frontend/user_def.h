@@ -33,4 +33,7 @@ Halide::Expr canonicalize_user_expr(const Halide::Expr& e, const std::string& op
 // The names of the Image calls (tensor reads) in `e`, in order of first appearance.
 std::vector<std::string> image_reads(const Halide::Expr& e);
 
+// Whether `e` contains a canonical reduction call.
+bool uses_reduction(const Halide::Expr& e);
+
 }  // namespace tessera

@@ -1,0 +1,87 @@
+// The default CPU schedule (see cpu_x86.h).
+#include "cpu_x86.h"
+
+#include <sstream>
+
+#include "op_registry.h"
+#include "user_def.h"
+
+namespace tessera {
+
+namespace {
+
+using Halide::Func;
+using Halide::TailStrategy;
+using Halide::Var;
+
+bool has_reduction(const Node& n) { return n.op == "define" && n.user && uses_reduction(n.user->body); }
+
+// Vectorize the innermost dimension and parallelize the outermost, on the
+// pure definition and on every update.
+void schedule_root(Func f, int vec) {
+  f.compute_root();
+  std::vector<Var> args = f.args();
+  auto apply = [&](auto stage) {
+    if (args.size() >= 2) stage.parallel(args.back());
+    if (!args.empty()) stage.vectorize(args[0], vec, TailStrategy::GuardWithIf);
+  };
+  apply(f);
+  for (int u = 0; u < f.num_update_definitions(); ++u) apply(f.update(u));
+}
+
+// The register-tiled matrix product of Halide's own performance test:
+// `acc(n, m, batch...) += a(m, k) * b(k, n)` computed in 3*vec x 4 register
+// blocks inside 3*vec x 32 tiles; `out` reads acc. Needs N >= 3*vec and M >= 32.
+void schedule_matmul(Func out, Func acc, int vec) {
+  std::vector<Var> args = out.args();
+  Var n = args[0], m = args[1];
+  Var ni("ni"), mi("mi"), mii("mii"), tile("tile");
+  out.compute_root().tile(n, m, ni, mi, 3 * vec, 32).fuse(n, m, tile);
+  for (size_t b = 2; b < args.size(); ++b) out.fuse(tile, args[b], tile);
+  out.parallel(tile).split(mi, mi, mii, 4).vectorize(ni, vec).unroll(ni).unroll(mii);
+  acc.compute_at(out, mi).vectorize(acc.args()[0], vec).unroll(acc.args()[1]);
+  Var an = acc.args()[0], am = acc.args()[1];
+  Halide::RVar k(acc.update(0).get_schedule().rvars()[0].var);
+  acc.update(0).reorder(an, am, k).vectorize(an, vec).unroll(an).unroll(am);
+}
+
+}  // namespace
+
+std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Target& target) {
+  const int vec = target.natural_vector_size<float>();
+  std::vector<bool> is_output(g.nodes.size(), false);
+  for (int o : L.output_nodes) is_output[o] = true;
+  std::ostringstream log;
+  log << "cpu_x86 schedule for " << target.to_string() << " (" << vec << " f32 lanes)\n";
+  for (const Node& node : g.nodes) {
+    Func f = L.funcs[node.id];
+    const OpDef& def = op_def(node.op);
+    const bool heavy = def.kind == OpKind::reduction || def.kind == OpKind::contraction || has_reduction(node);
+    for (Func s : L.stages[node.id]) schedule_root(s, vec);
+    std::string what;
+    if ((node.op == "matmul" || node.op == "linear") && !L.stages[node.id].empty()) {
+      const Shape& s = node.type.shape;
+      int64_t N = s[s.size() - 1], M = s[s.size() - 2];
+      if (N >= 3 * vec && M >= 32) {
+        schedule_matmul(f, L.stages[node.id][0], vec);
+        what = "root, register-tiled matmul " + std::to_string(3 * vec) + "x32 (blocks " +
+               std::to_string(3 * vec) + "x4)";
+      }
+    }
+    if (what.empty()) {
+      if (heavy || is_output[node.id]) {
+        schedule_root(f, vec);
+        what = "root, vectorized x" + std::to_string(vec) + ", parallel over the outermost dim";
+      } else {
+        what = node.is_leaf() && node.op != "constant" ? "argument" : "inline";
+      }
+    }
+    log << "  " << node.name << " (" << node.op << "): " << what << "\n";
+  }
+  // Outputs that are copies of leaves or of another output.
+  for (size_t i = 0; i < L.outputs.size(); ++i)
+    if (!L.outputs[i].function().same_as(L.funcs[L.output_nodes[i]].function())) schedule_root(L.outputs[i], vec);
+  return log.str();
+}
+
+}  // namespace tessera
