@@ -28,7 +28,13 @@ Target Target::parse(const std::string& text) {
 std::string Target::str() const { return cpu + (cuda_sm ? "-cuda-sm" + std::to_string(cuda_sm) : ""); }
 
 Halide::Target halide_target(const Target& t) {
-  Halide::Target h = t.cpu == "host" ? Halide::get_host_target() : Halide::Target(t.cpu);
+  if (t.cpu != "host") return Halide::Target(t.cpu);
+  Halide::Target h = Halide::get_host_target();
+  // Halide 14 reports avx512_sapphirerapids on CPUs (such as AMD Zen 4) that
+  // have AVX512-BF16 but not AVX512-FP16; LLVM then emits FP16 instructions
+  // for f16 math that raise SIGILL. Drop the feature where FP16 is missing.
+  if (h.has_feature(Halide::Target::AVX512_SapphireRapids) && !__builtin_cpu_supports("avx512fp16"))
+    h = h.without_feature(Halide::Target::AVX512_SapphireRapids);
   return h;
 }
 
