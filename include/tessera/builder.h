@@ -50,10 +50,10 @@ class Tensor {
   const std::string& name() const { return node().name; }
 
   // Inside a `define`: the element at a row-major index, as a Halide Expr.
-  Expr operator()(const std::vector<Expr>& index) const;
+  Expr at(const std::vector<Expr>& index) const;
   template <typename... Args>
   Expr operator()(Args&&... index) const {
-    return (*this)(std::vector<Expr>{Expr(std::forward<Args>(index))...});
+    return at(std::vector<Expr>{Expr(std::forward<Args>(index))...});
   }
 
  private:
@@ -100,7 +100,7 @@ class GraphBuilder {
   std::string fresh_name();
 
   Graph g_;
-  std::map<int, Halide::ImageParam> placeholders_;  // node id -> placeholder read in defines
+  std::map<int, std::string> placeholders_;  // node id -> its placeholder's name in defines
   int counter_ = 0;
 };
 

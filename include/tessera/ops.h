@@ -67,25 +67,30 @@ Tensor operator*(double a, Tensor b);
 Tensor operator/(double a, Tensor b);
 
 // ---- Reductions: sum, mean, max {axes=[...], keepdim} ---------------------
-// Empty axes means all axes. mean needs a float dtype.
+// Empty axes means all axes; a repeated axis is an error. mean needs a float
+// dtype; sum and max take any numeric dtype (not bool) and keep it (integer
+// sums wrap). f16/bf16 accumulate in f32 and round once.
 Tensor sum(Tensor x, std::vector<int64_t> axes = {}, bool keepdim = false);
 Tensor mean(Tensor x, std::vector<int64_t> axes = {}, bool keepdim = false);
 Tensor max(Tensor x, std::vector<int64_t> axes = {}, bool keepdim = false);
 
 // ---- Shape ops --------------------------------------------------------------
-Tensor reshape(Tensor x, Shape shape);  // reshape{shape}; one -1 is inferred
+Tensor reshape(Tensor x, Shape shape);  // reshape{shape} (stored as given); one -1 is inferred
 Tensor permute(Tensor x, std::vector<int64_t> dims);  // permute{dims}: out dim d = in dim dims[d]
 Tensor transpose(Tensor x, int64_t dim0, int64_t dim1);  // a permute node
 Tensor broadcast_to(Tensor x, Shape shape);              // broadcast_to{shape}
-// slice{axis, start, end, step}: PyTorch semantics (end clamped; step >= 1).
+// slice{axis, start, end, step}: PyTorch semantics (negative start/end count
+// from the end, both clamped to [0, size]; step >= 1). An empty result is an
+// error, since dims must be >= 1.
 Tensor slice(Tensor x, int64_t axis, int64_t start, int64_t end, int64_t step = 1);
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);  // concat{axis}
-Tensor squeeze(Tensor x, std::vector<int64_t> axes);         // squeeze{axes}: each has size 1
+// squeeze{axes}: each listed axis has size 1; empty axes squeezes every size-1 dim.
+Tensor squeeze(Tensor x, std::vector<int64_t> axes);
 Tensor unsqueeze(Tensor x, int64_t axis);                    // unsqueeze{axis}
 
 // ---- Linear algebra ----------------------------------------------------------
 // matmul: a[..., M, K] x b[..., K, N] -> [..., M, N]; batch dims broadcast.
-// Both operands need rank >= 2.
+// Both operands need rank >= 2 and equal numeric dtypes; f16/bf16 accumulate in f32.
 Tensor matmul(Tensor a, Tensor b);
 // linear: x[..., in] . weight[out, in]^T (+ bias[out]) -> [..., out] (PyTorch layout).
 Tensor linear(Tensor x, Tensor weight);
@@ -93,11 +98,12 @@ Tensor linear(Tensor x, Tensor weight, Tensor bias);
 
 // ---- Neural-network ops ----------------------------------------------------
 // embedding(indices: int[...], weight[V, D]) -> [..., D]. An index out of
-// [0, V) reads row clamp(index, 0, V-1).
+// [0, V) reads row clamp(index, 0, V-1). Any integer dtype for indices.
 Tensor embedding(Tensor indices, Tensor weight);
 Tensor softmax(Tensor x, int64_t axis = -1);      // softmax{axis}
 Tensor log_softmax(Tensor x, int64_t axis = -1);  // log_softmax{axis}
-// layer_norm{eps} over the last dim, optional weight and bias [D].
+// layer_norm{eps} over the last dim, optional weight and bias [D]:
+// (x - mean) / sqrt(var + eps) (* weight + bias), var biased (as PyTorch).
 Tensor layer_norm(Tensor x, double eps = 1e-5);
 Tensor layer_norm(Tensor x, Tensor weight, Tensor bias, double eps = 1e-5);
 // rms_norm{eps} over the last dim: x / sqrt(mean(x^2) + eps) (* weight).
@@ -105,15 +111,18 @@ Tensor rms_norm(Tensor x, double eps = 1e-6);
 Tensor rms_norm(Tensor x, Tensor weight, double eps = 1e-6);
 // cross_entropy{ignore_index}: logits[N, C], target int[N] -> scalar mean of
 // -log_softmax(logits)[n, target[n]] over the n whose target != ignore_index
-// (0 if there are none).
+// (0 if there are none). target is i32 or i64; a target outside [0, C) other
+// than ignore_index reads class clamp(target, 0, C-1).
 Tensor cross_entropy(Tensor logits, Tensor target, int64_t ignore_index = -100);
 // dropout{p, seed, offset}: keeps element e (row-major index) when the first
 // 32-bit word of Philox4x32-10(counter = {e + offset low, high, 0, 0},
 // key = {seed low, seed high}) / 2^32 >= p, scaling kept values by 1/(1-p).
-// The same bits on every backend.
+// The same bits on every backend. p must be in [0, 1); p == 0 is the identity.
+// seed and offset are stored as int64 attributes holding the uint64's bits.
 Tensor dropout(Tensor x, double p, uint64_t seed, uint64_t offset = 0);
 // attention{causal, scale}: q, k, v [..., T, D] -> softmax(q k^T * scale
-// (+ causal mask)) v. scale <= 0 means 1/sqrt(D).
+// (+ causal mask)) v. scale <= 0 means 1/sqrt(D). v may have its own last dim
+// Dv: q, k [..., T, D], v [..., T, Dv] -> [..., T, Dv]. causal masks key j > query i.
 Tensor attention(Tensor q, Tensor k, Tensor v, bool causal = true, double scale = 0.0);
 
 }  // namespace tessera

@@ -16,7 +16,7 @@ const Node& Tensor::node() const {
   return b_->graph().node(id_);
 }
 
-Expr Tensor::operator()(const std::vector<Expr>& index) const {
+Expr Tensor::at(const std::vector<Expr>& index) const {
   if (!b_) fail("indexing an undefined Tensor");
   return b_->access(id_, index);
 }
@@ -104,14 +104,8 @@ Expr GraphBuilder::access(int id, const std::vector<Expr>& index) {
     fail("define: tensor '", n.name, "' of type ", to_string(n.type), " is read with ", index.size(),
          " indices");
   auto it = placeholders_.find(id);
-  if (it == placeholders_.end())
-    it = placeholders_
-             .emplace(id, Halide::ImageParam(halide_type(n.type.dtype), n.type.rank(),
-                                             "tessera_ph" + std::to_string(id) + "_" + g_.name))
-             .first;
-  std::vector<Expr> idx;
-  for (const Expr& e : index) idx.push_back(Halide::cast(Halide::Int(32), e));
-  return it->second(idx);
+  if (it == placeholders_.end()) it = placeholders_.emplace(id, "tessera_ph" + std::to_string(id) + "_" + g_.name).first;
+  return placeholder_read(it->second, halide_type(n.type.dtype), index);
 }
 
 Tensor GraphBuilder::define_impl(const std::string& name, Shape shape, const std::vector<Var>& vars, Expr body) {
@@ -125,7 +119,7 @@ Tensor GraphBuilder::define_impl(const std::string& name, Shape shape, const std
   for (const std::string& read : image_reads(body)) {
     int id = -1;
     for (const auto& [nid, ph] : placeholders_)
-      if (ph.name() == read) id = nid;
+      if (ph == read) id = nid;
     if (id < 0) fail("define '", name, "': reads '", read, "', which is not a tensor of graph '", g_.name, "'");
     inputs.push_back(id);
     def->placeholders.push_back(read);

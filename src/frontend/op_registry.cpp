@@ -78,7 +78,19 @@ namespace tessera {
 // Each ops_*.cpp defines one of these; calling them keeps the linker from
 // dropping the files whose only job is to register ops.
 void link_elementwise_ops();
+void link_reduction_ops();
+void link_shape_ops();
+void link_linalg_ops();
+void link_nn_ops();
+void link_leaf_ops();
 
-void link_all_ops() { link_elementwise_ops(); }
+void link_all_ops() {
+  link_leaf_ops();
+  link_elementwise_ops();
+  link_reduction_ops();
+  link_shape_ops();
+  link_linalg_ops();
+  link_nn_ops();
+}
 
 }  // namespace tessera

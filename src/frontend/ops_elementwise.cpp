@@ -114,11 +114,14 @@ const std::vector<Binary>& binary_ops() {
       {"div", false, false,
        [](Expr a, Expr b) {
          if (a.type().is_float()) return a / b;
-         // Halide's integer division floors; PyTorch's trunc-division rounds toward zero.
+         // Halide's integer division is Euclidean (the remainder is never
+         // negative); PyTorch's rounds toward zero. They differ when a < 0
+         // and the division is inexact: step q one toward zero.
          Expr q = a / b;
          Expr r = a - q * b;
          Halide::Expr zero = Halide::Internal::make_zero(a.type());
-         return Halide::select(r != zero && ((r < zero) != (b < zero)), q + 1, q);
+         Halide::Expr one = Halide::Internal::make_one(a.type());
+         return Halide::select(r != zero && a < zero, q + Halide::select(b > zero, one, -one), q);
        }},
       {"pow", false, true, [](Expr a, Expr b) { return Halide::pow(a, b); }},
       {"maximum", false, false, [](Expr a, Expr b) { return Halide::max(a, b); }},

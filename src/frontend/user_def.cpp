@@ -92,6 +92,13 @@ class FindReduction : public IRVisitor {
 
 }  // namespace
 
+Expr placeholder_read(const std::string& name, const Type& type, const std::vector<Expr>& index) {
+  std::vector<Expr> args;
+  for (const Expr& e : index) args.push_back(cast(Int(32), e));
+  Parameter param(type, true, static_cast<int>(index.size()), name);
+  return Call::make(type, name, args, Call::Image, FunctionPtr(), 0, Halide::Buffer<>(), param);
+}
+
 bool uses_reduction(const Expr& e) {
   FindReduction v;
   e.accept(&v);

@@ -30,6 +30,12 @@ inline constexpr const char* kReducePrefix = "tessera.";
 // Func calls, which a definition may not contain.
 Halide::Expr canonicalize_user_expr(const Halide::Expr& e, const std::string& op_name);
 
+// A read of a tensor inside a definition: an Image call to the placeholder
+// `name` (a buffer Parameter of `type`), with row-major int32 arguments.
+// (Halide's ImageParam reads go through a wrapper Func, which a definition
+// must not contain; this builds the plain Image call directly.)
+Halide::Expr placeholder_read(const std::string& name, const Halide::Type& type, const std::vector<Halide::Expr>& index);
+
 // The names of the Image calls (tensor reads) in `e`, in order of first appearance.
 std::vector<std::string> image_reads(const Halide::Expr& e);
 

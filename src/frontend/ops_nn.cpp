@@ -1,0 +1,454 @@
+// Neural-network ops: embedding, softmax, log_softmax, layer_norm, rms_norm,
+// cross_entropy, dropout, attention.
+//
+// Each reduction inside an op (a row max, a row sum, ...) is its own stage
+// Func, listed in Definition::stages so that a schedule can place it; the
+// output Func reads them. Float math on f16/bf16 runs in f32 and is rounded
+// back once at the end. Softmax-like ops subtract the row max first.
+#include <cmath>
+
+#include "halide_util.h"
+#include "op_registry.h"
+#include "ops_common.h"
+#include "philox.h"
+#include "tessera/error.h"
+#include "tessera/ops.h"
+
+namespace tessera {
+
+namespace {
+
+using Halide::Expr;
+using Halide::Func;
+using Halide::Var;
+using namespace opsutil;
+
+std::vector<Var> without(const std::vector<Var>& v, size_t drop) {
+  std::vector<Var> r;
+  for (size_t i = 0; i < v.size(); ++i)
+    if (i != drop) r.push_back(v[i]);
+  return r;
+}
+
+std::vector<Expr> with_at(std::vector<Expr> idx, size_t pos, const Expr& e) {
+  idx[pos] = e;
+  return idx;
+}
+
+// stage(rv) = init; stage(rv) = combine(stage(rv), value) over value's RDom.
+Func reduce_stage(const std::string& name, const std::vector<Var>& rv, const Expr& init,
+                  const std::function<Expr(Expr)>& update) {
+  Func f(name);
+  define_pure(f, rv, init);
+  std::vector<Expr> idx = as_exprs(rv);
+  ref(f, idx) = update(ref(f, idx));
+  return f;
+}
+
+// ---- embedding -------------------------------------------------------------
+
+TensorType embedding_infer(const std::vector<TensorType>& in, const Attrs&) {
+  const TensorType &ix = in[0], &w = in[1];
+  if (!is_integer(ix.dtype)) fail("indices must have an integer dtype, got ", to_string(ix));
+  if (w.rank() != 2) fail("weight must be [V, D], got ", to_string(w));
+  Shape out = ix.shape;
+  out.push_back(w.shape[1]);
+  return TensorType{w.dtype, out};
+}
+
+Definition embedding_define(const DefineContext& c) {
+  const int rank = c.node.type.rank();
+  const int64_t vocab = c.input_types[1].shape[0];
+  auto v = make_vars(rank);
+  std::vector<Expr> idx = as_exprs(v);
+  std::vector<Expr> ii(idx.begin(), idx.end() - 1);
+  Expr row = Halide::cast(Halide::Int(64), at(c.inputs[0], ii));
+  row = Halide::cast(Halide::Int(32), Halide::clamp(row, Halide::Expr(int64_t{0}), Halide::Expr(int64_t{vocab - 1})));
+  return Definition{make_func(c.node.name, v, at(c.inputs[1], {row, idx.back()})), {}};
+}
+
+// ---- softmax, log_softmax ----------------------------------------------------
+
+TensorType softmax_infer(const std::vector<TensorType>& in, const Attrs& a, const std::string& op) {
+  need_float(in[0]);
+  int64_t axis = attr_int(a, "axis", op);
+  try {
+    normalize_axis(axis, in[0].rank());
+  } catch (const Error&) {
+    fail("axis ", axis, " is out of range for shape ", to_string(in[0].shape));
+  }
+  return in[0];
+}
+
+Definition softmax_define(const DefineContext& c, bool log_form) {
+  const std::string& op = c.node.op;
+  const Shape& s = c.node.type.shape;
+  const int rank = static_cast<int>(s.size());
+  const size_t axis = static_cast<size_t>(normalize_axis(attr_int(c.node.attrs, "axis", op), rank));
+  DType t = c.node.type.dtype;
+  Halide::Type ct = compute_type(t);
+  auto v = make_vars(rank);
+  std::vector<Expr> idx = as_exprs(v);
+  std::vector<Var> rv = without(v, axis);
+  std::vector<Expr> row = as_exprs(rv);
+  auto x = [&](const Expr& along) { return Halide::cast(ct, at(c.inputs[0], with_at(idx, axis, along))); };
+
+  Halide::RDom rm(0, static_cast<int>(s[axis]), c.node.name + "_rmax");
+  Func mx = reduce_stage(c.node.name + "_max", rv, ct.min(), [&](Expr cur) { return Halide::max(cur, x(rm)); });
+  Halide::RDom rs(0, static_cast<int>(s[axis]), c.node.name + "_rsum");
+  Func se = reduce_stage(c.node.name + "_sum", rv, konst(ct, 0.0),
+                         [&](Expr cur) { return cur + Halide::exp(x(rs) - at(mx, row)); });
+
+  Expr shifted = x(idx[axis]) - at(mx, row);
+  Expr r = log_form ? shifted - Halide::log(at(se, row)) : Halide::exp(shifted) / at(se, row);
+  return Definition{make_func(c.node.name, v, Halide::cast(halide_type(t), r)), {mx, se}};
+}
+
+// ---- layer_norm, rms_norm ------------------------------------------------------
+
+TensorType norm_infer(const std::vector<TensorType>& in) {
+  const TensorType& x = in[0];
+  need_float(x);
+  if (x.rank() < 1) fail("needs rank >= 1, got ", to_string(x));
+  for (size_t i = 1; i < in.size(); ++i) {
+    if (in[i].dtype != x.dtype) fail("dtypes differ: ", to_string(x), " and ", to_string(in[i]));
+    if (in[i].shape != Shape{x.shape.back()})
+      fail(i == 1 ? "weight" : "bias", " must be [", x.shape.back(), "] for input ", to_string(x.shape), ", got ",
+           to_string(in[i].shape));
+  }
+  return x;
+}
+
+Definition norm_define(const DefineContext& c, bool rms) {
+  const std::string& op = c.node.op;
+  const Shape& s = c.node.type.shape;
+  const int rank = static_cast<int>(s.size());
+  const size_t last = static_cast<size_t>(rank - 1);
+  const int64_t dim = s.back();
+  DType t = c.node.type.dtype;
+  Halide::Type ct = compute_type(t);
+  const Expr eps = konst(ct, attr_float(c.node.attrs, "eps", op));
+  const Expr inv_d = konst(ct, 1.0 / static_cast<double>(dim));
+  auto v = make_vars(rank);
+  std::vector<Expr> idx = as_exprs(v);
+  std::vector<Var> rv = without(v, last);
+  std::vector<Expr> row = as_exprs(rv);
+  auto x = [&](const Expr& along) { return Halide::cast(ct, at(c.inputs[0], with_at(idx, last, along))); };
+  Expr xv = x(idx[last]);
+  std::vector<Func> stages;
+  Expr r;
+  if (rms) {
+    Halide::RDom rd(0, static_cast<int>(dim), c.node.name + "_rsq");
+    Func ss = reduce_stage(c.node.name + "_sumsq", rv, konst(ct, 0.0), [&](Expr cur) {
+      Expr e = x(rd);
+      return cur + e * e;
+    });
+    stages.push_back(ss);
+    r = xv / Halide::sqrt(at(ss, row) * inv_d + eps);
+  } else {
+    Halide::RDom rd(0, static_cast<int>(dim), c.node.name + "_rsum");
+    Func sm = reduce_stage(c.node.name + "_sum", rv, konst(ct, 0.0), [&](Expr cur) { return cur + x(rd); });
+    Expr mu = at(sm, row) * inv_d;
+    // Two passes (sum, then sum of squared deviations): stable for large means.
+    Halide::RDom rq(0, static_cast<int>(dim), c.node.name + "_rvar");
+    Func sq = reduce_stage(c.node.name + "_sumsq", rv, konst(ct, 0.0), [&](Expr cur) {
+      Expr e = x(rq) - mu;
+      return cur + e * e;
+    });
+    stages = {sm, sq};
+    r = (xv - mu) / Halide::sqrt(at(sq, row) * inv_d + eps);
+  }
+  if (c.inputs.size() >= 2) r = r * Halide::cast(ct, at(c.inputs[1], {idx[last]}));
+  if (c.inputs.size() >= 3) r = r + Halide::cast(ct, at(c.inputs[2], {idx[last]}));
+  return Definition{make_func(c.node.name, v, Halide::cast(halide_type(t), r)), stages};
+}
+
+// ---- cross_entropy ---------------------------------------------------------------
+
+TensorType cross_entropy_infer(const std::vector<TensorType>& in, const Attrs& a) {
+  const TensorType &logits = in[0], &target = in[1];
+  attr_int(a, "ignore_index", "cross_entropy");
+  need_float(logits, "logits tensor");
+  if (logits.rank() != 2) fail("logits must be [N, C], got ", to_string(logits));
+  if (target.dtype != DType::i32 && target.dtype != DType::i64)
+    fail("target must be i32 or i64, got ", to_string(target));
+  if (target.shape != Shape{logits.shape[0]})
+    fail("target must be [", logits.shape[0], "] for logits ", to_string(logits.shape), ", got ",
+         to_string(target.shape));
+  return TensorType{logits.dtype, {}};
+}
+
+Definition cross_entropy_define(const DefineContext& c) {
+  const Shape& ls = c.input_types[0].shape;
+  const int64_t classes = ls[1];
+  const int64_t ignore = attr_int(c.node.attrs, "ignore_index", "cross_entropy");
+  DType t = c.node.type.dtype;
+  Halide::Type ct = compute_type(t);
+  const std::string& name = c.node.name;
+  Var n("d0");
+  auto logit = [&](const Expr& row, const Expr& cls) { return Halide::cast(ct, at(c.inputs[0], {row, cls})); };
+
+  Halide::RDom rm(0, static_cast<int>(classes), name + "_rmax");
+  Func mx = reduce_stage(name + "_max", {n}, ct.min(), [&](Expr cur) { return Halide::max(cur, logit(n, rm)); });
+  Halide::RDom rs(0, static_cast<int>(classes), name + "_rsum");
+  Func se = reduce_stage(name + "_sum", {n}, konst(ct, 0.0),
+                         [&](Expr cur) { return cur + Halide::exp(logit(n, rs) - at(mx, {n})); });
+
+  // Per-row loss, summed with the count of rows that are not ignored.
+  Halide::RDom rn(0, static_cast<int>(ls[0]), name + "_rrow");
+  Expr tgt = Halide::cast(Halide::Int(64), at(c.inputs[1], {rn}));
+  Expr valid = tgt != Halide::Expr(ignore);
+  Expr cls = Halide::cast(Halide::Int(32), Halide::clamp(tgt, Expr(int64_t{0}), Expr(int64_t{classes - 1})));
+  Expr row_loss = at(mx, {rn}) + Halide::log(at(se, {rn})) - logit(rn, cls);
+  Func total = reduce_stage(name + "_total", {}, konst(ct, 0.0),
+                            [&](Expr cur) { return cur + Halide::select(valid, row_loss, konst(ct, 0.0)); });
+  Func count = reduce_stage(name + "_count", {}, konst(ct, 0.0),
+                            [&](Expr cur) { return cur + Halide::select(valid, konst(ct, 1.0), konst(ct, 0.0)); });
+  Expr cnt = at(count, {});
+  Expr r = Halide::select(cnt > konst(ct, 0.0), at(total, {}) / Halide::max(cnt, konst(ct, 1.0)), konst(ct, 0.0));
+  return Definition{make_func(name, {}, Halide::cast(halide_type(t), r)), {mx, se, total, count}};
+}
+
+// ---- dropout -------------------------------------------------------------------
+
+double dropout_p(const Attrs& a) {
+  double p = attr_float(a, "p", "dropout");
+  if (!(p >= 0.0 && p < 1.0)) fail("p must be in [0, 1), got ", p);
+  attr_int(a, "seed", "dropout");
+  attr_int(a, "offset", "dropout");
+  return p;
+}
+
+TensorType dropout_infer(const std::vector<TensorType>& in, const Attrs& a) {
+  need_float(in[0]);
+  dropout_p(a);
+  return in[0];
+}
+
+Definition dropout_define(const DefineContext& c) {
+  const Shape& s = c.node.type.shape;
+  const int rank = static_cast<int>(s.size());
+  const double p = dropout_p(c.node.attrs);
+  const uint64_t seed = static_cast<uint64_t>(attr_int(c.node.attrs, "seed", "dropout"));
+  const uint64_t offset = static_cast<uint64_t>(attr_int(c.node.attrs, "offset", "dropout"));
+  DType t = c.node.type.dtype;
+  Halide::Type ct = compute_type(t);
+  auto v = make_vars(rank);
+  Expr x = at(c.inputs[0], as_exprs(v));
+  if (p == 0.0) return Definition{make_func(c.node.name, v, x), {}};
+
+  const Halide::Type u32 = Halide::UInt(32), u64 = Halide::UInt(64);
+  // e = row-major flat index; the counter is the 64-bit e + offset.
+  Expr e = Halide::Internal::make_const(u64, offset);
+  uint64_t stride = 1;
+  for (int d = rank - 1; d >= 0; --d) {
+    e = e + Halide::cast(u64, v[d]) * Halide::Internal::make_const(u64, stride);
+    stride *= static_cast<uint64_t>(s[d]);
+  }
+  std::array<Expr, 4> words = philox4x32_10(
+      {Halide::cast(u32, e), Halide::cast(u32, e >> 32), Halide::Internal::make_zero(u32), Halide::Internal::make_zero(u32)},
+      {Halide::Internal::make_const(u32, static_cast<uint32_t>(seed)),
+       Halide::Internal::make_const(u32, static_cast<uint32_t>(seed >> 32))});
+  Expr keep = Halide::cast(u64, words[0]) >= Halide::Internal::make_const(u64, dropout_threshold(p));
+  Expr scaled = Halide::cast(ct, x) * konst(ct, 1.0 / (1.0 - p));
+  Expr r = Halide::select(keep, scaled, konst(ct, 0.0));
+  return Definition{make_func(c.node.name, v, Halide::cast(halide_type(t), r)), {}};
+}
+
+// ---- attention -------------------------------------------------------------------
+
+TensorType attention_infer(const std::vector<TensorType>& in, const Attrs& a) {
+  const TensorType &q = in[0], &k = in[1], &v = in[2];
+  attr_bool(a, "causal", "attention");
+  attr_float(a, "scale", "attention");
+  need_float(q);
+  if (k.dtype != q.dtype || v.dtype != q.dtype)
+    fail("dtypes differ: ", to_string(q), ", ", to_string(k), " and ", to_string(v));
+  if (q.rank() < 2) fail("q, k, v must be [..., T, D], got ", to_string(q.shape));
+  bool ok = k.shape == q.shape && v.rank() == q.rank();
+  for (int i = 0; ok && i < q.rank() - 1; ++i) ok = v.shape[i] == q.shape[i];
+  if (!ok)
+    fail("q, k, v must be [..., T, D], [..., T, D], [..., T, Dv] with equal leading dims, got ", to_string(q.shape),
+         ", ", to_string(k.shape), " and ", to_string(v.shape));
+  Shape out = q.shape;
+  out.back() = v.shape.back();
+  return TensorType{q.dtype, out};
+}
+
+Definition attention_define(const DefineContext& c) {
+  const Shape& qs = c.input_types[0].shape;
+  const int rank = static_cast<int>(qs.size());
+  const int64_t seq = qs[rank - 2], dim = qs[rank - 1];
+  const bool causal = attr_bool(c.node.attrs, "causal", "attention");
+  double scale = attr_float(c.node.attrs, "scale", "attention");
+  if (scale <= 0.0) scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  DType t = c.node.type.dtype;
+  Halide::Type ct = compute_type(t);
+  const std::string& name = c.node.name;
+
+  // Vars: [batch..., i, j] for scores, [batch..., i] for row stats, [batch..., i, e] for the output.
+  auto v = make_vars(rank);  // [batch..., i, e]
+  std::vector<Expr> idx = as_exprs(v);
+  std::vector<Var> rowv(v.begin(), v.end() - 1);  // [batch..., i]
+  std::vector<Expr> row = as_exprs(rowv);
+  Var j("j");
+  std::vector<Var> sv = rowv;
+  sv.push_back(j);  // [batch..., i, j]
+  std::vector<Expr> batch(idx.begin(), idx.end() - 2);
+  Expr i = idx[rank - 2];
+  auto read = [&](int input, const Expr& a, const Expr& b) {
+    std::vector<Expr> ix = batch;
+    ix.push_back(a);
+    ix.push_back(b);
+    return Halide::cast(ct, at(c.inputs[input], ix));
+  };
+
+  // scores[b, i, j] = sum_d q[b, i, d] k[b, j, d]
+  Halide::RDom rd(0, static_cast<int>(dim), name + "_rd");
+  Func scores = reduce_stage(name + "_scores", sv, konst(ct, 0.0),
+                             [&](Expr cur) { return cur + read(0, i, rd) * read(1, j, rd); });
+  auto logit = [&](const Expr& jj) {
+    std::vector<Expr> ix = row;
+    ix.push_back(jj);
+    return at(scores, ix) * konst(ct, scale);
+  };
+  auto masked = [&](const Expr& jj, const Expr& val, const Expr& off) {
+    return causal ? Halide::select(jj <= i, val, off) : val;
+  };
+  Halide::RDom rm(0, static_cast<int>(seq), name + "_rmax");
+  Func mx = reduce_stage(name + "_max", rowv, ct.min(),
+                         [&](Expr cur) { return Halide::max(cur, masked(rm, logit(rm), ct.min())); });
+  // probs[b, i, j] = exp(logit - max), 0 where masked (not yet normalized).
+  Func probs(name + "_probs");
+  define_pure(probs, sv, masked(j, Halide::exp(logit(j) - at(mx, row)), konst(ct, 0.0)));
+  auto prob = [&](const Expr& jj) {
+    std::vector<Expr> ix = row;
+    ix.push_back(jj);
+    return at(probs, ix);
+  };
+  Halide::RDom rs(0, static_cast<int>(seq), name + "_rsum");
+  Func se = reduce_stage(name + "_sum", rowv, konst(ct, 0.0), [&](Expr cur) { return cur + prob(rs); });
+  Halide::RDom ra(0, static_cast<int>(seq), name + "_racc");
+  Func acc = reduce_stage(name + "_acc", v, konst(ct, 0.0),
+                          [&](Expr cur) { return cur + prob(ra) * read(2, ra, idx[rank - 1]); });
+  Expr r = at(acc, idx) / at(se, row);
+  return Definition{make_func(name, v, Halide::cast(halide_type(t), r)), {scores, mx, probs, se, acc}};
+}
+
+const bool registered = [] {
+  OpDef emb;
+  emb.name = "embedding";
+  emb.kind = OpKind::gather;
+  emb.min_inputs = emb.max_inputs = 2;
+  emb.infer = embedding_infer;
+  emb.define = embedding_define;
+  register_op(std::move(emb));
+
+  for (bool log_form : {false, true}) {
+    OpDef sm;
+    sm.name = log_form ? "log_softmax" : "softmax";
+    sm.kind = OpKind::reduction;
+    std::string op = sm.name;
+    sm.infer = [op](const std::vector<TensorType>& in, const Attrs& a) { return softmax_infer(in, a, op); };
+    sm.define = [log_form](const DefineContext& c) { return softmax_define(c, log_form); };
+    register_op(std::move(sm));
+  }
+
+  OpDef ln;
+  ln.name = "layer_norm";
+  ln.kind = OpKind::reduction;
+  ln.min_inputs = 1;
+  ln.max_inputs = 3;
+  ln.infer = [](const std::vector<TensorType>& in, const Attrs& a) {
+    attr_float(a, "eps", "layer_norm");
+    if (in.size() == 2) fail("takes 1 input (x) or 3 (x, weight, bias), got 2");
+    return norm_infer(in);
+  };
+  ln.define = [](const DefineContext& c) { return norm_define(c, false); };
+  register_op(std::move(ln));
+
+  OpDef rms;
+  rms.name = "rms_norm";
+  rms.kind = OpKind::reduction;
+  rms.min_inputs = 1;
+  rms.max_inputs = 2;
+  rms.infer = [](const std::vector<TensorType>& in, const Attrs& a) {
+    attr_float(a, "eps", "rms_norm");
+    return norm_infer(in);
+  };
+  rms.define = [](const DefineContext& c) { return norm_define(c, true); };
+  register_op(std::move(rms));
+
+  OpDef ce;
+  ce.name = "cross_entropy";
+  ce.kind = OpKind::reduction;
+  ce.min_inputs = ce.max_inputs = 2;
+  ce.infer = cross_entropy_infer;
+  ce.define = cross_entropy_define;
+  register_op(std::move(ce));
+
+  OpDef drop;
+  drop.name = "dropout";
+  drop.kind = OpKind::random;
+  drop.infer = dropout_infer;
+  drop.define = dropout_define;
+  register_op(std::move(drop));
+
+  OpDef att;
+  att.name = "attention";
+  att.kind = OpKind::contraction;
+  att.min_inputs = att.max_inputs = 3;
+  att.infer = attention_infer;
+  att.define = attention_define;
+  register_op(std::move(att));
+  return true;
+}();
+
+}  // namespace
+
+void link_nn_ops() { (void)registered; }
+
+Tensor embedding(Tensor indices, Tensor weight) {
+  builder_of(weight, "embedding");
+  return builder_of(indices, "embedding")->add("embedding", {indices, weight});
+}
+
+Tensor softmax(Tensor x, int64_t axis) { return builder_of(x, "softmax")->add("softmax", {x}, {{"axis", axis}}); }
+
+Tensor log_softmax(Tensor x, int64_t axis) {
+  return builder_of(x, "log_softmax")->add("log_softmax", {x}, {{"axis", axis}});
+}
+
+Tensor layer_norm(Tensor x, double eps) { return builder_of(x, "layer_norm")->add("layer_norm", {x}, {{"eps", eps}}); }
+
+Tensor layer_norm(Tensor x, Tensor weight, Tensor bias, double eps) {
+  builder_of(weight, "layer_norm");
+  builder_of(bias, "layer_norm");
+  return builder_of(x, "layer_norm")->add("layer_norm", {x, weight, bias}, {{"eps", eps}});
+}
+
+Tensor rms_norm(Tensor x, double eps) { return builder_of(x, "rms_norm")->add("rms_norm", {x}, {{"eps", eps}}); }
+
+Tensor rms_norm(Tensor x, Tensor weight, double eps) {
+  builder_of(weight, "rms_norm");
+  return builder_of(x, "rms_norm")->add("rms_norm", {x, weight}, {{"eps", eps}});
+}
+
+Tensor cross_entropy(Tensor logits, Tensor target, int64_t ignore_index) {
+  builder_of(target, "cross_entropy");
+  return builder_of(logits, "cross_entropy")->add("cross_entropy", {logits, target}, {{"ignore_index", ignore_index}});
+}
+
+Tensor dropout(Tensor x, double p, uint64_t seed, uint64_t offset) {
+  return builder_of(x, "dropout")
+      ->add("dropout", {x},
+            {{"p", p}, {"seed", static_cast<int64_t>(seed)}, {"offset", static_cast<int64_t>(offset)}});
+}
+
+Tensor attention(Tensor q, Tensor k, Tensor v, bool causal, double scale) {
+  builder_of(k, "attention");
+  builder_of(v, "attention");
+  return builder_of(q, "attention")->add("attention", {q, k, v}, {{"causal", causal}, {"scale", scale}});
+}
+
+}  // namespace tessera

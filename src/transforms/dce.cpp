@@ -1,0 +1,17 @@
+// Dead-code elimination: removes the nodes no graph output depends on.
+//
+// Inputs and params always stay (they are the graph's interface), and so that
+// each of them stays in use (the verifier requires it), an input or param
+// that only dead nodes read keeps its first reader and that reader's own
+// inputs. Constants stay only when used. Names are kept; ids are renumbered.
+// This pass does not merge, fold or rewrite anything.
+#include "graph_rewrite.h"
+#include "tessera/passes.h"
+
+namespace tessera {
+
+Pass dce() {
+  return Pass{"dce", [](const Graph& g) { return keep_only(g, live_nodes(g)); }};
+}
+
+}  // namespace tessera
