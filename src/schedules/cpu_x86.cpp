@@ -32,7 +32,10 @@ void schedule_root(Func f, int vec) {
 // The register-tiled matrix product of Halide's own performance test:
 // `acc(n, m, batch...) += a(m, k) * b(k, n)` computed in 3*vec x 4 register
 // blocks inside 3*vec x 32 tiles; `out` reads acc. Needs N >= 3*vec and M >= 32.
-void schedule_matmul(Func out, Func acc, int vec) {
+// For linear, whose weight is read as w[n, k] (strided along the vectorized
+// n), `weight` is given: a transposed copy is made once at root so that the
+// inner loop loads contiguous vectors.
+void schedule_matmul(Func out, Func acc, Func weight, int vec) {
   std::vector<Var> args = out.args();
   Var n = args[0], m = args[1];
   Var ni("ni"), mi("mi"), mii("mii"), tile("tile");
@@ -43,6 +46,11 @@ void schedule_matmul(Func out, Func acc, int vec) {
   Var an = acc.args()[0], am = acc.args()[1];
   Halide::RVar k(acc.update(0).get_schedule().rvars()[0].var);
   acc.update(0).reorder(an, am, k).vectorize(an, vec).unroll(an).unroll(am);
+  if (weight.defined()) {
+    Func wt = weight.in(acc);
+    std::vector<Var> wa = wt.args();  // (k, n) in Halide order
+    wt.compute_root().reorder_storage(wa[1], wa[0]).reorder(wa[1], wa[0]).vectorize(wa[1], vec, TailStrategy::GuardWithIf);
+  }
 }
 
 }  // namespace
@@ -63,7 +71,8 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
       const Shape& s = node.type.shape;
       int64_t N = s[s.size() - 1], M = s[s.size() - 2];
       if (N >= 3 * vec && M >= 32) {
-        schedule_matmul(f, L.stages[node.id][0], vec);
+        Func weight = node.op == "linear" ? L.funcs[node.inputs[1]] : Func();
+        schedule_matmul(f, L.stages[node.id][0], weight, vec);
         what = "root, register-tiled matmul " + std::to_string(3 * vec) + "x32 (blocks " +
                std::to_string(3 * vec) + "x4)";
       }
