@@ -65,7 +65,6 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
     Func f = L.funcs[node.id];
     const OpDef& def = op_def(node.op);
     const bool heavy = def.kind == OpKind::reduction || def.kind == OpKind::contraction || has_reduction(node);
-    for (Func s : L.stages[node.id]) schedule_root(s, vec);
     std::string what;
     if ((node.op == "matmul" || node.op == "linear") && !L.stages[node.id].empty()) {
       const Shape& s = node.type.shape;
@@ -78,6 +77,7 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
       }
     }
     if (what.empty()) {
+      for (Func s : L.stages[node.id]) schedule_root(s, vec);
       if (heavy || is_output[node.id]) {
         schedule_root(f, vec);
         what = "root, vectorized x" + std::to_string(vec) + ", parallel over the outermost dim";
