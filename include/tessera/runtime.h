@@ -80,6 +80,10 @@ class Executable {
   // Runs the graph. `args` holds every input and param by name, each with
   // the graph's dtype and shape; returns every graph output by name.
   std::map<std::string, Buffer> run(const std::map<std::string, Buffer>& args) const;
+  // The same, writing into caller-owned output Buffers (allocated here if
+  // absent or of the wrong type, reused otherwise): steady-state loops
+  // then allocate nothing.
+  void run(const std::map<std::string, Buffer>& args, std::map<std::string, Buffer>& outputs) const;
 
   const Graph& graph() const;
   const Target& target() const;

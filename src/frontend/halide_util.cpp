@@ -2,6 +2,7 @@
 #include "halide_util.h"
 
 #include <algorithm>
+#include <limits>
 #include <sstream>
 
 #include "tessera/error.h"
@@ -29,6 +30,22 @@ DType dtype_of(const Halide::Type& t) {
   std::ostringstream os;
   os << t;
   fail("Halide type ", os.str(), " has no tessera dtype");
+}
+
+Halide::Expr exp_expr(const Halide::Expr& x) {
+  if (x.type() != Halide::Float(32)) return Halide::exp(x);
+  return Halide::select(x > 88.7228394f, Halide::Expr(std::numeric_limits<float>::infinity()), Halide::exp(x));
+}
+
+Halide::Expr tanh_expr(const Halide::Expr& x) {
+  if (x.type() != Halide::Float(32)) return Halide::tanh(x);
+  Halide::Expr a = Halide::abs(x), x2 = x * x;
+  // Taylor series of tanh to x^9: the x^11 term is below 1e-13 for |x| < 0.1.
+  Halide::Expr small =
+      x * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315 + x2 * (62.0f / 2835)))));
+  Halide::Expr e = Halide::exp(-2.0f * a);
+  Halide::Expr big = (1.0f - e) / (1.0f + e);
+  return Halide::select(a < 0.1f, small, Halide::select(x < 0.0f, -big, big));
 }
 
 std::vector<Halide::Var> make_vars(int rank) {

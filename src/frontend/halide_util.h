@@ -19,6 +19,16 @@ Halide::Type halide_type(DType t);
 // The DType of a Halide type, or throws Error naming it.
 DType dtype_of(const Halide::Type& t);
 
+// Math with the semantics op definitions need, vectorizable on every target.
+// exp: Halide's f32 exp returns 0 for +inf; this returns +inf above the f32
+// range. tanh: Halide's f32 tanh is a scalar libm call (8x slower than the
+// rest of a fused kernel); f32 uses an odd polynomial below |x| < 0.1 and
+// (1 - e^-2|x|) / (1 + e^-2|x|) above, within 2 ulp. f64 uses Halide's own.
+// Note that Halide compiles float code with fast-math flags: NaN inputs are
+// not guaranteed to propagate through these.
+Halide::Expr exp_expr(const Halide::Expr& x);
+Halide::Expr tanh_expr(const Halide::Expr& x);
+
 // `rank` fresh Vars in row-major order, named d0, d1, ...
 std::vector<Halide::Var> make_vars(int rank);
 std::vector<Halide::Expr> as_exprs(const std::vector<Halide::Var>& v);

@@ -32,13 +32,13 @@ const std::vector<Unary>& unary_ops() {
       {"neg", false, [](Expr x) { return -x; }},
       {"abs", false, [](Expr x) { return Halide::select(x < 0, -x, x); }},
       {"relu", false, [](Expr x) { return Halide::max(x, Halide::Internal::make_zero(x.type())); }},
-      {"exp", true, [](Expr x) { return Halide::exp(x); }},
+      {"exp", true, [](Expr x) { return exp_expr(x); }},
       {"log", true, [](Expr x) { return Halide::log(x); }},
       {"sqrt", true, [](Expr x) { return Halide::sqrt(x); }},
       {"rsqrt", true, [](Expr x) { return Halide::Internal::make_one(x.type()) / Halide::sqrt(x); }},
-      {"tanh", true, [](Expr x) { return Halide::tanh(x); }},
-      {"sigmoid", true, [](Expr x) { return Halide::Internal::make_one(x.type()) / (Halide::Internal::make_one(x.type()) + Halide::exp(-x)); }},
-      {"silu", true, [](Expr x) { return x / (Halide::Internal::make_one(x.type()) + Halide::exp(-x)); }},
+      {"tanh", true, [](Expr x) { return tanh_expr(x); }},
+      {"sigmoid", true, [](Expr x) { return Halide::Internal::make_one(x.type()) / (Halide::Internal::make_one(x.type()) + exp_expr(-x)); }},
+      {"silu", true, [](Expr x) { return x / (Halide::Internal::make_one(x.type()) + exp_expr(-x)); }},
   };
   return ops;
 }
@@ -90,7 +90,7 @@ Expr gelu_expr(const Expr& x, bool tanh_form) {
   Halide::Type t = x.type();
   auto c = [&](double v) { return Halide::cast(t, Expr(v)); };
   if (tanh_form)
-    return c(0.5) * x * (c(1.0) + Halide::tanh(c(std::sqrt(2.0 / M_PI)) * (x + c(0.044715) * x * x * x)));
+    return c(0.5) * x * (c(1.0) + tanh_expr(c(std::sqrt(2.0 / M_PI)) * (x + c(0.044715) * x * x * x)));
   return c(0.5) * x * (c(1.0) + erf_expr(x * c(M_SQRT1_2)));
 }
 

@@ -105,6 +105,12 @@ std::string Executable::schedule_text() const {
 }
 
 std::map<std::string, Buffer> Executable::run(const std::map<std::string, Buffer>& args) const {
+  std::map<std::string, Buffer> outputs;
+  run(args, outputs);
+  return outputs;
+}
+
+void Executable::run(const std::map<std::string, Buffer>& args, std::map<std::string, Buffer>& results) const {
   if (!impl_) fail("Executable::run: not compiled");
   const CompiledGraph& c = *impl_;
   const Graph& g = c.graph;
@@ -132,12 +138,12 @@ std::map<std::string, Buffer> Executable::run(const std::map<std::string, Buffer
         fail("run '", g.name, "': '", name, "' is not an input or param of the graph");
     }
   }
-  std::map<std::string, Buffer> results;
   std::vector<Halide::Buffer<>> outs;
-  for (size_t i = 0; i < g.outputs.size(); ++i) {
-    Buffer b(g.node(g.outputs[i].node).type.dtype, g.node(g.outputs[i].node).type.shape);
+  for (const GraphOutput& o : g.outputs) {
+    const TensorType& type = g.node(o.node).type;
+    Buffer& b = results[o.name];
+    if (!b.defined() || b.type() != type) b = Buffer(type.dtype, type.shape);
     outs.push_back(halide_view(b));
-    results[g.outputs[i].name] = b;
   }
   try {
     std::lock_guard<std::mutex> lock(c.run_mutex);
@@ -146,7 +152,6 @@ std::map<std::string, Buffer> Executable::run(const std::map<std::string, Buffer
   } catch (const Halide::Error& e) {
     fail("run '", g.name, "': ", e.what());
   }
-  return results;
 }
 
 }  // namespace tessera
