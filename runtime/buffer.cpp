@@ -63,8 +63,8 @@ void Buffer::set(int64_t i, double v) {
   switch (dtype()) {
     case DType::f64: reinterpret_cast<double*>(p)[i] = v; break;
     case DType::f32: reinterpret_cast<float*>(p)[i] = static_cast<float>(v); break;
-    case DType::f16: reinterpret_cast<uint16_t*>(p)[i] = float_to_f16(static_cast<float>(v)); break;
-    case DType::bf16: reinterpret_cast<uint16_t*>(p)[i] = float_to_bf16(static_cast<float>(v)); break;
+    case DType::f16: reinterpret_cast<uint16_t*>(p)[i] = float_to_f16(double_to_float_round_odd(v)); break;
+    case DType::bf16: reinterpret_cast<uint16_t*>(p)[i] = float_to_bf16(double_to_float_round_odd(v)); break;
     case DType::i64: reinterpret_cast<int64_t*>(p)[i] = static_cast<int64_t>(v); break;
     case DType::i32: reinterpret_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); break;
     case DType::i8: reinterpret_cast<int8_t*>(p)[i] = static_cast<int8_t>(v); break;

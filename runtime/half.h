@@ -20,6 +20,17 @@ inline float bits_float(uint32_t u) {
   return f;
 }
 
+// f64 -> f32 rounding to odd (truncate, then set the last bit if inexact).
+// Rounding that result to f16 or bf16 equals rounding the f64 directly:
+// converting through a plain f32 rounds twice and misses near-ties.
+inline float double_to_float_round_odd(double d) {
+  float f = static_cast<float>(d);
+  if (static_cast<double>(f) == d || !(f - f == 0.0f)) return f;  // exact, infinite or NaN
+  uint32_t u = float_bits(f);
+  if ((f < 0 ? -static_cast<double>(f) : static_cast<double>(f)) > (d < 0 ? -d : d)) --u;  // toward zero
+  return bits_float(u | 1u);
+}
+
 inline uint16_t float_to_bf16(float f) {
   uint32_t u = float_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN

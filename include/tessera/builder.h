@@ -136,7 +136,15 @@ Tensor GraphBuilder::define(const std::string& name, Shape shape, Fn&& fn) {
   const char* names[] = {"i", "j", "k", "l", "m", "n", "o", "p"};
   if (shape.size() > 8) fail("define '", name, "': rank ", shape.size(), " is above the limit of 8");
   for (size_t d = 0; d < shape.size(); ++d) vars.emplace_back(names[d]);
-  Expr body = detail::define_call(fn, vars, name);
+  Expr body;
+  try {
+    body = detail::define_call(fn, vars, name);
+  } catch (const Halide::Error& e) {
+    fail("define '", name, "': Halide rejected the definition: ", e.what());
+  } catch (const Error& e) {
+    if (std::string(e.what()).rfind("define '", 0) == 0) throw;
+    fail("define '", name, "': ", e.what());
+  }
   return define_impl(name, std::move(shape), vars, body);
 }
 

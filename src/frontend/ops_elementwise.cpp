@@ -99,6 +99,17 @@ TensorType same_float(const std::vector<TensorType>& in) {
   return in[0];
 }
 
+// f64 -> f32 rounding to odd, so that a further rounding to f16/bf16 equals
+// rounding the f64 directly (through a plain f32 it would round twice).
+Expr f64_to_f32_round_odd(const Expr& x) {
+  Expr f = Halide::cast<float>(x);
+  Expr back = Halide::cast<double>(f);
+  Expr bits = Halide::reinterpret<uint32_t>(f);
+  bits = Halide::select(Halide::abs(back) > Halide::abs(x), bits - 1, bits);  // truncate toward zero
+  Expr odd = Halide::reinterpret<float>(bits | Halide::cast<uint32_t>(1));
+  return Halide::select(back == x || Halide::abs(x) > Halide::Expr(3.4028234663852886e38), f, odd);
+}
+
 struct Binary {
   const char* name;
   bool comparison;
@@ -204,6 +215,8 @@ const bool registered = [] {
     } else if (is_float(from) && !is_float(to)) {
       // Round toward zero through f64 so that every float type truncates alike.
       r = Halide::cast(halide_type(to), Halide::trunc(Halide::cast<double>(x)));
+    } else if (from == DType::f64 && (to == DType::f16 || to == DType::bf16)) {
+      r = Halide::cast(halide_type(to), f64_to_f32_round_odd(x));
     } else if ((from == DType::f16 || from == DType::bf16) && (to == DType::f16 || to == DType::bf16)) {
       r = Halide::cast(halide_type(to), Halide::cast<float>(x));
     } else {

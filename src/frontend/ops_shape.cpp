@@ -312,7 +312,11 @@ void link_shape_ops() { (void)registered; }
 Tensor reshape(Tensor x, Shape shape) { return builder_of(x, "reshape")->add("reshape", {x}, {{"shape", std::move(shape)}}); }
 
 Tensor permute(Tensor x, std::vector<int64_t> dims) {
-  return builder_of(x, "permute")->add("permute", {x}, {{"dims", std::move(dims)}});
+  GraphBuilder* b = builder_of(x, "permute");
+  // Negative dims count from the end; the node stores them normalized.
+  for (int64_t& d : dims)
+    if (d < 0 && d >= -x.rank()) d += x.rank();
+  return b->add("permute", {x}, {{"dims", std::move(dims)}});
 }
 
 Tensor transpose(Tensor x, int64_t dim0, int64_t dim1) {

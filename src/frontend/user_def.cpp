@@ -111,10 +111,30 @@ std::vector<std::string> image_reads(const Expr& e) {
   return v.names;
 }
 
+// Rejects RDoms with where() predicates: the text form, the reference
+// interpreter and the lowering do not carry them.
+class RejectPredicatedRDoms : public IRVisitor {
+ public:
+  explicit RejectPredicatedRDoms(const std::string& op) : op_(op) {}
+  using IRVisitor::visit;
+  void visit(const Variable* v) override {
+    if (v->reduction_domain.defined() && v->reduction_domain.predicate().defined() &&
+        !is_const_one(v->reduction_domain.predicate()))
+      fail("define '", op_, "': RDom ", v->name,
+           " has a where() predicate, which definitions do not support; use select() in the reduced expression");
+  }
+
+ private:
+  const std::string& op_;
+};
+
 Expr canonicalize_user_expr(const Expr& e, const std::string& op_name) {
   if (!e.defined()) fail("define '", op_name, "': the definition returned an undefined Expr");
   CanonicalizeReductions m(op_name);
-  return m.mutate(substitute_in_all_lets(e));
+  Expr r = m.mutate(substitute_in_all_lets(e));
+  RejectPredicatedRDoms check(op_name);
+  r.accept(&check);
+  return r;
 }
 
 }  // namespace tessera

@@ -1,0 +1,36 @@
+// Internal helpers shared by the reference interpreter's files: shape
+// arithmetic (strides, NumPy broadcasting, axis normalization) and the two
+// node evaluators (library ops, `define` Exprs). Not for use by tests; nothing
+// here comes from, or is shared with, src/frontend or src/schedules.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "reference/reference.h"
+#include "tessera/error.h"
+#include "tessera/graph.h"
+
+namespace tessera::ref::detail {
+
+// Row-major strides of `s`.
+std::vector<int64_t> strides_of(const Shape& s);
+// Multi-index of flat position `flat` in shape `s`.
+std::vector<int64_t> unravel(int64_t flat, const Shape& s);
+// NumPy broadcasting of two shapes; throws Error naming both.
+Shape broadcast(const Shape& a, const Shape& b);
+// For each element of `out` (row-major), the flat index of `in` that NumPy
+// broadcasting reads there. `in` must broadcast to `out`.
+std::vector<int64_t> broadcast_map(const Shape& in, const Shape& out);
+// A possibly negative axis normalized against `rank`; throws Error if out of range.
+int64_t norm_axis(int64_t axis, int64_t rank, const std::string& what);
+std::string shape_str(const Shape& s);
+
+// Evaluates library op node `n` (not a leaf, not `define`) on its input values.
+// Returns the result with its independently inferred shape and dtype; the
+// caller rounds the values to the dtype and checks the type against the graph.
+RefTensor eval_library_op(const Node& n, const std::vector<const RefTensor*>& in);
+// Evaluates a `define` node by interpreting its Halide Expr.
+RefTensor eval_define(const Node& n, const std::vector<const RefTensor*>& in);
+
+}  // namespace tessera::ref::detail
