@@ -89,8 +89,12 @@ Expr erf_expr(const Expr& x) {
 Expr gelu_expr(const Expr& x, bool tanh_form) {
   Halide::Type t = x.type();
   auto c = [&](double v) { return Halide::cast(t, Expr(v)); };
-  if (tanh_form)
-    return c(0.5) * x * (c(1.0) + tanh_expr(c(std::sqrt(2.0 / M_PI)) * (x + c(0.044715) * x * x * x)));
+  if (tanh_form) {
+    // x/2 (1 + tanh(u)) == x / (1 + e^-2u): one exp and one division, and
+    // accurate at both tails.
+    Expr u = c(std::sqrt(2.0 / M_PI)) * (x + c(0.044715) * x * x * x);
+    return x / (c(1.0) + exp_expr(c(-2.0) * u));
+  }
   return c(0.5) * x * (c(1.0) + erf_expr(x * c(M_SQRT1_2)));
 }
 
