@@ -21,11 +21,18 @@ struct Pass {
   std::function<Graph(const Graph&)> run;
 };
 
+struct VerifyOptions {
+  // A graph input or param that nothing reads is an error in a graph a user
+  // builds (GraphBuilder::build), where it is almost always a mistake; after
+  // transforms (dce, autodiff's split) it is normal, so passes allow it.
+  bool allow_unused_args = false;
+};
+
 // Throws tessera::Error listing every problem found: a node whose stored type
 // disagrees with its op's inference, an input that is not an earlier node
 // (SSA order) or does not exist, a duplicate name, an unknown op, an output
-// naming no node, a graph input or param that nothing uses.
-void verify(const Graph& g);
+// naming no node, and (unless allowed) a graph input or param nothing uses.
+void verify(const Graph& g, const VerifyOptions& options = {});
 
 Pass dce();       // removes nodes no output depends on (inputs and params stay)
 Pass cse();       // merges structurally equal nodes; never merges random ops

@@ -85,7 +85,7 @@ class GraphParser {
       if (state == header) error(col, "expected 'graph NAME {' (the text holds no graph)");
       error(col, "unexpected end of text: the graph is missing its closing '}'");
     }
-    verify(g_);
+    verify(g_, {true});
     return std::move(g_);
   }
 

@@ -53,7 +53,7 @@ Halide::Buffer<> halide_view(const Buffer& b) {
 
 std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
   auto start = std::chrono::steady_clock::now();
-  verify(graph);
+  verify(graph, {true});
   if (graph.outputs.empty()) fail("compile: graph '", graph.name, "' has no outputs");
   auto c = std::make_shared<CompiledGraph>();
   c->graph = graph;

@@ -1,9 +1,7 @@
 // Dead-code elimination: removes the nodes no graph output depends on.
 //
-// Inputs and params always stay (they are the graph's interface), and so that
-// each of them stays in use (the verifier requires it), an input or param
-// that only dead nodes read keeps its first reader and that reader's own
-// inputs. Constants stay only when used. Names are kept; ids are renumbered.
+// Inputs and params always stay (they are the graph's interface), even when
+// nothing reads them any more; constants stay only when used. Names are kept; ids are renumbered.
 // This pass does not merge, fold or rewrite anything.
 #include "graph_rewrite.h"
 #include "tessera/passes.h"

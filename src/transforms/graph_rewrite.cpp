@@ -81,23 +81,6 @@ std::vector<bool> live_nodes(const Graph& g, const std::vector<bool>& roots) {
       live[id] = true;
   }
   mark_from(n - 1);
-  // Keep every input and param read by some kept node.
-  std::vector<std::vector<int>> readers(n);
-  for (const Node& node : g.nodes)
-    for (int in : node.inputs)
-      if (in >= 0 && in < n) readers[in].push_back(node.id);
-  for (const GraphOutput& o : g.outputs)
-    if (o.node >= 0 && o.node < n) readers[o.node].push_back(-1);  // an output keeps it in use
-  for (int id = 0; id < n; ++id) {
-    const Node& leaf = g.nodes[id];
-    if ((leaf.op != "input" && leaf.op != "param") || readers[id].empty()) continue;
-    bool read = false;
-    for (int r : readers[id]) read = read || r < 0 || live[r];
-    if (read) continue;
-    int first_reader = readers[id].front();
-    live[first_reader] = true;
-    mark_from(first_reader);
-  }
   return live;
 }
 

@@ -56,7 +56,7 @@ Graph PassManager::run(const Graph& input) {
   const std::string folder = env ? env : "";
   if (!folder.empty()) dump(folder, 0, "input", input);
   try {
-    verify(input);
+    verify(input, {true});
   } catch (const Error& e) {
     fail("PassManager: the input graph failed verification before any pass ran: ", e.what());
   }
@@ -81,7 +81,7 @@ Graph PassManager::run(const Graph& input) {
     records_.push_back(rec);
     if (!folder.empty()) dump(folder, i + 1, pass.name, next);
     try {
-      verify(next);
+      verify(next, {true});
     } catch (const Error& e) {
       fail("PassManager: ", where, " produced an invalid graph: ", e.what());
     }
