@@ -573,7 +573,7 @@ TEST(TextErrors, OpRulesArePositioned) {
   EXPECT_EQ(e.rfind("line 3, column 7: add 'y': takes 2 inputs, got 1", 0), 0u) << e;
 }
 
-TEST(TextErrors, VerifiesTheResult) {
+TEST(TextErrors, DuplicateOutputsRefusedUnusedInputsAllowed) {
   // Two outputs of one name are refused, with the line and column.
   std::string e = parse_error("graph g {\n  x = input()  # f32[2]\n  output x = x\n  output x = x\n}\n");
   EXPECT_EQ(e.rfind("line 4, column 10: duplicate output name 'x'", 0), 0u) << e;
