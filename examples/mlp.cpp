@@ -1,6 +1,7 @@
 // The main demo: a 2-layer MLP forward graph, with one user-defined op written
-// Halide-style, printed, compiled for this CPU through Halide and run on
-// random inputs. It trains nothing (autodiff comes later).
+// Halide-style, printed, run through the foundational passes, compiled for
+// this CPU through Halide and run on random inputs. It trains nothing
+// (autodiff comes later).
 #include <tessera/tessera.h>
 
 #include <cstdio>
@@ -29,6 +30,11 @@ int main() {
   try {
     Graph graph = mlp(B, D, H, C);
     std::printf("%s\n", print(graph).c_str());
+
+    // The foundational passes, verified after each (TESSERA_DUMP=<dir> writes each result).
+    PassManager passes{cse(), simplify(), fold(), dce()};
+    graph = passes.run(graph);
+    std::printf("%s\n", passes.report().c_str());
 
     Executable exe = compile(graph, Target::host());
     std::printf("JIT-compiled for %s in %.2f s\n\n", exe.target().str().c_str(), exe.compile_seconds());

@@ -95,6 +95,7 @@ class GraphBuilder {
   Expr access(int id, const std::vector<Expr>& index);
 
  private:
+  Tensor argument(const std::string& op, const std::string& name, Shape shape, DType dtype);
   Tensor define_impl(const std::string& name, Shape shape, const std::vector<Var>& vars, Expr body);
   int append(Node n);
   std::string fresh_name();

@@ -46,24 +46,22 @@ void check_shape(const std::string& what, const std::string& name, const Shape& 
 }
 }  // namespace
 
-Tensor GraphBuilder::input(const std::string& name, Shape shape, DType dtype) {
-  if (name.empty()) fail("input: a graph input needs a name");
-  check_shape("input", name, shape);
+Tensor GraphBuilder::argument(const std::string& op, const std::string& name, Shape shape, DType dtype) {
+  if (name.empty()) fail(op, ": a graph ", op, " needs a name");
+  check_shape(op, name, shape);
   Node n;
   n.name = name;
-  n.op = "input";
+  n.op = op;
   n.type = {dtype, std::move(shape)};
   return Tensor(this, append(std::move(n)));
 }
 
+Tensor GraphBuilder::input(const std::string& name, Shape shape, DType dtype) {
+  return argument("input", name, std::move(shape), dtype);
+}
+
 Tensor GraphBuilder::param(const std::string& name, Shape shape, DType dtype) {
-  if (name.empty()) fail("param: a param needs a name");
-  check_shape("param", name, shape);
-  Node n;
-  n.name = name;
-  n.op = "param";
-  n.type = {dtype, std::move(shape)};
-  return Tensor(this, append(std::move(n)));
+  return argument("param", name, std::move(shape), dtype);
 }
 
 Tensor GraphBuilder::constant(double value, DType dtype) { return constant({value}, {}, dtype); }

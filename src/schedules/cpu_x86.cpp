@@ -21,6 +21,17 @@ bool has_reduction(const Node& n) { return n.op == "define" && n.user && uses_re
 // tasks of a 4096 x 1024 elementwise kernel ran 2.4x slower than 16K-element ones).
 constexpr int64_t kTaskElements = 65536;
 
+// Small Funcs: vectorized, on the calling thread.
+std::string schedule_serial(Func f, int vec) {
+  f.compute_root();
+  std::vector<Var> args = f.args();
+  if (!args.empty()) {
+    f.vectorize(args[0], vec, TailStrategy::GuardWithIf);
+    for (int u = 0; u < f.num_update_definitions(); ++u) f.update(u).vectorize(args[0], vec, TailStrategy::GuardWithIf);
+  }
+  return "root, vectorized x" + std::to_string(vec) + ", one thread";
+}
+
 // Vectorize the innermost dimension and run the outermost in parallel tasks
 // of about kTaskElements, on the pure definition and on every update. `shape`
 // (row-major) is the Func's extent when known, else empty (tasks of one
@@ -31,6 +42,7 @@ std::string schedule_root(Func f, int vec, const Shape& shape = {}) {
   int64_t rows_per_task = 1;
   if (!shape.empty() && args.size() >= 2) {
     rows_per_task = std::max<int64_t>(1, kTaskElements / std::max<int64_t>(1, numel(shape) / shape[0]));
+    if (rows_per_task >= shape[0]) return schedule_serial(f, vec);  // one task's worth: no threads
   } else if (!shape.empty() && args.size() == 1 && shape[0] >= 2 * kTaskElements) {
     rows_per_task = kTaskElements;  // rank 1: chunks of the only dim
   }
@@ -53,6 +65,7 @@ std::string schedule_root(Func f, int vec, const Shape& shape = {}) {
   };
   apply(f);
   for (int u = 0; u < f.num_update_definitions(); ++u) apply(f.update(u));
+  if (args.empty()) return "root, a scalar";
   std::ostringstream os;
   os << "root, vectorized x" << vec;
   if (args.size() >= 2 || rows_per_task > 1)
