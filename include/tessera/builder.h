@@ -64,6 +64,9 @@ class Tensor {
 class GraphBuilder {
  public:
   explicit GraphBuilder(std::string name = "graph");
+  // Continues an existing graph: its nodes and outputs are kept, new nodes
+  // are appended (transforms such as autodiff build on their input this way).
+  explicit GraphBuilder(const Graph& g);
   GraphBuilder(const GraphBuilder&) = delete;
   GraphBuilder& operator=(const GraphBuilder&) = delete;
 
@@ -86,6 +89,10 @@ class GraphBuilder {
   // Adds a node of a registered op after checking its inputs and attributes.
   // The op library (ops.h) is written with this.
   Tensor add(const std::string& op, const std::vector<Tensor>& inputs, Attrs attrs = {});
+
+  // The tensor of an existing node, by id or name (Error if absent).
+  Tensor tensor(int id);
+  Tensor tensor(const std::string& name);
 
   // The graph so far, and the verified result.
   const Graph& graph() const { return g_; }

@@ -23,6 +23,15 @@ Expr Tensor::at(const std::vector<Expr>& index) const {
 
 GraphBuilder::GraphBuilder(std::string name) { g_.name = std::move(name); }
 
+GraphBuilder::GraphBuilder(const Graph& g) : g_(g) {}
+
+Tensor GraphBuilder::tensor(int id) {
+  g_.node(id);  // throws if absent
+  return Tensor(this, id);
+}
+
+Tensor GraphBuilder::tensor(const std::string& name) { return Tensor(this, g_.node(name).id); }
+
 std::string GraphBuilder::fresh_name() {
   std::string n;
   do n = "t" + std::to_string(counter_++);
