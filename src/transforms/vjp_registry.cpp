@@ -1,0 +1,48 @@
+// The VJP rule table (see vjp.h), and sum_to_shape.
+#include <map>
+
+#include "tessera/error.h"
+#include "tessera/ops.h"
+#include "vjp.h"
+
+namespace tessera {
+
+namespace {
+std::map<std::string, VjpRule>& table() {
+  static std::map<std::string, VjpRule> t;
+  return t;
+}
+}  // namespace
+
+void register_vjp(const std::string& op, VjpRule rule) { table()[op] = std::move(rule); }
+
+const VjpRule* find_vjp(const std::string& op) {
+  link_all_vjps();
+  auto it = table().find(op);
+  return it == table().end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> differentiable_ops() {
+  link_all_vjps();
+  std::vector<std::string> names;
+  for (const auto& [name, rule] : table()) names.push_back(name);
+  return names;
+}
+
+Tensor sum_to_shape(Tensor grad, const Shape& shape) {
+  const Shape& gs = grad.shape();
+  if (gs == shape) return grad;
+  if (gs.size() < shape.size())
+    fail("sum_to_shape: gradient of shape ", to_string(gs), " cannot reduce to ", to_string(shape));
+  const size_t lead = gs.size() - shape.size();
+  std::vector<int64_t> axes;
+  for (size_t d = 0; d < gs.size(); ++d)
+    if (d < lead || (shape[d - lead] == 1 && gs[d] != 1)) axes.push_back(static_cast<int64_t>(d));
+  Tensor r = axes.empty() ? grad : sum(grad, axes, /*keepdim=*/true);
+  return r.shape() == shape ? r : reshape(r, shape);
+}
+
+// Each vjp_*.cpp defines one of these.
+void link_all_vjps() {}
+
+}  // namespace tessera
