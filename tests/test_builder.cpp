@@ -6,7 +6,6 @@
 // unknown ops and attributes. It does not check numerics (test_ops.cpp).
 #include <gtest/gtest.h>
 
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -16,18 +15,21 @@ namespace tessera {
 namespace {
 
 // Runs `fn`, expecting a tessera::Error whose message contains every one of
-// `parts` (plain substrings) and matches `pattern` (an ECMAScript regex) if given.
+// `parts` (plain substrings) and, if `node_of` names an op, starts with
+// "<op> 't<digits>'" (the op and the node it names).
 template <typename Fn>
-void expect_error(Fn&& fn, const std::vector<std::string>& parts, const std::string& pattern = "") {
+void expect_error(Fn&& fn, const std::vector<std::string>& parts, const std::string& node_of = "") {
   try {
     fn();
   } catch (const Error& e) {
     const std::string msg = e.what();
     for (const std::string& p : parts)
       EXPECT_NE(msg.find(p), std::string::npos) << "the message\n    " << msg << "\ndoes not contain \"" << p << "\"";
-    if (!pattern.empty()) {
-      EXPECT_TRUE(std::regex_search(msg, std::regex(pattern)))
-          << "the message\n    " << msg << "\ndoes not match /" << pattern << "/";
+    if (!node_of.empty()) {
+      const std::string head = node_of + " 't";
+      size_t digits = msg.rfind(head, 0) == 0 ? msg.find_first_not_of("0123456789", head.size()) : std::string::npos;
+      EXPECT_TRUE(digits != std::string::npos && digits > head.size() && msg[digits] == '\'')
+          << "the message\n    " << msg << "\ndoes not start with " << head << "<digits>'";
     }
     return;
   } catch (const std::exception& e) {
@@ -44,8 +46,8 @@ TEST(BuilderErrors, BroadcastShapeMismatchNamesOpNodeAndShapes) {
   GraphBuilder g("g");
   Tensor a = g.input("a", {2, 3});
   Tensor b = g.input("b", {4, 3});
-  expect_error([&] { add(a, b); }, {"add", "[2, 3]", "[4, 3]"}, "add 't[0-9]+'");
-  expect_error([&] { (void)(a * b); }, {"mul", "[2, 3]", "[4, 3]"}, "mul 't[0-9]+'");
+  expect_error([&] { add(a, b); }, {"add", "[2, 3]", "[4, 3]"}, "add");
+  expect_error([&] { (void)(a * b); }, {"mul", "[2, 3]", "[4, 3]"}, "mul");
   expect_error([&] { where(g.input("c", {5}, DType::boolean), a, a); }, {"where", "[5]", "[2, 3]"});
 }
 
@@ -68,7 +70,7 @@ TEST(BuilderErrors, MatmulInnerDimensionMismatch) {
   GraphBuilder g("g");
   Tensor a = g.input("a", {2, 3});
   Tensor b = g.input("b", {4, 5});
-  expect_error([&] { matmul(a, b); }, {"matmul", "[2, 3]", "[4, 5]"}, "matmul 't[0-9]+'");
+  expect_error([&] { matmul(a, b); }, {"matmul", "[2, 3]", "[4, 5]"}, "matmul");
   expect_error([&] { matmul(g.input("v", {3}), b); }, {"matmul", "[3]", "rank"});
   expect_error([&] { matmul(g.input("p", {2, 2, 3}), g.input("q", {3, 3, 4})); }, {"matmul", "[2, 2, 3]", "[3, 3, 4]"});
   expect_error([&] { linear(a, g.input("w", {7, 4})); }, {"linear", "[2, 3]", "[7, 4]"});

@@ -32,6 +32,23 @@ std::string schedule_serial(Func f, int vec) {
   return "root, vectorized x" + std::to_string(vec) + ", one thread";
 }
 
+// A scatter stage (an OpKind::gather op's stage whose update writes at
+// data-dependent rows, e.g. embedding_grad's table): the scattered dim and the
+// RDom can be neither split nor parallelized (two positions may hit one row),
+// so only the contiguous dim is vectorized, inside the loop over positions.
+std::string schedule_scatter(Func f, int vec) {
+  f.compute_root();
+  std::vector<Var> args = f.args();
+  if (args.empty()) return "root, a scalar";
+  f.vectorize(args[0], vec, TailStrategy::GuardWithIf);
+  for (int u = 0; u < f.num_update_definitions(); ++u) {
+    std::vector<Halide::VarOrRVar> order{args[0]};
+    for (const auto& rv : f.update(u).get_schedule().rvars()) order.emplace_back(Halide::RVar(rv.var));
+    f.update(u).reorder(order).vectorize(args[0], vec, TailStrategy::GuardWithIf);
+  }
+  return "root scatter, vectorized x" + std::to_string(vec) + ", one thread";
+}
+
 // Vectorize the innermost dimension and run the outermost in parallel tasks
 // of about kTaskElements, on the pure definition and on every update. `shape`
 // (row-major) is the Func's extent when known, else empty (tasks of one
@@ -110,7 +127,7 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
     const OpDef& def = op_def(node.op);
     const bool heavy = def.kind == OpKind::reduction || def.kind == OpKind::contraction || has_reduction(node);
     std::string what;
-    if ((node.op == "matmul" || node.op == "linear") && !L.stages[node.id].empty()) {
+    if ((node.op == "matmul" || node.op == "linear") && !L.stages[node.id].empty() && node.type.rank() >= 2) {
       const Shape& s = node.type.shape;
       int64_t N = s[s.size() - 1], M = s[s.size() - 2];
       if (N >= 3 * vec && M >= 32) {
@@ -121,7 +138,10 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
       }
     }
     if (what.empty()) {
-      for (Func s : L.stages[node.id]) schedule_root(s, vec);
+      for (Func s : L.stages[node.id]) {
+        if (def.kind == OpKind::gather) schedule_scatter(s, vec);  // gather ops' stages scatter
+        else schedule_root(s, vec);
+      }
       if (heavy || is_output[node.id]) {
         what = schedule_root(f, vec, node.type.shape);
       } else {
