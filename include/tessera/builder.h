@@ -42,12 +42,14 @@ class Tensor {
   bool defined() const { return b_ != nullptr; }
   GraphBuilder* builder() const { return b_; }
   int id() const { return id_; }
+  // The node, valid until the next node is added to the builder. The
+  // accessors below return copies, which stay valid.
   const Node& node() const;
-  const TensorType& type() const { return node().type; }
-  DType dtype() const { return type().dtype; }
-  const Shape& shape() const { return type().shape; }
-  int rank() const { return type().rank(); }
-  const std::string& name() const { return node().name; }
+  TensorType type() const { return node().type; }
+  DType dtype() const { return node().type.dtype; }
+  Shape shape() const { return node().type.shape; }
+  int rank() const { return node().type.rank(); }
+  std::string name() const { return node().name; }
 
   // Inside a `define`: the element at a row-major index, as a Halide Expr.
   Expr at(const std::vector<Expr>& index) const;

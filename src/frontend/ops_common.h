@@ -12,6 +12,12 @@
 #include "tessera/builder.h"
 #include "tessera/error.h"
 
+namespace tessera {
+// erf for f32 (Halide's) and f64 (a Chebyshev fit, fractional error < 1.2e-7);
+// defined in ops_elementwise.cpp, shared with gelu_grad (ops_grad.cpp).
+Halide::Expr erf_expr(const Halide::Expr& x);
+}  // namespace tessera
+
 namespace tessera::opsutil {
 
 inline bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }

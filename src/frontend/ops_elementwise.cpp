@@ -64,6 +64,8 @@ void register_unary(const Unary& u) {
   register_op(std::move(d));
 }
 
+}  // namespace
+
 // erf: Halide's own for f32 (accurate to the last bits). Halide 14 has none
 // for f64, so f64 uses Numerical Recipes' erfc Chebyshev fit, whose
 // fractional error is below 1.2e-7: f64 gelu is accurate to about 1e-7.
@@ -85,6 +87,8 @@ Expr erf_expr(const Expr& x) {
   Expr r = c(1.0) - erfc_z;
   return Halide::select(x >= c(0.0), r, -r);
 }
+
+namespace {
 
 Expr gelu_expr(const Expr& x, bool tanh_form) {
   Halide::Type t = x.type();
