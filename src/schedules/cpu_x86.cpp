@@ -36,11 +36,20 @@ std::string schedule_serial(Func f, int vec) {
 // data-dependent rows, e.g. embedding_grad's table): the scattered dim and the
 // RDom can be neither split nor parallelized (two positions may hit one row),
 // so only the contiguous dim is vectorized, inside the loop over positions.
-std::string schedule_scatter(Func f, int vec) {
+// The pure (zero) definition runs in parallel tasks of rows. `shape` is the
+// stage's row-major extent when known, else empty.
+std::string schedule_scatter(Func f, int vec, const Shape& shape = {}) {
   f.compute_root();
   std::vector<Var> args = f.args();
   if (args.empty()) return "root, a scalar";
   f.vectorize(args[0], vec, TailStrategy::GuardWithIf);
+  if (args.size() == 2 && shape.size() == 2) {
+    const int64_t rows = std::max<int64_t>(1, kTaskElements / std::max<int64_t>(1, shape[1]));
+    if (rows < shape[0]) {
+      Var task("task"), in_task("in_task");
+      f.split(args[1], task, in_task, static_cast<int>(rows), TailStrategy::GuardWithIf).parallel(task);
+    }
+  }
   for (int u = 0; u < f.num_update_definitions(); ++u) {
     std::vector<Halide::VarOrRVar> order{args[0]};
     for (const auto& rv : f.update(u).get_schedule().rvars()) order.emplace_back(Halide::RVar(rv.var));
@@ -139,7 +148,7 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
     }
     if (what.empty()) {
       for (Func s : L.stages[node.id]) {
-        if (def.kind == OpKind::gather) schedule_scatter(s, vec);  // gather ops' stages scatter
+        if (def.kind == OpKind::gather) schedule_scatter(s, vec, node.type.shape);  // scatter tables: the node's shape
         else schedule_root(s, vec);
       }
       if (heavy || is_output[node.id]) {

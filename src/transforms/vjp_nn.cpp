@@ -1,0 +1,141 @@
+// VJP rules (see vjp.h) for the neural-network ops: embedding, softmax,
+// log_softmax, layer_norm, rms_norm, cross_entropy, dropout and attention.
+//
+// Each rule builds its backward from library ops, recomputing what it needs
+// from the forward's inputs (normalization statistics, attention
+// probabilities, dropout's mask: regenerated from seed and offset, never
+// saved) so that the backward graph reads only forward inputs, the forward
+// output and the cotangent. Integer inputs (indices, targets) get no
+// gradient. The rules for `define` nodes (user ops) are not here. Rules read
+// the forward node's attributes before adding any node: adding nodes may move
+// the graph's node storage that VjpContext::node refers to.
+#include <cmath>
+
+#include "tessera/error.h"
+#include "tessera/ops.h"
+#include "vjp.h"
+
+namespace tessera {
+
+namespace {
+
+bool wants(const VjpContext& c, size_t i) {
+  return c.needs_grad.size() <= i || c.needs_grad[i];
+}
+
+// A scalar constant of `like`'s dtype.
+Tensor scalar(const VjpContext& c, double v, const Tensor& like) {
+  return c.b.constant(v, like.dtype());
+}
+
+std::vector<Tensor> embedding_vjp(const VjpContext& c) {
+  // indices: none; weight: the cotangent rows scattered into a [V, D] table.
+  const int64_t vocab = c.inputs[1].shape()[0];
+  if (!wants(c, 1)) return {Tensor(), Tensor()};
+  return {Tensor(), embedding_grad(c.inputs[0], c.cotangent, vocab)};
+}
+
+std::vector<Tensor> softmax_vjp(const VjpContext& c) {
+  // dx = y (g - sum(g y)) along the axis.
+  const int64_t axis = attr_int(c.node.attrs, "axis", "softmax");
+  Tensor y = c.output, g = c.cotangent;
+  return {y * (g - sum(g * y, {axis}, true))};
+}
+
+std::vector<Tensor> log_softmax_vjp(const VjpContext& c) {
+  // dx = g - softmax(x) sum(g) along the axis; softmax(x) = exp(y).
+  const int64_t axis = attr_int(c.node.attrs, "axis", "log_softmax");
+  Tensor y = c.output, g = c.cotangent;
+  return {g - exp(y) * sum(g, {axis}, true)};
+}
+
+// Normalization backward, with xhat = x * rstd (layer_norm: x - mean): for
+// gn = g (* weight), dx = rstd (gn [- mean(gn)] - xhat mean(gn xhat)).
+std::vector<Tensor> norm_vjp(const VjpContext& c, bool rms) {
+  const double eps = attr_float(c.node.attrs, "eps", rms ? "rms_norm" : "layer_norm");
+  Tensor x = c.inputs[0], g = c.cotangent;
+  const Shape row{x.shape().back()};
+  Tensor xc = rms ? x : x - mean(x, {-1}, true);
+  Tensor rstd = rsqrt(mean(xc * xc, {-1}, true) + eps);
+  Tensor xhat = xc * rstd;
+  Tensor gn = c.inputs.size() >= 2 ? g * c.inputs[1] : g;
+  Tensor inner = gn - xhat * mean(gn * xhat, {-1}, true);
+  if (!rms) inner = inner - mean(gn, {-1}, true);
+  std::vector<Tensor> grads{wants(c, 0) ? rstd * inner : Tensor()};
+  if (c.inputs.size() >= 2) grads.push_back(wants(c, 1) ? sum_to_shape(g * xhat, row) : Tensor());
+  if (c.inputs.size() >= 3) grads.push_back(wants(c, 2) ? sum_to_shape(g, row) : Tensor());
+  return grads;
+}
+
+std::vector<Tensor> cross_entropy_vjp(const VjpContext& c) {
+  // d loss / d logits[n, :] = g (softmax(logits[n]) - onehot(target[n])) / count
+  // on rows whose target is not ignore_index (count of those, at least 1), 0 elsewhere.
+  const int64_t ignore = attr_int(c.node.attrs, "ignore_index", "cross_entropy");
+  Tensor logits = c.inputs[0], target = c.inputs[1], g = c.cotangent;
+  const int64_t classes = logits.shape()[1];
+  GraphBuilder& b = c.b;
+  Tensor t64 = target.dtype() == DType::i64 ? target : cast(target, DType::i64);
+  Tensor valid = cast(ne(t64, b.constant(static_cast<double>(ignore), DType::i64)), logits.dtype());
+  Tensor cls =
+      maximum(minimum(t64, b.constant(static_cast<double>(classes - 1), DType::i64)), b.constant(0.0, DType::i64));
+  std::vector<double> iota(static_cast<size_t>(classes));
+  for (int64_t k = 0; k < classes; ++k) iota[static_cast<size_t>(k)] = static_cast<double>(k);
+  Tensor onehot = cast(eq(unsqueeze(cls, 1), b.constant(iota, {classes}, DType::i64)), logits.dtype());
+  Tensor scale = g / maximum(sum(valid), scalar(c, 1.0, logits));
+  Tensor row_scale = unsqueeze(valid, 1) * scale;  // [N, 1]
+  return {(softmax(logits, -1) - onehot) * row_scale, Tensor()};
+}
+
+std::vector<Tensor> dropout_vjp(const VjpContext& c) {
+  // The mask depends only on the element index, seed and offset: the same
+  // dropout applied to the cotangent keeps and scales exactly the same elements.
+  const double p = attr_float(c.node.attrs, "p", "dropout");
+  const uint64_t seed = static_cast<uint64_t>(attr_int(c.node.attrs, "seed", "dropout"));
+  const uint64_t offset = static_cast<uint64_t>(attr_int(c.node.attrs, "offset", "dropout"));
+  return {dropout(c.cotangent, p, seed, offset)};
+}
+
+std::vector<Tensor> attention_vjp(const VjpContext& c) {
+  // Recomputes P = softmax(q k^T * scale (masked)), then with out = P v:
+  // dv = P^T g, dP = g v^T, dS = P (dP - sum(dP P)), dq = dS k scale, dk = dS^T q scale.
+  const bool causal = attr_bool(c.node.attrs, "causal", "attention");
+  double scale = attr_float(c.node.attrs, "scale", "attention");
+  Tensor q = c.inputs[0], k = c.inputs[1], v = c.inputs[2], g = c.cotangent;
+  const Shape& qs = q.shape();
+  const int64_t seq = qs[qs.size() - 2], dim = qs.back();
+  if (scale <= 0.0) scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  Tensor s = matmul(q, transpose(k, -1, -2)) * scale;
+  if (causal) {
+    std::vector<double> mask(static_cast<size_t>(seq * seq));
+    for (int64_t i = 0; i < seq; ++i)
+      for (int64_t j = 0; j < seq; ++j) mask[static_cast<size_t>(i * seq + j)] = j <= i ? 1.0 : 0.0;
+    // A finite "minus infinity": exp(it - row max) is exactly 0 (f16 overflows above 65504).
+    const double off = q.dtype() == DType::f16 ? -65504.0 : -1e30;
+    s = where(c.b.constant(mask, {seq, seq}, DType::boolean), s, scalar(c, off, s));
+  }
+  Tensor p = softmax(s, -1);
+  std::vector<Tensor> grads(3);
+  if (wants(c, 2)) grads[2] = matmul(transpose(p, -1, -2), g);
+  if (wants(c, 0) || wants(c, 1)) {
+    Tensor dp = matmul(g, transpose(v, -1, -2));
+    Tensor ds = p * (dp - sum(dp * p, {-1}, true)) * scale;
+    if (wants(c, 0)) grads[0] = matmul(ds, k);
+    if (wants(c, 1)) grads[1] = matmul(transpose(ds, -1, -2), q);
+  }
+  return grads;
+}
+
+const VjpRegistrar r_embedding("embedding", embedding_vjp);
+const VjpRegistrar r_softmax("softmax", softmax_vjp);
+const VjpRegistrar r_log_softmax("log_softmax", log_softmax_vjp);
+const VjpRegistrar r_layer_norm("layer_norm", [](const VjpContext& c) { return norm_vjp(c, false); });
+const VjpRegistrar r_rms_norm("rms_norm", [](const VjpContext& c) { return norm_vjp(c, true); });
+const VjpRegistrar r_cross_entropy("cross_entropy", cross_entropy_vjp);
+const VjpRegistrar r_dropout("dropout", dropout_vjp);
+const VjpRegistrar r_attention("attention", attention_vjp);
+
+}  // namespace
+
+void link_nn_vjps() {}
+
+}  // namespace tessera
