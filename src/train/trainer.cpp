@@ -1,0 +1,250 @@
+// Trainer (trainer.h): param initialization, the compiled step graph, the
+// buffer swap after each step, gradient accumulation and evaluation.
+//
+// It compiles graphs as given (no simplification passes) and holds every
+// buffer on the host; it does not differentiate (the joint graph is an input)
+// or schedule anything itself.
+#include "tessera/trainer.h"
+
+#include <cmath>
+#include <random>
+
+#include "tessera/autodiff.h"
+#include "tessera/error.h"
+#include "tessera/passes.h"
+
+namespace tessera {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// FNV-1a of the name, mixed with the seed (splitmix64's finalizer).
+uint64_t param_seed(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  uint64_t z = h + seed * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// In [0, 1), 53 random bits.
+double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+Buffer make_init(const Node& p, const Init& init, uint64_t seed) {
+  Buffer b(p.type.dtype, p.type.shape);
+  std::mt19937_64 rng(param_seed(seed, p.name));
+  const int64_t n = b.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    double v = 0;
+    switch (init.kind) {
+      case Init::Kind::zeros: v = 0; break;
+      case Init::Kind::ones: v = 1; break;
+      case Init::Kind::constant: v = init.a; break;
+      case Init::Kind::uniform: v = init.a + (init.b - init.a) * uniform01(rng); break;
+      case Init::Kind::normal: {
+        // Box-Muller; one value per pair of draws (simple and portable).
+        const double u1 = 1.0 - uniform01(rng);  // (0, 1]
+        const double u2 = uniform01(rng);
+        v = init.a + init.b * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+        break;
+      }
+    }
+    b.set(i, v);
+  }
+  return b;
+}
+
+void check_batch(const std::vector<std::string>& inputs, const std::map<std::string, Buffer>& batch) {
+  for (const std::string& name : inputs)
+    if (!batch.count(name)) fail("Trainer: the batch has no input '", name, "'");
+}
+
+}  // namespace
+
+std::map<std::string, Init> default_inits(const Graph& g) {
+  std::map<std::string, Init> out;
+  auto set = [&](int id, Init init) {
+    const Node& n = g.nodes[id];
+    if (n.op == "param" && !out.count(n.name)) out[n.name] = init;
+  };
+  // Rule 2: how the graph uses the param.
+  for (const Node& n : g.nodes) {
+    if (n.op == "linear" && n.inputs.size() >= 2) {
+      const Node& w = g.nodes[n.inputs[1]];
+      const double bound = 1.0 / std::sqrt(static_cast<double>(w.type.shape.back()));
+      set(n.inputs[1], Init::uniform(-bound, bound));
+      if (n.inputs.size() >= 3) set(n.inputs[2], Init::uniform(-bound, bound));
+    } else if (n.op == "embedding" && n.inputs.size() >= 2) {
+      set(n.inputs[1], Init::normal(0, 0.02));
+    } else if (n.op == "layer_norm" || n.op == "rms_norm") {
+      if (n.inputs.size() >= 2) set(n.inputs[1], Init::ones());
+      if (n.inputs.size() >= 3) set(n.inputs[2], Init::zeros());
+    }
+  }
+  // Rule 3: by name and rank.
+  for (int id : g.params()) {
+    const Node& p = g.nodes[id];
+    if (out.count(p.name)) continue;
+    if (ends_with(p.name, "bias")) {
+      out[p.name] = Init::zeros();
+    } else if (p.type.rank() == 1 && ends_with(p.name, "weight")) {
+      out[p.name] = Init::ones();
+    } else if (p.type.rank() >= 2) {
+      const double fan_in = static_cast<double>(p.type.numel() / p.type.shape[0]);
+      const double bound = 1.0 / std::sqrt(fan_in);
+      out[p.name] = Init::uniform(-bound, bound);
+    } else {
+      out[p.name] = Init::zeros();
+    }
+  }
+  return out;
+}
+
+Trainer::Trainer(const Graph& joint, TrainerOptions options) : options_(std::move(options)), joint_(joint) {
+  const int loss = [&] {
+    for (const GraphOutput& o : joint.outputs)
+      if (o.name == options_.loss) return o.node;
+    fail("Trainer: graph '", joint.name, "' has no output '", options_.loss, "'");
+  }();
+  const TensorType& lt = joint.node(loss).type;
+  if (!is_float(lt.dtype) || lt.rank() != 0)
+    fail("Trainer: the loss '", options_.loss, "' must be a float scalar, not ", to_string(lt));
+  if (options_.accumulation_steps < 1)
+    fail("Trainer: accumulation_steps = ", options_.accumulation_steps, " (need >= 1)");
+  for (const auto& [name, init] : options_.init) {
+    const int id = joint.find(name);
+    if (id < 0 || joint.nodes[id].op != "param") fail("Trainer: init names '", name, "', which is not a param");
+  }
+  lr_ = std::visit([](const auto& o) { return o.lr; }, options_.optimizer);
+  for (int id : joint.inputs()) graph_inputs_.push_back(joint.nodes[id].name);
+
+  // The forward graph: the joint graph without its gradients.
+  Graph fwd = joint;
+  fwd.outputs.clear();
+  for (const GraphOutput& o : joint.outputs)
+    if (o.name.rfind("grad.", 0) != 0) fwd.outputs.push_back(o);
+  forward_graph_ = dce().run(fwd);
+
+  step_graph_ = options_.accumulation_steps == 1 ? apply_optimizer(joint, options_.optimizer)
+                                                 : apply_optimizer(gradients_as_inputs(joint), options_.optimizer);
+  init_params(joint);
+  step_exe_ = compile(step_graph_, options_.target);
+}
+
+void Trainer::init_params(const Graph& joint) {
+  std::map<std::string, Init> inits = default_inits(joint);
+  for (const auto& [name, init] : options_.init) inits[name] = init;
+  for (int id : joint.params()) {
+    const Node& p = joint.nodes[id];
+    if (is_float(p.type.dtype)) params_[p.name] = make_init(p, inits.at(p.name), options_.seed);
+    else params_[p.name] = Buffer(p.type.dtype, p.type.shape);
+  }
+  for (int id : step_graph_.params()) {
+    const Node& p = step_graph_.nodes[id];
+    if (!params_.count(p.name)) state_[p.name] = Buffer(p.type.dtype, p.type.shape);
+  }
+}
+
+Buffer& Trainer::param(const std::string& name) {
+  auto it = params_.find(name);
+  if (it == params_.end()) fail("Trainer: no param '", name, "'");
+  return it->second;
+}
+
+void Trainer::set_lr(double lr) {
+  if (!(lr >= 0)) fail("Trainer: lr = ", lr, " is invalid (need lr >= 0)");
+  lr_ = lr;
+}
+
+std::map<std::string, Buffer> Trainer::args_for(const std::map<std::string, Buffer>& batch, bool with_state) const {
+  check_batch(graph_inputs_, batch);
+  std::map<std::string, Buffer> args = batch;
+  for (const auto& [name, b] : params_) args[name] = b;
+  if (with_state) {
+    for (const auto& [name, b] : state_) args[name] = b;
+    args[kOptimStep] = Buffer::from({static_cast<double>(steps_ + 1)}, {}, DType::f32);
+    args[kOptimLr] = Buffer::from({lr_}, {}, DType::f32);
+  }
+  return args;
+}
+
+void Trainer::swap_in(std::map<std::string, Buffer>& outputs) {
+  for (auto& [name, b] : outputs) {
+    if (name.rfind("new.", 0) != 0) continue;
+    const std::string x = name.substr(4);
+    auto it = params_.find(x);
+    Buffer* target = it != params_.end() ? &it->second : nullptr;
+    if (!target) {
+      auto st = state_.find(x);
+      if (st == state_.end()) fail("Trainer: output '", name, "' updates nothing");
+      target = &st->second;
+    }
+    std::swap(*target, b);  // the old buffer becomes the next run's output buffer
+  }
+  auto gn = outputs.find(kOptimGradNorm);
+  grad_norm_ = gn != outputs.end() ? gn->second.get(0) : 0.0;
+  ++steps_;
+}
+
+double Trainer::step(const std::map<std::string, Buffer>& batch) {
+  if (options_.accumulation_steps != 1) return step(std::vector<std::map<std::string, Buffer>>{batch});
+  std::map<std::string, Buffer> args = args_for(batch, true);
+  step_exe_.run(args, outputs_);
+  const double loss = outputs_.at(options_.loss).get(0);
+  swap_in(outputs_);
+  return loss;
+}
+
+double Trainer::step(const std::vector<std::map<std::string, Buffer>>& micro_batches) {
+  const int n = options_.accumulation_steps;
+  if (static_cast<int>(micro_batches.size()) != n)
+    fail("Trainer: ", micro_batches.size(), " micro-batches for accumulation_steps = ", n);
+  if (n == 1) return step(micro_batches[0]);
+  if (!joint_compiled_) {
+    joint_exe_ = compile(joint_, options_.target);
+    joint_compiled_ = true;
+  }
+  // Sum the gradients in f64, then feed their mean to the update graph.
+  std::map<std::string, std::vector<double>> sums;
+  double loss = 0;
+  std::map<std::string, Buffer> outs;
+  for (const auto& mb : micro_batches) {
+    joint_exe_.run(args_for(mb, false), outs);
+    loss += outs.at(options_.loss).get(0);
+    for (const auto& [name, b] : outs) {
+      if (name.rfind("grad.", 0) != 0) continue;
+      std::vector<double>& s = sums[name];
+      s.resize(b.numel(), 0.0);
+      for (int64_t i = 0; i < b.numel(); ++i) s[i] += b.get(i);
+    }
+  }
+  std::map<std::string, Buffer> args;
+  for (const auto& [name, b] : params_) args[name] = b;
+  for (const auto& [name, b] : state_) args[name] = b;
+  args[kOptimStep] = Buffer::from({static_cast<double>(steps_ + 1)}, {}, DType::f32);
+  args[kOptimLr] = Buffer::from({lr_}, {}, DType::f32);
+  for (auto& [name, s] : sums) {
+    for (double& v : s) v /= n;
+    const Node& p = joint_.node(name.substr(5));
+    args[name] = Buffer::from(s, p.type.shape, p.type.dtype);
+  }
+  // The update graph reads only the updated params; drop the others.
+  for (auto it = args.begin(); it != args.end();)
+    it = step_graph_.find(it->first) < 0 ? args.erase(it) : std::next(it);
+  step_exe_.run(args, outputs_);
+  swap_in(outputs_);
+  return loss / n;
+}
+
+std::map<std::string, Buffer> Trainer::evaluate(const std::map<std::string, Buffer>& batch) {
+  if (!forward_compiled_) {
+    forward_exe_ = compile(forward_graph_, options_.target);
+    forward_compiled_ = true;
+  }
+  return forward_exe_.run(args_for(batch, false));
+}
+
+}  // namespace tessera
