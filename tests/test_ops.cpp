@@ -511,6 +511,24 @@ void embedding_cases(Rng& rng) {
   }
 }
 
+// embedding_grad: repeated and out-of-range indices accumulate into (clamped) rows.
+void embedding_grad_cases(Rng& rng) {
+  for (DType t : {DType::f32, DType::f64, DType::f16}) {
+    Check c(name_of("embedding_grad", t), rng);
+    c.out(embedding_grad(c.in({7}, DType::i32, ints(-3, 15)), c.in({7, 17}, t), 13), tol(t, 7),
+          "i32 [7], some out of range");
+    c.out(embedding_grad(c.in({2, 3}, DType::i64, ints(0, 4)), c.in({2, 3, 5}, t), 5), tol(t, 6), "i64 [2, 3]");
+    c.out(embedding_grad(c.in({}, DType::i32, ints(0, 12)), c.in({3}, t), 13), tol(t), "i32 []");
+    c.out(embedding_grad(c.in({1}, DType::i64, ints(-100, 100)), c.in({1, 1}, t), 1), tol(t), "i64 [1], V = D = 1");
+    c.out(embedding_grad(c.in({33}, DType::i64, ints(-2, 14)), c.in({33, 9}, t), 13), tol(t, 33), "i64 [33]");
+    c.out(embedding_grad(c.in({4, 5}, DType::u8, ints(0, 20)), c.in({4, 5, 33}, t), 3), tol(t, 20), "u8 [4, 5]");
+    // A table above one parallel task (the zeroing runs in row tasks).
+    c.out(embedding_grad(c.in({50}, DType::i32, ints(0, 299)), c.in({50, 300}, t), 300), tol(t, 50),
+          "i32 [50], V 300, D 300");
+    c.run();
+  }
+}
+
 CaseFn softmax_cases(const std::string& op, std::vector<DType> dtypes, Tensor (*f)(Tensor, int64_t)) {
   return [=](Rng& rng) {
     const std::vector<std::pair<Shape, int64_t>> all = {{{7}, -1},         {{1}, 0},          {{13, 17}, 1},
@@ -776,6 +794,20 @@ const std::map<std::string, CaseFn>& cases() {
       gelu_none(rng);
       gelu_tanh(rng);
     };
+    // gelu_grad: both forms; f64 erf is an approximation (about 1e-7).
+    m["gelu_grad"] = [](Rng& rng) {
+      for (const char* form : {"none", "tanh"})
+        for (DType t : kAllFloats) {
+          Check c(name_of(std::string("gelu_grad_") + form, t), rng);
+          Tol tl = t == DType::f64 ? Tol{1e-6, 1e-6} : tol(t);
+          if (t == DType::f16 || t == DType::bf16) tl = {tl.rtol, tl.atol * 4};
+          for (const Shape& s : unary_shapes()) {
+            Tensor x = c.in(s, t, uniform(-5, 5));
+            c.out(gelu_grad(x, c.in(s, t, uniform(-2, 2)), form), tl, shape_label(s));
+          }
+          c.run();
+        }
+    };
     m["cast"] = cast_cases;
     // Binary.
     const std::vector<DType> arith = {DType::f32, DType::f64, DType::f16, DType::bf16,
@@ -895,6 +927,7 @@ const std::map<std::string, CaseFn>& cases() {
     m["matmul"] = matmul_cases;
     m["linear"] = linear_cases;
     m["embedding"] = embedding_cases;
+    m["embedding_grad"] = embedding_grad_cases;
     m["softmax"] = softmax_cases("softmax", kAllFloats, softmax);
     m["log_softmax"] = softmax_cases("log_softmax", {DType::f32, DType::f64, DType::bf16}, log_softmax);
     m["layer_norm"] = layer_norm_cases;

@@ -286,6 +286,9 @@ std::vector<Graph> library_graphs() {
     b.output("ce", cross_entropy(logits, b.input("target", {4}, DType::i64)));
     b.output("ce2", cross_entropy(logits, b.input("target32", {4}, DType::i32), 3));
     b.output("drop", dropout(emb, 0.1, 0xdeadbeefcafeULL, 17));
+    b.output("embg", embedding_grad(ids, emb, 10));
+    b.output("gelug", gelu_grad(emb, emb));
+    b.output("gelug2", gelu_grad(emb, emb, "tanh"));
     Tensor q = b.input("q", {2, 4, 6, 8});
     Tensor k = b.input("k", {2, 4, 6, 8});
     Tensor v = b.input("v", {2, 4, 6, 8});

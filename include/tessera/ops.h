@@ -125,4 +125,13 @@ Tensor dropout(Tensor x, double p, uint64_t seed, uint64_t offset = 0);
 // Dv: q, k [..., T, D], v [..., T, Dv] -> [..., T, Dv]. causal masks key j > query i.
 Tensor attention(Tensor q, Tensor k, Tensor v, bool causal = true, double scale = 0.0);
 
+// ---- Gradient ops (what the backward of the ops above builds) ----------------
+// embedding_grad{num_embeddings}(indices: int[...], grad[..., D]) -> [V, D]:
+// a zero table with grad's row at each position added into row
+// clamp(index, 0, V-1) (the gradient of embedding's weight; V = num_embeddings).
+Tensor embedding_grad(Tensor indices, Tensor grad, int64_t num_embeddings);
+// gelu_grad{approximate}(x, grad) -> grad * gelu'(x) (same types; the
+// gradient of gelu with the same `approximate` form).
+Tensor gelu_grad(Tensor x, Tensor grad, const std::string& approximate = "none");
+
 }  // namespace tessera

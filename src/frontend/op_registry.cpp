@@ -82,7 +82,9 @@ void link_reduction_ops();
 void link_shape_ops();
 void link_linalg_ops();
 void link_nn_ops();
+void link_grad_nn_ops();
 void link_leaf_ops();
+void link_grad_ops();
 
 void link_all_ops() {
   link_leaf_ops();
@@ -91,6 +93,8 @@ void link_all_ops() {
   link_shape_ops();
   link_linalg_ops();
   link_nn_ops();
+  link_grad_nn_ops();
+  link_grad_ops();
 }
 
 }  // namespace tessera

@@ -29,7 +29,8 @@ std::vector<std::string> differentiable_ops() {
   return names;
 }
 
-Tensor sum_to_shape(Tensor grad, const Shape& shape) {
+Tensor sum_to_shape(Tensor grad, const Shape& target) {
+  const Shape shape = target;  // a copy: `target` may live in the graph that sum() grows
   const Shape& gs = grad.shape();
   if (gs == shape) return grad;
   if (gs.size() < shape.size())
@@ -43,6 +44,17 @@ Tensor sum_to_shape(Tensor grad, const Shape& shape) {
 }
 
 // Each vjp_*.cpp defines one of these.
-void link_all_vjps() {}
+void link_nn_vjps();
+void link_elementwise_vjps();
+void link_reduction_vjps();
+void link_shape_vjps();
+void link_linalg_vjps();
+void link_all_vjps() {
+  link_nn_vjps();
+  link_elementwise_vjps();
+  link_reduction_vjps();
+  link_shape_vjps();
+  link_linalg_vjps();
+}
 
 }  // namespace tessera

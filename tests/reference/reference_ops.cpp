@@ -442,6 +442,26 @@ RefTensor embedding_op(const Node&, const Ins& in) {
   return r;
 }
 
+// embedding_grad: row k of grad (one per index position) added into row
+// clamp(index k, 0, V-1) of a zero [V, D] table.
+RefTensor embedding_grad_op(const Node& n, const Ins& in) {
+  need_inputs(in, 2, 2);
+  const RefTensor &idx = *in[0], &g = *in[1];
+  if (!is_integer(idx.dtype)) fail("indices must be an integer tensor, got ", type_str(idx));
+  need_float(g);
+  const int64_t V = attr_int(n.attrs, "num_embeddings", n.op);
+  if (V < 1) fail("num_embeddings must be >= 1, got ", V);
+  if (g.shape.size() != idx.shape.size() + 1 || !std::equal(idx.shape.begin(), idx.shape.end(), g.shape.begin()))
+    fail("grad must be [indices..., D] for indices ", shape_str(idx.shape), ", got ", shape_str(g.shape));
+  const int64_t D = g.shape.back();
+  RefTensor r = make({V, D}, g.dtype);
+  for (int64_t k = 0; k < idx.numel(); ++k) {
+    const int64_t row = std::clamp<int64_t>(as_int(idx.data[k]), 0, V - 1);
+    for (int64_t d = 0; d < D; ++d) r.data[row * D + d] += g.data[k * D + d];
+  }
+  return r;
+}
+
 // Calls fn(base, stride, len) for every line along `axis` of `shape`.
 template <typename Fn>
 void for_each_line(const Shape& shape, int64_t axis, Fn&& fn) {
@@ -619,6 +639,32 @@ RefTensor attention_op(const Node& n, const Ins& in) {
   return r;
 }
 
+// gelu_grad{approximate}(x, g) = g * gelu'(x): Phi(x) + x phi(x), or the
+// derivative of the tanh form.
+RefTensor gelu_grad_op(const Node& n, const Ins& in) {
+  need_inputs(in, 2, 2);
+  const RefTensor &x = *in[0], &g = *in[1];
+  need_float(x);
+  need_same_dtype(x, g);
+  if (x.shape != g.shape) fail("x and grad shapes differ: ", type_str(x), " and ", type_str(g));
+  const std::string& form = attr_str(n.attrs, "approximate", n.op);
+  if (form != "none" && form != "tanh") fail("approximate must be none or tanh, got ", form);
+  RefTensor r = make(x.shape, x.dtype);
+  const double k = std::sqrt(2.0 / M_PI);
+  for (size_t i = 0; i < r.data.size(); ++i) {
+    const double v = x.data[i];
+    double d;
+    if (form == "tanh") {
+      const double t = std::tanh(k * (v + 0.044715 * v * v * v));
+      d = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * k * (1 + 3 * 0.044715 * v * v);
+    } else {
+      d = 0.5 * (1 + std::erf(v / std::sqrt(2.0))) + v * std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI);
+    }
+    r.data[i] = g.data[i] * d;
+  }
+  return r;
+}
+
 // ---- The table ------------------------------------------------------------------
 
 const std::map<std::string, OpFn>& table() {
@@ -643,6 +689,7 @@ const std::map<std::string, OpFn>& table() {
       if (form != "none" && form != "tanh") fail("approximate must be none or tanh, got ", form);
       return unary(n, in, {true, form == "tanh" ? gelu_tanh : gelu_exact, nullptr});
     };
+    m["gelu_grad"] = gelu_grad_op;
     m["cast"] = cast_op;
     const std::pair<const char*, Bin> bins[] = {
         {"add", Bin::add},         {"sub", Bin::sub},         {"mul", Bin::mul}, {"div", Bin::div},
@@ -667,6 +714,7 @@ const std::map<std::string, OpFn>& table() {
     m["matmul"] = matmul_op;
     m["linear"] = linear_op;
     m["embedding"] = embedding_op;
+    m["embedding_grad"] = embedding_grad_op;
     m["softmax"] = [](const Node& n, const Ins& in) { return softmax_op(n, in, false); };
     m["log_softmax"] = [](const Node& n, const Ins& in) { return softmax_op(n, in, true); };
     m["layer_norm"] = layer_norm_op;
