@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "op_registry.h"
+#include "partition.h"
 #include "user_def.h"
 
 namespace tessera {
@@ -14,8 +15,6 @@ namespace {
 using Halide::Func;
 using Halide::TailStrategy;
 using Halide::Var;
-
-bool has_reduction(const Node& n) { return n.op == "define" && n.user && uses_reduction(n.user->body); }
 
 // Work per parallel task: small tasks drown in thread-pool overhead (per-row
 // tasks of a 4096 x 1024 elementwise kernel ran 2.4x slower than 16K-element ones).
@@ -134,7 +133,7 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
   for (const Node& node : g.nodes) {
     Func f = L.funcs[node.id];
     const OpDef& def = op_def(node.op);
-    const bool heavy = def.kind == OpKind::reduction || def.kind == OpKind::contraction || has_reduction(node);
+    const bool heavy = is_materialized(node);
     std::string what;
     if ((node.op == "matmul" || node.op == "linear") && !L.stages[node.id].empty() && node.type.rank() >= 2) {
       const Shape& s = node.type.shape;

@@ -1,15 +1,18 @@
-// compile() and Executable: lowering, scheduling and JIT-compiling a Graph
-// for the CPU, caching the result by signature, and running it on Buffers.
+// compile() and Executable: partitioning a Graph into kernels, lowering,
+// scheduling and JIT-compiling each kernel for the CPU, caching them by
+// signature, and running the kernels in order on Buffers.
 //
-// This is the in-process (JIT) path. It does not allocate an arena or plan
-// memory (Halide allocates intermediates per run), and it refuses CUDA
-// targets until the CUDA runtime exists.
+// This is the in-process (JIT) path. Intermediate results live in Buffers
+// the executable keeps between runs; there is no arena or memory plan yet,
+// and CUDA targets are refused until the CUDA runtime exists.
 #include <chrono>
+#include <cstring>
 #include <mutex>
 
 #include "cpu_x86.h"
 #include "halide_util.h"
 #include "lower_to_halide.h"
+#include "partition.h"
 #include "target.h"
 #include "tessera/error.h"
 #include "tessera/passes.h"
@@ -18,22 +21,46 @@
 
 namespace tessera {
 
-struct CompiledGraph {
+namespace {
+
+// One kernel: a JIT-compiled Halide pipeline with one output.
+struct CompiledKernel {
   Graph graph;
-  Target target;
   Halide::Target halide_target;
   LoweredGraph lowered;
   Halide::Pipeline pipeline;
   std::string schedule;
-  double seconds = 0;
   mutable std::mutex run_mutex;  // a JIT pipeline runs one call at a time
+};
+
+}  // namespace
+
+struct CompiledGraph {
+  struct Step {
+    std::shared_ptr<const CompiledKernel> kernel;
+    std::vector<int> inputs;  // full-graph node ids, in the kernel's input order
+    int root = -1;
+  };
+  Graph graph;
+  Target target;
+  std::vector<Step> steps;
+  std::string schedule;
+  double seconds = 0;
+  mutable std::mutex run_mutex;
+  mutable std::vector<Buffer> scratch;  // per node: intermediate results, reused across runs
 };
 
 namespace {
 
+template <typename T>
+using Cache = std::map<std::string, std::shared_ptr<const T>>;
 std::mutex cache_mutex;
-std::map<std::string, std::shared_ptr<const CompiledGraph>>& cache() {
-  static std::map<std::string, std::shared_ptr<const CompiledGraph>> c;
+Cache<CompiledGraph>& graph_cache() {
+  static Cache<CompiledGraph> c;
+  return c;
+}
+Cache<CompiledKernel>& kernel_cache() {
+  static Cache<CompiledKernel> c;
   return c;
 }
 
@@ -51,6 +78,29 @@ Halide::Buffer<> halide_view(const Buffer& b) {
                           dims.data());
 }
 
+std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const Target& target,
+                                                     const std::string& context) {
+  std::string key = target.str() + "\n" + print(kernel);
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = kernel_cache().find(key);
+    if (it != kernel_cache().end()) return it->second;
+  }
+  auto k = std::make_shared<CompiledKernel>();
+  k->graph = kernel;
+  k->halide_target = halide_target(target);
+  try {
+    k->lowered = lower_to_halide(kernel);
+    k->schedule = schedule_cpu_x86(k->lowered, kernel, k->halide_target);
+    k->pipeline = Halide::Pipeline(k->lowered.outputs);
+    k->pipeline.compile_jit(k->halide_target);
+  } catch (const Halide::Error& e) {
+    fail("compile: Halide rejected ", context, " for ", target.str(), ": ", e.what());
+  }
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  return kernel_cache().emplace(key, k).first->second;
+}
+
 std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
   auto start = std::chrono::steady_clock::now();
   verify(graph, {true});
@@ -58,17 +108,43 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
   auto c = std::make_shared<CompiledGraph>();
   c->graph = graph;
   c->target = target;
-  c->halide_target = halide_target(target);
-  try {
-    c->lowered = lower_to_halide(graph);
-    c->schedule = schedule_cpu_x86(c->lowered, graph, c->halide_target);
-    c->pipeline = Halide::Pipeline(c->lowered.outputs);
-    c->pipeline.compile_jit(c->halide_target);
-  } catch (const Halide::Error& e) {
-    fail("compile: Halide rejected graph '", graph.name, "' for ", target.str(), ": ", e.what());
+  c->scratch.resize(graph.nodes.size());
+  std::vector<Kernel> kernels = partition(graph);
+  c->schedule = "graph '" + graph.name + "': " + std::to_string(kernels.size()) + " kernels\n";
+  for (Kernel& k : kernels) {
+    const Node& root = graph.nodes[k.root];
+    std::string context = "node '" + root.name + "' (" + root.op + ") of graph '" + graph.name + "'";
+    c->steps.push_back({compile_kernel(k.graph, target, context), std::move(k.inputs), k.root});
+    c->schedule += "kernel for " + context + ":\n" + c->steps.back().kernel->schedule;
   }
   c->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return c;
+}
+
+// Runs one kernel on its input Buffers into `out`.
+void run_kernel(const CompiledKernel& k, const std::vector<const Buffer*>& inputs, Buffer& out,
+                const std::string& context) {
+  Halide::ParamMap params;
+  std::vector<Halide::Buffer<>> views;  // keep the views alive through realize
+  views.reserve(k.lowered.args.size() + 1);
+  for (size_t i = 0; i < k.lowered.args.size(); ++i) {
+    views.push_back(halide_view(*inputs[k.lowered.arg_nodes[i]]));
+    params.set(k.lowered.args[i], views.back());
+  }
+  std::vector<Halide::Buffer<>> outs = {halide_view(out)};
+  try {
+    std::lock_guard<std::mutex> lock(k.run_mutex);
+    Halide::Realization r(outs);
+    const_cast<Halide::Pipeline&>(k.pipeline).realize(r, k.halide_target, params);
+  } catch (const Halide::Error& e) {
+    fail("run: ", context, ": ", e.what());
+  }
+}
+
+// `b` if it already has `type`, else a new Buffer of that type.
+Buffer& ensure(Buffer& b, const TensorType& type) {
+  if (!b.defined() || b.type() != type) b = Buffer(type.dtype, type.shape);
+  return b;
 }
 
 }  // namespace
@@ -79,12 +155,12 @@ Executable compile(const Graph& graph, const Target& target) {
   std::string key = target.str() + "\n" + print(graph);
   {
     std::lock_guard<std::mutex> lock(cache_mutex);
-    auto it = cache().find(key);
-    if (it != cache().end()) return Executable(it->second);
+    auto it = graph_cache().find(key);
+    if (it != graph_cache().end()) return Executable(it->second);
   }
   std::shared_ptr<CompiledGraph> c = build(graph, target);
   std::lock_guard<std::mutex> lock(cache_mutex);
-  auto [it, inserted] = cache().emplace(key, c);
+  auto [it, inserted] = graph_cache().emplace(key, c);
   Executable e(it->second);
   e.compile_seconds_ = inserted ? c->seconds : 0;
   return e;
@@ -114,21 +190,18 @@ void Executable::run(const std::map<std::string, Buffer>& args, std::map<std::st
   if (!impl_) fail("Executable::run: not compiled");
   const CompiledGraph& c = *impl_;
   const Graph& g = c.graph;
-  Halide::ParamMap params;
-  std::vector<Halide::Buffer<>> views;  // keep the views alive through realize
+  std::vector<const Buffer*> value(g.nodes.size(), nullptr);  // each node's result
   size_t matched = 0;
-  for (size_t i = 0; i < c.lowered.args.size(); ++i) {
-    const Node& n = g.nodes[c.lowered.arg_nodes[i]];
+  for (const Node& n : g.nodes) {
+    if (n.op != "input" && n.op != "param") continue;
     auto it = args.find(n.name);
-    if (it == args.end())
-      fail("run '", g.name, "': missing ", n.op, " '", n.name, "' (", to_string(n.type), ")");
+    if (it == args.end()) fail("run '", g.name, "': missing ", n.op, " '", n.name, "' (", to_string(n.type), ")");
     const Buffer& b = it->second;
     if (!b.defined()) fail("run '", g.name, "': ", n.op, " '", n.name, "' is an empty Buffer");
     if (b.type() != n.type)
       fail("run '", g.name, "': ", n.op, " '", n.name, "' is ", to_string(b.type()), " but the graph expects ",
            to_string(n.type));
-    views.push_back(halide_view(b));
-    params.set(c.lowered.args[i], views.back());
+    value[n.id] = &b;
     ++matched;
   }
   if (matched != args.size()) {
@@ -138,19 +211,25 @@ void Executable::run(const std::map<std::string, Buffer>& args, std::map<std::st
         fail("run '", g.name, "': '", name, "' is not an input or param of the graph");
     }
   }
-  std::vector<Halide::Buffer<>> outs;
-  for (const GraphOutput& o : g.outputs) {
-    const TensorType& type = g.node(o.node).type;
-    Buffer& b = results[o.name];
-    if (!b.defined() || b.type() != type) b = Buffer(type.dtype, type.shape);
-    outs.push_back(halide_view(b));
+  std::lock_guard<std::mutex> lock(c.run_mutex);
+  // Each computed output is written straight into its result Buffer (the first
+  // output of that node); every other node into the executable's scratch.
+  std::vector<Buffer*> target(g.nodes.size(), nullptr);
+  for (const GraphOutput& o : g.outputs)
+    if (!target[o.node] && g.node(o.node).op != "input" && g.node(o.node).op != "param")
+      target[o.node] = &ensure(results[o.name], g.node(o.node).type);
+  for (const CompiledGraph::Step& step : c.steps) {
+    Buffer& out = target[step.root] ? *target[step.root] : ensure(c.scratch[step.root], g.nodes[step.root].type);
+    std::vector<const Buffer*> inputs;
+    for (int id : step.inputs) inputs.push_back(value[id]);
+    const Node& root = g.nodes[step.root];
+    run_kernel(*step.kernel, inputs, out, "node '" + root.name + "' (" + root.op + ") of graph '" + g.name + "'");
+    value[step.root] = &out;
   }
-  try {
-    std::lock_guard<std::mutex> lock(c.run_mutex);
-    Halide::Realization r(outs);
-    const_cast<Halide::Pipeline&>(c.pipeline).realize(r, c.halide_target, params);
-  } catch (const Halide::Error& e) {
-    fail("run '", g.name, "': ", e.what());
+  // Outputs that are graph arguments, or a node already written under another name: copies.
+  for (const GraphOutput& o : g.outputs) {
+    Buffer& b = ensure(results[o.name], g.node(o.node).type);
+    if (b.data() != value[o.node]->data()) std::memcpy(b.data(), value[o.node]->data(), b.bytes());
   }
 }
 

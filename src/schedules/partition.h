@@ -1,0 +1,36 @@
+// partition: splits a graph into kernels, each compiled as its own Halide pipeline.
+//
+// A kernel materializes one node (a reduction, a contraction, a user op with
+// a reduction, or a graph output) together with the cheap nodes it reads
+// (elementwise, shape and gather ops), which are inlined into it and so
+// recomputed by every kernel that reads them. Kernel inputs are the graph's
+// inputs and params and other kernels' results. Each kernel's graph uses
+// canonical names (in0.., k0.., out) so that identical kernels, such as the
+// same block in every layer, print alike and compile once.
+//
+// Compiling kernels separately keeps Halide's compile time linear in the
+// graph size (one pipeline for a whole training step grows much faster).
+// This does not plan memory or fuse across materialized nodes.
+#pragma once
+
+#include <vector>
+
+#include "tessera/graph.h"
+
+namespace tessera {
+
+// Whether `node` is computed at root (materialized) rather than inlined into
+// its consumers. The CPU schedule and the partitioner agree through this.
+bool is_materialized(const Node& node);
+
+struct Kernel {
+  int root = -1;            // the node it materializes (an id of the full graph)
+  std::vector<int> inputs;  // full-graph ids of its inputs, in the order of `graph`'s inputs
+  Graph graph;              // inputs in0, in1, ...; one output "out"
+};
+
+// Kernels in topological order, one per materialized or output node. Graph
+// outputs that are graph inputs or params need no kernel (they are copied).
+std::vector<Kernel> partition(const Graph& g);
+
+}  // namespace tessera
