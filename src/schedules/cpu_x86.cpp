@@ -129,7 +129,6 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
   std::vector<bool> is_output(g.nodes.size(), false);
   for (int o : L.output_nodes) is_output[o] = true;
   std::ostringstream log;
-  log << "cpu_x86 schedule for " << target.to_string() << " (" << vec << " f32 lanes)\n";
   for (const Node& node : g.nodes) {
     Func f = L.funcs[node.id];
     const OpDef& def = op_def(node.op);
@@ -156,7 +155,7 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
         what = node.is_leaf() && node.op != "constant" ? "argument" : "inline";
       }
     }
-    log << "  " << node.name << " (" << node.op << "): " << what << "\n";
+    if (what != "argument") log << "  " << node.name << " (" << node.op << "): " << what << "\n";
   }
   // Outputs that are copies of leaves or of another output.
   for (size_t i = 0; i < L.outputs.size(); ++i)

@@ -110,12 +110,17 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
   c->target = target;
   c->scratch.resize(graph.nodes.size());
   std::vector<Kernel> kernels = partition(graph);
-  c->schedule = "graph '" + graph.name + "': " + std::to_string(kernels.size()) + " kernels\n";
+  const Halide::Target ht = halide_target(target);
+  c->schedule = "graph '" + graph.name + "': " + std::to_string(kernels.size()) + " kernels, cpu_x86 schedule for " +
+                ht.to_string() + " (" + std::to_string(ht.natural_vector_size<float>()) + " f32 lanes)\n";
   for (Kernel& k : kernels) {
     const Node& root = graph.nodes[k.root];
     std::string context = "node '" + root.name + "' (" + root.op + ") of graph '" + graph.name + "'";
+    std::string header = "kernel " + root.name + " (" + root.op + ")";
+    for (size_t i = 0; i < k.inputs.size(); ++i)
+      header += (i ? ", in" : " reads in") + std::to_string(i) + " = " + graph.nodes[k.inputs[i]].name;
     c->steps.push_back({compile_kernel(k.graph, target, context), std::move(k.inputs), k.root});
-    c->schedule += "kernel for " + context + ":\n" + c->steps.back().kernel->schedule;
+    c->schedule += header + "\n" + c->steps.back().kernel->schedule;
   }
   c->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return c;
