@@ -89,8 +89,11 @@ class Executable {
   const Target& target() const;
   // Seconds spent lowering and JIT-compiling (0 when it came from the cache).
   double compile_seconds() const;
-  // The Halide schedule each node got, one line per node, for reading.
+  // The kernels and the Halide schedule each node got, for reading.
   std::string schedule_text() const;
+  // With the environment variable TESSERA_PROFILE set, run() times every
+  // kernel; this gives the mean time per run of each, slowest first.
+  std::string profile_text() const;
 
  private:
   std::shared_ptr<const CompiledGraph> impl_;

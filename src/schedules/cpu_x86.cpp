@@ -89,7 +89,20 @@ std::string schedule_root(Func f, int vec, const Shape& shape = {}) {
     if (!args.empty()) stage.vectorize(args[0], vec, TailStrategy::GuardWithIf);
   };
   apply(f);
-  for (int u = 0; u < f.num_update_definitions(); ++u) apply(f.update(u));
+  for (int u = 0; u < f.num_update_definitions(); ++u) {
+    // Halide puts an update's reduction loops outside its pure loops; then a
+    // parallel pure loop would start its tasks once per reduction step. Put
+    // the reduction inside: the innermost pure dim (vectorized) stays
+    // innermost, the reduction next, the other pure dims outside.
+    Halide::Stage update = f.update(u);
+    std::vector<Halide::VarOrRVar> order;
+    if (!args.empty()) order.emplace_back(args[0]);
+    for (const Halide::Internal::ReductionVariable& rv : update.get_schedule().rvars())
+      order.emplace_back(Halide::RVar(rv.var));
+    for (size_t d = 1; d < args.size(); ++d) order.emplace_back(args[d]);
+    if (order.size() > 1) update.reorder(order);
+    apply(update);
+  }
   if (args.empty()) return "root, a scalar";
   std::ostringstream os;
   os << "root, vectorized x" << vec;
@@ -143,6 +156,16 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
         what = "root, register-tiled matmul " + std::to_string(3 * vec) + "x32 (blocks " +
                std::to_string(3 * vec) + "x4)";
       }
+    }
+    if (what.empty() && node.op == "linear" && !L.stages[node.id].empty()) {
+      // A small linear: the accumulator is vectorized along n, across rows
+      // of the weight; a transposed copy turns those gathers into loads.
+      Func acc = L.stages[node.id][0];
+      schedule_root(acc, vec);
+      Func wt = L.funcs[node.inputs[1]].in(acc);
+      std::vector<Var> wa = wt.args();  // (k, n) in Halide order
+      wt.compute_root().reorder_storage(wa[1], wa[0]);
+      what = schedule_root(f, vec, node.type.shape) + ", weight transposed at root";
     }
     if (what.empty()) {
       for (Func s : L.stages[node.id]) {

@@ -5,7 +5,11 @@
 // This is the in-process (JIT) path. Intermediate results live in Buffers
 // the executable keeps between runs; there is no arena or memory plan yet,
 // and CUDA targets are refused until the CUDA runtime exists.
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <iomanip>
+#include <sstream>
 #include <cstring>
 #include <mutex>
 
@@ -48,6 +52,8 @@ struct CompiledGraph {
   double seconds = 0;
   mutable std::mutex run_mutex;
   mutable std::vector<Buffer> scratch;  // per node: intermediate results, reused across runs
+  mutable std::vector<double> kernel_seconds;  // per step, summed over runs (TESSERA_PROFILE)
+  mutable int64_t runs = 0;
 };
 
 namespace {
@@ -185,6 +191,28 @@ std::string Executable::schedule_text() const {
   return impl_->schedule;
 }
 
+std::string Executable::profile_text() const {
+  if (!impl_) fail("Executable: not compiled");
+  const CompiledGraph& c = *impl_;
+  std::lock_guard<std::mutex> lock(c.run_mutex);
+  if (c.runs == 0) return "no profile: set TESSERA_PROFILE=1 before running\n";
+  std::vector<size_t> order(c.steps.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return c.kernel_seconds[a] > c.kernel_seconds[b]; });
+  double total = 0;
+  for (double t : c.kernel_seconds) total += t;
+  std::ostringstream os;
+  os << "graph '" << c.graph.name << "': " << c.runs << " runs, " << std::fixed << std::setprecision(1)
+     << total / c.runs * 1e6 << " us per run in kernels\n";
+  for (size_t i : order) {
+    const Node& root = c.graph.nodes[c.steps[i].root];
+    os << std::setw(10) << c.kernel_seconds[i] / c.runs * 1e6 << " us  " << std::setw(5)
+       << 100 * c.kernel_seconds[i] / total << "%  " << root.name << " (" << root.op << ") "
+       << to_string(root.type) << "\n";
+  }
+  return os.str();
+}
+
 std::map<std::string, Buffer> Executable::run(const std::map<std::string, Buffer>& args) const {
   std::map<std::string, Buffer> outputs;
   run(args, outputs);
@@ -223,13 +251,18 @@ void Executable::run(const std::map<std::string, Buffer>& args, std::map<std::st
   for (const GraphOutput& o : g.outputs)
     if (!target[o.node] && g.node(o.node).op != "input" && g.node(o.node).op != "param")
       target[o.node] = &ensure(results[o.name], g.node(o.node).type);
-  for (const CompiledGraph::Step& step : c.steps) {
+  static const bool profile = std::getenv("TESSERA_PROFILE") != nullptr;
+  if (profile) c.kernel_seconds.resize(c.steps.size(), 0.0), ++c.runs;
+  for (size_t s = 0; s < c.steps.size(); ++s) {
+    const CompiledGraph::Step& step = c.steps[s];
+    auto start = std::chrono::steady_clock::now();
     Buffer& out = target[step.root] ? *target[step.root] : ensure(c.scratch[step.root], g.nodes[step.root].type);
     std::vector<const Buffer*> inputs;
     for (int id : step.inputs) inputs.push_back(value[id]);
     const Node& root = g.nodes[step.root];
     run_kernel(*step.kernel, inputs, out, "node '" + root.name + "' (" + root.op + ") of graph '" + g.name + "'");
     value[step.root] = &out;
+    if (profile) c.kernel_seconds[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   // Outputs that are graph arguments, or a node already written under another name: copies.
   for (const GraphOutput& o : g.outputs) {

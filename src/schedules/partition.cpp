@@ -19,6 +19,12 @@ std::vector<Kernel> partition(const Graph& g) {
   const int n = static_cast<int>(g.nodes.size());
   std::vector<bool> root(n, false);
   for (const Node& node : g.nodes) root[node.id] = is_materialized(node);
+  // A computed scalar read by a tensor op is computed once, not per element
+  // (optimizer bias corrections, loss scales, norms).
+  for (const Node& node : g.nodes)
+    if (node.type.rank() > 0)
+      for (int in : node.inputs)
+        if (g.nodes[in].type.rank() == 0 && !g.nodes[in].is_leaf()) root[in] = true;
   for (const GraphOutput& o : g.outputs) {
     const Node& out = g.node(o.node);
     if (out.op != "input" && out.op != "param") root[o.node] = true;  // constants too
