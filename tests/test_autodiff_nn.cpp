@@ -23,6 +23,7 @@
 #include <random>
 #include <sstream>
 
+#include "gradcheck.h"
 #include "reference/reference.h"
 #include "tessera/autodiff.h"
 #include "tessera/tessera.h"
@@ -162,37 +163,11 @@ class GradCheck {
       args[n] = ref::RefTensor{c.args[i].shape, c.args[i].values, c.args[i].dtype};
     }
     fb.output("y", c.f(fb, ins));
-    Graph fg = fb.build();
-    auto loss = [&] {
-      const ref::RefTensor y = ref::evaluate(fg, args).at("y");
-      double s = 0;
-      for (size_t e = 0; e < y.data.size(); ++e) s += y.data[e] * c.ct[e];
-      return s;
-    };
-    std::vector<double> fd(c.args[k].values.size());
-    std::vector<double>& x = args["x" + std::to_string(k)].data;
-    for (size_t e = 0; e < fd.size(); ++e) {
-      const double x0 = x[e];
-      x[e] = x0 + kStep;
-      const double lp = loss();
-      x[e] = x0 - kStep;
-      const double lm = loss();
-      x[e] = x0;
-      fd[e] = (lp - lm) / (2 * kStep);
-    }
-    return fd;
+    return gradcheck::finite_differences(fb.build(), args, "x" + std::to_string(k), c.ct, kStep);
   }
 
   static void compare(const std::vector<double>& got, const std::vector<double>& fd, const std::string& what) {
-    ASSERT_EQ(got.size(), fd.size()) << what;
-    int bad = 0;
-    std::ostringstream os;
-    for (size_t e = 0; e < fd.size(); ++e) {
-      if (std::fabs(got[e] - fd[e]) <= kAtol + kRtol * std::fabs(fd[e])) continue;
-      if (bad++ < 6) os << "\n    [" << e << "]: got " << got[e] << ", finite differences " << fd[e];
-    }
-    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << fd.size() << " elements differ" << std::setprecision(12)
-                      << os.str();
+    gradcheck::expect_close(got, fd, kAtol, kRtol, what);
   }
 
   std::string name_;
