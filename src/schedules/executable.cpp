@@ -107,6 +107,11 @@ std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const 
   return kernel_cache().emplace(key, k).first->second;
 }
 
+// "node 't3' (sum) of graph 'mlp'", for messages.
+std::string describe(const Graph& g, const Node& n) {
+  return "node '" + n.name + "' (" + n.op + ") of graph '" + g.name + "'";
+}
+
 std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
   auto start = std::chrono::steady_clock::now();
   verify(graph, {true});
@@ -121,7 +126,7 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
                 ht.to_string() + " (" + std::to_string(ht.natural_vector_size<float>()) + " f32 lanes)\n";
   for (Kernel& k : kernels) {
     const Node& root = graph.nodes[k.root];
-    std::string context = "node '" + root.name + "' (" + root.op + ") of graph '" + graph.name + "'";
+    std::string context = describe(graph, root);
     std::string header = "kernel " + root.name + " (" + root.op + ")";
     for (size_t i = 0; i < k.inputs.size(); ++i)
       header += (i ? ", in" : " reads in") + std::to_string(i) + " = " + graph.nodes[k.inputs[i]].name;
@@ -132,9 +137,9 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
   return c;
 }
 
-// Runs one kernel on its input Buffers into `out`.
-void run_kernel(const CompiledKernel& k, const std::vector<const Buffer*>& inputs, Buffer& out,
-                const std::string& context) {
+// Runs the kernel that computes `root` of `g` on its input Buffers into `out`.
+void run_kernel(const CompiledKernel& k, const std::vector<const Buffer*>& inputs, Buffer& out, const Graph& g,
+                const Node& root) {
   Halide::ParamMap params;
   std::vector<Halide::Buffer<>> views;  // keep the views alive through realize
   views.reserve(k.lowered.args.size() + 1);
@@ -148,7 +153,7 @@ void run_kernel(const CompiledKernel& k, const std::vector<const Buffer*>& input
     Halide::Realization r(outs);
     const_cast<Halide::Pipeline&>(k.pipeline).realize(r, k.halide_target, params);
   } catch (const Halide::Error& e) {
-    fail("run: ", context, ": ", e.what());
+    fail("run: ", describe(g, root), ": ", e.what());
   }
 }
 
@@ -259,8 +264,7 @@ void Executable::run(const std::map<std::string, Buffer>& args, std::map<std::st
     Buffer& out = target[step.root] ? *target[step.root] : ensure(c.scratch[step.root], g.nodes[step.root].type);
     std::vector<const Buffer*> inputs;
     for (int id : step.inputs) inputs.push_back(value[id]);
-    const Node& root = g.nodes[step.root];
-    run_kernel(*step.kernel, inputs, out, "node '" + root.name + "' (" + root.op + ") of graph '" + g.name + "'");
+    run_kernel(*step.kernel, inputs, out, g, g.nodes[step.root]);
     value[step.root] = &out;
     if (profile) c.kernel_seconds[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
