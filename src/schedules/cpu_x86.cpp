@@ -19,6 +19,8 @@ using Halide::Var;
 // Work per parallel task: small tasks drown in thread-pool overhead (per-row
 // tasks of a 4096 x 1024 elementwise kernel ran 2.4x slower than 16K-element ones).
 constexpr int64_t kTaskElements = 65536;
+// Multiply-adds below which a narrow product runs on one thread (~10 us).
+constexpr int64_t kTaskMacs = 1 << 20;
 
 // Small Funcs: vectorized, on the calling thread.
 std::string schedule_serial(Func f, int vec) {
@@ -113,15 +115,21 @@ std::string schedule_root(Func f, int vec, const Shape& shape = {}) {
 
 // The register-tiled matrix product of Halide's own performance test:
 // `acc(n, m, batch...) += a(m, k) * b(k, n)` computed in 3*vec x 4 register
-// blocks inside 3*vec x 32 tiles; `out` reads acc. Needs N >= 3*vec and M >= 32.
-// For linear, whose weight is read as w[n, k] (strided along the vectorized
-// n), `weight` is given: a transposed copy is made once at root so that the
-// inner loop loads contiguous vectors.
-void schedule_matmul(Func out, Func acc, Func weight, int vec) {
+// blocks inside tiles of 3*vec columns and `tile_rows` rows; `out` reads acc.
+// Needs N >= 3*vec and M >= 32. For linear, whose weight is read as w[n, k]
+// (strided along the vectorized n), `weight` is given: each tile copies its
+// columns of the weight transposed, in parallel and while they are in cache
+// (one copy at root before the product ran serially and cost a quarter of
+// the 64x784x256 product).
+//
+// Operands computed inside the kernel (a transposed gradient, a ReLU mask)
+// are given in `computed`: each is evaluated once at root rather than in the
+// inner loop, where it would be recomputed for every tile of the other operand.
+void schedule_matmul(Func out, Func acc, Func weight, const std::vector<Func>& computed, int vec, int tile_rows) {
   std::vector<Var> args = out.args();
   Var n = args[0], m = args[1];
   Var ni("ni"), mi("mi"), mii("mii"), tile("tile");
-  out.compute_root().tile(n, m, ni, mi, 3 * vec, 32).fuse(n, m, tile);
+  out.compute_root().tile(n, m, ni, mi, 3 * vec, tile_rows).fuse(n, m, tile);
   for (size_t b = 2; b < args.size(); ++b) out.fuse(tile, args[b], tile);
   out.parallel(tile).split(mi, mi, mii, 4).vectorize(ni, vec).unroll(ni).unroll(mii);
   acc.compute_at(out, mi).vectorize(acc.args()[0], vec).unroll(acc.args()[1]);
@@ -131,16 +139,82 @@ void schedule_matmul(Func out, Func acc, Func weight, int vec) {
   if (weight.defined()) {
     Func wt = weight.in(acc);
     std::vector<Var> wa = wt.args();  // (k, n) in Halide order
-    wt.compute_root().reorder_storage(wa[1], wa[0]).reorder(wa[1], wa[0]).vectorize(wa[1], vec, TailStrategy::GuardWithIf);
+    wt.compute_at(out, tile).reorder_storage(wa[1], wa[0]).reorder(wa[1], wa[0]).vectorize(wa[1], vec, TailStrategy::GuardWithIf);
   }
+  for (Func operand : computed) schedule_root(operand.in(acc), vec);
+}
+
+// A linear with fewer output features than a vector (a classifier head):
+// vectorizing along n would leave every lane but a few idle, so the vectors
+// run along the rows m instead. The input is copied at root with m innermost
+// (computing its inlined producers once); each vector of rows accumulates in
+// registers over k, reading one weight element per step. Row vectors are
+// split into parallel tasks when there is enough work.
+std::string schedule_narrow_linear(Func out, Func acc, Func input, const Shape& shape, int64_t K, int vec) {
+  std::vector<Var> args = out.args();
+  Var n = args[0], m = args[1], mo("mo"), mi("mi");
+  out.compute_root().split(m, mo, mi, vec, TailStrategy::GuardWithIf).reorder(mi, n, mo).vectorize(mi);
+  const int64_t rows = shape[shape.size() - 2];
+  const bool threads = numel(shape) * K >= kTaskMacs && rows >= 4 * vec;
+  if (threads) out.parallel(mo);
+  acc.compute_at(out, n).vectorize(acc.args()[1], vec, TailStrategy::GuardWithIf);
+  Halide::RVar k(acc.update(0).get_schedule().rvars()[0].var);
+  acc.update(0).reorder(acc.args()[1], k).vectorize(acc.args()[1], vec, TailStrategy::GuardWithIf);
+  Func xt = input.in(acc);
+  std::vector<Var> xa = xt.args();  // (k, m, ...) in Halide order
+  xt.compute_root().reorder_storage(xa[1], xa[0]).reorder(xa[1], xa[0]).vectorize(xa[1], vec, TailStrategy::GuardWithIf);
+  return std::string("root, vectorized x") + std::to_string(vec) + " along rows" +
+         (threads ? ", parallel over row vectors" : ", one thread") + ", input transposed at root";
+}
+
+// The outputs of a kernel with several (pointwise nodes of one shape, see
+// partition.h): each becomes a copy of its node's Func, scheduled at root
+// alike, and all are computed with the last one, down to the innermost loop,
+// so that one pass over the data reads their common inputs once. The nodes
+// stay inlined: a node that another output reads is recomputed there.
+std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, int vec) {
+  const Shape& shape = g.node(L.output_nodes.back()).type.shape;
+  std::string how;
+  for (size_t i = 0; i < L.outputs.size(); ++i) {
+    Func node = L.funcs[L.output_nodes[i]];
+    Func out(node.name() + "_out");
+    out(node.args()) = node(node.args());
+    how = schedule_root(out, vec, shape);
+    L.outputs[i] = out;
+  }
+  // The innermost loop all have: the vectorized dim, or for rank 1 split
+  // into tasks, the loop inside a task.
+  Func last = L.outputs.back();
+  Var inner = last.args()[0];
+  if (last.args().size() == 1)
+    for (const Halide::Internal::Split& s : last.function().definition().schedule().splits())
+      if (s.old_var == inner.name() && s.outer == inner.name() + ".task") inner = Var("in_task");
+  for (size_t i = 0; i + 1 < L.outputs.size(); ++i) L.outputs[i].compute_with(last, inner);
+  return "  outputs: " + how + ", all in one loop nest\n";
+}
+
+// Whether every update of f writes at its own pure Vars (no scatter), so
+// that its pure loops may be vectorized and split into parallel tasks.
+bool updates_write_pure(const Func& f) {
+  const std::vector<std::string>& pure = f.function().args();
+  for (const Halide::Internal::Definition& u : f.function().updates())
+    for (size_t d = 0; d < u.args().size(); ++d) {
+      const Halide::Internal::Variable* v = u.args()[d].as<Halide::Internal::Variable>();
+      if (!v || d >= pure.size() || v->name != pure[d]) return false;
+    }
+  return true;
 }
 
 }  // namespace
 
 std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Target& target) {
   const int vec = target.natural_vector_size<float>();
+  // A kernel with several outputs (see partition.h) computes them in one
+  // fused loop; the nodes themselves are inlined into it.
+  const bool fused = L.outputs.size() > 1;
   std::vector<bool> is_output(g.nodes.size(), false);
-  for (int o : L.output_nodes) is_output[o] = true;
+  if (!fused)
+    for (int o : L.output_nodes) is_output[o] = true;
   std::ostringstream log;
   for (const Node& node : g.nodes) {
     Func f = L.funcs[node.id];
@@ -151,17 +225,29 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
       const Shape& s = node.type.shape;
       int64_t N = s[s.size() - 1], M = s[s.size() - 2];
       if (N >= 3 * vec && M >= 32) {
+        // Up to 64 rows, one tile spans them all: each weight column block is
+        // transposed once.
+        const int rows = M <= 64 ? static_cast<int>(M) / 4 * 4 : 32;
         Func weight = node.op == "linear" ? L.funcs[node.inputs[1]] : Func();
-        schedule_matmul(f, L.stages[node.id][0], weight, vec);
-        what = "root, register-tiled matmul " + std::to_string(3 * vec) + "x32 (blocks " +
-               std::to_string(3 * vec) + "x4)";
+        std::vector<Func> computed;
+        for (int i = 0; i < (node.op == "linear" ? 1 : 2); ++i)
+          if (!g.node(node.inputs[i]).is_leaf()) computed.push_back(L.funcs[node.inputs[i]]);
+        schedule_matmul(f, L.stages[node.id][0], weight, computed, vec, rows);
+        what = "root, register-tiled matmul, tiles " + std::to_string(3 * vec) + "x" + std::to_string(rows) +
+               " (blocks " + std::to_string(3 * vec) + "x4)" + (weight.defined() ? ", weight transposed per tile" : "") +
+               (computed.empty() ? "" : ", computed operands at root");
       }
+    }
+    if (what.empty() && node.op == "linear" && !L.stages[node.id].empty() && node.type.rank() >= 2 &&
+        node.type.shape.back() < vec && node.type.shape[node.type.rank() - 2] >= vec) {
+      what = schedule_narrow_linear(f, L.stages[node.id][0], L.funcs[node.inputs[0]], node.type.shape,
+                                    g.node(node.inputs[0]).type.shape.back(), vec);
     }
     if (what.empty() && node.op == "linear" && !L.stages[node.id].empty()) {
       // A small linear: the accumulator is vectorized along n, across rows
       // of the weight; a transposed copy turns those gathers into loads.
       Func acc = L.stages[node.id][0];
-      schedule_root(acc, vec);
+      schedule_root(acc, vec, node.type.shape);
       Func wt = L.funcs[node.inputs[1]].in(acc);
       std::vector<Var> wa = wt.args();  // (k, n) in Halide order
       wt.compute_root().reorder_storage(wa[1], wa[0]);
@@ -170,6 +256,7 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
     if (what.empty()) {
       for (Func s : L.stages[node.id]) {
         if (def.kind == OpKind::gather) schedule_scatter(s, vec, node.type.shape);  // scatter tables: the node's shape
+        else if (!updates_write_pure(s)) s.compute_root();  // e.g. define_grad's scattering adjoints: serial
         else schedule_root(s, vec);
       }
       if (heavy || is_output[node.id]) {
@@ -184,6 +271,7 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
   for (size_t i = 0; i < L.outputs.size(); ++i)
     if (!L.outputs[i].function().same_as(L.funcs[L.output_nodes[i]].function()))
       schedule_root(L.outputs[i], vec, g.node(L.output_nodes[i]).type.shape);
+  if (fused) log << schedule_fused_outputs(L, g, vec);
   return log.str();
 }
 

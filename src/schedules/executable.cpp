@@ -27,7 +27,7 @@ namespace tessera {
 
 namespace {
 
-// One kernel: a JIT-compiled Halide pipeline with one output.
+// One kernel: a JIT-compiled Halide pipeline with one output per root.
 struct CompiledKernel {
   Graph graph;
   Halide::Target halide_target;
@@ -43,7 +43,7 @@ struct CompiledGraph {
   struct Step {
     std::shared_ptr<const CompiledKernel> kernel;
     std::vector<int> inputs;  // full-graph node ids, in the kernel's input order
-    int root = -1;
+    std::vector<int> roots;   // full-graph node ids of its outputs, in order
   };
   Graph graph;
   Target target;
@@ -107,9 +107,21 @@ std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const 
   return kernel_cache().emplace(key, k).first->second;
 }
 
-// "node 't3' (sum) of graph 'mlp'", for messages.
-std::string describe(const Graph& g, const Node& n) {
-  return "node '" + n.name + "' (" + n.op + ") of graph '" + g.name + "'";
+// "t3 (sum)", or "t60+t75 (add, sub)" for a kernel with several outputs.
+std::string kernel_name(const Graph& g, const std::vector<int>& roots) {
+  std::string names, ops;
+  for (int r : roots) {
+    names += (names.empty() ? "" : "+") + g.nodes[r].name;
+    ops += (ops.empty() ? "" : ", ") + g.nodes[r].op;
+  }
+  return names + " (" + ops + ")";
+}
+
+// "node 't3' (sum) of graph 'mlp'", for messages; "nodes t60+t75 (add, sub) of ..." for several.
+std::string describe(const Graph& g, const std::vector<int>& roots) {
+  const Node& n = g.nodes[roots[0]];
+  std::string what = roots.size() > 1 ? "nodes " + kernel_name(g, roots) : "node '" + n.name + "' (" + n.op + ")";
+  return what + " of graph '" + g.name + "'";
 }
 
 std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
@@ -125,21 +137,25 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
   c->schedule = "graph '" + graph.name + "': " + std::to_string(kernels.size()) + " kernels, cpu_x86 schedule for " +
                 ht.to_string() + " (" + std::to_string(ht.natural_vector_size<float>()) + " f32 lanes)\n";
   for (Kernel& k : kernels) {
-    const Node& root = graph.nodes[k.root];
-    std::string context = describe(graph, root);
-    std::string header = "kernel " + root.name + " (" + root.op + ")";
+    std::string context = describe(graph, k.roots);
+    std::string header = "kernel " + kernel_name(graph, k.roots);
     for (size_t i = 0; i < k.inputs.size(); ++i)
       header += (i ? ", in" : " reads in") + std::to_string(i) + " = " + graph.nodes[k.inputs[i]].name;
-    c->steps.push_back({compile_kernel(k.graph, target, context), std::move(k.inputs), k.root});
+    if (k.roots.size() > 1) {
+      header += "; writes";
+      for (size_t i = 0; i < k.roots.size(); ++i)
+        header += (i ? ", out" : " out") + std::to_string(i) + " = " + graph.nodes[k.roots[i]].name;
+    }
+    c->steps.push_back({compile_kernel(k.graph, target, context), std::move(k.inputs), std::move(k.roots)});
     c->schedule += header + "\n" + c->steps.back().kernel->schedule;
   }
   c->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return c;
 }
 
-// Runs the kernel that computes `root` of `g` on its input Buffers into `out`.
-void run_kernel(const CompiledKernel& k, const std::vector<const Buffer*>& inputs, Buffer& out, const Graph& g,
-                const Node& root) {
+// Runs the kernel that computes `roots` of `g` on its input Buffers into `outs`.
+void run_kernel(const CompiledKernel& k, const std::vector<const Buffer*>& inputs, const std::vector<Buffer*>& outs,
+                const Graph& g, const std::vector<int>& roots) {
   Halide::ParamMap params;
   std::vector<Halide::Buffer<>> views;  // keep the views alive through realize
   views.reserve(k.lowered.args.size() + 1);
@@ -147,13 +163,14 @@ void run_kernel(const CompiledKernel& k, const std::vector<const Buffer*>& input
     views.push_back(halide_view(*inputs[k.lowered.arg_nodes[i]]));
     params.set(k.lowered.args[i], views.back());
   }
-  std::vector<Halide::Buffer<>> outs = {halide_view(out)};
+  std::vector<Halide::Buffer<>> out_views;
+  for (Buffer* out : outs) out_views.push_back(halide_view(*out));
   try {
     std::lock_guard<std::mutex> lock(k.run_mutex);
-    Halide::Realization r(outs);
+    Halide::Realization r(out_views);
     const_cast<Halide::Pipeline&>(k.pipeline).realize(r, k.halide_target, params);
   } catch (const Halide::Error& e) {
-    fail("run: ", describe(g, root), ": ", e.what());
+    fail("run: ", describe(g, roots), ": ", e.what());
   }
 }
 
@@ -210,9 +227,9 @@ std::string Executable::profile_text() const {
   os << "graph '" << c.graph.name << "': " << c.runs << " runs, " << std::fixed << std::setprecision(1)
      << total / c.runs * 1e6 << " us per run in kernels\n";
   for (size_t i : order) {
-    const Node& root = c.graph.nodes[c.steps[i].root];
+    const Node& root = c.graph.nodes[c.steps[i].roots.back()];
     os << std::setw(10) << c.kernel_seconds[i] / c.runs * 1e6 << " us  " << std::setw(5)
-       << 100 * c.kernel_seconds[i] / total << "%  " << root.name << " (" << root.op << ") "
+       << 100 * c.kernel_seconds[i] / total << "%  " << kernel_name(c.graph, c.steps[i].roots) << " "
        << to_string(root.type) << "\n";
   }
   return os.str();
@@ -261,11 +278,12 @@ void Executable::run(const std::map<std::string, Buffer>& args, std::map<std::st
   for (size_t s = 0; s < c.steps.size(); ++s) {
     const CompiledGraph::Step& step = c.steps[s];
     auto start = std::chrono::steady_clock::now();
-    Buffer& out = target[step.root] ? *target[step.root] : ensure(c.scratch[step.root], g.nodes[step.root].type);
+    std::vector<Buffer*> outs;
+    for (int r : step.roots) outs.push_back(target[r] ? target[r] : &ensure(c.scratch[r], g.nodes[r].type));
     std::vector<const Buffer*> inputs;
     for (int id : step.inputs) inputs.push_back(value[id]);
-    run_kernel(*step.kernel, inputs, out, g, g.nodes[step.root]);
-    value[step.root] = &out;
+    run_kernel(*step.kernel, inputs, outs, g, step.roots);
+    for (size_t i = 0; i < outs.size(); ++i) value[step.roots[i]] = outs[i];
     if (profile) c.kernel_seconds[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   // Outputs that are graph arguments, or a node already written under another name: copies.

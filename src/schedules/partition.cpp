@@ -1,6 +1,7 @@
 // Splitting a graph into kernels (see partition.h).
 #include "partition.h"
 
+#include <algorithm>
 #include <map>
 
 #include "op_registry.h"
@@ -11,6 +12,7 @@ namespace tessera {
 bool is_materialized(const Node& node) {
   if (node.is_leaf()) return false;
   if (node.op == "define") return node.user && uses_reduction(node.user->body);
+  if (node.op == "define_grad") return true;  // its adjoint Funcs are stages with updates
   const OpKind kind = op_def(node.op).kind;
   return kind == OpKind::reduction || kind == OpKind::contraction;
 }
@@ -30,21 +32,77 @@ std::vector<Kernel> partition(const Graph& g) {
     if (out.op != "input" && out.op != "param") root[o.node] = true;  // constants too
   }
 
-  std::vector<Kernel> kernels;
-  for (int r = 0; r < n; ++r) {
-    if (!root[r]) continue;
-    // The nodes inlined into this kernel: r and, transitively, the non-root,
-    // non-argument nodes it reads. Inputs precede readers, so one backward sweep.
-    std::vector<bool> inside(r + 1, false);
-    inside[r] = true;
-    for (int id = r; id >= 0; --id) {
+  // Arguments of the kernel computing the nodes of `members`: the roots
+  // outside it and the graph inputs and params that its computation reads.
+  auto arguments = [&](const std::vector<int>& members) {
+    std::vector<bool> inside(n, false), member(n, false);
+    for (int r : members) inside[r] = member[r] = true;
+    std::vector<int> args;
+    for (int id = members.back(); id >= 0; --id) {
       if (!inside[id]) continue;
       const Node& node = g.nodes[id];
-      if (id != r && (root[id] || node.op == "input" || node.op == "param")) continue;
+      if (!member[id] && (root[id] || node.op == "input" || node.op == "param")) continue;
       for (int in : node.inputs) inside[in] = true;
     }
+    for (int id = 0; id < members.back(); ++id) {
+      const Node& node = g.nodes[id];
+      if (inside[id] && !member[id] && (root[id] || node.op == "input" || node.op == "param")) args.push_back(id);
+    }
+    return std::make_pair(args, inside);
+  };
+
+  // Groups of roots, one per kernel, in execution order (each runs where its last member is).
+  std::vector<std::vector<int>> groups;
+  std::vector<std::vector<int>> group_args;
+  auto fusible = [&](int id) {
+    const Node& node = g.nodes[id];
+    if (node.type.rank() == 0 || is_materialized(node)) return false;
+    OpKind kind = op_def(node.op).kind;
+    return kind == OpKind::elementwise || kind == OpKind::shape || kind == OpKind::random;
+  };
+  for (int r = 0; r < n; ++r) {
+    if (!root[r]) continue;
+    std::vector<int> args = arguments({r}).first;
+    int join = -1;
+    if (fusible(r)) {
+      // The latest group that r may join: all fusible, same shape, related
+      // to r, and not read by any kernel after it (it will run later, at r).
+      std::vector<bool> read_later(n, false);
+      for (int gi = static_cast<int>(groups.size()) - 1; gi >= 0; --gi) {
+        const std::vector<int>& members = groups[gi];
+        bool ok = fusible(members[0]) && g.nodes[members[0]].type.shape == g.nodes[r].type.shape;
+        for (int m : members) ok = ok && !read_later[m];
+        if (ok) {
+          bool related = false;
+          for (int a : args)
+            related = related || std::find(members.begin(), members.end(), a) != members.end() ||
+                      std::find(group_args[gi].begin(), group_args[gi].end(), a) != group_args[gi].end();
+          if (related) {
+            join = gi;
+            break;
+          }
+        }
+        for (int a : group_args[gi]) read_later[a] = true;
+      }
+    }
+    if (join < 0) {
+      groups.push_back({r});
+      group_args.push_back(args);
+      continue;
+    }
+    std::vector<int> members = groups[join];
+    members.push_back(r);
+    groups.erase(groups.begin() + join);
+    group_args.erase(group_args.begin() + join);
+    groups.push_back(members);
+    group_args.push_back(arguments(members).first);
+  }
+
+  std::vector<Kernel> kernels;
+  for (const std::vector<int>& members : groups) {
+    auto [args, inside] = arguments(members);
     Kernel k;
-    k.root = r;
+    k.roots = members;
     k.graph.name = "kernel";
     std::map<int, int> local;  // full id -> kernel id
     auto add = [&](Node node) {
@@ -53,26 +111,26 @@ std::vector<Kernel> partition(const Graph& g) {
       return k.graph.nodes.back().id;
     };
     // Arguments first (graph inputs, params and other kernels' results), then the computation.
-    for (int id = 0; id < r; ++id) {
-      if (!inside[id]) continue;
-      const Node& node = g.nodes[id];
-      if (!(root[id] || node.op == "input" || node.op == "param")) continue;
+    for (int id : args) {
       Node arg;
       arg.name = "in" + std::to_string(k.inputs.size());
       arg.op = "input";
-      arg.type = node.type;
+      arg.type = g.nodes[id].type;
       local[id] = add(std::move(arg));
       k.inputs.push_back(id);
     }
+    std::map<int, std::string> out_name;
+    for (size_t i = 0; i < members.size(); ++i)
+      out_name[members[i]] = members.size() == 1 ? "out" : "out" + std::to_string(i);
     int counter = 0;
-    for (int id = 0; id <= r; ++id) {
+    for (int id = 0; id <= members.back(); ++id) {
       if (!inside[id] || local.count(id)) continue;
       Node node = g.nodes[id];
-      node.name = id == r ? "out" : "k" + std::to_string(counter++);
+      node.name = out_name.count(id) ? out_name[id] : "k" + std::to_string(counter++);
       for (int& in : node.inputs) in = local.at(in);
       local[id] = add(std::move(node));
     }
-    k.graph.outputs.push_back({"out", local.at(r)});
+    for (int r : members) k.graph.outputs.push_back({out_name[r], local.at(r)});
     kernels.push_back(std::move(k));
   }
   return kernels;

@@ -9,9 +9,15 @@
 // canonical names (in0.., k0.., out) so that identical kernels, such as the
 // same block in every layer, print alike and compile once.
 //
+// Pointwise nodes materialized only because they are graph outputs (an
+// optimizer's new param and moments) join one kernel when they have the same
+// shape and read common inputs or each other, provided no kernel between
+// them reads the earlier ones: the kernel then has several outputs, and the
+// schedule computes them in one fused loop, so shared inputs are read once.
+//
 // Compiling kernels separately keeps Halide's compile time linear in the
 // graph size (one pipeline for a whole training step grows much faster).
-// This does not plan memory or fuse across materialized nodes.
+// This does not plan memory or fuse across reductions and contractions.
 #pragma once
 
 #include <vector>
@@ -25,13 +31,13 @@ namespace tessera {
 bool is_materialized(const Node& node);
 
 struct Kernel {
-  int root = -1;            // the node it materializes (an id of the full graph)
+  std::vector<int> roots;   // the nodes it materializes (ids of the full graph), one per output
   std::vector<int> inputs;  // full-graph ids of its inputs, in the order of `graph`'s inputs
-  Graph graph;              // inputs in0, in1, ...; one output "out"
+  Graph graph;              // inputs in0, in1, ...; outputs "out" (one root) or "out0", "out1", ...
 };
 
-// Kernels in topological order, one per materialized or output node. Graph
-// outputs that are graph inputs or params need no kernel (they are copied).
+// Kernels in topological order, covering every materialized or output node.
+// Graph outputs that are graph inputs or params need no kernel (they are copied).
 std::vector<Kernel> partition(const Graph& g);
 
 }  // namespace tessera

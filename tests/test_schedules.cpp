@@ -1,0 +1,141 @@
+// The CPU schedule's special paths against the float64 reference: register-
+// tiled products (with operands computed in the kernel, tiles that span all
+// rows or not, ragged edges), linears narrower than a vector, and kernels
+// with several fused outputs (partition.h), including the ordering rule that
+// keeps an output from being fused past a kernel that reads it.
+//
+// test_ops checks every op at awkward sizes; this file picks sizes that take
+// each schedule path and asserts, through schedule_text(), that they did.
+#include <gtest/gtest.h>
+#include <tessera/tessera.h>
+
+#include <cmath>
+#include <random>
+
+#include "reference/reference.h"
+
+using namespace tessera;
+
+namespace {
+
+std::map<std::string, Buffer> random_args(const Graph& g, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::map<std::string, Buffer> args;
+  for (const Node& n : g.nodes) {
+    if (n.op != "input" && n.op != "param") continue;
+    std::vector<double> v(numel(n.type.shape));
+    for (double& x : v) x = u(rng);
+    args[n.name] = Buffer::from(v, n.type.shape, n.type.dtype);
+  }
+  return args;
+}
+
+// Runs `g` compiled for the host and through the reference; every output
+// must agree within rtol/atol. Returns the schedule text.
+std::string expect_matches_reference(const Graph& g, double tol) {
+  auto args = random_args(g, std::random_device{}());
+  Executable exe = compile(g, Target::host());
+  auto got = exe.run(args);
+  auto want = ref::evaluate(g, ref::from_buffers(args));
+  for (const auto& [name, w] : want) {
+    std::vector<double> a = got.at(name).to_f64();
+    int bad = 0;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (!(std::fabs(a[i] - w.data[i]) <= tol * (1 + std::fabs(w.data[i]))) && bad++ < 3)
+        ADD_FAILURE() << name << "[" << i << "]: got " << a[i] << ", expected " << w.data[i];
+  }
+  return exe.schedule_text();
+}
+
+Graph linear_graph(Shape x, int64_t out, bool relu_input) {
+  GraphBuilder g("linear");
+  Tensor in = g.input("x", x);
+  if (relu_input) in = relu(in);
+  g.output("y", linear(in, g.param("w", {out, x.back()}), g.param("b", {out})));
+  return g.build();
+}
+
+TEST(CpuSchedule, TiledLinearSpanningAllRowsAndRaggedColumns) {
+  // 48-column tiles over 100 columns (ragged), 62 rows in one tile (not a multiple of 4).
+  std::string s = expect_matches_reference(linear_graph({62, 37}, 100, true), 1e-5);
+  EXPECT_NE(s.find("register-tiled matmul, tiles 48x60"), std::string::npos) << s;
+  EXPECT_NE(s.find("weight transposed per tile"), std::string::npos) << s;
+}
+
+TEST(CpuSchedule, TiledLinearWithManyRows) {
+  std::string s = expect_matches_reference(linear_graph({2, 67, 19}, 49, false), 1e-5);
+  EXPECT_NE(s.find("tiles 48x32"), std::string::npos) << s;
+}
+
+TEST(CpuSchedule, NarrowLinearVectorizedAlongRows) {
+  for (int64_t out : {1, 3, 10}) {
+    std::string s = expect_matches_reference(linear_graph({33, 29}, out, true), 1e-5);
+    EXPECT_NE(s.find("along rows, one thread"), std::string::npos) << s;
+  }
+  // Enough work for threads; rows not a multiple of the vector.
+  std::string s = expect_matches_reference(linear_graph({3001, 70}, 5, false), 1e-5);
+  EXPECT_NE(s.find("along rows, parallel"), std::string::npos) << s;
+}
+
+TEST(CpuSchedule, TiledMatmulWithComputedOperands) {
+  // A weight gradient's shape: a transposed, masked operand times an input.
+  GraphBuilder g("dw");
+  Tensor dy = g.input("dy", {37, 65}), h = g.input("h", {37, 65}), x = g.input("x", {37, 101});
+  Tensor masked = mul(dy, cast(gt(h, g.constant(0.0)), DType::f32));
+  g.output("dw", matmul(permute(masked, {1, 0}), exp(x)));
+  std::string s = expect_matches_reference(g.build(), 1e-5);
+  EXPECT_NE(s.find("computed operands at root"), std::string::npos) << s;
+}
+
+// AdamW-like updates: three outputs of one shape that read common inputs and
+// each other become one kernel.
+Graph update_graph(Shape shape) {
+  GraphBuilder g("update");
+  Tensor p = g.param("p", shape), grad = g.input("g", shape), m = g.param("m", shape), v = g.param("v", shape);
+  Tensor m2 = add(mul(m, g.constant(0.9)), mul(grad, g.constant(0.1)));
+  Tensor v2 = add(mul(mul(v, v), g.constant(0.99)), mul(mul(grad, grad), g.constant(0.01)));
+  Tensor p2 = sub(p, div(m2, add(sqrt(v2), g.constant(1e-3))));
+  g.output("new.m", m2);
+  g.output("new.v", v2);
+  g.output("new.p", p2);
+  return g.build();
+}
+
+TEST(CpuSchedule, SiblingOutputsFuseIntoOneKernel) {
+  for (Shape shape : {Shape{1}, Shape{7, 33}, Shape{3, 5, 17}, Shape{140001}}) {
+    std::string s = expect_matches_reference(update_graph(shape), 1e-6);
+    EXPECT_NE(s.find("1 kernels"), std::string::npos) << s;
+    EXPECT_NE(s.find("writes out0"), std::string::npos) << s;
+    EXPECT_NE(s.find("all in one loop nest"), std::string::npos) << s;
+  }
+}
+
+TEST(CpuSchedule, OutputReadByAKernelInBetweenIsNotFusedPastIt) {
+  // `a` is read by the reduction `s`, which runs before `b`: a and b must
+  // stay separate kernels (fusing them would compute `a` after `s` reads it).
+  GraphBuilder g("order");
+  Tensor x = g.input("x", {9, 21});
+  Tensor a = exp(x);
+  Tensor s = sum(a, {1}, true);
+  Tensor b = add(x, s);
+  g.output("a", a);
+  g.output("b", b);
+  std::string text = expect_matches_reference(g.build(), 1e-6);
+  EXPECT_EQ(text.find("writes"), std::string::npos) << text;
+}
+
+TEST(CpuSchedule, DifferentShapesDoNotFuse) {
+  GraphBuilder g("shapes");
+  Tensor x = g.input("x", {4, 6});
+  g.output("a", exp(x));
+  g.output("b", sum(x, {1}));
+  g.output("c", mul(x, g.constant(2.0)));
+  g.output("d", permute(mul(x, g.constant(3.0)), {1, 0}));
+  std::string text = expect_matches_reference(g.build(), 1e-6);
+  // a and c fuse; the reduction b and the transposed d keep kernels of their own.
+  EXPECT_NE(text.find("3 kernels"), std::string::npos) << text;
+  EXPECT_NE(text.find("(exp, mul) reads in0 = x; writes"), std::string::npos) << text;
+}
+
+}  // namespace
