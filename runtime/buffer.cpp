@@ -85,4 +85,15 @@ Buffer Buffer::clone() const {
   return b;
 }
 
+Buffer Buffer::view(const Buffer& storage, size_t offset, TensorType type) {
+  if (!storage.defined()) fail("Buffer::view: the storage Buffer is empty");
+  if (offset > storage.bytes() || type.bytes() > storage.bytes() - offset)
+    fail("Buffer::view: ", to_string(type), " (", type.bytes(), " bytes) at offset ", offset, " does not fit in ",
+         storage.bytes(), " bytes");
+  Buffer b;
+  b.type_ = std::move(type);
+  b.data_ = std::shared_ptr<uint8_t>(storage.data_, storage.data_.get() + offset);
+  return b;
+}
+
 }  // namespace tessera

@@ -51,6 +51,10 @@ class Buffer {
   void set(int64_t i, double v);
   std::vector<double> to_f64() const;
   Buffer clone() const;
+  // A Buffer of `type` over the bytes of `storage` starting at `offset` (no
+  // copy; it keeps `storage` alive). Throws Error if they do not fit. For
+  // arenas: many tensors in one allocation.
+  static Buffer view(const Buffer& storage, size_t offset, TensorType type);
 
  private:
   void check_element_size(size_t size) const;
@@ -68,6 +72,15 @@ struct Target {
   static Target host() { return Target{}; }
   static Target parse(const std::string& text);  // throws Error on unknown text
   std::string str() const;
+};
+
+// Bytes of the arena that holds a compiled graph's intermediate results
+// (not its inputs, params or outputs, which are the caller's Buffers).
+struct MemoryStats {
+  size_t planned_peak = 0;   // the memory plan's figure
+  size_t arena_bytes = 0;    // what the executable allocated (once, at compile)
+  size_t high_water = 0;     // measured: the end of the highest byte runs have written, rounded up to 64
+  size_t without_reuse = 0;  // every intermediate in a buffer of its own
 };
 
 struct CompiledGraph;  // the lowered, JIT-compiled pipeline (src/schedules)
@@ -94,6 +107,12 @@ class Executable {
   // With the environment variable TESSERA_PROFILE set, run() times every
   // kernel; this gives the mean time per run of each, slowest first.
   std::string profile_text() const;
+  // Where each intermediate lives in the arena and when it is live. With the
+  // environment variable TESSERA_POISON_FREED set, run() overwrites every
+  // intermediate with NaN bytes once its last reader has run (a check that
+  // no buffer is reused while live).
+  std::string memory_plan_text() const;
+  MemoryStats memory_stats() const;
 
  private:
   std::shared_ptr<const CompiledGraph> impl_;

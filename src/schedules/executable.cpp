@@ -2,9 +2,9 @@
 // scheduling and JIT-compiling each kernel for the CPU, caching them by
 // signature, and running the kernels in order on Buffers.
 //
-// This is the in-process (JIT) path. Intermediate results live in Buffers
-// the executable keeps between runs; there is no arena or memory plan yet,
-// and CUDA targets are refused until the CUDA runtime exists.
+// This is the in-process (JIT) path. Intermediate results live in one arena
+// laid out by the MemoryPlan (memory_plan.h), allocated once per compiled
+// graph; CUDA targets are refused until the CUDA runtime exists.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -16,6 +16,7 @@
 #include "cpu_x86.h"
 #include "halide_util.h"
 #include "lower_to_halide.h"
+#include "memory_plan.h"
 #include "partition.h"
 #include "target.h"
 #include "tessera/error.h"
@@ -26,6 +27,9 @@
 namespace tessera {
 
 namespace {
+
+// The arena's fill: unwritten and freed bytes read as NaN (f32, f64), -1 or true.
+constexpr uint8_t kPoison = 0xFF;
 
 // One kernel: a JIT-compiled Halide pipeline with one output per root.
 struct CompiledKernel {
@@ -51,7 +55,9 @@ struct CompiledGraph {
   std::string schedule;
   double seconds = 0;
   mutable std::mutex run_mutex;
-  mutable std::vector<Buffer> scratch;  // per node: intermediate results, reused across runs
+  MemoryPlan memory;
+  mutable Buffer arena;                // u8[memory.peak], filled with kPoison when allocated
+  mutable std::vector<Buffer> intermediate;  // per node: its view of the arena, if it has a slot
   mutable std::vector<double> kernel_seconds;  // per step, summed over runs (TESSERA_PROFILE)
   mutable int64_t runs = 0;
 };
@@ -131,8 +137,13 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
   auto c = std::make_shared<CompiledGraph>();
   c->graph = graph;
   c->target = target;
-  c->scratch.resize(graph.nodes.size());
   std::vector<Kernel> kernels = partition(graph);
+  c->memory = plan_memory(graph, kernels);
+  c->arena = Buffer(DType::u8, {static_cast<int64_t>(std::max<size_t>(1, c->memory.peak))});
+  std::memset(c->arena.data(), kPoison, c->arena.bytes());
+  c->intermediate.resize(graph.nodes.size());
+  for (const MemoryPlan::Slot& slot : c->memory.slots)
+    c->intermediate[slot.node] = Buffer::view(c->arena, slot.offset, graph.nodes[slot.node].type);
   const Halide::Target ht = halide_target(target);
   c->schedule = "graph '" + graph.name + "': " + std::to_string(kernels.size()) + " kernels, cpu_x86 schedule for " +
                 ht.to_string() + " (" + std::to_string(ht.natural_vector_size<float>()) + " f32 lanes)\n";
@@ -149,6 +160,8 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
     c->steps.push_back({compile_kernel(k.graph, target, context), std::move(k.inputs), std::move(k.roots)});
     c->schedule += header + "\n" + c->steps.back().kernel->schedule;
   }
+  std::string plan = c->memory.text(graph);
+  c->schedule += plan.substr(0, plan.find('\n') + 1);  // the summary line
   c->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return c;
 }
@@ -235,6 +248,26 @@ std::string Executable::profile_text() const {
   return os.str();
 }
 
+std::string Executable::memory_plan_text() const {
+  if (!impl_) fail("Executable: not compiled");
+  return impl_->memory.text(impl_->graph);
+}
+
+MemoryStats Executable::memory_stats() const {
+  if (!impl_) fail("Executable: not compiled");
+  const CompiledGraph& c = *impl_;
+  std::lock_guard<std::mutex> lock(c.run_mutex);
+  MemoryStats m;
+  m.planned_peak = c.memory.peak;
+  m.arena_bytes = c.memory.peak == 0 ? 0 : c.arena.bytes();
+  m.without_reuse = c.memory.total;
+  const uint8_t* a = static_cast<const uint8_t*>(c.arena.data());
+  size_t end = m.arena_bytes;
+  while (end > 0 && a[end - 1] == kPoison) --end;
+  m.high_water = (end + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+  return m;
+}
+
 std::map<std::string, Buffer> Executable::run(const std::map<std::string, Buffer>& args) const {
   std::map<std::string, Buffer> outputs;
   run(args, outputs);
@@ -268,22 +301,28 @@ void Executable::run(const std::map<std::string, Buffer>& args, std::map<std::st
   }
   std::lock_guard<std::mutex> lock(c.run_mutex);
   // Each computed output is written straight into its result Buffer (the first
-  // output of that node); every other node into the executable's scratch.
+  // output of that node); every other node into its slot of the arena.
   std::vector<Buffer*> target(g.nodes.size(), nullptr);
   for (const GraphOutput& o : g.outputs)
     if (!target[o.node] && g.node(o.node).op != "input" && g.node(o.node).op != "param")
       target[o.node] = &ensure(results[o.name], g.node(o.node).type);
   static const bool profile = std::getenv("TESSERA_PROFILE") != nullptr;
+  const bool poison_freed = std::getenv("TESSERA_POISON_FREED") != nullptr;
   if (profile) c.kernel_seconds.resize(c.steps.size(), 0.0), ++c.runs;
   for (size_t s = 0; s < c.steps.size(); ++s) {
     const CompiledGraph::Step& step = c.steps[s];
     auto start = std::chrono::steady_clock::now();
     std::vector<Buffer*> outs;
-    for (int r : step.roots) outs.push_back(target[r] ? target[r] : &ensure(c.scratch[r], g.nodes[r].type));
+    for (int r : step.roots) outs.push_back(target[r] ? target[r] : &c.intermediate[r]);
     std::vector<const Buffer*> inputs;
     for (int id : step.inputs) inputs.push_back(value[id]);
     run_kernel(*step.kernel, inputs, outs, g, step.roots);
     for (size_t i = 0; i < outs.size(); ++i) value[step.roots[i]] = outs[i];
+    if (poison_freed)
+      for (int slot : c.memory.dead_after[s]) {
+        const MemoryPlan::Slot& m = c.memory.slots[slot];
+        std::memset(static_cast<uint8_t*>(c.arena.data()) + m.offset, kPoison, m.bytes);
+      }
     if (profile) c.kernel_seconds[s] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   // Outputs that are graph arguments, or a node already written under another name: copies.

@@ -1,0 +1,126 @@
+// Liveness and arena offsets for a partitioned graph (see memory_plan.h).
+#include "memory_plan.h"
+
+#include <algorithm>
+#include <numeric>
+#include <sstream>
+
+#include "op_registry.h"
+
+namespace tessera {
+
+namespace {
+
+size_t aligned(size_t bytes) { return std::max<size_t>(1, (bytes + kArenaAlignment - 1) / kArenaAlignment) * kArenaAlignment; }
+
+// Whether every computation in the kernel reads its inputs at the output's
+// own index (elementwise ops, dropout, constants): then an input of the
+// output's shape may be overwritten as the output is written.
+bool pointwise_only(const Kernel& k) {
+  for (const Node& n : k.graph.nodes) {
+    if (n.is_leaf()) continue;
+    OpKind kind = op_def(n.op).kind;
+    if (kind != OpKind::elementwise && kind != OpKind::random) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const Graph& g, const std::vector<Kernel>& kernels) {
+  MemoryPlan plan;
+  const int n = static_cast<int>(g.nodes.size());
+  plan.slot_of_node.assign(n, -1);
+  std::vector<bool> is_output(n, false);
+  for (const GraphOutput& o : g.outputs) is_output[o.node] = true;
+
+  for (int s = 0; s < static_cast<int>(kernels.size()); ++s)
+    for (int r : kernels[s].roots) {
+      if (is_output[r]) continue;
+      MemoryPlan::Slot slot;
+      slot.node = r;
+      slot.bytes = aligned(g.nodes[r].type.bytes());
+      slot.first = slot.last = s;
+      plan.slot_of_node[r] = static_cast<int>(plan.slots.size());
+      plan.slots.push_back(slot);
+    }
+  for (int s = 0; s < static_cast<int>(kernels.size()); ++s)
+    for (int in : kernels[s].inputs)
+      if (plan.slot_of_node[in] >= 0) plan.slots[plan.slot_of_node[in]].last = s;
+
+  // In-place reuse: a slot joins the allocation of an input that dies where it is written.
+  const int count = static_cast<int>(plan.slots.size());
+  std::vector<int> alloc(count);  // slot -> the slot that owns its allocation
+  std::iota(alloc.begin(), alloc.end(), 0);
+  for (int s = 0; s < static_cast<int>(kernels.size()); ++s) {
+    const Kernel& k = kernels[s];
+    if (k.roots.size() != 1 || plan.slot_of_node[k.roots[0]] < 0 || !pointwise_only(k)) continue;
+    const Node& out = g.nodes[k.roots[0]];
+    for (int in : k.inputs) {
+      int is = plan.slot_of_node[in];
+      if (is < 0 || plan.slots[is].last != s || g.nodes[in].type.shape != out.type.shape ||
+          plan.slots[is].bytes != aligned(out.type.bytes()))
+        continue;
+      int os = plan.slot_of_node[k.roots[0]];
+      alloc[os] = alloc[is];
+      plan.slots[os].in_place_of = in;
+      break;
+    }
+  }
+
+  // One interval per allocation: from its first writer to its last reader.
+  std::vector<int> first(count, 0), last(count, -1);
+  std::vector<size_t> bytes(count, 0);
+  for (int i = 0; i < count; ++i) {
+    int a = alloc[i];
+    if (last[a] < 0) first[a] = plan.slots[i].first;
+    first[a] = std::min(first[a], plan.slots[i].first);
+    last[a] = std::max(last[a], plan.slots[i].last);
+    bytes[a] = std::max(bytes[a], plan.slots[i].bytes);
+  }
+  std::vector<int> order;
+  for (int i = 0; i < count; ++i)
+    if (alloc[i] == i) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return bytes[a] > bytes[b]; });
+  std::vector<size_t> offset(count, 0);
+  std::vector<int> placed;
+  for (int a : order) {
+    // The lowest offset clear of every placed allocation whose interval overlaps.
+    std::vector<std::pair<size_t, size_t>> busy;
+    for (int p : placed)
+      if (first[p] <= last[a] && first[a] <= last[p]) busy.emplace_back(offset[p], offset[p] + bytes[p]);
+    std::sort(busy.begin(), busy.end());
+    size_t at = 0;
+    for (const auto& [lo, hi] : busy) {
+      if (at + bytes[a] <= lo) break;
+      at = std::max(at, hi);
+    }
+    offset[a] = at;
+    placed.push_back(a);
+    plan.peak = std::max(plan.peak, at + bytes[a]);
+  }
+  plan.dead_after.resize(kernels.size());
+  for (int i = 0; i < count; ++i) {
+    MemoryPlan::Slot& slot = plan.slots[i];
+    slot.offset = offset[alloc[i]];
+    plan.total += slot.bytes;
+    if (last[alloc[i]] == slot.last) plan.dead_after[slot.last].push_back(i);  // its bytes are free after this step
+  }
+  return plan;
+}
+
+std::string MemoryPlan::text(const Graph& g) const {
+  std::ostringstream os;
+  os << "memory plan: " << slots.size() << " intermediates in an arena of " << peak << " bytes (" << total
+     << " without reuse)\n";
+  for (const Slot& s : slots) {
+    const Node& node = g.nodes[s.node];
+    os << "  " << node.name << " " << to_string(node.type) << ": bytes [" << s.offset << ", " << s.offset + s.bytes
+       << "), live steps " << s.first << ".." << s.last;
+    if (s.in_place_of >= 0) os << ", in place of " << g.nodes[s.in_place_of].name;
+    os << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace tessera

@@ -1,0 +1,50 @@
+// MemoryPlan: where every intermediate result of a partitioned graph lives
+// in one arena, so that a run allocates nothing and reuses dead buffers.
+//
+// An intermediate is a kernel output that is not a graph output (those go
+// to the caller's Buffers). Its lifetime runs from the step that writes it to
+// the last step that reads it; two intermediates whose lifetimes overlap get
+// disjoint byte ranges, others may share. A single-output kernel made only of
+// elementwise ops writes in place over an input of its own shape that dies
+// there (each output element reads that input at its own index only).
+// Offsets come from a greedy first fit, largest buffers first; `peak` is the
+// arena's size. This does not plan graph inputs, params or outputs, and it
+// does not reorder steps to lower the peak.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "partition.h"
+
+namespace tessera {
+
+// Arena offsets and sizes are multiples of this (cache lines; Halide's vector loads).
+inline constexpr size_t kArenaAlignment = 64;
+
+struct MemoryPlan {
+  struct Slot {
+    int node = -1;            // full-graph node id
+    size_t offset = 0;        // bytes from the arena's start
+    size_t bytes = 0;         // the node's size, rounded up to kArenaAlignment
+    int first = 0, last = 0;  // steps (kernel indices) that write it and last read it
+    int in_place_of = -1;     // node whose bytes it reuses in place, or -1
+  };
+  std::vector<Slot> slots;        // by first step, then node id
+  std::vector<int> slot_of_node;  // node id -> index in slots, or -1
+  size_t peak = 0;                // arena bytes
+  size_t total = 0;               // sum of slot sizes (the arena without reuse)
+
+  // Steps after which each slot is dead: dead_after[s] lists slots whose last reader is step s.
+  std::vector<std::vector<int>> dead_after;
+
+  // One line per slot plus a summary, for reading.
+  std::string text(const Graph& g) const;
+};
+
+// Plans the intermediates of `g` run as `kernels` (in order). Graph outputs
+// are not planned.
+MemoryPlan plan_memory(const Graph& g, const std::vector<Kernel>& kernels);
+
+}  // namespace tessera
