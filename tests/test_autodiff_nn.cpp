@@ -360,9 +360,114 @@ TEST(GradNN, ThroughDifferentiate) {
   }
 }
 
+// User ops (`define`): their gradients come from Halide's propagate_adjoints
+// through define_grad nodes. Bodies of every kind a definition may have, at
+// awkward shapes; values are kept away from kinks and ties.
+TEST(GradNN, Define) {
+  SEEDED(seed);
+  GradCheck gc("define", seed);
+  using Halide::Expr;
+  using Halide::RDom;
+  using Halide::Var;
+  using F = std::function<Expr(const Expr&)>;
+  const F exp_ = [](const Expr& v) { return Halide::exp(v); };
+  // Pointwise: swish, at [1] and [3, 5].
+  for (Shape s : {Shape{1}, Shape{3, 5}}) {
+    const std::string l = to_string(s);
+    gc.add("swish " + l, {gc.real(s, -3, 3)}, [s, exp_](GraphBuilder& b, const std::vector<Tensor>& x) {
+      if (s.size() == 1) return b.define("swish1", s, [&](Var i) { Expr v = x[0](i); return v / (1 + exp_(-v)); });
+      return b.define("swish2", s, [&](Var i, Var j) { Expr v = x[0](i, j); return v / (1 + exp_(-v)); });
+    });
+  }
+  // Two tensors read with broadcasting by index, and a third elementwise.
+  gc.add("outer", {gc.real({4, 1}), gc.real({5}), gc.real({4, 5})},
+         [](GraphBuilder& b, const std::vector<Tensor>& x) {
+           return b.define("outer", {4, 5}, [&](Var i, Var j) { return x[0](i, 0) * x[1](j) + x[2](i, j); });
+         });
+  // Sums over an RDom: a matmul (also at 1 x 1), a row sum, a 2-D RDom to a scalar.
+  gc.add("matmul", {gc.real({3, 4}), gc.real({4, 5})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("mm", {3, 5}, [&](Var i, Var j) {
+      RDom r(0, 4);
+      return Halide::sum(x[0](i, r) * x[1](r, j));
+    });
+  });
+  gc.add("matmul 1x1", {gc.real({1, 1}), gc.real({1, 1})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("mm1", {1, 1}, [&](Var i, Var j) {
+      RDom r(0, 1);
+      return Halide::sum(x[0](i, r) * x[1](r, j));
+    });
+  });
+  gc.add("exp of a row sum", {gc.real({3, 7})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("rowsum", {3}, [&](Var i) {
+      RDom r(0, 7);
+      return Halide::exp(Halide::sum(x[0](i, r) * x[0](i, r)) * Expr(0.25));
+    });
+  });
+  gc.add("scalar from a 2-D RDom", {gc.real({3, 4})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("total", {}, [&]() {
+      RDom r(0, 4, 0, 3);
+      return Halide::sum(x[0](r.y, r.x) * Halide::cast<double>(r.x + 1));
+    });
+  });
+  // A diagonal walked by an RDom (a trace) and an index Halide cannot invert.
+  gc.add("trace", {gc.real({4, 4})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("trace", {1}, [&](Var) {
+      RDom r(0, 4);
+      return Halide::sum(x[0](r, r));
+    });
+  });
+  gc.add("x(i % 3, i)", {gc.real({3, 7})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("folded", {7}, [&](Var i) { return x[0](i % 3, i) * x[0](2 - i % 3, i); });
+  });
+  // The same tensor read twice at different indices: a transpose on a
+  // square and a roll with Halide's Euclidean %.
+  gc.add("x(i, j) * x(j, i)", {gc.real({3, 3})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("sym", {3, 3}, [&](Var i, Var j) { return x[0](i, j) * x[0](j, i); });
+  });
+  gc.add("roll", {gc.real({2, 5})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("roll", {2, 5}, [&](Var i, Var j) { return x[0](i, j) * x[0](i, (Expr(j) + 2) % 5); });
+  });
+  // Maximum over an RDom (the gradient goes to the argmax), alone and in a
+  // numerically safe softmax; a minimum over a 2-D RDom.
+  gc.add("row max", {gc.real({4, 6}, -3, 3)}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("rowmax", {4}, [&](Var i) { return Halide::maximum(x[0](i, RDom(0, 6))); });
+  });
+  gc.add("softmax", {gc.real({3, 5}, -3, 3)}, [exp_](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("softmax", {3, 5}, [&](Var i, Var j) {
+      Expr m = Halide::maximum(x[0](i, RDom(0, 5)));
+      RDom r(0, 5);
+      return exp_(x[0](i, j) - m) / Halide::sum(exp_(x[0](i, r) - m));
+    });
+  });
+  gc.add("min over 2-D RDom", {gc.real({2, 3, 4})}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("min2d", {2}, [&](Var i) {
+      RDom r(0, 4, 0, 3);
+      return Halide::minimum(x[0](i, r.y, r.x) + Expr(0.5));
+    });
+  });
+  // Select, binary min/max, abs, pow, tanh, a float %.
+  gc.add("mixed", {gc.real({2, 3}, 0.2, 1.5), gc.real({3}, -1, 1)}, [](GraphBuilder& b, const std::vector<Tensor>& x) {
+    return b.define("mixed", {2, 3}, [&](Var i, Var j) {
+      Expr v = x[0](i, j), w = x[1](j);
+      Expr leaky = Halide::select(w > 0, w, w * Expr(0.1));
+      return leaky + Halide::min(v, w) * Halide::tanh(w) + Halide::max(v * w, Expr(0.05)) +
+             Halide::pow(Halide::abs(w) + Expr(0.5), v) + v % Expr(0.7);
+    });
+  });
+  // An integer input: read as an index (it gets no gradient) into a table
+  // whose gradient scatters; repeated and clamped rows accumulate.
+  gc.add("gather", {GradCheck::ints({5}, DType::i32, {0, 3, 3, 7, -1}), gc.real({4, 3}), gc.real({3})},
+         [](GraphBuilder& b, const std::vector<Tensor>& x) {
+           return b.define("gather", {5, 3}, [&](Var i, Var j) {
+             return x[1](Halide::clamp(x[0](i), 0, 3), j) * x[2](j);
+           });
+         });
+  gc.run();
+}
+
 TEST(GradNNCoverage, EveryNNOpHasARule) {
-  for (const char* op :
-       {"embedding", "softmax", "log_softmax", "layer_norm", "rms_norm", "cross_entropy", "dropout", "attention"})
+  for (const char* op : {"embedding", "softmax", "log_softmax", "layer_norm", "rms_norm", "cross_entropy", "dropout",
+                         "attention", "define"})
     EXPECT_NE(find_vjp(op), nullptr) << op;
 }
 

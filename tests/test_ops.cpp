@@ -27,6 +27,7 @@
 #include <random>
 #include <sstream>
 
+#include "define_grad.h"
 #include "op_registry.h"
 #include "reference/reference.h"
 #include "tessera/tessera.h"
@@ -759,6 +760,66 @@ void define_cases(Rng& rng) {
   c.run();
 }
 
+// define_grad: the gradients Halide's propagate_adjoints derives from define
+// bodies, against the reference's own reverse-mode walk, on random inputs and
+// cotangents. Each define's gradient is taken for each float input.
+void define_grad_cases(Rng& rng) {
+  using Halide::Expr;
+  using Halide::RDom;
+  using Halide::Var;
+  // bf16 before f16 in one process: Halide 14 mixes the two up (the lowering
+  // differentiates halves in f32).
+  for (DType t : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
+    Check c(name_of("define_grad", t), rng);
+    GraphBuilder& g = c.g();
+    const Halide::Type ht = t == DType::f64    ? Halide::Float(64)
+                            : t == DType::f16  ? Halide::Float(16)
+                            : t == DType::bf16 ? Halide::BFloat(16)
+                                               : Halide::Float(32);
+    auto k = [&](double v) { return Halide::cast(ht, Expr(v)); };
+    // Every gradient of `d`, with a random cotangent; `n` terms per element.
+    auto grads = [&](Tensor d, double n, const std::string& label) {
+      const Node fwd = d.node();
+      std::vector<Tensor> ins;
+      for (int id : fwd.inputs) ins.push_back(g.tensor(id));
+      Tensor ct = c.in(fwd.type.shape, fwd.type.dtype);  // bf16 arithmetic in Halide gives f32
+      for (size_t i = 0; i < ins.size(); ++i)
+        if (is_float(ins[i].dtype()))
+          c.out(define_grad(g, fwd, ins, static_cast<int>(i), ct), tol(t, n), label + " d/d input " + std::to_string(i));
+    };
+    Tensor h = c.in({13, 17}, t, uniform(-3, 3));
+    grads(g.define("swish", {13, 17}, [&](Var i, Var j) { Expr v = h(i, j); return v / (k(1) + Halide::exp(-v)); }),
+          4, "swish");
+    Tensor a = c.in({7, 13}, t), b = c.in({13, 17}, t);
+    grads(g.define("mm", {7, 17},
+                   [&](Var i, Var j) {
+                     RDom r(0, 13);
+                     return Halide::sum(a(i, r) * b(r, j));
+                   }),
+          17, "sum over RDom (matmul)");
+    Tensor col = c.in({13, 1}, t), row = c.in({17}, t);
+    grads(g.define("outer", {13, 17}, [&](Var i, Var j) { return col(i, 0) * row(j) * h(i, j); }), 17,
+          "broadcast reads");
+    grads(g.define("roll", {13, 17}, [&](Var i, Var j) { return h(i, (j - 3) % 17) * h(i, j); }), 2, "roll");
+    grads(g.define("transposed", {17, 13}, [&](Var i, Var j) { return Halide::tanh(h(j, i)); }), 1, "transposed read");
+    Tensor idx = c.in({9}, DType::i32, ints(-2, 15));
+    grads(g.define("gather", {9, 17}, [&](Var i, Var j) { return h(Halide::clamp(idx(i), 0, 12), j) * row(j); }), 9,
+          "gather (scatter gradient)");
+    if (t == DType::f32 || t == DType::f64) {  // half rounding makes ties in the maximum likely
+      grads(g.define("softmax", {13, 17},
+                     [&](Var i, Var j) {
+                       Expr m = Halide::maximum(h(i, RDom(0, 17)));
+                       RDom r(0, 17);
+                       return Halide::exp(h(i, j) - m) / Halide::sum(Halide::exp(h(i, r) - m));
+                     }),
+            17, "softmax (maximum and sum)");
+      grads(g.define("rowmin", {13}, [&](Var i) { return Halide::minimum(h(i, RDom(0, 17)) * a(i % 7, i)); }), 1,
+            "minimum");
+    }
+    c.run();
+  }
+}
+
 // ---- the table ---------------------------------------------------------------------
 
 const std::map<std::string, CaseFn>& cases() {
@@ -936,6 +997,7 @@ const std::map<std::string, CaseFn>& cases() {
     m["dropout"] = dropout_cases;
     m["attention"] = attention_cases;
     m["define"] = define_cases;
+    m["define_grad"] = define_grad_cases;
     return m;
   }();
   return table;

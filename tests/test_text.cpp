@@ -13,6 +13,7 @@
 
 #include "expr_text.h"
 #include "op_registry.h"
+#include "tessera/autodiff.h"
 #include "tessera/tessera.h"
 #include "user_def.h"
 
@@ -303,7 +304,11 @@ std::vector<Graph> library_graphs() {
       "  a = input()  # f32[4, 8]\n"
       "  w = param()  # f32[8, 3]\n"
       "  mm = define(a, w, vars=[i, j], rdoms=[r0: 0..8], body=\"sum(a(i, r0) * w(r0, j)) + 0.5\")  # f32[4, 3]\n"
+      "  ct = input()  # f32[4, 3]\n"
+      "  dw = define_grad(a, w, ct, index=1, vars=[i, j], rdoms=[r0: 0..8], body=\"sum(a(i, r0) * w(r0, j)) + "
+      "0.5\")  # f32[8, 3]\n"
       "  output y = mm\n"
+      "  output dw = dw\n"
       "}\n"));
   return gs;
 }
@@ -397,6 +402,31 @@ TEST(Text, DefineWithReduction) {
   Graph g = b.build();
   EXPECT_EQ(print_node(g, g.node("mm")),
             "mm = define(a, w, vars=[i, j], rdoms=[r0: 0..8], body=\"sum(a(i, r0) * w(r0, j))\")  # f32[4, 3]");
+  expect_define_round_trip(g);
+}
+
+// define_grad (made by autodiff from a define) prints its forward's body,
+// reading all its inputs but the last (the cotangent), and parses back.
+TEST(Text, DefineGradRoundTrips) {
+  GraphBuilder b("dg");
+  Tensor h = b.param("h", {4, 8});
+  Tensor w = b.param("w", {8});
+  Tensor s = b.define("swish", {4, 8}, [&](Var i, Var j) {
+    Expr v = h(i, j) * w(j);
+    return v / (1 + Halide::exp(-v));
+  });
+  Tensor m = b.define("rowmax", {4}, [&](Var i) { return Halide::maximum(s(i, RDom(0, 8))); });
+  b.output("loss", sum(m));
+  Graph g = differentiate(b.build());
+  int grads = 0;
+  for (const Node& n : g.nodes) grads += n.op == "define_grad";
+  EXPECT_EQ(grads, 3);  // rowmax's input, swish's two
+  EXPECT_EQ(print_node(g, g.node("t3")),
+            "t3 = define_grad(swish, t2, index=0, vars=[i], rdoms=[r0: 0..8], body=\"maximum(swish(i, r0))\")  # "
+            "f32[4, 8]");
+  EXPECT_EQ(print_node(g, g.node("t5")),
+            "t5 = define_grad(h, w, t3, index=1, vars=[i, j], rdoms=[], body=\"h(i, j) * w(j) / (1.0 + exp(-(h(i, j) "
+            "* w(j))))\")  # f32[8]");
   expect_define_round_trip(g);
 }
 
@@ -612,6 +642,24 @@ TEST(TextErrors, DefineBodyErrors) {
   EXPECT_EQ(e, "line 3, column 17: define 'd': the Var 'i' is listed twice");
   e = parse_error(std::string(kHead) + "  d = define(x, vars=[i], body=\"x(i)\")  # f32[2]\n}\n");
   EXPECT_EQ(e, "line 3, column 7: define 'd' needs vars=[...], rdoms=[...] and body=\"...\"");
+}
+
+TEST(TextErrors, DefineGradErrors) {
+  auto node = [](const std::string& line) {
+    return parse_error(std::string(kHead) + "  ct = input()  # f32[2]\n  n = input()  # i32[2]\n  " + line +
+                       "\n  output d = d\n}\n");
+  };
+  EXPECT_EQ(node("d = define_grad(x, ct, index=0, vars=[i, j], rdoms=[], body=\"x(i)\")  # f32[2]"),
+            "line 5, column 35: define_grad 'd' has 2 vars but its cotangent's type f32[2] has rank 1");
+  EXPECT_EQ(node("d = define_grad(x, ct, index=1, vars=[i], rdoms=[], body=\"x(i)\")  # f32[2]"),
+            "line 5, column 7: define_grad 'd': index 1 is not one of the definition's 1 inputs");
+  EXPECT_EQ(node("d = define_grad(x, n, ct, index=1, vars=[i], rdoms=[], body=\"x(i) * f32(n(i))\")  # i32[2]"),
+            "line 5, column 7: define_grad 'd': input 1 is i32[2], and only float inputs have a gradient");
+  EXPECT_EQ(node("d = define_grad(x, vars=[i], rdoms=[], body=\"x(i)\")  # f32[2]"),
+            "line 5, column 48: in the body of define_grad 'd': unknown function or tensor 'x' (tensors read must be "
+            "inputs of the define)");
+  EXPECT_EQ(node("d = define_grad(x, ct, index=0, body=\"x(i)\")  # f32[2]"),
+            "line 5, column 7: define_grad 'd' needs vars=[...], rdoms=[...] and body=\"...\"");
 }
 
 TEST(TextErrors, GarbageBytes) {

@@ -6,7 +6,10 @@
 // forward graph (the original outputs plus the tensors the backward reads)
 // and a backward graph (those saved tensors and the loss cotangent in, the
 // gradients out). Frozen params and integer inputs get no gradient and cost
-// nothing in the backward. This header does not update params (optimizer.h).
+// nothing in the backward. User ops (`define`) are differentiated too: each
+// float input on a path gets a define_grad node, which Halide's
+// propagate_adjoints lowers (src/frontend/define_grad.h says what it refuses).
+// This header does not update params (optimizer.h).
 #pragma once
 
 #include <string>
@@ -28,7 +31,8 @@ inline std::string grad_name(const std::string& param) { return "grad." + param;
 
 // Throws Error naming the problem: a loss that is not a float scalar output,
 // a param that does not exist, a non-differentiable op on the path from a
-// trainable param to the loss.
+// trainable param to the loss, a user op whose gradient cannot be computed
+// correctly (the reason named).
 Graph differentiate(const Graph& g, const AutodiffOptions& options = {});
 Pass autodiff(AutodiffOptions options = {});
 

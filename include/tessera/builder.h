@@ -91,6 +91,10 @@ class GraphBuilder {
   // Adds a node of a registered op after checking its inputs and attributes.
   // The op library (ops.h) is written with this.
   Tensor add(const std::string& op, const std::vector<Tensor>& inputs, Attrs attrs = {});
+  // Internal: the same for an op whose node also carries a UserDef
+  // (define_grad, which autodiff makes from a `define` node).
+  Tensor add(const std::string& op, const std::vector<Tensor>& inputs, Attrs attrs,
+             std::shared_ptr<const UserDef> def);
 
   // The tensor of an existing node, by id or name (Error if absent).
   Tensor tensor(int id);

@@ -40,7 +40,7 @@ struct Node {
   Attrs attrs;
   TensorType type;
   std::vector<double> values;              // op == "constant": 1 value (splat) or numel values
-  std::shared_ptr<const UserDef> user;      // op == "define"
+  std::shared_ptr<const UserDef> user;      // op == "define" or "define_grad"
 
   bool is_leaf() const { return op == "input" || op == "param" || op == "constant"; }
 };

@@ -89,12 +89,18 @@ Tensor GraphBuilder::constant(std::vector<double> values, Shape shape, DType dty
 }
 
 Tensor GraphBuilder::add(const std::string& op, const std::vector<Tensor>& inputs, Attrs attrs) {
+  return add(op, inputs, std::move(attrs), nullptr);
+}
+
+Tensor GraphBuilder::add(const std::string& op, const std::vector<Tensor>& inputs, Attrs attrs,
+                         std::shared_ptr<const UserDef> user) {
   const OpDef& def = op_def(op);
   if (def.kind == OpKind::leaf || op == "define") fail(op, ": use the GraphBuilder method of that name");
   Node n;
   n.op = op;
   n.name = fresh_name();
   n.attrs = std::move(attrs);
+  n.user = std::move(user);
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& t = inputs[i];
     if (!t.defined()) fail(op, " '", n.name, "': input ", i, " is an undefined Tensor");

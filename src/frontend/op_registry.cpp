@@ -4,8 +4,9 @@
 #include <algorithm>
 #include <map>
 
-#include "tessera/error.h"
+#include "define_grad.h"
 #include "halide_util.h"
+#include "tessera/error.h"
 #include "user_def.h"
 
 namespace tessera {
@@ -63,6 +64,7 @@ TensorType infer_node_type(const Graph& g, const Node& node) {
       if (d < 1) fail("define '", node.name, "': shape ", to_string(shape), " has a dimension below 1");
     return TensorType{dtype_of(node.user->body.type()), shape};
   }
+  if (node.op == "define_grad") return define_grad_type(node, in);
   if (def.kind == OpKind::leaf) return node.type;
   try {
     return def.infer(in, node.attrs);
@@ -85,6 +87,7 @@ void link_nn_ops();
 void link_grad_nn_ops();
 void link_leaf_ops();
 void link_grad_ops();
+void link_define_grad_ops();
 
 void link_all_ops() {
   link_leaf_ops();
@@ -95,6 +98,7 @@ void link_all_ops() {
   link_nn_ops();
   link_grad_nn_ops();
   link_grad_ops();
+  link_define_grad_ops();
 }
 
 }  // namespace tessera

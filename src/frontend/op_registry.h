@@ -28,7 +28,7 @@ enum class OpKind {
   contraction,  // matmul, linear, attention
   gather,       // embedding
   random,       // dropout: never merged by CSE
-  user,         // `define`
+  user,         // `define`, and `define_grad` (its gradient, define_grad.h)
 };
 
 // What `define` gets: the node, its input Funcs and input types.

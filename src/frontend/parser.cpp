@@ -298,7 +298,9 @@ class GraphParser {
     expect("=", "after the node's name");
     Token op = expect_name("an op name");
     expect("(", "after the op name");
-    const bool is_define = op.text == "define", is_constant = op.text == "constant";
+    const bool is_constant = op.text == "constant";
+    // define and define_grad carry a UserDef (vars=, rdoms=, body=).
+    const bool is_define = op.text == "define" || op.text == "define_grad";
     std::vector<ParsedArg> args;
     bool seen_attr = false;
     if (!is_punct(peek(), ")")) {
@@ -410,18 +412,29 @@ class GraphParser {
     g_.nodes.push_back(std::move(n));
   }
 
+  // A define's body reads all its inputs and its vars index its type; a
+  // define_grad's body reads all but the last input (the cotangent), whose
+  // type the vars index.
   void build_define(Node& n, const Token& op, const ParsedArg* vars, const ParsedArg* rdoms, const ParsedArg* body) {
-    if (!vars || !rdoms || !body)
-      error(op.pos, "define '" + n.name + "' needs vars=[...], rdoms=[...] and body=\"...\"");
-    if (!n.attrs.count("shape")) n.attrs["shape"] = n.type.shape;
-    if (vars->vars.size() != n.type.shape.size())
-      error(vars->key.pos, "define '" + n.name + "' has " + std::to_string(vars->vars.size()) +
-                               " vars but its type " + to_string(n.type) + " has rank " +
-                               std::to_string(n.type.rank()));
+    const bool is_grad = n.op == "define_grad";
+    const std::string what = n.op + " '" + n.name + "'";
+    if (!vars || !rdoms || !body) error(op.pos, what + " needs vars=[...], rdoms=[...] and body=\"...\"");
+    std::vector<int> read = n.inputs;
+    if (is_grad) {
+      if (read.empty()) error(op.pos, what + " needs its cotangent as its last input");
+      read.pop_back();
+    } else if (!n.attrs.count("shape")) {
+      n.attrs["shape"] = n.type.shape;
+    }
+    const TensorType& indexed = is_grad ? g_.nodes[n.inputs.back()].type : n.type;
+    if (vars->vars.size() != indexed.shape.size())
+      error(vars->key.pos, what + " has " + std::to_string(vars->vars.size()) + " vars but " +
+                               (is_grad ? "its cotangent's type " : "its type ") + to_string(indexed) +
+                               " has rank " + std::to_string(indexed.rank()));
     text::UserDefText t{vars->vars, rdoms->rdoms, body->body.text};
     std::vector<std::string> names;
     std::vector<TensorType> types;
-    for (int in : n.inputs) {
+    for (int in : read) {
       names.push_back(g_.nodes[in].name);
       types.push_back(g_.nodes[in].type);
     }
@@ -430,9 +443,9 @@ class GraphParser {
     } catch (const text::SyntaxError& e) {
       const Token& b = body->body;
       size_t off = std::min(e.pos, b.source_pos.size() - 1);
-      error(b.source_pos[off], "in the body of define '" + n.name + "': " + e.what());
+      error(b.source_pos[off], "in the body of " + what + ": " + e.what());
     } catch (const Error& e) {
-      error(vars->key.pos, "define '" + n.name + "': " + e.what());
+      error(vars->key.pos, what + ": " + e.what());
     }
   }
 

@@ -1,12 +1,13 @@
 // The graph printer: print() and print_node() (see tessera/text.h).
 //
 // One node per line, `name = op(inputs, key=value, ...)  # type`, attributes
-// in Attrs (sorted) order; constants carry value= or values=, define nodes
-// their UserDef as vars=, rdoms= and body= (expr_text.h). Numbers print in
-// the shortest form that reads back to the same bits. The printer does not
-// check the graph (verify() does); it prints a dangling input as a quoted
-// placeholder name so that dumps of broken graphs still print. Parsing is in
-// parser.cpp.
+// in Attrs (sorted) order; constants carry value= or values=, define and
+// define_grad nodes their UserDef as vars=, rdoms= and body= (expr_text.h;
+// a define_grad's body reads its inputs but the last, the cotangent).
+// Numbers print in the shortest form that reads back to the same bits. The
+// printer does not check the graph (verify() does); it prints a dangling
+// input as a quoted placeholder name so that dumps of broken graphs still
+// print. Parsing is in parser.cpp.
 #include <sstream>
 
 #include "expr_text.h"
@@ -49,19 +50,23 @@ std::string print_node(const Graph& g, const Node& n) {
     }
   }
   const bool is_define = n.op == "define";
+  const bool has_def = is_define || n.op == "define_grad";  // the node carries a UserDef
   for (const auto& [key, value] : n.attrs) {
     if (is_define && key == "shape") continue;  // the type comment gives it
-    if (is_define && (key == "vars" || key == "rdoms" || key == "body"))
-      fail("define '", n.name, "': has an attribute '", key, "', which the text form reserves for the definition");
+    if (has_def && (key == "vars" || key == "rdoms" || key == "body"))
+      fail(n.op, " '", n.name, "': has an attribute '", key, "', which the text form reserves for the definition");
     if (n.op == "constant" && (key == "value" || key == "values"))
       fail("constant '", n.name, "': has an attribute '", key, "', which the text form reserves for its values");
     args.push_back(text::name_text(key) + "=" + attr_text(value));
   }
-  if (is_define) {
-    if (!n.user) fail("define '", n.name, "': has no definition to print");
+  if (has_def) {
+    if (!n.user) fail(n.op, " '", n.name, "': has no definition to print");
     std::vector<std::string> names;
     std::vector<TensorType> types;
-    for (int in : n.inputs) {
+    // The body reads the inputs but a define_grad's last one (its cotangent).
+    std::vector<int> read = n.inputs;
+    if (!is_define && !read.empty()) read.pop_back();
+    for (int in : read) {
       bool ok = in >= 0 && in < static_cast<int>(g.nodes.size());
       names.push_back(ok ? g.nodes[in].name : "<no node " + std::to_string(in) + ">");
       types.push_back(ok ? g.nodes[in].type : TensorType{});
@@ -70,7 +75,7 @@ std::string print_node(const Graph& g, const Node& n) {
     try {
       t = text::print_user_def(*n.user, names, types);
     } catch (const Error& e) {
-      fail("define '", n.name, "': ", e.what());
+      fail(n.op, " '", n.name, "': ", e.what());
     }
     args.push_back("vars=" + text::format_vars(t.vars));
     args.push_back("rdoms=" + text::format_rdoms(t.rdoms));

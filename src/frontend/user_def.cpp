@@ -8,7 +8,9 @@
 #include "user_def.h"
 
 #include <algorithm>
+#include <map>
 
+#include "halide_util.h"
 #include "tessera/error.h"
 
 namespace tessera {
@@ -29,7 +31,9 @@ class CanonicalizeReductions : public IRMutator {
     if (f.updates().size() != 1 || f.outputs() != 1)
       fail("define '", op_, "': calls Func '", f.name(),
            "'; a definition may only read tensors and use inline reductions (sum, maximum, minimum, product)");
-    Expr update = f.updates()[0].values()[0];
+    // Halide's inline reductions CSE their term: a repeated subexpression
+    // comes back as a Let around the update.
+    Expr update = substitute_in_all_lets(f.updates()[0].values()[0]);
     Expr self;
     Expr term;
     std::string kind;
@@ -90,7 +94,52 @@ class FindReduction : public IRVisitor {
   }
 };
 
+// Rewrites a definition onto real Funcs (see bind_user_expr).
+class BindUserDef : public IRMutator {
+ public:
+  BindUserDef(const UserDef& def, const std::vector<Func>& inputs, const std::vector<Shape>* shapes)
+      : funcs_(inputs), shapes_(shapes) {
+    for (size_t k = 0; k < def.placeholders.size() && k < inputs.size(); ++k) index_[def.placeholders[k]] = k;
+  }
+  using IRMutator::visit;
+  Expr visit(const Call* c) override {
+    if (c->call_type == Call::Image) {
+      auto it = index_.find(c->name);
+      if (it == index_.end()) fail("define: reads an unknown tensor '", c->name, "'");
+      std::vector<Expr> args;
+      for (size_t d = 0; d < c->args.size(); ++d) {
+        Expr a = mutate(c->args[d]);
+        if (shapes_ && d < (*shapes_)[it->second].size())
+          a = clamp(a, 0, static_cast<int>((*shapes_)[it->second][d] - 1));
+        args.push_back(a);
+      }
+      return at(funcs_[it->second], args);
+    }
+    if (c->call_type == Call::PureExtern && c->name.rfind(kReducePrefix, 0) == 0) {
+      std::string kind = c->name.substr(std::string(kReducePrefix).size());
+      Expr body = mutate(c->args[0]);
+      if (kind == "sum") return Halide::sum(body);
+      if (kind == "product") return Halide::product(body);
+      if (kind == "maximum") return Halide::maximum(body);
+      if (kind == "minimum") return Halide::minimum(body);
+      fail("define: unknown reduction '", c->name, "'");
+    }
+    return IRMutator::visit(c);
+  }
+
+ private:
+  std::map<std::string, size_t> index_;  // placeholder -> input
+  std::vector<Func> funcs_;
+  const std::vector<Shape>* shapes_;
+};
+
 }  // namespace
+
+Expr bind_user_expr(const Expr& e, const UserDef& def, const std::vector<Func>& inputs,
+                    const std::vector<Shape>* clamp_shapes) {
+  BindUserDef bind(def, inputs, clamp_shapes);
+  return bind.mutate(e);
+}
 
 Expr placeholder_read(const std::string& name, const Type& type, const std::vector<Expr>& index) {
   std::vector<Expr> args;

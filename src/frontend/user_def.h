@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "tessera/dtype.h"
+
 namespace tessera {
 
 struct UserDef {
@@ -41,5 +43,14 @@ std::vector<std::string> image_reads(const Halide::Expr& e);
 
 // Whether `e` contains a canonical reduction call.
 bool uses_reduction(const Halide::Expr& e);
+
+// `e` (a definition's body, or part of it) over real Funcs: a read of
+// placeholder k becomes a call of inputs[k] at its row-major index, canonical
+// reductions become Halide's inline reductions. With `clamp_shapes`, every
+// read's index is clamped into shapes[k] (for gradient code, which may
+// evaluate a body just outside the points the forward computes). Throws
+// Error on a read of a tensor that is not a placeholder of `def`.
+Halide::Expr bind_user_expr(const Halide::Expr& e, const UserDef& def, const std::vector<Halide::Func>& inputs,
+                            const std::vector<Shape>* clamp_shapes = nullptr);
 
 }  // namespace tessera

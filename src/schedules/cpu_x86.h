@@ -3,8 +3,10 @@
 // Pointwise, shape and gather nodes are inlined into their consumers;
 // reductions, contractions, user ops with reductions and graph outputs are
 // computed at root, vectorized along the innermost dimension and parallel
-// over the outermost. Matrix products get a register-tiled schedule. The
-// schedule never changes results beyond float reassociation in reductions.
+// over the outermost. Matrix products get a register-tiled schedule. Internal
+// stages whose updates scatter (the adjoints of a define_grad) are computed at
+// root on one thread. The schedule never changes results beyond float
+// reassociation in reductions.
 #pragma once
 
 #include <Halide.h>

@@ -17,38 +17,6 @@ namespace {
 using namespace Halide;
 using namespace Halide::Internal;
 
-// Rewrites a define body onto real Funcs: placeholder reads become calls of
-// the input Funcs, canonical reductions become Halide inline reductions.
-class BindUserDef : public IRMutator {
- public:
-  BindUserDef(const UserDef& def, const std::vector<Func>& inputs) {
-    for (size_t k = 0; k < def.placeholders.size(); ++k) inputs_[def.placeholders[k]] = inputs[k];
-  }
-  using IRMutator::visit;
-  Expr visit(const Call* c) override {
-    if (c->call_type == Call::Image) {
-      auto it = inputs_.find(c->name);
-      if (it == inputs_.end()) fail("define: reads an unknown tensor '", c->name, "'");
-      std::vector<Expr> args;
-      for (const Expr& a : c->args) args.push_back(mutate(a));
-      return at(it->second, args);
-    }
-    if (c->call_type == Call::PureExtern && c->name.rfind(kReducePrefix, 0) == 0) {
-      std::string kind = c->name.substr(std::string(kReducePrefix).size());
-      Expr body = mutate(c->args[0]);
-      if (kind == "sum") return Halide::sum(body);
-      if (kind == "product") return Halide::product(body);
-      if (kind == "maximum") return Halide::maximum(body);
-      if (kind == "minimum") return Halide::minimum(body);
-      fail("define: unknown reduction '", c->name, "'");
-    }
-    return IRMutator::visit(c);
-  }
-
- private:
-  std::map<std::string, Func> inputs_;
-};
-
 Func lower_constant(const Node& n) {
   auto v = make_vars(n.type.rank());
   Type t = halide_type(n.type.dtype);
@@ -97,8 +65,7 @@ LoweredGraph lower_to_halide(const Graph& g) {
       types.push_back(g.node(i).type);
     }
     if (node.op == "define") {
-      BindUserDef bind(*node.user, ins);
-      Expr body = bind.mutate(node.user->body);
+      Expr body = bind_user_expr(node.user->body, *node.user, ins);
       Func f(func_name(node));
       define_pure(f, node.user->vars, body);
       L.funcs[node.id] = f;

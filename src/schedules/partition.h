@@ -1,7 +1,8 @@
 // partition: splits a graph into kernels, each compiled as its own Halide pipeline.
 //
 // A kernel materializes one node (a reduction, a contraction, a user op with
-// a reduction, a graph output, or a computed scalar that a tensor op reads)
+// a reduction, a user op's gradient (define_grad), a graph output, or a
+// computed scalar that a tensor op reads)
 // together with the cheap nodes it reads
 // (elementwise, shape and gather ops), which are inlined into it and so
 // recomputed by every kernel that reads them. Kernel inputs are the graph's

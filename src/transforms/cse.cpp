@@ -3,8 +3,9 @@
 // One forward sweep. Two nodes are equal when they have the same op,
 // attributes, inputs (after earlier merges), type, constant values (compared
 // element by element, bit-exactly, so 0 and -0 stay apart and NaNs match) and,
-// for `define` nodes, the same definition (the same UserDef, or vars,
-// placeholders and a Halide-structurally-equal body). The first of equal nodes
+// for nodes that carry a UserDef (`define`, `define_grad`), the same
+// definition (the same UserDef, or vars, placeholders and a
+// Halide-structurally-equal body). The first of equal nodes
 // is kept and takes the others' uses; the others are dropped. Random ops
 // (OpKind::random, e.g. dropout), inputs and params are never merged. This
 // pass removes no other node (dead code is dce's job).
@@ -82,7 +83,7 @@ bool same_definition(const Node& a, const Node& b) {
 
 bool same_node(const Node& a, const Node& b) {
   return a.op == b.op && a.inputs == b.inputs && a.attrs == b.attrs && a.type == b.type && same_values(a, b) &&
-         (a.op != "define" || same_definition(a, b));
+         ((!a.user && !b.user) || same_definition(a, b));
 }
 
 bool mergeable(const Node& n) {

@@ -49,12 +49,14 @@ void link_elementwise_vjps();
 void link_reduction_vjps();
 void link_shape_vjps();
 void link_linalg_vjps();
+void link_define_vjps();
 void link_all_vjps() {
   link_nn_vjps();
   link_elementwise_vjps();
   link_reduction_vjps();
   link_shape_vjps();
   link_linalg_vjps();
+  link_define_vjps();
 }
 
 }  // namespace tessera

@@ -187,7 +187,9 @@ std::vector<RefTensor> evaluate_all(const Graph& g, const std::map<std::string, 
         in.push_back(&vals[i]);
       }
       try {
-        r = n.op == "define" ? detail::eval_define(n, in) : detail::eval_library_op(n, in);
+        r = n.op == "define"        ? detail::eval_define(n, in)
+            : n.op == "define_grad" ? detail::eval_define_grad(n, in)
+                                    : detail::eval_library_op(n, in);
       } catch (const Error& e) {
         fail("reference: ", n.op, " '", n.name, "': ", e.what());
       }

@@ -9,7 +9,9 @@
 // f16/bf16 round-to-nearest-even, integers truncated toward zero and wrapped
 // to the width, bool = x != 0), so integer results are exact (for |x| < 2^53).
 // `define` nodes are interpreted by walking their Halide Expr (Halide's own
-// integer division semantics: floor division, Euclidean mod). It is slow and
+// integer division semantics: floor division, Euclidean mod), and
+// `define_grad` nodes by a reverse-mode walk over the same Expr written here,
+// independent of Halide's propagate_adjoints. It is slow and
 // is meant for test-sized tensors only; it does not schedule, compile or fuse.
 #pragma once
 

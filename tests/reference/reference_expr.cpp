@@ -489,6 +489,27 @@ class Interpreter {
 
 }  // namespace
 
+struct DefineEvaluator::Impl {
+  Impl(const UserDef& def, std::vector<const RefTensor*> tensors) : in(std::move(tensors)), interp(def, in) {}
+  std::vector<const RefTensor*> in;  // before interp, which refers to it
+  Interpreter interp;
+};
+
+DefineEvaluator::DefineEvaluator(const UserDef& def, std::vector<const RefTensor*> in)
+    : impl_(std::make_unique<Impl>(def, std::move(in))) {}
+
+DefineEvaluator::~DefineEvaluator() = default;
+
+void DefineEvaluator::bind(const std::string& var, int64_t value) {
+  impl_->interp.env[var] = int_val(Halide::Int(32), static_cast<uint64_t>(value));
+}
+
+void DefineEvaluator::unbind(const std::string& var) { impl_->interp.env.erase(var); }
+
+bool DefineEvaluator::bound(const std::string& var) const { return impl_->interp.env.count(var) > 0; }
+
+double DefineEvaluator::eval(const Expr& e) { return impl_->interp.eval(e).as_double(); }
+
 RefTensor eval_define(const Node& n, const std::vector<const RefTensor*>& in) {
   if (!n.user) fail("has no definition");
   const UserDef& def = *n.user;

@@ -1,15 +1,20 @@
 // Internal helpers shared by the reference interpreter's files: shape
-// arithmetic (strides, NumPy broadcasting, axis normalization) and the two
-// node evaluators (library ops, `define` Exprs). Not for use by tests; nothing
+// arithmetic (strides, NumPy broadcasting, axis normalization) and the node
+// evaluators (library ops, `define` Exprs and their gradients). Not for use by tests; nothing
 // here comes from, or is shared with, src/frontend or src/schedules.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "reference/reference.h"
 #include "tessera/error.h"
 #include "tessera/graph.h"
+
+namespace Halide {
+struct Expr;
+}
 
 namespace tessera::ref::detail {
 
@@ -32,5 +37,29 @@ std::string shape_str(const Shape& s);
 RefTensor eval_library_op(const Node& n, const std::vector<const RefTensor*>& in);
 // Evaluates a `define` node by interpreting its Halide Expr.
 RefTensor eval_define(const Node& n, const std::vector<const RefTensor*>& in);
+
+// Evaluates Exprs of a definition (sub-expressions of its body) with the
+// semantics of eval_define, with its Vars and RVars bound by the caller
+// (reference_expr.cpp). The define_grad reference uses it for the values its
+// derivatives need.
+class DefineEvaluator {
+ public:
+  // `in`: the tensors the definition's placeholders read, in order.
+  DefineEvaluator(const UserDef& def, std::vector<const RefTensor*> in);
+  ~DefineEvaluator();
+  void bind(const std::string& var, int64_t value);
+  void unbind(const std::string& var);
+  bool bound(const std::string& var) const;
+  // The value of `e` as a double (integers and bools exactly, below 2^53).
+  double eval(const Halide::Expr& e);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Evaluates a `define_grad` node: the gradient of its definition for one
+// input, by a reverse-mode walk over the body (reference_define_grad.cpp).
+RefTensor eval_define_grad(const Node& n, const std::vector<const RefTensor*>& in);
 
 }  // namespace tessera::ref::detail
