@@ -1,0 +1,720 @@
+// The CUDA schedule engine (see cuda_common.h): the GPU schedules of every
+// kind of Func, parameterized by a CudaArch. The architecture files supply
+// the numbers; this file never names an architecture, compiles nothing and
+// touches no op definition (it only schedules the Funcs it is given).
+#include "cuda_common.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "halide_util.h"
+#include "partition.h"
+#include "tessera/error.h"
+
+namespace tessera {
+
+namespace {
+
+using Halide::Func;
+using Halide::LoopLevel;
+using Halide::RVar;
+using Halide::Stage;
+using Halide::TailStrategy;
+using Halide::Var;
+using Halide::VarOrRVar;
+
+constexpr TailStrategy kGuard = TailStrategy::GuardWithIf;
+constexpr int kWarp = 32;
+// CUDA's limit on a grid's y and z dimensions.
+constexpr int64_t kMaxGridY = 65535;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+int64_t product(const std::vector<int64_t>& v) {
+  int64_t p = 1;
+  for (int64_t e : v) p *= e;
+  return p;
+}
+
+// Halide-order extents (innermost first) of a row-major shape.
+std::vector<int64_t> halide_extents(const Shape& s) { return std::vector<int64_t>(s.rbegin(), s.rend()); }
+
+// The RVars of an update, innermost first. Those made by splitting
+// ("r$x.ro") are named by their last part, as Halide's scheduling calls
+// expect.
+std::vector<RVar> rvars_of(Stage s) {
+  std::vector<RVar> r;
+  for (const Halide::Internal::ReductionVariable& rv : s.get_schedule().rvars())
+    r.emplace_back(rv.var.substr(rv.var.rfind('.') + 1));
+  return r;
+}
+
+// The constant extent of each RVar of update `u` of f (innermost first), -1 where not constant.
+std::vector<int64_t> rvar_extents(const Func& f, int u) {
+  std::vector<int64_t> e;
+  for (const Halide::Internal::ReductionVariable& rv : f.function().update(u).schedule().rvars()) {
+    const int64_t* c = Halide::Internal::as_const_int(rv.extent);
+    e.push_back(c ? *c : -1);
+  }
+  return e;
+}
+
+// A stage's name for the printed schedule: its role ("max", "sum", "acc"),
+// without the node prefix that lower_to_halide gives every Func and without
+// Halide's uniquifying "$n" suffix.
+std::string short_name(const Func& f) {
+  std::string n = f.name();
+  n = n.substr(0, n.find('$'));
+  const size_t us = n.rfind('_');
+  return us == std::string::npos ? n : n.substr(us + 1);
+}
+
+// Whether update `u` of f writes at its own pure vars (no scatter).
+bool writes_pure(const Func& f, int u) {
+  const std::vector<std::string>& pure = f.function().args();
+  const Halide::Internal::Definition& d = f.function().update(u);
+  if (d.args().size() != pure.size()) return false;
+  for (size_t i = 0; i < pure.size(); ++i) {
+    const Halide::Internal::Variable* v = d.args()[i].as<Halide::Internal::Variable>();
+    if (!v || v->name != pure[i]) return false;
+  }
+  return true;
+}
+
+// Whether f has exactly one update, writing at its pure vars, that Halide can
+// prove associative and commutative: then its reduction may be split
+// (rfactor) and the parts combined in any order.
+bool splittable(const Func& f) {
+  if (f.num_update_definitions() != 1 || !writes_pure(f, 0)) return false;
+  if (f.function().update(0).schedule().rvars().empty()) return false;
+  const Halide::Internal::Definition& d = f.function().update(0);
+  Halide::Internal::AssociativeOp op = Halide::Internal::prove_associativity(f.name(), d.args(), d.values());
+  return op.associative() && op.commutative();
+}
+
+// ---- pointwise tiles -------------------------------------------------------------
+
+// What tile_stage did: a description and the innermost loop of the tile,
+// where a per-element producer can be computed.
+struct Tiled {
+  std::string how;
+  Var inner;
+};
+
+// Puts one stage (a pure definition, or an update writing at its pure vars,
+// whose reduction loops then run serially inside each thread) of a Func with
+// pure `args` on the GPU. `ext` gives the Func's Halide-order extents, or is
+// empty when unknown. Rows of at least a tile's width get 2-D tiles over the
+// two innermost dims (the others fused into the second); otherwise all dims
+// are fused into one flat loop. Each thread takes `per_thread` elements,
+// strided by the block so that neighbouring threads touch neighbouring
+// elements.
+Tiled tile_stage(Stage s, const std::vector<Var>& args, const std::vector<int64_t>& ext, int per_thread,
+                 const CudaArch& a) {
+  if (args.empty()) {
+    s.gpu_single_thread();
+    return {"one GPU thread", Var()};
+  }
+  const bool known = ext.size() == args.size();
+  const int64_t inner = known ? ext[0] : -1;
+  const int64_t total = known ? product(ext) : -1;
+  const int threads = a.pointwise_threads;
+  bool two_d = args.size() >= 2 && (!known || inner >= a.pointwise_width || (inner >= kWarp && inner % kWarp == 0));
+  int tx = a.pointwise_width, ty = threads / a.pointwise_width;
+  if (two_d && known) {
+    tx = static_cast<int>(std::min<int64_t>(a.pointwise_width, round_up(inner, kWarp)));
+    ty = threads / tx;
+    if (ceil_div(total / inner, static_cast<int64_t>(ty) * per_thread) > kMaxGridY) two_d = false;
+  }
+  // An update's reduction loops go innermost, inside each thread (rfactor
+  // may have left some outside the pure loops).
+  std::vector<VarOrRVar> order;
+  for (RVar r : rvars_of(s)) order.emplace_back(r);
+  auto innermost_first = [&](std::initializer_list<VarOrRVar> loops) {
+    std::vector<VarOrRVar> all = order;
+    all.insert(all.end(), loops.begin(), loops.end());
+    s.reorder(all);
+  };
+  std::ostringstream how;
+  if (two_d) {
+    Var y = args[1];
+    for (size_t d = 2; d < args.size(); ++d) {
+      Var fused("fy" + std::to_string(d));
+      s.fuse(y, args[d], fused);
+      y = fused;
+    }
+    Var bx("bx"), txv("tx"), by("by"), yi("yi"), tyv("ty"), e("e");
+    s.split(args[0], bx, txv, tx, kGuard);
+    if (per_thread > 1) {
+      s.split(y, by, yi, ty * per_thread, kGuard).split(yi, e, tyv, ty).unroll(e);
+      innermost_first({e, txv, tyv, bx, by});
+    } else {
+      s.split(y, by, tyv, ty, kGuard);
+      innermost_first({txv, tyv, bx, by});
+    }
+    s.gpu_blocks(bx, by).gpu_threads(txv, tyv);
+    how << "GPU tiles " << tx << "x" << ty * per_thread << " (" << tx * ty << " threads";
+    if (per_thread > 1) how << ", " << per_thread << " rows each";
+    how << ")";
+    return {how.str(), per_thread > 1 ? e : txv};
+  }
+  Var flat = args[0];
+  for (size_t d = 1; d < args.size(); ++d) {
+    Var fused("ff" + std::to_string(d));
+    s.fuse(flat, args[d], fused);
+    flat = fused;
+  }
+  int t = threads;
+  if (known && total < t) t = static_cast<int>(round_up(total, kWarp));
+  const int per = known && total <= static_cast<int64_t>(t) * per_thread / 2 ? 1 : per_thread;
+  Var b("b"), tv("t"), ti("ti"), e("e");
+  if (per > 1) {
+    s.split(flat, b, ti, t * per, kGuard).split(ti, e, tv, t).unroll(e);
+    innermost_first({e, tv, b});
+  } else {
+    s.split(flat, b, tv, t, kGuard);
+    innermost_first({tv, b});
+  }
+  s.gpu_blocks(b).gpu_threads(tv);
+  how << "GPU flat, " << t << " threads" << (per > 1 ? " x" + std::to_string(per) + " elements" : "");
+  return {how.str(), per > 1 ? e : tv};
+}
+
+// A scattering update (it writes at data-dependent positions in some dims):
+// parallel over the pure dims it writes at their own position, which no two
+// iterations of the others can share, the rest (positions) serial inside each
+// thread in order; with no such dim, the whole update on one GPU thread.
+std::string scatter_update(Func f, int u, const CudaArch& a) {
+  Stage s = f.update(u);
+  const std::vector<Var> pure = f.args();
+  const Halide::Internal::Definition& d = f.function().update(u);
+  std::vector<Var> free_dims;
+  for (size_t i = 0; i < d.args().size() && i < pure.size(); ++i) {
+    const Halide::Internal::Variable* v = d.args()[i].as<Halide::Internal::Variable>();
+    if (v && v->name == pure[i].name()) free_dims.push_back(pure[i]);
+  }
+  if (free_dims.empty()) {
+    s.gpu_single_thread();
+    return "serial on one GPU thread";
+  }
+  Var pb("pb"), pt("pt");
+  const int t = a.pointwise_threads;
+  s.split(free_dims[0], pb, pt, t, kGuard);
+  std::vector<VarOrRVar> order;
+  for (RVar r : rvars_of(s)) order.emplace_back(r);
+  for (size_t i = 1; i < free_dims.size(); ++i) order.emplace_back(free_dims[i]);
+  order.emplace_back(pt);
+  order.emplace_back(pb);
+  s.reorder(order).gpu_blocks(pb).gpu_threads(pt);
+  return "parallel over dim " + free_dims[0].name() + " (" + std::to_string(t) +
+         " threads), serial over the scattered positions";
+}
+
+// Computes f at root on the GPU: its pure definition tiled, each update
+// tiled over its pure vars (reductions serial in each thread) or, if it
+// scatters, as scatter_update says. `ext`: Halide-order extents or empty.
+Tiled root_on_gpu(Func f, const std::vector<int64_t>& ext, const CudaArch& a) {
+  f.compute_root();
+  const std::vector<Var> args = f.args();
+  Tiled t = tile_stage(f, args, ext, a.pointwise_per_thread, a);
+  std::string how = "root, " + t.how;
+  for (int u = 0; u < f.num_update_definitions(); ++u) {
+    std::string update;
+    if (writes_pure(f, u)) {
+      update = tile_stage(f.update(u), args, ext, 1, a).how;
+      if (!f.function().update(u).schedule().rvars().empty()) update += ", reduction serial per thread";
+    } else {
+      update = scatter_update(f, u, a);
+    }
+    how += "; update " + std::to_string(u) + ": " + update;
+  }
+  t.how = how;
+  return t;
+}
+
+// An internal stage (not a pipeline output) at root. When its updates write
+// at its pure vars, each element is reduced by one thread in registers: a
+// wrapper of the stage (which all its consumers then read) is tiled at root
+// and the stage itself computed per element inside it, so initialization
+// and reduction are one GPU kernel. Scattering stages go to root_on_gpu.
+Tiled stage_on_gpu(Func s, const std::vector<int64_t>& ext, const CudaArch& a) {
+  bool pure_updates = s.num_update_definitions() > 0;
+  for (int u = 0; u < s.num_update_definitions(); ++u) pure_updates = pure_updates && writes_pure(s, u);
+  if (!pure_updates) return root_on_gpu(s, ext, a);
+  Func per_element = s.in();
+  Tiled t = root_on_gpu(per_element, ext, a);
+  s.compute_at(per_element, t.inner);
+  t.how += ", each element reduced by its thread";
+  return t;
+}
+
+// ---- reductions ------------------------------------------------------------------
+
+// Computes reduction stage s at `at`, a block loop, its reduction over its
+// innermost RVar spread across the 32 lanes of a warp (rfactor; the lane
+// partials in registers, combined through warp shuffles) and, with
+// warps > 1, across the block's warps (partials in shared memory). The row
+// results live in shared memory. With `row_dim` >= 0 the block owns several
+// rows, s's dim `row_dim` indexing them: each row then gets one warp (the
+// rows are the y threads). A stage that cannot be split runs serially.
+std::string reduce_at(Func s, LoopLevel at, int warps, int row_dim) {
+  s.compute_at(at);
+  if (!splittable(s)) return short_name(s) + " serial";
+  const std::vector<Var> sargs = s.args();
+  RVar r = rvars_of(s.update())[0];
+  RVar ro("ro"), rl("rl");
+  Var lane("lane");
+  Func lanes = s.update().split(r, ro, rl, kWarp, kGuard).rfactor(rl, lane);
+  lanes.compute_at(at).store_in(Halide::MemoryType::Register);
+  if (row_dim >= 0) {
+    // The stage's own loops: the row as y threads over an x loop of extent 1
+    // (the lanes own x), so each warp finishes its row.
+    Var row = sargs[row_dim], rw("srw"), rx("srx");
+    auto by_row = [&](Stage st, bool reduction) {
+      std::vector<VarOrRVar> order;
+      if (reduction)
+        for (RVar v : rvars_of(st)) order.emplace_back(v);
+      for (size_t i = 0; i < sargs.size(); ++i)
+        if (static_cast<int>(i) != row_dim) order.emplace_back(sargs[i]);
+      order.emplace_back(rx);
+      order.emplace_back(rw);
+      st.split(row, rw, rx, 1).reorder(order).gpu_threads(rx, rw);
+    };
+    by_row(s, false);
+    by_row(s.update(), true);
+    auto lanes_by_row = [&](Stage st, bool reduction) {
+      std::vector<VarOrRVar> order;
+      if (reduction)
+        for (RVar v : rvars_of(st)) order.emplace_back(v);
+      for (size_t i = 0; i < sargs.size(); ++i)
+        if (static_cast<int>(i) != row_dim) order.emplace_back(sargs[i]);
+      order.emplace_back(lane);
+      order.emplace_back(row);
+      st.reorder(order).gpu_lanes(lane).gpu_threads(row);
+    };
+    // Lane-major storage, so that each warp's partials are its lanes' registers.
+    std::vector<Var> storage{lane};
+    for (const Var& v : sargs) storage.push_back(v);
+    lanes.reorder_storage(storage);
+    lanes_by_row(lanes, false);
+    lanes_by_row(lanes.update(), true);
+    return short_name(s) + " across lanes";
+  }
+  // The reduction loops innermost (rfactor leaves them outside the new pure dims).
+  auto reduction_inside = [](Stage st, std::initializer_list<VarOrRVar> loops) {
+    std::vector<VarOrRVar> order;
+    for (RVar v : rvars_of(st)) order.emplace_back(v);
+    order.insert(order.end(), loops.begin(), loops.end());
+    st.reorder(order);
+  };
+  lanes.gpu_lanes(lane);
+  if (warps > 1) {
+    RVar roo("roo"), rw("rw");
+    Var warp("warp");
+    Func across = lanes.update().split(ro, roo, rw, warps, kGuard).rfactor(rw, warp);
+    across.compute_at(at).reorder(lane, warp).gpu_lanes(lane).gpu_threads(warp);
+    reduction_inside(across.update(), {lane, warp});
+    across.update().gpu_lanes(lane).gpu_threads(warp);
+  }
+  reduction_inside(lanes.update(), {lane});
+  lanes.update().gpu_lanes(lane);
+  return short_name(s) + (warps > 1 ? " across lanes and warps" : " across lanes");
+}
+
+// The index of the first extent above 1, or -1.
+int first_long_dim(const std::vector<int64_t>& ext) {
+  for (size_t i = 0; i < ext.size(); ++i)
+    if (ext[i] > 1) return static_cast<int>(i);
+  return -1;
+}
+
+// Rows owned by blocks: `owner` (computed at root) has the row dims (all its
+// dims, or all but the innermost `x` when has_x, which then spreads over the
+// lanes; `row_ext` their extents, Halide order) and each of `stages` (whose
+// dims have extents `stage_ext`: the row dims, possibly without the size-1
+// ones) reduces one row of `row_len` contiguous elements. Short rows get one
+// warp each, `rows_per_block` to a block; long rows, or too few rows to fill
+// the GPU that way, a block each with up to `row_warps` warps. The stages
+// are computed per block, before the owner's threads read them.
+std::string schedule_rows(Func owner, bool has_x, int64_t row_len, const std::vector<int64_t>& row_ext,
+                          const std::vector<int64_t>& stage_ext, const std::vector<Func>& stages, const CudaArch& a) {
+  owner.compute_root();
+  std::vector<Var> args = owner.args();
+  Var x;
+  std::vector<Var> row_dims(args.begin() + (has_x ? 1 : 0), args.end());
+  if (has_x) x = args[0];
+  const int64_t rows = product(row_ext);
+  const int owner_row = first_long_dim(row_ext), stage_row = first_long_dim(stage_ext);
+  const bool block_per_row = owner_row < 0 || stage_row < 0 || row_len >= a.block_row_min ||
+                             rows < static_cast<int64_t>(a.sm_count) * a.rows_per_block;
+  // The block loop: all row dims fused (one row per block), or the first
+  // long one split into groups of rows_per_block and the rest fused onto it.
+  Var block, rw("rw");
+  if (row_dims.empty()) {
+    // One row (a rank-1 owner): a block loop of extent 1 to compute the stages in.
+    Var xr("xr");
+    block = Var("xb");
+    owner.split(x, block, xr, static_cast<int>(row_len), kGuard);
+    x = xr;
+  } else if (block_per_row) {
+    block = row_dims[0];
+    for (size_t d = 1; d < row_dims.size(); ++d) {
+      Var fused("frow" + std::to_string(d));
+      owner.fuse(block, row_dims[d], fused);
+      block = fused;
+    }
+  } else {
+    block = Var("rb");
+    owner.split(row_dims[owner_row], block, rw, a.rows_per_block, kGuard);
+    for (size_t d = 0; d < row_dims.size(); ++d) {
+      if (static_cast<int>(d) == owner_row) continue;
+      Var fused("frow" + std::to_string(d));
+      owner.fuse(block, row_dims[d], fused);
+      block = fused;
+    }
+  }
+  std::ostringstream how;
+  std::vector<std::string> parts;
+  if (block_per_row) {
+    const int warps = static_cast<int>(std::clamp<int64_t>(ceil_div(row_len, kWarp * a.min_per_lane), 1, a.row_warps));
+    if (has_x) {
+      Var xo("xo"), xt("xt"), xw("xw"), xl("xl");
+      if (warps > 1) {
+        owner.split(x, xo, xt, kWarp * warps, kGuard).split(xt, xw, xl, kWarp).reorder(xo, xl, xw, block);
+        owner.gpu_blocks(block).gpu_lanes(xl).gpu_threads(xw);
+      } else {
+        owner.split(x, xo, xl, kWarp, kGuard).reorder(xo, xl, block).gpu_blocks(block).gpu_lanes(xl);
+      }
+    } else {
+      owner.gpu_blocks(block);
+    }
+    for (Func s : stages) parts.push_back(reduce_at(s, LoopLevel(owner, block), warps, -1));
+    how << "one block per row (" << warps << (warps > 1 ? " warps" : " warp") << ")";
+  } else {
+    if (has_x) {
+      Var xo("xo"), xl("xl");
+      owner.split(x, xo, xl, kWarp, kGuard).reorder(xo, xl, rw, block).gpu_blocks(block).gpu_lanes(xl).gpu_threads(rw);
+    } else {
+      // The lanes are the x threads: the owner's own x loop has extent 1.
+      Var rx("rx");
+      owner.split(rw, rw, rx, 1).reorder(rx, rw, block).gpu_blocks(block).gpu_threads(rx, rw);
+    }
+    for (Func s : stages) parts.push_back(reduce_at(s, LoopLevel(owner, block), 1, stage_row));
+    how << "one warp per row, " << a.rows_per_block << " rows per block";
+  }
+  if (!parts.empty()) {
+    how << "; reductions ";
+    for (size_t i = 0; i < parts.size(); ++i) how << (i ? ", " : "") << parts[i];
+  }
+  return how.str();
+}
+
+// A reduction of `total` elements to one value (s has no pure dims), read by
+// a consumer that runs on one GPU thread. A grid of blocks reduces strided
+// chunks into one partial per thread, one block reduces those per block, and
+// the consumer's thread adds the last `grid_threads` partials.
+std::string reduce_grid(Func s, int64_t total, const CudaArch& a) {
+  if (!splittable(s)) {
+    s.compute_root().gpu_single_thread();
+    for (int u = 0; u < s.num_update_definitions(); ++u) s.update(u).gpu_single_thread();
+    return short_name(s) + " serial on one GPU thread";
+  }
+  std::vector<RVar> rv = rvars_of(s.update());
+  RVar r = rv[0];
+  for (size_t i = 1; i < rv.size(); ++i) {
+    RVar fused("rf" + std::to_string(i));
+    s.update().fuse(r, rv[i], fused);
+    r = fused;
+  }
+  const int t = static_cast<int>(std::min<int64_t>(a.grid_threads, round_up(total, kWarp)));
+  const int64_t blocks = std::clamp<int64_t>(ceil_div(total, static_cast<int64_t>(t) * a.min_per_thread), 1,
+                                             static_cast<int64_t>(a.sm_count) * a.grid_blocks_per_sm);
+  Var tv("t"), bv("b"), tb("tb"), tt("tt");
+  RVar rr("rr"), rbt("rbt"), rb("rb"), rt("rt");
+  // Each level's partials are reduced by their own threads in registers
+  // (computed inside a wrapper that holds them), one GPU kernel per level.
+  auto one_block = [&](Func partials, Var v) {
+    Func held = partials.in();
+    held.compute_root().split(v, tb, tt, t).gpu_blocks(tb).gpu_threads(tt);
+    partials.compute_at(held, tt);
+  };
+  if (blocks == 1) {
+    Func part = s.update().split(r, rr, rt, t, kGuard).rfactor(rt, tv);
+    one_block(part, tv);
+    return short_name(s) + " by one block of " + std::to_string(t) + " threads, then one thread";
+  }
+  s.update().split(r, rr, rbt, static_cast<int>(blocks * t), kGuard).split(rbt, rb, rt, t);
+  Func part = s.update().rfactor({{rb, bv}, {rt, tv}});
+  Func held = part.in();
+  held.compute_root().reorder(tv, bv).gpu_blocks(bv).gpu_threads(tv);
+  part.compute_at(held, tv);
+  Var t2("t2");
+  Func per_thread = s.update().rfactor(rt, t2);
+  one_block(per_thread, t2);
+  return short_name(s) + " by a grid of " + std::to_string(blocks) + "x" + std::to_string(t) + " threads, then one block" +
+         ", then one thread";
+}
+
+// sum/mean/max: out(kept) reads acc(kept), which reduces the input's
+// `axes`. Along the contiguous dim: rows (schedule_rows). To one value: a
+// grid reduction. Across rows: one thread per output element, serial over
+// the reduced elements, after splitting the longest reduced dim into chunks
+// reduced in parallel when there are too few outputs to fill the GPU.
+std::string schedule_reduction(Func out, Func acc, const Node& node, const Shape& in_shape, const CudaArch& a) {
+  std::vector<int64_t> axes = attr_ints(node.attrs, "axes", node.op);
+  const int rank = static_cast<int>(in_shape.size());
+  for (int64_t& ax : axes)
+    if (ax < 0) ax += rank;
+  if (axes.empty())
+    for (int d = 0; d < rank; ++d) axes.push_back(d);
+  auto reduced = [&](int d) { return std::find(axes.begin(), axes.end(), d) != axes.end(); };
+  int64_t total = 1;  // reduced elements per output
+  Shape kept;         // the input dims that remain (row-major)
+  for (int d = 0; d < rank; ++d) {
+    if (reduced(d)) total *= in_shape[d];
+    else kept.push_back(in_shape[d]);
+  }
+  const int64_t outputs = numel(node.type.shape);
+  if (acc.num_update_definitions() == 0) return root_on_gpu(out, halide_extents(node.type.shape), a).how;
+  if (kept.empty()) {
+    out.compute_root().gpu_single_thread();
+    return "one GPU thread; " + reduce_grid(acc, total, a);
+  }
+  const int64_t row_len = rank > 0 && reduced(rank - 1) ? in_shape.back() : 0;
+  if (row_len >= 8)
+    return schedule_rows(out, false, row_len, halide_extents(node.type.shape), halide_extents(kept), {acc}, a);
+  // Across rows.
+  Tiled t = root_on_gpu(out, halide_extents(node.type.shape), a);
+  std::string how = t.how;
+  const int64_t fill = static_cast<int64_t>(a.sm_count) * a.max_threads_per_sm / 2;
+  if (outputs < fill && total >= 2 * a.min_per_thread && splittable(acc)) {
+    std::vector<int64_t> ext = rvar_extents(acc, 0);
+    size_t longest = 0;
+    for (size_t i = 1; i < ext.size(); ++i)
+      if (ext[i] > ext[longest]) longest = i;
+    const int64_t e = ext[longest];
+    const int64_t chunks = std::min<int64_t>({ceil_div(fill, outputs), e, std::max<int64_t>(1, total / a.min_per_thread)});
+    if (e > 0 && chunks > 1) {
+      const int64_t chunk = ceil_div(e, chunks);
+      RVar rc("rc"), rr("rr");
+      Var u("chunk");
+      Func part = acc.update().split(rvars_of(acc.update())[longest], rc, rr, static_cast<int>(chunk), kGuard)
+                      .rfactor(rc, u);
+      std::vector<int64_t> part_ext = halide_extents(kept);
+      part_ext.push_back(ceil_div(e, chunk));
+      stage_on_gpu(part, part_ext, a);
+      how += "; " + short_name(acc) + " first in " + std::to_string(ceil_div(e, chunk)) + " chunks reduced in parallel";
+    }
+  }
+  acc.compute_at(out, t.inner);
+  return how + "; " + short_name(acc) + " per output element, serial";
+}
+
+// ---- matrix products -----------------------------------------------------------------
+
+// One dim of a product's block tile: `threads` threads x `regs` registers.
+struct TileDim {
+  int64_t tile, threads, regs;
+};
+
+// The tile along a dim of `extent`: full size when the dim is that long
+// (the last tile then shifts inwards), else as many whole register groups
+// as fit, else one thread per element.
+TileDim tile_dim(int64_t extent, int threads, int regs) {
+  if (extent >= static_cast<int64_t>(threads) * regs) return {static_cast<int64_t>(threads) * regs, threads, regs};
+  if (extent >= 2 * regs) return {extent / regs * regs, extent / regs, regs};
+  return {extent, extent, 1};
+}
+
+// out(n, m, batch...) reads acc, which has one update acc += a(k, m) * b(k, n)
+// over the RDom k (ops_linalg.cpp); `operands` are the Funcs acc reads.
+// Each block computes an n x m tile of out: acc for the tile lives in shared
+// memory; for each k-tile the operands' tiles are staged in shared memory by
+// all the block's threads, then each thread accumulates its register
+// micro-tile over the k-tile (an rfactor of acc's update over the k-tiles)
+// and adds it into acc. `elem_bytes`: the accumulator's element size, which
+// bounds the tile by the shared memory a block may use. Returns the
+// description.
+std::string schedule_gemm(Func out, Func acc, const std::vector<Func>& operands, const Shape& shape, int64_t K,
+                          int elem_bytes, const CudaArch& a) {
+  const int64_t N = shape[shape.size() - 1], M = shape[shape.size() - 2];
+  int threads_m = a.gemm_threads_m;
+  TileDim tn{}, tm{};
+  int64_t kt = std::min<int64_t>(a.gemm_tile_k, K);
+  for (;;) {
+    tn = tile_dim(N, a.gemm_threads_n, a.gemm_regs_n);
+    tm = tile_dim(M, threads_m, a.gemm_regs_m);
+    const int64_t smem = (tn.tile * tm.tile + kt * (tn.tile + tm.tile)) * elem_bytes;
+    if (smem <= static_cast<int64_t>(a.smem_per_block_kb) * 1024 || threads_m == 1) break;
+    threads_m /= 2;
+  }
+  std::vector<Var> args = out.args();
+  Var n = args[0], m = args[1];
+  Var nb("nb"), mb("mb"), ni("ni"), mi("mi"), nt("nt"), nr("nr"), mt("mt"), mr("mr");
+  out.compute_root()
+      .split(n, nb, ni, static_cast<int>(tn.tile), TailStrategy::ShiftInwards)
+      .split(m, mb, mi, static_cast<int>(tm.tile), TailStrategy::ShiftInwards)
+      .split(ni, nr, nt, static_cast<int>(tn.threads))
+      .split(mi, mr, mt, static_cast<int>(tm.threads));
+  std::vector<VarOrRVar> order{nr, mr, nt, mt, nb, mb};
+  Var batch;
+  if (args.size() > 2) {
+    batch = args[2];
+    for (size_t d = 3; d < args.size(); ++d) {
+      Var fused("fb" + std::to_string(d));
+      out.fuse(batch, args[d], fused);
+      batch = fused;
+    }
+    order.emplace_back(batch);
+  }
+  out.reorder(order).unroll(nr).unroll(mr).gpu_threads(nt, mt);
+  if (args.size() > 2) out.gpu_blocks(nb, mb, batch);
+  else out.gpu_blocks(nb, mb);
+
+  // acc: the block's tile, in shared memory; each thread owns a contiguous micro-tile.
+  acc.compute_at(out, nb);
+  std::vector<Var> acc_args = acc.args();
+  Var an = acc_args[0], am = acc_args[1], ant("ant"), anr("anr"), amt("amt"), amr("amr");
+  const int rn = static_cast<int>(tn.regs), rm = static_cast<int>(tm.regs);
+  acc.split(an, ant, anr, rn).split(am, amt, amr, rm).reorder(anr, amr, ant, amt).gpu_threads(ant, amt);
+  RVar k = rvars_of(acc.update())[0], ko("ko"), ki("ki");
+  Var u("ktile");
+  acc.update().split(k, ko, ki, static_cast<int>(kt), kGuard);
+  Func part = acc.update().rfactor(ko, u);
+  acc.update().split(an, ant, anr, rn).split(am, amt, amr, rm).reorder(anr, amr, ant, amt, ko).gpu_threads(ant, amt);
+  // The micro-tile of one k-tile, in registers: k outermost, the tile unrolled inside.
+  std::vector<Var> part_args = part.args();
+  part.compute_at(acc, ant).store_in(Halide::MemoryType::Register).unroll(part_args[0]).unroll(part_args[1]);
+  part.update().reorder(part_args[0], part_args[1], ki).unroll(part_args[0]).unroll(part_args[1]);
+  // The operands' k-tiles in shared memory, loaded by all threads.
+  std::vector<Halide::Internal::Function> staged;
+  for (Func operand : operands) {
+    bool seen = false;  // matmul(x, x) reads one Func twice: stage it once
+    for (const auto& f : staged) seen = seen || f.same_as(operand.function());
+    if (seen) continue;
+    staged.push_back(operand.function());
+    Func tile = operand.in(part);
+    std::vector<Var> ta = tile.args();
+    Var o0("o0"), t0("t0"), o1("o1"), t1("t1");
+    tile.compute_at(acc, ko)
+        .split(ta[0], o0, t0, static_cast<int>(tn.threads), kGuard)
+        .split(ta[1], o1, t1, static_cast<int>(tm.threads), kGuard)
+        .reorder(o0, o1, t0, t1)
+        .gpu_threads(t0, t1);
+  }
+  std::ostringstream how;
+  how << "root, GPU tiled matmul: block tiles " << tn.tile << "x" << tm.tile << " (n x m, " << tn.threads * tm.threads
+      << " threads, " << rn << "x" << rm << " registers each), k-tiles of " << kt
+      << " staged in shared memory, edges shifted inwards";
+  return how.str();
+}
+
+// ---- cross_entropy -------------------------------------------------------------------
+
+// The row max and row sum (stages 0, 1) are each computed row-wise into a
+// buffer of their own (their wrappers own the rows); the loss total and the
+// count (stages 2, 3) are grid reductions over the rows; the result is one
+// GPU thread.
+std::string schedule_cross_entropy(Func out, const std::vector<Func>& stages, const Shape& logits, const CudaArch& a) {
+  const int64_t rows = logits[0], classes = logits[1];
+  std::string how;
+  for (int i = 0; i < 2; ++i) {
+    Func stage = stages[i];
+    Func rowwise = stage.in();
+    how += (i ? "; " : "") + short_name(stage) + " at root: " +
+           schedule_rows(rowwise, false, classes, {rows}, {rows}, {stage}, a);
+  }
+  out.compute_root().gpu_single_thread();
+  for (int i = 2; i < 4; ++i) how += "; " + reduce_grid(stages[i], rows, a);
+  return "one GPU thread; " + how;
+}
+
+// ---- fused outputs -----------------------------------------------------------------------
+
+// A kernel with several pointwise outputs of one shape (partition.h): each
+// becomes a copy of its node's Func, tiled alike, and all are computed in
+// the last one's loop nest (one GPU kernel reading their common inputs once).
+std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, const CudaArch& a) {
+  const std::vector<int64_t> ext = halide_extents(g.node(L.output_nodes.back()).type.shape);
+  Tiled last;
+  for (size_t i = 0; i < L.outputs.size(); ++i) {
+    Func node = L.funcs[L.output_nodes[i]];
+    Func out(node.name() + "_out");
+    out(node.args()) = node(node.args());
+    last = root_on_gpu(out, ext, a);
+    L.outputs[i] = out;
+  }
+  for (size_t i = 0; i + 1 < L.outputs.size(); ++i) L.outputs[i].compute_with(L.outputs.back(), last.inner);
+  return "  outputs: " + last.how + ", all in one GPU kernel\n";
+}
+
+}  // namespace
+
+std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target& target, const CudaArch& a) {
+  if (!target.has_feature(Halide::Target::CUDA))
+    fail("schedule ", a.name, ": target ", target.to_string(), " has no CUDA feature");
+  const bool fused = L.outputs.size() > 1;
+  std::vector<bool> is_output(g.nodes.size(), false);
+  if (!fused)
+    for (int o : L.output_nodes) is_output[o] = true;
+  std::ostringstream log;
+  for (const Node& node : g.nodes) {
+    if (node.is_leaf() && node.op != "constant") continue;
+    Func f = L.funcs[node.id];
+    const std::vector<Func>& stages = L.stages[node.id];
+    const bool root = is_materialized(node) || is_output[node.id];
+    const Shape& shape = node.type.shape;
+    const std::vector<int64_t> ext = halide_extents(shape);
+    std::string what;
+    if (!root) {
+      // Inlined; a gather op's scatter table (embedding_grad) is still computed at root.
+      what = "inline";
+      for (Func s : stages) what += "; " + short_name(s) + ": " + stage_on_gpu(s, ext, a).how;
+    } else if ((node.op == "matmul" || node.op == "linear") && stages.size() == 1 && node.type.rank() >= 2) {
+      const int64_t K = g.node(node.inputs[0]).type.shape.back();
+      const int bytes = std::max<int>(4, static_cast<int>(dtype_size(node.type.dtype)));  // f16 accumulates in f32
+      what = schedule_gemm(f, stages[0], {L.funcs[node.inputs[0]], L.funcs[node.inputs[1]]}, shape, K, bytes, a);
+    } else if (node.op == "sum" || node.op == "mean" || node.op == "max") {
+      what = schedule_reduction(f, stages[0], node, g.node(node.inputs[0]).type.shape, a);
+    } else if (((node.op == "softmax" || node.op == "log_softmax") && node.type.rank() >= 1 &&
+                normalize_axis(attr_int(node.attrs, "axis", node.op), node.type.rank()) == node.type.rank() - 1) ||
+               ((node.op == "layer_norm" || node.op == "rms_norm") && node.type.rank() >= 1)) {
+      // Rows along the last dim; the stages (row max and sum, mean and
+      // variance) have the row dims.
+      const std::vector<int64_t> rows(ext.begin() + 1, ext.end());
+      what = schedule_rows(f, true, shape.back(), rows, rows, stages, a);
+    } else if (node.op == "cross_entropy" && stages.size() == 4) {
+      what = schedule_cross_entropy(f, stages, g.node(node.inputs[0]).type.shape, a);
+    } else {
+      // Everything else: internal stages at root, tiled over their own dims
+      // (reductions serial per element, scatters as scatter_update says),
+      // then the node itself.
+      std::vector<std::string> parts;
+      for (Func s : stages) parts.push_back(short_name(s) + ": " + stage_on_gpu(s, {}, a).how);
+      what = root_on_gpu(f, ext, a).how;
+      for (const std::string& p : parts) what += "; " + p;
+    }
+    log << "  " << node.name << " (" << node.op << "): " << what << "\n";
+  }
+  // Outputs that are copies of leaves or of another output.
+  for (size_t i = 0; i < L.outputs.size(); ++i)
+    if (!fused && !L.outputs[i].function().same_as(L.funcs[L.output_nodes[i]].function()))
+      root_on_gpu(L.outputs[i], halide_extents(g.node(L.output_nodes[i]).type.shape), a);
+  if (fused) log << schedule_fused_outputs(L, g, a);
+  // Static shapes: every output's bounds are constants.
+  for (size_t i = 0; i < L.outputs.size(); ++i) {
+    const std::vector<int64_t> ext = halide_extents(g.node(L.output_nodes[i]).type.shape);
+    std::vector<Var> args = L.outputs[i].args();
+    for (size_t d = 0; d < args.size() && d < ext.size(); ++d)
+      L.outputs[i].bound(args[d], 0, static_cast<int>(ext[d]));
+  }
+  return log.str();
+}
+
+const CudaArch& cuda_arch(int sm) {
+  if (sm == 80) return cuda_sm80_arch();
+  if (sm == 90) return cuda_sm90_arch();
+  fail("no CUDA schedule set for sm", sm, " (there are cuda_sm80 and cuda_sm90)");
+}
+
+}  // namespace tessera
