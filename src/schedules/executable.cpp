@@ -19,6 +19,7 @@
 #include "memory_plan.h"
 #include "partition.h"
 #include "target.h"
+#include "thread_pool.h"
 #include "tessera/error.h"
 #include "tessera/passes.h"
 #include "tessera/runtime.h"
@@ -90,6 +91,12 @@ Halide::Buffer<> halide_view(const Buffer& b) {
                           dims.data());
 }
 
+// Parallel loops of JIT kernels run on Tessera's spinning pool (thread_pool.h).
+int do_par_for(Halide::JITUserContext* ctx, int (*fn)(Halide::JITUserContext*, int, uint8_t*), int min, int size,
+               uint8_t* closure) {
+  return ThreadPool::global().parallel_for(ctx, fn, min, size, closure);
+}
+
 std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const Target& target,
                                                      const std::string& context) {
   std::string key = target.str() + "\n" + print(kernel);
@@ -105,6 +112,7 @@ std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const 
     k->lowered = lower_to_halide(kernel);
     k->schedule = schedule_cpu_x86(k->lowered, kernel, k->halide_target);
     k->pipeline = Halide::Pipeline(k->lowered.outputs);
+    k->pipeline.jit_handlers().custom_do_par_for = &do_par_for;
     k->pipeline.compile_jit(k->halide_target);
   } catch (const Halide::Error& e) {
     fail("compile: Halide rejected ", context, " for ", target.str(), ": ", e.what());
@@ -197,7 +205,8 @@ Buffer& ensure(Buffer& b, const TensorType& type) {
 
 Executable compile(const Graph& graph, const Target& target) {
   if (target.cuda_sm)
-    fail("compile: target '", target.str(), "' needs the CUDA runtime, which this build does not have yet; use 'host'");
+    fail("compile: target '", target.str(), "' needs the CUDA runtime, which this build does not have yet; use 'host' "
+         "(CUDA kernels already compile ahead of time: tessera_add_generator, generators/)");
   std::string key = target.str() + "\n" + print(graph);
   {
     std::lock_guard<std::mutex> lock(cache_mutex);
