@@ -1,0 +1,132 @@
+// Named models for generators (see registered_model in models.h): the MLP
+// and GPT training steps (forward, backward, AdamW update in one graph) and
+// their forward graphs, sized by key=value parameters. Building graphs only;
+// nothing here compiles or runs them.
+#include <set>
+#include <sstream>
+
+#include "tessera/autodiff.h"
+#include "tessera/error.h"
+#include "tessera/models.h"
+#include "tessera/optimizer.h"
+
+namespace tessera {
+
+namespace {
+
+// Reads key=value parameters, refusing keys the model does not know.
+class Params {
+ public:
+  Params(const std::string& model, const std::map<std::string, std::string>& values) : model_(model), values_(values) {}
+
+  int64_t integer(const std::string& key, int64_t fallback) {
+    const std::string* v = take(key);
+    if (!v) return fallback;
+    try {
+      size_t used = 0;
+      int64_t x = std::stoll(*v, &used);
+      if (used == v->size() && x > 0) return x;
+    } catch (const std::exception&) {
+    }
+    fail("model '", model_, "': parameter ", key, "=", *v, " is not a positive integer");
+  }
+  double real(const std::string& key, double fallback) {
+    const std::string* v = take(key);
+    if (!v) return fallback;
+    try {
+      size_t used = 0;
+      double x = std::stod(*v, &used);
+      if (used == v->size()) return x;
+    } catch (const std::exception&) {
+    }
+    fail("model '", model_, "': parameter ", key, "=", *v, " is not a number");
+  }
+  std::string text(const std::string& key, const std::string& fallback) {
+    const std::string* v = take(key);
+    return v ? *v : fallback;
+  }
+  std::vector<int64_t> integers(const std::string& key, std::vector<int64_t> fallback) {
+    const std::string* v = take(key);
+    if (!v) return fallback;
+    std::vector<int64_t> out;
+    std::stringstream ss(*v);
+    for (std::string item; std::getline(ss, item, ',');) {
+      Params one(model_, {{key, item}});
+      out.push_back(one.integer(key, 0));
+    }
+    return out;
+  }
+  // Throws Error naming any parameter that was not read.
+  void done() const {
+    for (const auto& [key, value] : values_)
+      if (!used_.count(key)) fail("model '", model_, "' has no parameter '", key, "' (given ", key, "=", value, ")");
+  }
+
+ private:
+  const std::string* take(const std::string& key) {
+    auto it = values_.find(key);
+    if (it == values_.end()) return nullptr;
+    used_.insert(key);
+    return &it->second;
+  }
+  std::string model_;
+  std::map<std::string, std::string> values_;
+  std::set<std::string> used_;
+};
+
+MlpConfig mlp_config(Params& p) {
+  MlpConfig c;
+  c.sizes = p.integers("sizes", c.sizes);
+  c.batch = p.integer("batch", c.batch);
+  c.activation = p.text("activation", c.activation);
+  return c;
+}
+
+GptConfig gpt_config(Params& p) {
+  GptConfig c;
+  c.vocab_size = p.integer("vocab_size", 96);
+  c.block_size = p.integer("block_size", 64);
+  c.n_layer = p.integer("n_layer", 1);
+  c.n_head = p.integer("n_head", 4);
+  c.n_embd = p.integer("n_embd", 64);
+  c.batch = p.integer("batch", 8);
+  return c;
+}
+
+AdamWOptions adamw_options(Params& p) {
+  AdamWOptions o;
+  o.beta1 = p.real("beta1", o.beta1);
+  o.beta2 = p.real("beta2", o.beta2);
+  o.eps = p.real("eps", o.eps);
+  o.weight_decay = p.real("weight_decay", o.weight_decay);
+  o.max_grad_norm = p.real("max_grad_norm", o.max_grad_norm);
+  return o;
+}
+
+}  // namespace
+
+std::vector<std::string> registered_models() { return {"gpt", "gpt_train_step", "mlp", "mlp_train_step"}; }
+
+Graph registered_model(const std::string& name, const std::map<std::string, std::string>& params) {
+  Params p(name, params);
+  Graph g;
+  if (name == "mlp") {
+    g = mlp(mlp_config(p));
+  } else if (name == "mlp_train_step") {
+    MlpConfig c = mlp_config(p);
+    g = adamw(differentiate(mlp(c)), adamw_options(p));
+  } else if (name == "gpt") {
+    g = gpt(gpt_config(p));
+  } else if (name == "gpt_train_step") {
+    GptConfig c = gpt_config(p);
+    g = adamw(differentiate(gpt(c)), adamw_options(p));
+  } else {
+    std::string known;
+    for (const std::string& m : registered_models()) known += (known.empty() ? "" : ", ") + m;
+    fail("no registered model '", name, "' (known: ", known, ")");
+  }
+  p.done();
+  return g;
+}
+
+}  // namespace tessera
