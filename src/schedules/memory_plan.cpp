@@ -111,7 +111,8 @@ MemoryPlan plan_memory(const Graph& g, const std::vector<Kernel>& kernels) {
 
 std::string MemoryPlan::text(const Graph& g) const {
   std::ostringstream os;
-  os << "memory plan: " << slots.size() << " intermediates in an arena of " << peak << " bytes (" << total
+  os << "memory plan: " << slots.size() << (slots.size() == 1 ? " intermediate" : " intermediates")
+     << " in an arena of " << peak << " bytes (" << total
      << " without reuse)\n";
   for (const Slot& s : slots) {
     const Node& node = g.nodes[s.node];
