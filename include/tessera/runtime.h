@@ -118,6 +118,8 @@ class Executable {
   std::shared_ptr<const CompiledGraph> impl_;
   double compile_seconds_ = 0;
   friend Executable compile(const Graph&, const Target&);
+  friend Executable compile(const Graph&, const Target&, const struct CompileOptions&);
+  friend std::string kernel_stmt(const Executable&, const std::string&);
 };
 
 // Lowers, schedules and JIT-compiles `graph` for `target` (cached by the

@@ -11,7 +11,10 @@
 #include <iomanip>
 #include <sstream>
 #include <cstring>
+#include <fstream>
 #include <mutex>
+#include <set>
+#include <unistd.h>
 
 #include "cpu_x86.h"
 #include "halide_util.h"
@@ -23,6 +26,7 @@
 #include "tessera/error.h"
 #include "tessera/passes.h"
 #include "tessera/runtime.h"
+#include "tessera/schedule.h"
 #include "tessera/text.h"
 
 namespace tessera {
@@ -97,10 +101,11 @@ int do_par_for(Halide::JITUserContext* ctx, int (*fn)(Halide::JITUserContext*, i
   return ThreadPool::global().parallel_for(ctx, fn, min, size, closure);
 }
 
+// Compiles one kernel, with the default schedule or `custom` (not cached).
 std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const Target& target,
-                                                     const std::string& context) {
+                                                     const std::string& context, const ScheduleOverride* custom) {
   std::string key = target.str() + "\n" + print(kernel);
-  {
+  if (!custom) {
     std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = kernel_cache().find(key);
     if (it != kernel_cache().end()) return it->second;
@@ -110,13 +115,20 @@ std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const 
   k->halide_target = halide_target(target);
   try {
     k->lowered = lower_to_halide(kernel);
-    k->schedule = schedule_cpu_x86(k->lowered, kernel, k->halide_target);
+    if (custom) {
+      KernelSchedule view{kernel, k->lowered.funcs, k->lowered.stages, k->lowered.outputs, k->halide_target};
+      k->schedule = "  (override) " + (*custom)(view) + "\n";
+    } else {
+      k->schedule = schedule_cpu_x86(k->lowered, kernel, k->halide_target);
+    }
     k->pipeline = Halide::Pipeline(k->lowered.outputs);
     k->pipeline.jit_handlers().custom_do_par_for = &do_par_for;
     k->pipeline.compile_jit(k->halide_target);
   } catch (const Halide::Error& e) {
-    fail("compile: Halide rejected ", context, " for ", target.str(), ": ", e.what());
+    fail("compile: Halide rejected ", context, custom ? " (its schedule override)" : "", " for ", target.str(), ": ",
+         e.what());
   }
+  if (custom) return k;
   std::lock_guard<std::mutex> lock(cache_mutex);
   return kernel_cache().emplace(key, k).first->second;
 }
@@ -138,11 +150,12 @@ std::string describe(const Graph& g, const std::vector<int>& roots) {
   return what + " of graph '" + g.name + "'";
 }
 
-std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
+std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target, const CompileOptions& options) {
   auto start = std::chrono::steady_clock::now();
   verify(graph, {true});
   if (graph.outputs.empty()) fail("compile: graph '", graph.name, "' has no outputs");
   auto c = std::make_shared<CompiledGraph>();
+  std::set<std::string> overridden;
   c->graph = graph;
   c->target = target;
   std::vector<Kernel> kernels = partition(graph);
@@ -165,9 +178,17 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target) {
       for (size_t i = 0; i < k.roots.size(); ++i)
         header += (i ? ", out" : " out") + std::to_string(i) + " = " + graph.nodes[k.roots[i]].name;
     }
-    c->steps.push_back({compile_kernel(k.graph, target, context), std::move(k.inputs), std::move(k.roots)});
+    auto custom = options.schedules.find(graph.nodes[k.roots.back()].name);
+    if (custom != options.schedules.end()) overridden.insert(custom->first);
+    c->steps.push_back({compile_kernel(k.graph, target, context,
+                                       custom != options.schedules.end() ? &custom->second : nullptr),
+                        std::move(k.inputs), std::move(k.roots)});
     c->schedule += header + "\n" + c->steps.back().kernel->schedule;
   }
+  for (const auto& [name, fn] : options.schedules)
+    if (!overridden.count(name))
+      fail("compile: a schedule override names '", name, "', which is no kernel of graph '", graph.name,
+           "' (kernels are named after the node they compute; see Executable::schedule_text())");
   std::string plan = c->memory.text(graph);
   c->schedule += plan.substr(0, plan.find('\n') + 1);  // the summary line
   c->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -203,6 +224,43 @@ Buffer& ensure(Buffer& b, const TensorType& type) {
 
 }  // namespace
 
+Executable compile(const Graph& graph, const Target& target, const CompileOptions& options) {
+  if (options.schedules.empty()) return compile(graph, target);
+  if (target.cuda_sm) return compile(graph, target);  // refused there
+  std::shared_ptr<CompiledGraph> c = build(graph, target, options);
+  Executable e(c);
+  e.compile_seconds_ = c->seconds;
+  return e;
+}
+
+std::string kernel_stmt(const Executable& exe, const std::string& kernel) {
+  if (!exe.impl_) fail("kernel_stmt: not compiled");
+  const CompiledGraph& c = *exe.impl_;
+  for (const CompiledGraph::Step& step : c.steps) {
+    if (c.graph.nodes[step.roots.back()].name != kernel) continue;
+    char path[] = "/tmp/tessera_stmt_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) fail("kernel_stmt: cannot create a temporary file");
+    close(fd);
+    std::string text;
+    try {
+      std::vector<Halide::Argument> args(step.kernel->lowered.args.begin(), step.kernel->lowered.args.end());
+      const_cast<Halide::Pipeline&>(step.kernel->pipeline).compile_to_lowered_stmt(path, args, Halide::Text,
+                                                                                    step.kernel->halide_target);
+      std::ifstream f(path);
+      std::stringstream ss;
+      ss << f.rdbuf();
+      text = ss.str();
+    } catch (const Halide::Error& e) {
+      std::remove(path);
+      fail("kernel_stmt: Halide could not lower kernel '", kernel, "': ", e.what());
+    }
+    std::remove(path);
+    return text;
+  }
+  fail("kernel_stmt: graph '", c.graph.name, "' has no kernel '", kernel, "'");
+}
+
 Executable compile(const Graph& graph, const Target& target) {
   if (target.cuda_sm)
     fail("compile: target '", target.str(), "' needs the CUDA runtime, which this build does not have yet; use 'host' "
@@ -213,7 +271,7 @@ Executable compile(const Graph& graph, const Target& target) {
     auto it = graph_cache().find(key);
     if (it != graph_cache().end()) return Executable(it->second);
   }
-  std::shared_ptr<CompiledGraph> c = build(graph, target);
+  std::shared_ptr<CompiledGraph> c = build(graph, target, CompileOptions{});
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto [it, inserted] = graph_cache().emplace(key, c);
   Executable e(it->second);
