@@ -39,6 +39,7 @@ struct KernelSchedule {
   std::vector<Halide::Func>& funcs;                // by node id of `graph`
   std::vector<std::vector<Halide::Func>>& stages;  // internal stages per node (e.g. a matmul's accumulator)
   std::vector<Halide::Func>& outputs;              // the pipeline's outputs, in graph output order
+  std::vector<Halide::ImageParam>& args;           // the kernel's input buffers (for estimates)
   const Halide::Target& target;
 };
 

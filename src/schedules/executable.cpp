@@ -116,7 +116,8 @@ std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const 
   try {
     k->lowered = lower_to_halide(kernel);
     if (custom) {
-      KernelSchedule view{kernel, k->lowered.funcs, k->lowered.stages, k->lowered.outputs, k->halide_target};
+      KernelSchedule view{kernel, k->lowered.funcs, k->lowered.stages, k->lowered.outputs, k->lowered.args,
+                          k->halide_target};
       k->schedule = "  (override) " + (*custom)(view) + "\n";
     } else {
       k->schedule = schedule_cpu_x86(k->lowered, kernel, k->halide_target);
