@@ -26,24 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// "t3 (sum)", or "t60+t75 (add, sub)" for a kernel with several outputs.
-std::string kernel_label(const Graph& g, const std::vector<int>& roots) {
-  std::string names, ops;
-  for (int r : roots) {
-    names += (names.empty() ? "" : "+") + g.nodes[r].name;
-    ops += (ops.empty() ? "" : ", ") + g.nodes[r].op;
-  }
-  return names + " (" + ops + ")";
-}
-
-// "node 't3' (sum) of graph 'mlp'", for messages.
-std::string describe_kernel(const Graph& g, const std::vector<int>& roots) {
-  const Node& n = g.nodes[roots[0]];
-  std::string what =
-      roots.size() > 1 ? "nodes " + kernel_label(g, roots) : "node '" + n.name + "' (" + n.op + ")";
-  return what + " of graph '" + g.name + "'";
-}
-
 // The constant regions that a module's bounds checks demand of its buffers:
 // Halide asserts, before running anything, that each input covers what the
 // schedule reads of it and each output what it writes
@@ -196,7 +178,7 @@ CudaCompileResult compile_cuda(const Graph& graph, const Target& target, const C
   int index = 0;
   for (const Kernel& k : partition(graph)) {
     CudaKernelInfo info;
-    info.name = kernel_label(graph, k.roots);
+    info.name = kernel_name(graph, k.roots);
     info.header = "kernel " + info.name;
     for (size_t i = 0; i < k.inputs.size(); ++i)
       info.header += (i ? ", in" : " reads in") + std::to_string(i) + " = " + graph.nodes[k.inputs[i]].name;

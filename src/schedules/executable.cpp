@@ -134,23 +134,6 @@ std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const 
   return kernel_cache().emplace(key, k).first->second;
 }
 
-// "t3 (sum)", or "t60+t75 (add, sub)" for a kernel with several outputs.
-std::string kernel_name(const Graph& g, const std::vector<int>& roots) {
-  std::string names, ops;
-  for (int r : roots) {
-    names += (names.empty() ? "" : "+") + g.nodes[r].name;
-    ops += (ops.empty() ? "" : ", ") + g.nodes[r].op;
-  }
-  return names + " (" + ops + ")";
-}
-
-// "node 't3' (sum) of graph 'mlp'", for messages; "nodes t60+t75 (add, sub) of ..." for several.
-std::string describe(const Graph& g, const std::vector<int>& roots) {
-  const Node& n = g.nodes[roots[0]];
-  std::string what = roots.size() > 1 ? "nodes " + kernel_name(g, roots) : "node '" + n.name + "' (" + n.op + ")";
-  return what + " of graph '" + g.name + "'";
-}
-
 std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target, const CompileOptions& options) {
   auto start = std::chrono::steady_clock::now();
   verify(graph, {true});
@@ -170,7 +153,7 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target, c
   c->schedule = "graph '" + graph.name + "': " + std::to_string(kernels.size()) + " kernels, cpu_x86 schedule for " +
                 ht.to_string() + " (" + std::to_string(ht.natural_vector_size<float>()) + " f32 lanes)\n";
   for (Kernel& k : kernels) {
-    std::string context = describe(graph, k.roots);
+    std::string context = describe_kernel(graph, k.roots);
     std::string header = "kernel " + kernel_name(graph, k.roots);
     for (size_t i = 0; i < k.inputs.size(); ++i)
       header += (i ? ", in" : " reads in") + std::to_string(i) + " = " + graph.nodes[k.inputs[i]].name;
@@ -213,7 +196,7 @@ void run_kernel(const CompiledKernel& k, const std::vector<const Buffer*>& input
     Halide::Realization r(out_views);
     const_cast<Halide::Pipeline&>(k.pipeline).realize(r, k.halide_target, params);
   } catch (const Halide::Error& e) {
-    fail("run: ", describe(g, roots), ": ", e.what());
+    fail("run: ", describe_kernel(g, roots), ": ", e.what());
   }
 }
 

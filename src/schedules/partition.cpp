@@ -136,4 +136,19 @@ std::vector<Kernel> partition(const Graph& g) {
   return kernels;
 }
 
+std::string kernel_name(const Graph& g, const std::vector<int>& roots) {
+  std::string names, ops;
+  for (int r : roots) {
+    names += (names.empty() ? "" : "+") + g.nodes[r].name;
+    ops += (ops.empty() ? "" : ", ") + g.nodes[r].op;
+  }
+  return names + " (" + ops + ")";
+}
+
+std::string describe_kernel(const Graph& g, const std::vector<int>& roots) {
+  const Node& n = g.nodes[roots[0]];
+  std::string what = roots.size() > 1 ? "nodes " + kernel_name(g, roots) : "node '" + n.name + "' (" + n.op + ")";
+  return what + " of graph '" + g.name + "'";
+}
+
 }  // namespace tessera

@@ -21,6 +21,7 @@
 // This does not plan memory or fuse across reductions and contractions.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "tessera/graph.h"
@@ -40,5 +41,12 @@ struct Kernel {
 // Kernels in topological order, covering every materialized or output node.
 // Graph outputs that are graph inputs or params need no kernel (they are copied).
 std::vector<Kernel> partition(const Graph& g);
+
+// "t3 (sum)", or "t60+t75 (add, sub)" for a kernel with several outputs.
+std::string kernel_name(const Graph& g, const std::vector<int>& roots);
+
+// "node 't3' (sum) of graph 'mlp'", or "nodes t60+t75 (add, sub) of graph
+// 'mlp'", for error messages.
+std::string describe_kernel(const Graph& g, const std::vector<int>& roots);
 
 }  // namespace tessera
