@@ -1,7 +1,7 @@
 // Trains the MLP 784-256-10 (batch 64, AdamW) with the ahead-of-time
 // compiled training step `mlp_step` (generators/CMakeLists.txt): this
-// program links that generated library and the Halide runtime headers only,
-// not libHalide or libtessera. Data: one synthetic batch whose labels come
+// program links that generated library, the Halide runtime headers and
+// Tessera's thread pool only, not libHalide or libtessera. Data: one synthetic batch whose labels come
 // from a fixed random linear teacher. Prints the variant the library picked,
 // the loss as it falls and the time per step.
 #include <chrono>

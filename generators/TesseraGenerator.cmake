@@ -4,7 +4,8 @@
 # tessera_generator to compile a registered model (include/tessera/models.h)
 # for each target, and makes a static library <name> with a header <name>.h
 # (class tessera_aot::<name>: typed Inputs/Outputs, run(), variant()).
-# The library links the Halide runtime headers only, not libHalide.
+# The library links the Halide runtime headers and Tessera's thread pool
+# (runtime/thread_pool.h) only, not libHalide.
 function(tessera_add_generator)
   cmake_parse_arguments(ARG "" "NAME;MODEL" "TARGETS;PARAMS" ${ARGN})
   if(NOT ARG_NAME OR NOT ARG_MODEL OR NOT ARG_TARGETS)
@@ -33,5 +34,5 @@ function(tessera_add_generator)
   # The runner and the one Halide runtime; each variant is a library of one object per kernel.
   add_library(${ARG_NAME} STATIC ${dir}/${ARG_NAME}.cpp ${runtime})
   target_include_directories(${ARG_NAME} PUBLIC ${dir})
-  target_link_libraries(${ARG_NAME} PUBLIC ${variants} Halide::Runtime Threads::Threads ${CMAKE_DL_LIBS})
+  target_link_libraries(${ARG_NAME} PUBLIC ${variants} tessera_thread_pool Halide::Runtime Threads::Threads ${CMAKE_DL_LIBS})
 endfunction()
