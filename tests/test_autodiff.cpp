@@ -30,6 +30,7 @@
 #include "tessera/autodiff.h"
 #include "tessera/tessera.h"
 #include "vjp.h"
+#include "test_util.h"
 
 namespace tessera {
 namespace {
@@ -386,20 +387,8 @@ namespace {
 
 // ---- differentiate(): structure and errors ------------------------------------------
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool has_output(const Graph& g, const std::string& name) {
-  for (const GraphOutput& o : g.outputs)
-    if (o.name == name) return true;
-  return false;
-}
+using test_util::error_of;
+using test_util::has_output;
 
 TEST(Autodiff, TensorUsedSeveralTimesAccumulates) {
   GraphBuilder b("multi");

@@ -23,6 +23,7 @@
 #include "tessera/autodiff.h"
 #include "tessera/tessera.h"
 #include "tessera/trainer.h"
+#include "test_util.h"
 
 namespace tessera {
 namespace {
@@ -38,20 +39,8 @@ uint32_t fresh_seed() {
   const uint32_t seed = fresh_seed(); \
   SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with TESSERA_TEST_SEED=" + std::to_string(seed) + ")")
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool has_output(const Graph& g, const std::string& name) {
-  for (const GraphOutput& o : g.outputs)
-    if (o.name == name) return true;
-  return false;
-}
+using test_util::error_of;
+using test_util::has_output;
 
 // A graph whose loss is the sum of one define over param x of shape `xs`.
 Graph one_define(const Shape& xs, const Shape& out, const std::function<Expr(Tensor, const std::vector<Var>&)>& body) {

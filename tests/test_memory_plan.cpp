@@ -14,6 +14,7 @@
 #include "memory_plan.h"
 #include "partition.h"
 #include "reference/reference.h"
+#include "test_util.h"
 
 using namespace tessera;
 
@@ -40,49 +41,18 @@ void expect_valid(const Graph& g, const MemoryPlan& plan) {
   }
 }
 
-std::map<std::string, Buffer> random_args(const Graph& g, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(-1, 1);
-  std::map<std::string, Buffer> args;
-  for (const Node& n : g.nodes) {
-    if (n.op != "input" && n.op != "param") continue;
-    std::vector<double> v(numel(n.type.shape));
-    const bool integer = !is_float(n.type.dtype);
-    for (size_t i = 0; i < v.size(); ++i) v[i] = integer ? static_cast<double>(rng() % 5) : u(rng);
-    if (n.name == "optim.step") v.assign(v.size(), 3);
-    if (n.name.find("exp_avg_sq") != std::string::npos)
-      for (double& x : v) x = x * x;  // second moments are non-negative
-    args[n.name] = Buffer::from(v, n.type.shape, n.type.dtype);
-  }
-  return args;
-}
-
-// Runs `g` with freed buffers poisoned and compares with the reference; checks
-// the plan and the measured high-water mark.
-void expect_matches(const Graph& g, const std::map<std::string, Buffer>& got,
-                    const std::map<std::string, ref::RefTensor>& want, double tol, const char* when) {
-  for (const auto& [name, w] : want) {
-    std::vector<double> a = got.at(name).to_f64();
-    int bad = 0;
-    for (size_t i = 0; i < a.size(); ++i)
-      if (!(std::fabs(a[i] - w.data[i]) <= tol * (1 + std::fabs(w.data[i]))) && bad++ < 3)
-        ADD_FAILURE() << g.name << " " << when << ", output " << name << "[" << i << "]: got " << a[i]
-                      << ", expected " << w.data[i];
-  }
-}
-
 // Runs `g` with freed buffers poisoned, then without (the arena keeps what
 // the last readers left, so the high-water mark shows), comparing both runs
 // with the reference; checks the plan and the measured high-water mark.
 void check_graph(const Graph& g, double tol) {
   expect_valid(g, plan_memory(g, partition(g)));
-  auto args = random_args(g, std::random_device{}());
+  auto args = test_util::random_args(g, std::random_device{}());
   auto want = ref::evaluate(g, ref::from_buffers(args));
   Executable exe = compile(g);
   setenv("TESSERA_POISON_FREED", "1", 1);
-  expect_matches(g, exe.run(args), want, tol, "with freed buffers poisoned");
+  test_util::expect_outputs_close(exe.run(args), want, tol, g.name + " with freed buffers poisoned");
   unsetenv("TESSERA_POISON_FREED");
-  expect_matches(g, exe.run(args), want, tol, "without poisoning");
+  test_util::expect_outputs_close(exe.run(args), want, tol, g.name + " without poisoning");
   MemoryStats m = exe.memory_stats();
   EXPECT_EQ(m.arena_bytes, m.planned_peak) << exe.memory_plan_text();
   EXPECT_EQ(m.high_water, m.planned_peak) << exe.memory_plan_text();

@@ -11,6 +11,7 @@
 #include <regex>
 
 #include "reference/reference.h"
+#include "test_util.h"
 
 using namespace tessera;
 
@@ -22,19 +23,6 @@ Graph two_layers() {
   Tensor h = relu(linear(x, g.param("w1", {61, 53}), g.param("b1", {61})));
   g.output("y", sum(linear(h, g.param("w2", {5, 61})), {1}));
   return g.build();
-}
-
-std::map<std::string, Buffer> random_args(const Graph& g) {
-  std::mt19937 rng(std::random_device{}());
-  std::uniform_real_distribution<double> u(-1, 1);
-  std::map<std::string, Buffer> args;
-  for (const Node& n : g.nodes)
-    if (n.op == "input" || n.op == "param") {
-      std::vector<double> v(numel(n.type.shape));
-      for (double& x : v) x = u(rng);
-      args[n.name] = Buffer::from(v, n.type.shape);
-    }
-  return args;
 }
 
 // The statement with Halide's numbered temporaries (t123) renamed, so that
@@ -74,7 +62,7 @@ TEST(ScheduleOverride, ChangesTheCodeNotTheResults) {
   const std::string last = g.node(g.outputs[0].node).name;
   EXPECT_EQ(normalized(kernel_stmt(custom, last)), normalized(kernel_stmt(plain, last)));
 
-  auto args = random_args(g);
+  auto args = test_util::random_args(g, std::random_device{}());
   auto a = custom.run(args), b = plain.run(args);
   auto want = ref::evaluate(g, ref::from_buffers(args));
   std::vector<double> ya = a.at("y").to_f64(), yb = b.at("y").to_f64();

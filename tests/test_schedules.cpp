@@ -13,38 +13,19 @@
 #include <random>
 
 #include "reference/reference.h"
+#include "test_util.h"
 
 using namespace tessera;
 
 namespace {
 
-std::map<std::string, Buffer> random_args(const Graph& g, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(-1, 1);
-  std::map<std::string, Buffer> args;
-  for (const Node& n : g.nodes) {
-    if (n.op != "input" && n.op != "param") continue;
-    std::vector<double> v(numel(n.type.shape));
-    for (double& x : v) x = u(rng);
-    args[n.name] = Buffer::from(v, n.type.shape, n.type.dtype);
-  }
-  return args;
-}
-
 // Runs `g` compiled for the host and through the reference; every output
 // must agree within rtol/atol. Returns the schedule text.
 std::string expect_matches_reference(const Graph& g, double tol) {
-  auto args = random_args(g, std::random_device{}());
+  auto args = test_util::random_args(g, std::random_device{}());
   Executable exe = compile(g, Target::host());
   auto got = exe.run(args);
-  auto want = ref::evaluate(g, ref::from_buffers(args));
-  for (const auto& [name, w] : want) {
-    std::vector<double> a = got.at(name).to_f64();
-    int bad = 0;
-    for (size_t i = 0; i < a.size(); ++i)
-      if (!(std::fabs(a[i] - w.data[i]) <= tol * (1 + std::fabs(w.data[i]))) && bad++ < 3)
-        ADD_FAILURE() << name << "[" << i << "]: got " << a[i] << ", expected " << w.data[i];
-  }
+  test_util::expect_outputs_close(got, ref::evaluate(g, ref::from_buffers(args)), tol, g.name);
   return exe.schedule_text();
 }
 
