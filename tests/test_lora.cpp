@@ -167,6 +167,29 @@ TEST(Lora, NoDropoutNodeInTheEvalGraphOrWithZeroDropout) {
   EXPECT_EQ(print(remove_lora(eval)), print(block()));
 }
 
+// remove_lora finds the adapters after simplify dropped a scale of 1
+// (alpha == r) and cse ran, and keeps a model's own dropout that feeds both
+// the base and an adapter without dropout.
+TEST(Lora, RemoveAfterPassesAndBesideAModelDropout) {
+  LoraOptions o = block_options();
+  o.alpha = 2;  // = r: scale 1
+  const Graph adapted = PassManager{lora(o), simplify(), cse(), dce()}.run(block());
+  EXPECT_EQ(count_op(adapted, "mul"), 1);  // only the loss's square is left
+  EXPECT_EQ(lora_modules(adapted).size(), 2u);
+  EXPECT_EQ(print(remove_lora(adapted)), print(block()));
+
+  GraphBuilder b("dropped");
+  Tensor x = b.input("x", {4, 5});
+  Tensor w = b.param("fc.weight", {3, 5});
+  b.output("y", linear(dropout(x, 0.5, 3), w));
+  const Graph plain = b.build();
+  o.training = false;
+  o.target_modules = {"fc"};
+  const Graph eval = add_lora(plain, o);
+  EXPECT_EQ(count_op(eval, "dropout"), 1);
+  EXPECT_EQ(print(remove_lora(eval)), print(plain));
+}
+
 // Adapted outputs on fresh random values at an awkward rank-3 input, compiled
 // and by the reference interpreter, against the formula evaluated here by
 // hand in f64: y = base + (alpha / r) * (dropout(x) A^T) B^T. The dropout mask

@@ -36,6 +36,8 @@
 // dropout = 0) no dropout node is added: that is the eval graph. The train and
 // eval graphs have the same params, so trained values plug into either.
 //
+// Run it on a forward graph, before autodiff (differentiate the adapted graph).
+//
 // Training only the adapters: lora_autodiff_options() makes differentiate()
 // give gradients to the adapters alone; the optimizer (optimizer.h) then
 // updates only them. lora_init() is PEFT's initialization for TrainerOptions
@@ -125,7 +127,9 @@ std::map<std::string, Buffer> merge_lora(const std::map<std::string, Buffer>& st
 
 // `g` without its adapters: each adapted node reads its base result again and
 // the adapter nodes and params are gone; node names are kept, so
-// remove_lora(add_lora(g, o)) prints as g. Throws Error when an output still
+// remove_lora(add_lora(g, o)) prints as g. It recognizes the adapters after
+// simplify/cse/dce too (a scale of 1 simplified away), and keeps a dropout
+// that something other than an adapter reads. Throws Error when an output still
 // depends on an adapter param in a way lora() does not build (e.g. the
 // "grad.*" outputs of a joint graph: remove adapters from the forward graph).
 Graph remove_lora(const Graph& g);

@@ -92,13 +92,17 @@ std::map<std::string, Buffer> merge_lora(const std::map<std::string, Buffer>& st
 
 Graph remove_lora(const Graph& g) {
   // Recognizes what lora() builds beside a base node:
-  //   add(base, [cast](mul(linear(linear([dropout](x), A), B), constant)))
-  // and collects the adapter nodes; each add is replaced by its base.
+  //   add(base, [cast]([mul](linear(linear([dropout](x), A), B), constant)))
+  // (the mul may be gone when simplify removed a scale of 1) and collects the
+  // adapter nodes; each add is replaced by its base.
   const int n = static_cast<int>(g.nodes.size());
   std::vector<int> replace(n);
   for (int i = 0; i < n; ++i) replace[i] = i;
   std::vector<bool> adapter(n, false);
-  std::set<int> scales;  // the constants (alpha / r); removed unless something else reads them
+  // The scale constants and dropouts: removed unless something else reads
+  // them (a model's own dropout may feed an adapter directly when the adapter
+  // has none).
+  std::set<int> maybe_shared;
   for (const Node& add : g.nodes) {
     if (add.op != "add" || add.inputs.size() != 2) continue;
     std::vector<int> chain = {add.id};
@@ -107,23 +111,28 @@ Graph remove_lora(const Graph& g) {
       chain.push_back(s);
       s = g.node(s).inputs[0];
     }
-    const Node& mul = g.node(s);
-    if (mul.op != "mul" || mul.inputs.size() != 2 || g.node(mul.inputs[1]).op != "constant") continue;
-    const Node& u = g.node(mul.inputs[0]);
+    int scale = -1;
+    if (g.node(s).op == "mul") {
+      const Node& mul = g.node(s);
+      if (mul.inputs.size() != 2 || g.node(mul.inputs[1]).op != "constant") continue;
+      chain.push_back(s);
+      scale = mul.inputs[1];
+      s = mul.inputs[0];
+    }
+    const Node& u = g.node(s);
     if (u.op != "linear" || u.inputs.size() != 2) continue;
     const Node& b = g.node(u.inputs[1]);
     const Node& h = g.node(u.inputs[0]);
     if (!is_adapter_param(b) || !ends_with(b.name, kBSuffix) || h.op != "linear" || h.inputs.size() != 2) continue;
     const Node& a = g.node(h.inputs[1]);
     if (a.name != lora_a_name(module_of_adapter(b.name)) || a.op != "param") continue;
-    chain.insert(chain.end(), {mul.id, u.id, b.id, h.id, a.id});
-    scales.insert(mul.inputs[1]);
-    if (g.node(h.inputs[0]).op == "dropout") chain.push_back(h.inputs[0]);
+    chain.insert(chain.end(), {u.id, b.id, h.id, a.id});
+    if (scale >= 0) maybe_shared.insert(scale);
+    if (g.node(h.inputs[0]).op == "dropout") maybe_shared.insert(h.inputs[0]);
     for (int id : chain) adapter[id] = true;
     replace[add.id] = replace[add.inputs[0]];
   }
-
-  for (int c : scales) {
+  for (int c : maybe_shared) {
     bool only_adapters = true;
     for (const Node& node : g.nodes)
       for (int in : node.inputs) only_adapters = only_adapters && (in != c || adapter[node.id]);
