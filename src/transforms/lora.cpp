@@ -138,8 +138,9 @@ Graph add_lora(const Graph& g, const LoraOptions& options) {
     if (m.empty() || !selected.count(m)) continue;
     const Node& x = g.node(n.inputs[0]);
     if (!is_float(x.type.dtype) || x.type.rank() < 1 || n.type.rank() < 1)
-      fail("lora: ", n.op, " '", n.name, "' (module '", m, "'): the adapter needs a float input x [..., in] and an output [..., out]; got x '",
-           x.name, "' ", to_string(x.type), " and output ", to_string(n.type));
+      fail("lora: ", n.op, " '", n.name, "' (module '", m,
+           "'): the adapter needs a float input x [..., in] and an output [..., out]; got x '", x.name, "' ",
+           to_string(x.type), " and output ", to_string(n.type));
     Adapted& a = adapted[m];
     const int64_t in = x.type.shape.back(), out = n.type.shape.back();
     if (a.nodes.empty()) {
