@@ -14,7 +14,11 @@
 // a base op (so that a quantized linear can be one later): its first input is
 // x [..., in] and its output is [..., out]; in and out are read from x's and
 // the output's last dims, never from the weight's shape (a packed quantized
-// weight is not [out, in]). The first input x must be a float tensor.
+// weight is not [out, in]). The first input x must be a float tensor. A
+// weight read by several linear-like nodes gets one adapter that all of them
+// use; a weight also read by another op (e.g. a tied embedding) is refused.
+// Adapter params end in ".weight" too: a quantize pass that runs after lora()
+// must skip lora_param_names() (or run before it).
 //
 // Target patterns (a subset of PEFT's):
 //   target_modules  a list; a module matches an entry when its name equals it
@@ -49,7 +53,9 @@
 // dict, W' = W + (alpha / r) B A, and remove_lora() turns the adapted graph
 // back into the plain model's graph, so that the two together compute what
 // the adapted model computed (its eval graph: a merged model has no adapter
-// dropout).
+// dropout). For a quantized base, merge_lora's float weights belong to the
+// unquantized model's graph (e.g. gpt(config)), not to remove_lora's result,
+// which still reads the quantized weights.
 #pragma once
 
 #include <cstdint>
