@@ -4,8 +4,9 @@
 // the base model at initialization, merge equivalence after training with the
 // Trainer (compiled and against the float64 reference interpreter), target
 // pattern matching on the GPT model, a GPT with adapted attention projections
-// whose loss falls, the eval graph without dropout, a stand-in quantized base
-// merged through a dequantizer, and errors. Random values come from fixed
+// whose loss falls, the eval graph without dropout, remove_lora after other
+// passes, a weight shared by two linears, a stand-in quantized base merged
+// through a dequantizer, and errors. Random values come from fixed
 // seeds or from TESSERA_TEST_SEED / std::random_device (named on failure).
 #include <gtest/gtest.h>
 
@@ -471,6 +472,34 @@ TEST(Lora, TargetPatterns) {
   EXPECT_TRUE(contains(e, "target_regex '(c_attn' is not a valid regex")) << e;
   e = error_of([] { adapted_modules({}); });
   EXPECT_TRUE(contains(e, "no target_modules and no target_regex")) << e;
+}
+
+// A weight read by two linear nodes: one adapter that both use (dropout
+// offsets 0 and 3 * 5 = 15), and the merge covers both (reference interpreter).
+TEST(Lora, SharedWeightGetsOneAdapter) {
+  SEEDED(seed);
+  GraphBuilder b("shared");
+  Tensor w = b.param("fc.weight", {2, 5});
+  b.output("y", linear(b.input("x1", {3, 5}), w));
+  b.output("z", linear(b.input("x2", {4, 5}), w));
+  const Graph plain = b.build();
+  LoraOptions o = block_options();
+  o.target_modules = {"fc"};
+  const Graph adapted = add_lora(plain, o);
+  EXPECT_EQ(lora_param_names(adapted), (std::vector<std::string>{"fc.lora_A.weight", "fc.lora_B.weight"}));
+  std::vector<int64_t> offsets;
+  for (const Node& n : adapted.nodes)
+    if (n.op == "dropout") offsets.push_back(std::get<int64_t>(n.attrs.at("offset")));
+  EXPECT_EQ(offsets, (std::vector<int64_t>{0, 15}));
+  EXPECT_EQ(count_op(adapted, "add"), 2);
+  o.training = false;
+  const Graph eval = add_lora(plain, o);
+  auto args = random_buffers(eval, seed);
+  auto margs = merge_lora(args, o);
+  auto with = ref::evaluate(eval, ref::from_buffers(args));
+  auto merged = ref::evaluate(remove_lora(eval), ref::from_buffers(margs));
+  expect_near_all(with.at("y").data, merged.at("y").data, 1e-5, "y");
+  expect_near_all(with.at("z").data, merged.at("z").data, 1e-5, "z");
 }
 
 TEST(Lora, TiedEmbeddingAndAdaptingTwiceAreErrors) {
