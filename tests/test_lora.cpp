@@ -2,7 +2,8 @@
 // printed adapted graph (hand-written), adapter-only gradients and a float64
 // gradient check of the adapters against central differences, equality with
 // the base model at initialization, merge equivalence after training with the
-// Trainer (compiled and against the float64 reference interpreter), target
+// Trainer (compiled and against the float64 reference interpreter), gradient
+// accumulation updating only the adapters, target
 // pattern matching on the GPT model, a GPT with adapted attention projections
 // whose loss falls, the eval graph without dropout, remove_lora after other
 // passes, a weight shared by two linears, a stand-in quantized base merged
@@ -399,6 +400,43 @@ TEST(Lora, MergedModelEqualsTheAdaptedModelAfterTraining) {
   expect_near_all(ref_lora.at("y").data, y_merged, 1e-5, "merged (compiled) vs adapters (reference)");
   // The training graph (dropout on) differs from the eval graph once B != 0.
   EXPECT_NE(compile(adapted).run(args).at("y").to_f64(), y_lora);
+}
+
+// Gradient accumulation (the update graph reads only the adapters' gradients)
+// matches the full batch and leaves the base alone.
+TEST(Lora, TrainerAccumulationUpdatesOnlyAdapters) {
+  LoraOptions o = block_options();
+  o.dropout = 0;  // masks would differ between a full batch and its halves
+  TrainerOptions full_o;
+  full_o.optimizer = SGDOptions{0.1, 0.9};
+  full_o.seed = 4;
+  TrainerOptions acc_o = full_o;
+  acc_o.accumulation_steps = 2;
+  const Graph big = add_lora(block(DType::f32, {8}), o), half = add_lora(block(DType::f32, {4}), o);
+  full_o.init = trainer_init(lora_init(big));
+  acc_o.init = trainer_init(lora_init(half));
+  Trainer full(differentiate(big, lora_autodiff_options(big)), full_o);
+  Trainer acc(differentiate(half, lora_autodiff_options(half)), acc_o);
+  auto data = random_buffers(block(DType::f32, {8}), 21);
+  auto rows = [&](const std::string& name, int64_t first, int64_t n) {
+    const Buffer& b = data.at(name);
+    const int64_t cols = b.shape()[1];
+    std::vector<double> v = b.to_f64();
+    return Buffer::from(std::vector<double>(v.begin() + first * cols, v.begin() + (first + n) * cols), {n, cols});
+  };
+  std::map<std::string, Buffer> batch{{"x", data.at("x")}, {"target", data.at("target")}};
+  std::vector<std::map<std::string, Buffer>> micro = {{{"x", rows("x", 0, 4)}, {"target", rows("target", 0, 4)}},
+                                                      {{"x", rows("x", 4, 4)}, {"target", rows("target", 4, 4)}}};
+  const std::vector<double> w0 = full.params().at("fc1.weight").to_f64();
+  for (int i = 0; i < 3; ++i) {
+    const double lf = full.step(batch), la = acc.step(micro);
+    EXPECT_NEAR(lf, la, 1e-6 * (1 + lf)) << "step " << i;
+  }
+  for (const auto& [name, b] : full.params())
+    expect_near_all(b.to_f64(), acc.params().at(name).to_f64(), 1e-5, name);
+  EXPECT_EQ(acc.params().at("fc1.weight").to_f64(), w0);
+  EXPECT_NE(acc.params().at("fc1.lora_B.weight").to_f64(), std::vector<double>(12, 0.0));
+  EXPECT_EQ(acc.state().size(), 4u);  // one momentum buffer per adapter param
 }
 
 TEST(Lora, EvalWithoutDropoutIsDeterministic) {
