@@ -1,0 +1,301 @@
+// CublasLtGemm against a double-precision CPU reference on random inputs:
+// awkward sizes (1, odd, 127, ~1000), every transpose, every dtype (f32, TF32,
+// f16, bf16) with a tolerance fitting it, every epilogue, strided batches
+// (packed and broadcast), alpha/beta accumulation. Each check also poisons C
+// with NaN (every element must be written) and guards the bytes after C (none
+// may be written). Label gpu; skips without a CUDA device. Does not time anything.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "tessera/cuda/device_arena.h"
+#include "tessera/cuda/gemm.h"
+
+namespace tessera::cuda {
+namespace {
+
+using testing::download;
+using testing::from_bytes;
+using testing::random_values;
+using testing::to_bytes;
+using testing::upload;
+
+struct GemmCase {
+  DType dtype = DType::f32;
+  bool tf32 = false;
+  bool trans_a = false, trans_b = false;
+  int64_t m = 1, n = 1, k = 1, batch = 1;
+  int64_t stride_a = -1, stride_b = -1;
+  GemmEpilogue epilogue = GemmEpilogue::none;
+  float alpha = 1.0f, beta = 0.0f;
+
+  GemmShape shape() const {
+    GemmShape s;
+    s.dtype = dtype, s.allow_tf32 = tf32, s.trans_a = trans_a, s.trans_b = trans_b;
+    s.m = m, s.n = n, s.k = k, s.batch = batch, s.stride_a = stride_a, s.stride_b = stride_b;
+    s.epilogue = epilogue;
+    return s;
+  }
+  std::string name() const {
+    std::ostringstream os;
+    os << (tf32 ? "tf32" : dtype == DType::f32 ? "f32" : dtype == DType::f16 ? "f16" : "bf16") << "_" << m << "x" << n
+       << "x" << k << (batch > 1 ? "_batch" + std::to_string(batch) : "") << (stride_a == 0 ? "_bcastA" : "")
+       << (stride_b == 0 ? "_bcastB" : "") << (trans_a ? "_tA" : "") << (trans_b ? "_tB" : "") << "_"
+       << epilogue_name(epilogue) << (beta != 0 ? "_beta" : "") << (alpha != 1 ? "_alpha" : "");
+    return os.str();
+  }
+};
+
+// gtest prints the case by name (in ctest's listing too), not as raw bytes.
+void PrintTo(const GemmCase& c, std::ostream* os) { *os << c.name(); }
+
+double gelu_tanh(double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
+// Printed beside the tanh form's error only, to show which form cuBLASLt computes.
+double gelu_erf(double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }
+
+// Relative rounding unit of the dtype C is stored in.
+double output_unit(DType t) { return t == DType::f32 ? std::ldexp(1.0, -24) : t == DType::f16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8); }
+
+// ||out - ref|| / ||ref|| allowed: f32 arithmetic far below 1e-5; TF32 inputs
+// round to 10-bit mantissas (~3e-4 typical); f16 and bf16 outputs round to 11
+// and 8 bits.
+// TF32 is 4e-3: with k = 1 two truncated inputs can be 2 * 2^-10 off. GELU
+// allows 1e-3: cuBLASLt's tanh may be approximate (tanh.approx: 2^-11 relative).
+double normwise_tolerance(const GemmCase& c) {
+  const bool gelu = c.epilogue == GemmEpilogue::gelu || c.epilogue == GemmEpilogue::gelu_bias;
+  double tol = c.dtype == DType::f32 ? (c.tf32 ? 4e-3 : 1e-5) : c.dtype == DType::f16 ? 2e-3 : 1e-2;
+  return gelu ? std::max(tol, 1e-3) : tol;
+}
+
+class CudaGemm : public ::testing::TestWithParam<GemmCase> {
+ protected:
+  static void SetUpTestSuite() {
+    if (cuda_device_count() == 0) return;
+    stream_ = std::make_unique<DeviceStream>(0);
+    gemm_ = std::make_unique<CublasLtGemm>(*stream_);
+  }
+  static void TearDownTestSuite() {
+    gemm_.reset();
+    stream_.reset();
+  }
+  static std::unique_ptr<DeviceStream> stream_;
+  static std::unique_ptr<CublasLtGemm> gemm_;
+};
+std::unique_ptr<DeviceStream> CudaGemm::stream_;
+std::unique_ptr<CublasLtGemm> CudaGemm::gemm_;
+
+TEST_P(CudaGemm, MatchesDoubleReference) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  const GemmCase c = GetParam();
+  const GemmShape s = c.shape();
+  const unsigned seed = std::random_device{}();
+  SCOPED_TRACE(s.describe() + ", seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+
+  const size_t es = testing::elem_size(c.dtype);
+  const size_t na = s.a_bytes() / es, nb = s.b_bytes() / es, nc = s.c_bytes() / es;
+  const std::vector<double> a = random_values(na, c.dtype, rng), b = random_values(nb, c.dtype, rng);
+  const std::vector<double> bias = random_values(static_cast<size_t>(c.n), c.dtype, rng);
+  const std::vector<double> c0 = random_values(nc, c.dtype, rng);
+  const bool has_bias = epilogue_has_bias(c.epilogue);
+
+  constexpr size_t kGuard = 256;
+  DeviceArena arena(s.a_bytes() + s.b_bytes() + s.c_bytes() + kGuard + c.n * es + 4 * DeviceArena::kDefaultAlignment,
+                    "gemm test");
+  void* da = arena.at(arena.reserve(s.a_bytes(), "A"), s.a_bytes());
+  void* db = arena.at(arena.reserve(s.b_bytes(), "B"), s.b_bytes());
+  void* dbias = arena.at(arena.reserve(c.n * es, "bias"), c.n * es);
+  void* dc = arena.at(arena.reserve(s.c_bytes() + kGuard, "C and guard"), s.c_bytes() + kGuard);
+  upload(da, to_bytes(a, c.dtype));
+  upload(db, to_bytes(b, c.dtype));
+  upload(dbias, to_bytes(bias, c.dtype));
+  // C starts as c0 when it is read (beta != 0), else as NaN (all-ones bytes) that must be overwritten.
+  std::vector<uint8_t> c_init(s.c_bytes() + kGuard, 0xFF);
+  if (c.beta != 0) {
+    const auto bytes = to_bytes(c0, c.dtype);
+    std::copy(bytes.begin(), bytes.end(), c_init.begin());
+  }
+  for (size_t i = s.c_bytes(); i < c_init.size(); ++i) c_init[i] = 0xA5;
+  upload(dc, c_init);
+
+  gemm_->run(s, {da, db, dc, has_bias ? dbias : nullptr, c.alpha, c.beta});
+  stream_->synchronize("gemm test");
+  const std::vector<uint8_t> c_bytes = download(dc, s.c_bytes() + kGuard);
+  for (size_t i = s.c_bytes(); i < c_bytes.size(); ++i)
+    ASSERT_EQ(c_bytes[i], 0xA5) << "byte " << i - s.c_bytes() << " after C was written";
+  const std::vector<double> out = from_bytes(std::vector<uint8_t>(c_bytes.begin(), c_bytes.begin() + s.c_bytes()), c.dtype);
+
+  // Per element: |out - ref| <= acc * S + unit * |ref|, S = sum |alpha a b| +
+  // |beta c| + |bias| bounding the accumulation error (TF32: both inputs
+  // rounded to 10 bits; otherwise a random-walk bound on f32 sums), unit the
+  // output's rounding. GELU's slope is below 1.13; its tanh may be approximate.
+  const double f32_acc = 4 * std::sqrt(static_cast<double>(c.k) + 1) * std::ldexp(1.0, -24);
+  const double acc = (c.tf32 ? 2 * std::ldexp(1.0, -10) : 0) + f32_acc;
+  const bool gelu = c.epilogue == GemmEpilogue::gelu || c.epilogue == GemmEpilogue::gelu_bias;
+  double err2 = 0, ref2 = 0, worst = 0, erf_err2 = 0;
+  int64_t bad = 0;
+  std::ostringstream first_bad;
+  std::vector<double> arow(c.k), bcol(c.k);
+  for (int64_t bi = 0; bi < c.batch; ++bi) {
+    const double* A = a.data() + bi * s.a_stride();
+    const double* B = b.data() + bi * s.b_stride();
+    for (int64_t i = 0; i < c.m; ++i) {
+      for (int64_t p = 0; p < c.k; ++p) arow[p] = c.trans_a ? A[p * c.m + i] : A[i * c.k + p];
+      for (int64_t j = 0; j < c.n; ++j) {
+        double sum = 0, mag = 0;
+        for (int64_t p = 0; p < c.k; ++p) {
+          const double bv = c.trans_b ? B[j * c.k + p] : B[p * c.n + j];
+          sum += arow[p] * bv;
+          mag += std::abs(arow[p] * bv);
+        }
+        const size_t ci = static_cast<size_t>(bi * s.c_stride() + i * c.n + j);
+        double pre = c.alpha * sum + c.beta * c0[ci] + (has_bias ? bias[j] : 0);
+        const double S = std::abs(c.alpha) * mag + std::abs(c.beta * c0[ci]) + (has_bias ? std::abs(bias[j]) : 0);
+        double ref = pre;
+        if (c.epilogue == GemmEpilogue::relu || c.epilogue == GemmEpilogue::relu_bias) ref = std::max(pre, 0.0);
+        if (gelu) ref = gelu_tanh(pre);
+        const double tol = (gelu ? 1.2 : 1.0) * acc * S + output_unit(c.dtype) * std::abs(ref) +
+                           (gelu ? 3e-4 * std::abs(pre) + 1e-5 : 0) + 1e-30;
+        const double err = std::abs(out[ci] - ref);
+        if (!(err <= tol)) {  // NaN fails too
+          if (bad++ == 0)
+            first_bad << "C[" << bi << ", " << i << ", " << j << "] = " << out[ci] << ", reference " << ref
+                      << " (tolerance " << tol << ")";
+        }
+        worst = std::max(worst, std::isnan(err) ? INFINITY : err / (tol));
+        err2 += (out[ci] - ref) * (out[ci] - ref);
+        if (gelu) erf_err2 += (out[ci] - gelu_erf(pre)) * (out[ci] - gelu_erf(pre));
+        ref2 += ref * ref;
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0) << bad << " elements out of tolerance; first: " << first_bad.str();
+  const double normwise = std::sqrt(err2 / std::max(ref2, 1e-300));
+  EXPECT_LE(normwise, normwise_tolerance(c)) << "||out - ref|| / ||ref||";
+  RecordProperty("normwise_error", std::to_string(normwise));
+  std::printf("  %-44s normwise error %.3g, worst element at %.3g of its tolerance", c.name().c_str(), normwise, worst);
+  if (gelu) std::printf(" (against erf GELU: %.3g)", std::sqrt(erf_err2 / std::max(ref2, 1e-300)));
+  std::printf("\n");
+}
+
+std::vector<GemmCase> all_cases() {
+  std::vector<GemmCase> cases;
+  struct Type { DType dtype; bool tf32; };
+  const Type types[] = {{DType::f32, false}, {DType::f32, true}, {DType::f16, false}, {DType::bf16, false}};
+  // Awkward sizes, every transpose, every dtype.
+  const int64_t sizes[][3] = {{1, 1, 1}, {1, 7, 13}, {5, 1, 9}, {127, 127, 127}, {33, 65, 129}};
+  for (const Type& t : types)
+    for (const auto& mnk : sizes)
+      for (int tr = 0; tr < 4; ++tr) {
+        GemmCase c;
+        c.dtype = t.dtype, c.tf32 = t.tf32, c.m = mnk[0], c.n = mnk[1], c.k = mnk[2];
+        c.trans_a = tr & 1, c.trans_b = tr & 2;
+        cases.push_back(c);
+      }
+  // About 1000 (odd), one transpose pattern per dtype.
+  for (int ti = 0; ti < 4; ++ti) {
+    GemmCase c;
+    c.dtype = types[ti].dtype, c.tf32 = types[ti].tf32, c.m = 1000, c.n = 1003, c.k = 999;
+    c.trans_a = ti & 1, c.trans_b = ti & 2;
+    cases.push_back(c);
+  }
+  // Every epilogue, as a linear layer (trans_b), every dtype.
+  const GemmEpilogue epilogues[] = {GemmEpilogue::bias, GemmEpilogue::relu, GemmEpilogue::relu_bias,
+                                    GemmEpilogue::gelu, GemmEpilogue::gelu_bias};
+  for (const Type& t : types)
+    for (GemmEpilogue e : epilogues) {
+      GemmCase c;
+      c.dtype = t.dtype, c.tf32 = t.tf32, c.m = 37, c.n = 61, c.k = 129, c.trans_b = true, c.epilogue = e;
+      cases.push_back(c);
+    }
+  // Strided batches: packed, with transposes; broadcast weights with an epilogue.
+  for (const Type& t : types)
+    for (int tr : {0, 3}) {
+      GemmCase c;
+      c.dtype = t.dtype, c.tf32 = t.tf32, c.m = 17, c.n = 23, c.k = 31, c.batch = 3;
+      c.trans_a = tr & 1, c.trans_b = tr & 2;
+      cases.push_back(c);
+    }
+  for (DType d : {DType::f32, DType::bf16}) {
+    GemmCase c;
+    c.dtype = d, c.m = 19, c.n = 24, c.k = 40, c.batch = 4, c.stride_b = 0, c.trans_b = true;
+    c.epilogue = GemmEpilogue::gelu_bias;
+    cases.push_back(c);
+  }
+  {
+    GemmCase c;
+    c.m = 9, c.n = 8, c.k = 16, c.batch = 2, c.stride_a = 0;
+    cases.push_back(c);
+  }
+  // alpha and beta: C = act(alpha * A @ B + beta * C + bias).
+  for (DType d : {DType::f32, DType::f16}) {
+    GemmCase c;
+    c.dtype = d, c.m = 45, c.n = 30, c.k = 77, c.batch = 2, c.alpha = 0.5f, c.beta = 1.0f;
+    cases.push_back(c);
+  }
+  {
+    GemmCase c;
+    c.m = 45, c.n = 30, c.k = 77, c.trans_b = true, c.alpha = 2.0f, c.beta = -0.75f;
+    c.epilogue = GemmEpilogue::relu_bias;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaGemm, ::testing::ValuesIn(all_cases()),
+                         [](const ::testing::TestParamInfo<GemmCase>& info) { return info.param.name(); });
+
+// One plan per distinct problem: the heuristic runs once, repeats reuse it.
+TEST(CudaGemmPlans, CachedPerShapeDtypeAndEpilogue) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceStream stream(0);
+  CublasLtGemm gemm(stream, size_t{4} << 20);
+  DeviceArena arena(size_t{1} << 20, "plans");
+  void* a = arena.at(0, 64 * 64 * 4);
+  void* b = arena.at(64 * 64 * 4, 64 * 64 * 4);
+  void* c = arena.at(2 * 64 * 64 * 4, 64 * 64 * 4);
+  void* bias = arena.at(3 * 64 * 64 * 4, 64 * 4);
+  testing::fill_bytes(arena.base(), 0, arena.size());
+  EXPECT_EQ(gemm.cached_plans(), 0u);
+  const GemmShape s1 = GemmShape::matmul(DType::f32, 1, 64, 64, 64);
+  gemm.run(s1, {a, b, c});
+  gemm.run(s1, {a, b, c});
+  EXPECT_EQ(gemm.cached_plans(), 1u);
+  gemm.run(GemmShape::matmul(DType::bf16, 1, 64, 64, 64), {a, b, c});
+  EXPECT_EQ(gemm.cached_plans(), 2u);
+  gemm.run(GemmShape::linear(DType::f32, 64, 64, 64, GemmEpilogue::relu_bias), {a, b, c, bias});
+  gemm.run(GemmShape::linear(DType::f32, 64, 64, 64, GemmEpilogue::relu_bias), {a, b, c, bias});
+  EXPECT_EQ(gemm.cached_plans(), 3u);
+  gemm.run(GemmShape::matmul(DType::f32, 1, 32, 64, 64), {a, b, c});
+  EXPECT_EQ(gemm.cached_plans(), 4u);
+  stream.synchronize("plans test");
+}
+
+// The workspace can come from the arena instead of a cudaMalloc of its own.
+TEST(CudaGemmPlans, WorkspaceFromArena) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceStream stream(0);
+  DeviceArena arena(size_t{9} << 20, "workspace");
+  const size_t ws = arena.reserve(size_t{8} << 20, "cuBLASLt workspace");
+  CublasLtGemm gemm(stream, arena.at(ws, size_t{8} << 20), size_t{8} << 20);
+  EXPECT_EQ(gemm.workspace_bytes(), size_t{8} << 20);
+  const size_t n = 96;
+  std::vector<double> ones(n * n, 1.0);
+  void* a = arena.at(arena.reserve(n * n * 2, "A"), n * n * 2);
+  void* c = arena.at(arena.reserve(n * n * 2, "C"), n * n * 2);
+  testing::upload(a, to_bytes(ones, DType::bf16));
+  gemm.run(GemmShape::matmul(DType::bf16, 1, n, n, n), {a, a, c});
+  stream.synchronize("workspace test");
+  for (double v : from_bytes(download(c, n * n * 2), DType::bf16)) ASSERT_EQ(v, static_cast<double>(n));
+}
+
+}  // namespace
+}  // namespace tessera::cuda
