@@ -4,7 +4,9 @@
 // f32 (TF32; plain f32 at 4096^3 for reference) at 4096^3 and GPT-2-small's
 // MLP shapes (x[8192, 768] -> [8192, 3072]: forward, forward + bias + GELU,
 // and the two backward products); plus the device-to-device copy bandwidth,
-// the memory ceiling other GPU benchmarks compare to. CUDA events around each
+// the memory ceiling other GPU benchmarks compare to; and a step of 48 small
+// GEMMs (12 GPT-2-small layers' linears at 256 rows, bf16) launched directly
+// against its CUDA Graph replay (StepGraphs). CUDA events around each
 // repetition, warm-up first, median of the repetitions; random inputs.
 // Usage: bench_gemm_gpu [csv path]. Links no libHalide. Not a test: asserts nothing.
 #include <cublas_v2.h>
@@ -21,6 +23,7 @@
 #include "tessera/cuda/device_arena.h"
 #include "tessera/cuda/device_stream.h"
 #include "tessera/cuda/gemm.h"
+#include "tessera/cuda/step_graphs.h"
 #include "tessera/error.h"
 
 using namespace tessera;
@@ -103,7 +106,8 @@ int main(int argc, char** argv) {
     std::printf("GPU: %s (CUDA driver %d, runtime %d)\n", gpu.c_str(), driver, runtime);
     FILE* csv = std::fopen(csv_path.c_str(), "w");
     if (!csv) fail("bench_gemm_gpu: cannot write ", csv_path);
-    std::fprintf(csv, "gpu,benchmark,dtype,impl,m,n,k,trans_a,trans_b,epilogue,median_ms,min_ms,max_ms,tflops,gb_per_s\n");
+    std::fprintf(csv,
+                 "gpu,benchmark,dtype,impl,m,n,k,trans_a,trans_b,epilogue,median_ms,min_ms,max_ms,tflops,gb_per_s\n");
 
     // Device-to-device copy: 1 GiB each way.
     {
@@ -123,10 +127,10 @@ int main(int argc, char** argv) {
 
     const std::vector<Problem> problems = {
         {"square_4096", false, false, 4096, 4096, 4096, GemmEpilogue::none},
-        {"gpt2_fc_fwd", false, true, 8192, 3072, 768, GemmEpilogue::none},           // x @ W^T
+        {"gpt2_fc_fwd", false, true, 8192, 3072, 768, GemmEpilogue::none},  // x @ W^T
         {"gpt2_fc_fwd_bias_gelu", false, true, 8192, 3072, 768, GemmEpilogue::gelu_bias},
-        {"gpt2_fc_bwd_dx", false, false, 8192, 768, 3072, GemmEpilogue::none},       // dy @ W
-        {"gpt2_fc_bwd_dw", true, false, 3072, 768, 8192, GemmEpilogue::none},        // dy^T @ x
+        {"gpt2_fc_bwd_dx", false, false, 8192, 768, 3072, GemmEpilogue::none},  // dy @ W
+        {"gpt2_fc_bwd_dw", true, false, 3072, 768, 8192, GemmEpilogue::none},   // dy^T @ x
     };
     const std::vector<Type> types = {{"bf16", DType::bf16, false},
                                      {"f16", DType::f16, false},
@@ -135,7 +139,8 @@ int main(int argc, char** argv) {
 
     // Random inputs, large enough for every problem's A, B and bias.
     size_t max_elems = 0;
-    for (const auto& p : problems) max_elems = std::max({max_elems, size_t(p.m * p.k), size_t(p.k * p.n), size_t(p.m * p.n)});
+    for (const auto& p : problems)
+      max_elems = std::max({max_elems, size_t(p.m * p.k), size_t(p.k * p.n), size_t(p.m * p.n)});
     std::mt19937 rng(42);
     std::uniform_real_distribution<float> u(-1, 1);
     std::vector<float> host(max_elems);
@@ -158,24 +163,29 @@ int main(int argc, char** argv) {
                                     CublasLtGemm::kDefaultWorkspaceBytes),
                  "cublasSetWorkspace");
 
-    std::printf("%-24s %-5s %22s %22s %8s\n", "problem (m x n x k)", "dtype", "tessera cuBLASLt", "cublasGemmEx",
-                "ratio");
-    for (const Type& ty : types) {
-      // The inputs in this dtype (A and B share the random values; bias too).
-      std::vector<uint8_t> bytes(max_elems * (ty.dtype == DType::f32 ? 4 : 2));
+    // A, B and bias hold the random values in `dtype` (B shifted by 7 elements).
+    auto upload_as = [&](DType dtype) {
+      std::vector<uint8_t> bytes(max_elems * (dtype == DType::f32 ? 4 : 2));
       for (size_t i = 0; i < max_elems; ++i) {
-        if (ty.dtype == DType::f32) {
+        if (dtype == DType::f32) {
           std::memcpy(&bytes[i * 4], &host[i], 4);
         } else {
-          const uint16_t h = ty.dtype == DType::f16 ? float_to_f16(host[i]) : float_to_bf16(host[i]);
+          const uint16_t h = dtype == DType::f16 ? float_to_f16(host[i]) : float_to_bf16(host[i]);
           std::memcpy(&bytes[i * 2], &h, 2);
         }
       }
       TESSERA_CUDA_CHECK(cudaMemcpy(a, bytes.data(), bytes.size(), cudaMemcpyHostToDevice), "bench upload");
-      const size_t es = ty.dtype == DType::f32 ? 4 : 2, shift = 7 * es;  // B: the same values, shifted
-      TESSERA_CUDA_CHECK(cudaMemcpy(b, bytes.data() + shift, bytes.size() - shift, cudaMemcpyHostToDevice), "bench upload");
+      const size_t es = dtype == DType::f32 ? 4 : 2, shift = 7 * es;  // B: the same values, shifted
+      TESSERA_CUDA_CHECK(cudaMemcpy(b, bytes.data() + shift, bytes.size() - shift, cudaMemcpyHostToDevice),
+                         "bench upload");
       TESSERA_CUDA_CHECK(cudaMemcpy(bias, bytes.data(), 8192 * es, cudaMemcpyHostToDevice), "bench upload");
       TESSERA_CUDA_CHECK(cudaDeviceSynchronize(), "bench upload");
+    };
+
+    std::printf("%-24s %-5s %22s %22s %8s\n", "problem (m x n x k)", "dtype", "tessera cuBLASLt", "cublasGemmEx",
+                "ratio");
+    for (const Type& ty : types) {
+      upload_as(ty.dtype);
       for (const Problem& p : problems) {
         if (!ty.tf32 && ty.dtype == DType::f32 && p.name != "square_4096") continue;  // plain f32: one reference point
         GemmShape s;
@@ -204,6 +214,38 @@ int main(int argc, char** argv) {
         std::snprintf(label, sizeof label, "%s %ldx%ldx%ld", p.name.c_str(), long(p.m), long(p.n), long(p.k));
         std::printf("%-44s %-5s %.3f ms %6.1f TF/s %22s %8s\n", label, ty.name, lt.median_ms, lt_tflops, base, ratio);
       }
+    }
+    // Launch overhead: 12 layers x (qkv, proj, fc + bias + GELU, fc2) at 256 rows, bf16.
+    {
+      const int64_t rows = 256, d = 768;
+      struct Linear {
+        int64_t in, out;
+        GemmEpilogue epilogue;
+      };
+      const Linear layer[] = {{d, 3 * d, GemmEpilogue::bias},
+                              {d, d, GemmEpilogue::bias},
+                              {d, 4 * d, GemmEpilogue::gelu_bias},
+                              {4 * d, d, GemmEpilogue::bias}};
+      auto step = [&](cudaStream_t) {
+        for (int l = 0; l < 12; ++l)
+          for (const Linear& lin : layer)  // inputs from A, weights from B, outputs to C: shapes, not a real model
+            gemm.run(GemmShape::linear(DType::bf16, rows, lin.in, lin.out, lin.epilogue), {a, b, c, bias});
+      };
+      upload_as(DType::bf16);
+      StepGraphs graphs(stream);
+      double flop = 0;
+      for (const Linear& lin : layer) flop += 12 * 2.0 * rows * lin.in * lin.out;
+      const Timing direct = time_on_stream(stream.stream(), [&] { step(stream.stream()); });
+      const Timing graph = time_on_stream(stream.stream(), [&] { graphs.run("gpt2_small_linears_256", step); });
+      if (!graphs.last_ran_as_graph()) fail("bench: the step did not run as a graph");
+      std::printf(
+          "\n48-GEMM step (12 GPT-2-small layers' linears, 256 rows, bf16): direct launches %.3f ms (%.1f TF/s), "
+          "CUDA Graph replay %.3f ms (%.1f TF/s), ratio %.2f\n",
+          direct.median_ms, flop / (direct.median_ms * 1e-3) / 1e12, graph.median_ms,
+          flop / (graph.median_ms * 1e-3) / 1e12, direct.median_ms / graph.median_ms);
+      for (auto [impl, t] : {std::pair{"direct_launches", direct}, {"cuda_graph_replay", graph}})
+        std::fprintf(csv, "%s,gpt2_small_48_linears_256rows,bf16,%s,256,,,,,,%.4f,%.4f,%.4f,%.1f,\n", gpu.c_str(), impl,
+                     t.median_ms, t.min_ms, t.max_ms, flop / (t.median_ms * 1e-3) / 1e12);
     }
     cublasDestroy(handle);
     stream.synchronize("bench end");

@@ -27,7 +27,8 @@ echo "=== bench"
 
 for t in $TESTS; do
   echo "=== compute-sanitizer memcheck --leak-check full: $t" | tee -a "$OUT/sanitizer.log"
-  "$SAN" --tool memcheck --leak-check full --error-exitcode 99 "$BUILD/tests/cuda/$t" >>"$OUT/sanitizer.log" 2>&1
+  timeout "${SAN_TIMEOUT:-150}" "$SAN" --tool memcheck --leak-check full --error-exitcode 99 "$BUILD/tests/cuda/$t" \
+    >>"$OUT/sanitizer.log" 2>&1
   rc=$?
   echo "exit code $rc" | tee -a "$OUT/sanitizer.log"
   grep -E "ERROR SUMMARY|LEAK SUMMARY|^\[  (PASSED|FAILED)" "$OUT/sanitizer.log" | tail -3

@@ -54,7 +54,9 @@ const char* gemm_dtype_name(DType t) {
   }
 }
 
-size_t gemm_dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+size_t gemm_dtype_size(DType t) {
+  return t == DType::f32 ? 4 : 2;
+}
 
 cudaDataType_t to_cuda(DType t) {
   return t == DType::f32 ? CUDA_R_32F : t == DType::f16 ? CUDA_R_16F : CUDA_R_16BF;
@@ -85,7 +87,8 @@ void validate(const GemmShape& s, const GemmArgs& args) {
          ") must be >= 0, and C's at least m*n = ", s.m * s.n);
   if (!args.a || !args.b || !args.c) fail("CublasLtGemm: ", s.describe(), ": A, B and C must be device pointers");
   if (epilogue_has_bias(s.epilogue) != (args.bias != nullptr))
-    fail("CublasLtGemm: ", s.describe(), ": ", epilogue_has_bias(s.epilogue) ? "needs a bias pointer" : "got a bias pointer but its epilogue adds none");
+    fail("CublasLtGemm: ", s.describe(), ": ",
+         epilogue_has_bias(s.epilogue) ? "needs a bias pointer" : "got a bias pointer but its epilogue adds none");
 }
 
 }  // namespace
@@ -107,9 +110,15 @@ GemmShape GemmShape::matmul(DType dtype, int64_t batch, int64_t m, int64_t k, in
   return s;
 }
 
-size_t GemmShape::a_bytes() const { return span_bytes(batch, a_stride(), m * k, dtype); }
-size_t GemmShape::b_bytes() const { return span_bytes(batch, b_stride(), k * n, dtype); }
-size_t GemmShape::c_bytes() const { return span_bytes(batch, c_stride(), m * n, dtype); }
+size_t GemmShape::a_bytes() const {
+  return span_bytes(batch, a_stride(), m * k, dtype);
+}
+size_t GemmShape::b_bytes() const {
+  return span_bytes(batch, b_stride(), k * n, dtype);
+}
+size_t GemmShape::c_bytes() const {
+  return span_bytes(batch, c_stride(), m * n, dtype);
+}
 
 std::string GemmShape::describe() const {
   std::ostringstream os;
@@ -121,7 +130,8 @@ std::string GemmShape::describe() const {
     return d.str();
   };
   os << "gemm " << gemm_dtype_name(dtype) << (allow_tf32 ? " (tf32)" : "");
-  if (batch > 1) os << " batch " << batch << " strides (" << a_stride() << ", " << b_stride() << ", " << c_stride() << ")";
+  if (batch > 1)
+    os << " batch " << batch << " strides (" << a_stride() << ", " << b_stride() << ", " << c_stride() << ")";
   os << ": A" << (trans_a ? dims(k, m) + "^T" : dims(m, k)) << " @ B" << (trans_b ? dims(n, k) + "^T" : dims(k, n))
      << " -> C" << dims(m, n) << ", epilogue " << epilogue_name(epilogue);
   return os.str();
@@ -131,7 +141,8 @@ std::string GemmShape::describe() const {
 struct CublasLtGemm::Plan {
   std::string where;  // GemmShape::describe(), for errors
   cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr, layout_c = nullptr;  // cuBLASLt's A (our B), B (our A), C
+  cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr,
+                         layout_c = nullptr;  // cuBLASLt's A (our B), B (our A), C
   cublasLtMatmulAlgo_t algo{};
 
   ~Plan() {
@@ -170,9 +181,22 @@ CublasLtGemm::~CublasLtGemm() {
 }
 
 CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& args) {
-  const PlanKey key{static_cast<int>(s.dtype), s.allow_tf32, s.trans_a, s.trans_b, s.m, s.n, s.k, s.batch,
-                    s.a_stride(), s.b_stride(), s.c_stride(), static_cast<int>(s.epilogue), alignment_of(args.a),
-                    alignment_of(args.b), alignment_of(args.c), alignment_of(args.bias)};
+  const PlanKey key{static_cast<int>(s.dtype),
+                    s.allow_tf32,
+                    s.trans_a,
+                    s.trans_b,
+                    s.m,
+                    s.n,
+                    s.k,
+                    s.batch,
+                    s.a_stride(),
+                    s.b_stride(),
+                    s.c_stride(),
+                    static_cast<int>(s.epilogue),
+                    alignment_of(args.a),
+                    alignment_of(args.b),
+                    alignment_of(args.c),
+                    alignment_of(args.bias)};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
 
@@ -196,15 +220,15 @@ CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& a
 
   const cudaDataType_t type = to_cuda(s.dtype);
   auto make_layout = [&](cublasLtMatrixLayout_t* layout, int64_t rows, int64_t cols, int64_t stride) {
-    TESSERA_CUDA_CHECK(cublasLtMatrixLayoutCreate(layout, type, static_cast<uint64_t>(rows),
-                                                  static_cast<uint64_t>(cols), rows),
-                       where);
+    TESSERA_CUDA_CHECK(
+        cublasLtMatrixLayoutCreate(layout, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), rows),
+        where);
     if (s.batch > 1) {
       const int32_t count = static_cast<int32_t>(s.batch);
       TESSERA_CUDA_CHECK(
           cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)), where);
-      TESSERA_CUDA_CHECK(cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
-                                                          &stride, sizeof(stride)),
+      TESSERA_CUDA_CHECK(cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                          sizeof(stride)),
                          where);
     }
   };
@@ -244,13 +268,13 @@ void CublasLtGemm::run(const GemmShape& s, const GemmArgs& args) {
   validate(s, args);
   Plan& plan = plan_for(s, args);
   if (args.bias)
-    TESSERA_CUDA_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &args.bias,
-                                                      sizeof(args.bias)),
-                       plan.where);
-  TESSERA_CUDA_CHECK(cublasLtMatmul(handle_, plan.desc, &args.alpha, args.b, plan.layout_a, args.a, plan.layout_b,
-                                    &args.beta, args.c, plan.layout_c, args.c, plan.layout_c, &plan.algo, workspace_,
-                                    workspace_bytes_, stream_.stream()),
-                     plan.where);
+    TESSERA_CUDA_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &args.bias, sizeof(args.bias)),
+        plan.where);
+  TESSERA_CUDA_CHECK(
+      cublasLtMatmul(handle_, plan.desc, &args.alpha, args.b, plan.layout_a, args.a, plan.layout_b, &args.beta, args.c,
+                     plan.layout_c, args.c, plan.layout_c, &plan.algo, workspace_, workspace_bytes_, stream_.stream()),
+      plan.where);
 }
 
 }  // namespace tessera::cuda

@@ -17,15 +17,17 @@
 #include "tessera/dtype.h"
 
 // Skips the current test, with the reason, when this process sees no CUDA device.
-#define TESSERA_SKIP_WITHOUT_CUDA_DEVICE()                                                               \
-  do {                                                                                                   \
-    if (::tessera::cuda::cuda_device_count() == 0)                                                      \
+#define TESSERA_SKIP_WITHOUT_CUDA_DEVICE()                                                                 \
+  do {                                                                                                     \
+    if (::tessera::cuda::cuda_device_count() == 0)                                                         \
       GTEST_SKIP() << "no CUDA device (or no driver) visible: this gpu-labelled test needs an NVIDIA GPU"; \
   } while (0)
 
 namespace tessera::cuda::testing {
 
-inline size_t elem_size(DType t) { return t == DType::f32 ? 4 : 2; }
+inline size_t elem_size(DType t) {
+  return t == DType::f32 ? 4 : 2;
+}
 
 // The value `v` rounded to `t` (f32, f16 or bf16), back in double.
 inline double round_to(double v, DType t) {

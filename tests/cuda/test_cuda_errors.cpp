@@ -62,9 +62,8 @@ TEST(CudaErrors, ABadRuntimeCallIsNamedAndTheDeviceStaysUsable) {
   DeviceArena arena(4096, "errors");
   void* p = arena.at(0, 4096);
   const auto bad_kind = static_cast<cudaMemcpyKind>(42);  // refused before anything is queued
-  const std::string e = error_of([&] {
-    TESSERA_CUDA_CHECK(cudaMemcpyAsync(p, p, 4096, bad_kind, stream.stream()), "step 7 copy of 4096 bytes");
-  });
+  const std::string e = error_of(
+      [&] { TESSERA_CUDA_CHECK(cudaMemcpyAsync(p, p, 4096, bad_kind, stream.stream()), "step 7 copy of 4096 bytes"); });
   expect_contains(e, "cudaMemcpyAsync(p, p, 4096, bad_kind, stream.stream())");
   expect_contains(e, "step 7 copy of 4096 bytes");
   expect_contains(e, "cudaErrorInvalidMemcpyDirection");
@@ -79,8 +78,9 @@ TEST(CudaErrors, ABadCublasLtCallIsNamed) {
   TESSERA_CUDA_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "error test");
   const int32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
   const std::string e = error_of([&] {
-    TESSERA_CUDA_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, 1),  // 1 byte: wrong size
-                       "error test step");
+    TESSERA_CUDA_CHECK(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, 1),  // 1 byte: wrong size
+        "error test step");
   });
   cublasLtMatmulDescDestroy(desc);
   expect_contains(e, "cublasLtMatmulDescSetAttribute(");
@@ -117,9 +117,13 @@ TEST(CudaErrors, GemmRefusesProblemsItCannotRunNamingTheShape) {
   expect_contains(e, "batch 3");
   expect_contains(e, "m*n = 16");
 
-  expect_contains(error_of([&] { gemm.run(GemmShape::matmul(DType::f32, 1, 2, 2, 2), {p, nullptr, p}); }),
+  expect_contains(error_of([&] {
+                    gemm.run(GemmShape::matmul(DType::f32, 1, 2, 2, 2), {p, nullptr, p});
+                  }),
                   "must be device pointers");
-  expect_contains(error_of([&] { gemm.run(GemmShape::matmul(DType::i8, 1, 2, 2, 2), {p, p, p}); }),
+  expect_contains(error_of([&] {
+                    gemm.run(GemmShape::matmul(DType::i8, 1, 2, 2, 2), {p, p, p});
+                  }),
                   "dtype must be f32, f16 or bf16");
   EXPECT_EQ(gemm.cached_plans(), 0u) << "a refused problem must not be planned";
 }

@@ -46,23 +46,35 @@ struct GemmCase {
   }
   std::string name() const {
     std::ostringstream os;
-    os << (tf32 ? "tf32" : dtype == DType::f32 ? "f32" : dtype == DType::f16 ? "f16" : "bf16") << "_" << m << "x" << n
-       << "x" << k << (batch > 1 ? "_batch" + std::to_string(batch) : "") << (stride_a == 0 ? "_bcastA" : "")
-       << (stride_b == 0 ? "_bcastB" : "") << (trans_a ? "_tA" : "") << (trans_b ? "_tB" : "") << "_"
-       << epilogue_name(epilogue) << (beta != 0 ? "_beta" : "") << (alpha != 1 ? "_alpha" : "");
+    os << (tf32                  ? "tf32"
+           : dtype == DType::f32 ? "f32"
+           : dtype == DType::f16 ? "f16"
+                                 : "bf16")
+       << "_" << m << "x" << n << "x" << k << (batch > 1 ? "_batch" + std::to_string(batch) : "")
+       << (stride_a == 0 ? "_bcastA" : "") << (stride_b == 0 ? "_bcastB" : "") << (trans_a ? "_tA" : "")
+       << (trans_b ? "_tB" : "") << "_" << epilogue_name(epilogue) << (beta != 0 ? "_beta" : "")
+       << (alpha != 1 ? "_alpha" : "");
     return os.str();
   }
 };
 
 // gtest prints the case by name (in ctest's listing too), not as raw bytes.
-void PrintTo(const GemmCase& c, std::ostream* os) { *os << c.name(); }
+void PrintTo(const GemmCase& c, std::ostream* os) {
+  *os << c.name();
+}
 
-double gelu_tanh(double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
+double gelu_tanh(double x) {
+  return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+}
 // Printed beside the tanh form's error only, to show which form cuBLASLt computes.
-double gelu_erf(double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }
+double gelu_erf(double x) {
+  return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+}
 
 // Relative rounding unit of the dtype C is stored in.
-double output_unit(DType t) { return t == DType::f32 ? std::ldexp(1.0, -24) : t == DType::f16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8); }
+double output_unit(DType t) {
+  return t == DType::f32 ? std::ldexp(1.0, -24) : t == DType::f16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+}
 
 // ||out - ref|| / ||ref|| allowed: f32 arithmetic far below 1e-5; TF32 inputs
 // round to 10-bit mantissas (~3e-4 typical); f16 and bf16 outputs round to 11
@@ -131,7 +143,8 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
   const std::vector<uint8_t> c_bytes = download(dc, s.c_bytes() + kGuard);
   for (size_t i = s.c_bytes(); i < c_bytes.size(); ++i)
     ASSERT_EQ(c_bytes[i], 0xA5) << "byte " << i - s.c_bytes() << " after C was written";
-  const std::vector<double> out = from_bytes(std::vector<uint8_t>(c_bytes.begin(), c_bytes.begin() + s.c_bytes()), c.dtype);
+  const std::vector<double> out =
+      from_bytes(std::vector<uint8_t>(c_bytes.begin(), c_bytes.begin() + s.c_bytes()), c.dtype);
 
   // Per element: |out - ref| <= acc * S + unit * |ref|, S = sum |alpha a b| +
   // |beta c| + |bias| bounding the accumulation error (TF32: both inputs
@@ -188,7 +201,10 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
 
 std::vector<GemmCase> all_cases() {
   std::vector<GemmCase> cases;
-  struct Type { DType dtype; bool tf32; };
+  struct Type {
+    DType dtype;
+    bool tf32;
+  };
   const Type types[] = {{DType::f32, false}, {DType::f32, true}, {DType::f16, false}, {DType::bf16, false}};
   // Awkward sizes, every transpose, every dtype.
   const int64_t sizes[][3] = {{1, 1, 1}, {1, 7, 13}, {5, 1, 9}, {127, 127, 127}, {33, 65, 129}};
@@ -208,8 +224,8 @@ std::vector<GemmCase> all_cases() {
     cases.push_back(c);
   }
   // Every epilogue, as a linear layer (trans_b), every dtype.
-  const GemmEpilogue epilogues[] = {GemmEpilogue::bias, GemmEpilogue::relu, GemmEpilogue::relu_bias,
-                                    GemmEpilogue::gelu, GemmEpilogue::gelu_bias};
+  const GemmEpilogue epilogues[] = {GemmEpilogue::bias, GemmEpilogue::relu, GemmEpilogue::relu_bias, GemmEpilogue::gelu,
+                                    GemmEpilogue::gelu_bias};
   for (const Type& t : types)
     for (GemmEpilogue e : epilogues) {
       GemmCase c;

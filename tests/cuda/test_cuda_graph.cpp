@@ -43,8 +43,8 @@ struct MlpStep {
     h = take(rows * hidden, "h"), y = take(rows * out, "y"), acc = take(rows * out, "acc");
     y_copy = take(rows * out, "y_copy");
     std::mt19937 rng(1234 + static_cast<unsigned>(rows));
-    for (auto [p, n] : {std::pair{x, rows * in}, {w1, hidden * in}, {b1, hidden}, {w2, out * hidden}, {b2, out},
-                        {w3, hidden * out}})
+    for (auto [p, n] :
+         {std::pair{x, rows * in}, {w1, hidden * in}, {b1, hidden}, {w2, out * hidden}, {b2, out}, {w3, hidden * out}})
       upload(p, to_bytes(random_values(static_cast<size_t>(n), dt, rng), dt));
   }
   void new_input(unsigned seed) {

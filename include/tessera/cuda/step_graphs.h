@@ -41,7 +41,7 @@ class StepGraphs {
 
   void set_enabled(bool enabled) { enabled_ = enabled; }
   bool enabled() const { return enabled_; }
-  size_t graph_count() const;       // keys with a captured graph
+  size_t graph_count() const;  // keys with a captured graph
   Ran last_run() const { return last_; }
   bool last_ran_as_graph() const { return last_ != Ran::direct; }
 
