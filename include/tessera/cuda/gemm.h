@@ -12,7 +12,9 @@
 // matmul [.., m, k] x [.., k, n] is GemmShape::matmul. A batch of problems is
 // strided: operand i of batch b starts at b * stride elements.
 // A, B, C and bias share one dtype: f32 (optionally TF32 tensor cores), f16
-// or bf16. Pointers are device pointers (arena offsets, say).
+// or bf16. Pointers are device pointers (arena offsets, say). With f16/bf16,
+// cuBLASLt applies the epilogue to the product already rounded to that dtype
+// (seen on H100 with CUDA 13.0): about one more output ulp than rounding once.
 //
 // Not done here: backward epilogues (DRELU/DGELU/BGRAD), mixed dtypes, fp8,
 // operands with a leading dimension other than their row length. Not thread-safe.
