@@ -77,14 +77,7 @@ size_t span_bytes(int64_t batch, int64_t stride, int64_t elems, DType t) {
 }
 
 void validate(const GemmShape& s, const GemmArgs& args) {
-  if (s.dtype != DType::f32 && s.dtype != DType::f16 && s.dtype != DType::bf16)
-    fail("CublasLtGemm: ", s.describe(), ": dtype must be f32, f16 or bf16");
-  if (s.allow_tf32 && s.dtype != DType::f32) fail("CublasLtGemm: ", s.describe(), ": allow_tf32 is for f32 only");
-  if (s.m < 1 || s.n < 1 || s.k < 1 || s.batch < 1)
-    fail("CublasLtGemm: ", s.describe(), ": m, n, k and batch must be at least 1");
-  if (s.a_stride() < 0 || s.b_stride() < 0 || s.c_stride() < s.m * s.n)
-    fail("CublasLtGemm: ", s.describe(), ": strides (", s.a_stride(), ", ", s.b_stride(), ", ", s.c_stride(),
-         ") must be >= 0, and C's at least m*n = ", s.m * s.n);
+  s.validate();
   if (!args.a || !args.b || !args.c) fail("CublasLtGemm: ", s.describe(), ": A, B and C must be device pointers");
   if (epilogue_has_bias(s.epilogue) != (args.bias != nullptr))
     fail("CublasLtGemm: ", s.describe(), ": ",
@@ -108,6 +101,17 @@ GemmShape GemmShape::matmul(DType dtype, int64_t batch, int64_t m, int64_t k, in
   s.batch = batch;
   s.m = m, s.k = k, s.n = n;
   return s;
+}
+
+void GemmShape::validate() const {
+  if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16)
+    fail("CublasLtGemm: ", describe(), ": dtype must be f32, f16 or bf16");
+  if (allow_tf32 && dtype != DType::f32) fail("CublasLtGemm: ", describe(), ": allow_tf32 is for f32 only");
+  if (m < 1 || n < 1 || k < 1 || batch < 1)
+    fail("CublasLtGemm: ", describe(), ": m, n, k and batch must be at least 1");
+  if (a_stride() < 0 || b_stride() < 0 || c_stride() < m * n)
+    fail("CublasLtGemm: ", describe(), ": strides (", a_stride(), ", ", b_stride(), ", ", c_stride(),
+         ") must be >= 0, and C's at least m*n = ", m * n);
 }
 
 size_t GemmShape::a_bytes() const {

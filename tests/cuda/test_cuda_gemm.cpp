@@ -18,6 +18,8 @@
 #include "cuda_test_util.h"
 #include "tessera/cuda/device_arena.h"
 #include "tessera/cuda/gemm.h"
+#include "tessera/cuda/gemm_step.h"
+#include "tessera/error.h"
 
 namespace tessera::cuda {
 namespace {
@@ -320,6 +322,81 @@ TEST(CudaGemmPlans, WorkspaceFromArena) {
   gemm.run(GemmShape::matmul(DType::bf16, 1, n, n, n), {a, a, c});
   stream.synchronize("workspace test");
   for (double v : from_bytes(download(c, n * n * 2), DType::bf16)) ASSERT_EQ(v, static_cast<double>(n));
+}
+
+// A plan step on arena offsets computes exactly what run() does on the same pointers.
+TEST(CudaGemmStep, ArenaOffsetsGiveTheSameBitsAsPointers) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceStream stream(0);
+  CublasLtGemm gemm(stream, size_t{4} << 20);
+  DeviceArena arena(size_t{1} << 20, "step arena");
+  GemmStep step;
+  step.name = "step 3 (linear fc1)";
+  step.shape = GemmShape::linear(DType::bf16, 70, 96, 130, GemmEpilogue::gelu_bias);
+  const GemmShape& s = step.shape;
+  step.a = arena.reserve(s.a_bytes(), "x");
+  step.b = arena.reserve(s.b_bytes(), "W");
+  step.bias = arena.reserve(130 * 2, "b");
+  step.c = arena.reserve(s.c_bytes(), "y");
+  const size_t c_direct = arena.reserve(s.c_bytes(), "y direct");
+  std::mt19937 rng(std::random_device{}());
+  upload(arena.at(step.a, s.a_bytes()), to_bytes(random_values(70 * 96, DType::bf16, rng), DType::bf16));
+  upload(arena.at(step.b, s.b_bytes()), to_bytes(random_values(130 * 96, DType::bf16, rng), DType::bf16));
+  upload(arena.at(step.bias, 130 * 2), to_bytes(random_values(130, DType::bf16, rng), DType::bf16));
+  testing::fill_bytes(arena.at(step.c, s.c_bytes()), 0xFF, s.c_bytes());
+  testing::fill_bytes(arena.at(c_direct, s.c_bytes()), 0xFF, s.c_bytes());
+
+  run_gemm_step(gemm, arena, step);
+  gemm.run(s, {arena.at(step.a, 1), arena.at(step.b, 1), arena.at(c_direct, 1), arena.at(step.bias, 1)});
+  stream.synchronize("gemm step test");
+  const std::vector<uint8_t> via_step = download(arena.at(step.c, s.c_bytes()), s.c_bytes());
+  EXPECT_EQ(via_step, download(arena.at(c_direct, s.c_bytes()), s.c_bytes()));
+  size_t unwritten = 0;
+  for (size_t i = 0; i + 1 < via_step.size(); i += 2) unwritten += via_step[i] == 0xFF && via_step[i + 1] == 0xFF;
+  EXPECT_EQ(unwritten, 0u);
+}
+
+// The step's name, the operand and its bytes are named; nothing is queued.
+TEST(CudaGemmStep, OperandsOutsideTheArenaAreNamed) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceStream stream(0);
+  CublasLtGemm gemm(stream, size_t{1} << 20);
+  DeviceArena arena(8192, "small arena");
+  GemmStep step;
+  step.name = "step 9 (matmul attn)";
+  step.shape = GemmShape::matmul(DType::f32, 1, 16, 16, 16);  // 1024 bytes each
+  step.a = 0, step.b = 1024, step.c = 7680;
+  std::string e;
+  try {
+    run_gemm_step(gemm, arena, step);
+  } catch (const Error& err) {
+    e = err.what();
+  }
+  for (const char* part : {"step 9 (matmul attn)", "operand C", "[7680, 8704)", "8192 bytes"})
+    EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
+
+  step.c = 2048;
+  step.shape.epilogue = GemmEpilogue::bias;
+  step.bias = 4000;  // not a multiple of 64
+  e.clear();
+  try {
+    run_gemm_step(gemm, arena, step);
+  } catch (const Error& err) {
+    e = err.what();
+  }
+  for (const char* part : {"step 9 (matmul attn)", "operand bias", "offset 4000"})
+    EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
+
+  step.bias = GemmStep::kNoBias;
+  e.clear();
+  try {
+    run_gemm_step(gemm, arena, step);
+  } catch (const Error& err) {
+    e = err.what();
+  }
+  EXPECT_NE(e.find("step 9 (matmul attn): CublasLtGemm: gemm f32"), std::string::npos) << e;
+  EXPECT_NE(e.find("needs a bias pointer"), std::string::npos) << e;
+  EXPECT_EQ(gemm.cached_plans(), 0u);
 }
 
 }  // namespace

@@ -65,6 +65,8 @@ struct GemmShape {
   size_t c_bytes() const;
   // "gemm bf16 batch 4: A[4, 64, 127]^T @ B[4, 64, 33] -> C[4, 127, 33], epilogue gelu_bias".
   std::string describe() const;
+  // Throws Error naming the problem when its dtype, sizes or strides are unusable.
+  void validate() const;
 };
 
 // Device pointers and scalars for one GemmShape. bias is needed exactly when
