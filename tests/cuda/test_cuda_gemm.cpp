@@ -3,7 +3,10 @@
 // f16, bf16) with a tolerance fitting it, every epilogue, strided batches
 // (packed and broadcast), alpha/beta accumulation. Each check also poisons C
 // with NaN (every element must be written) and guards the bytes after C (none
-// may be written). Label gpu; skips without a CUDA device. Does not time anything.
+// may be written). Also: one cached plan per problem, a workspace taken from
+// the arena, and GemmStep (arena offsets) giving the same bits as pointers and
+// naming out-of-arena operands. Label gpu; skips without a CUDA device. Does
+// not time anything.
 #include <gtest/gtest.h>
 
 #include <algorithm>
