@@ -1,0 +1,284 @@
+// CublasLtGemm (include/tessera/cuda/gemm.h): maps row-major problems onto
+// cuBLASLt's column-major API, plans each problem once (descriptors, layouts,
+// heuristic algorithm) and queues cublasLtMatmul. Launches no kernels of its own.
+//
+// Row-major X[r, c] is column-major X^T[c, r] with the same bytes, so
+// C = op(A) @ op(B) is computed as the column-major C^T = op(B)^T @ op(A)^T:
+// cuBLASLt's first operand is our B, its second our A, and C^T's rows are our
+// columns (bias, one per row of C^T, is one per column of C).
+#include "tessera/cuda/gemm.h"
+
+#include <sstream>
+
+#include "tessera/cuda/check.h"
+#include "tessera/error.h"
+
+namespace tessera::cuda {
+
+const char* epilogue_name(GemmEpilogue e) {
+  switch (e) {
+    case GemmEpilogue::none: return "none";
+    case GemmEpilogue::bias: return "bias";
+    case GemmEpilogue::relu: return "relu";
+    case GemmEpilogue::relu_bias: return "relu_bias";
+    case GemmEpilogue::gelu: return "gelu";
+    case GemmEpilogue::gelu_bias: return "gelu_bias";
+  }
+  return "?";
+}
+
+bool epilogue_has_bias(GemmEpilogue e) {
+  return e == GemmEpilogue::bias || e == GemmEpilogue::relu_bias || e == GemmEpilogue::gelu_bias;
+}
+
+namespace {
+
+cublasLtEpilogue_t to_cublaslt(GemmEpilogue e) {
+  switch (e) {
+    case GemmEpilogue::none: return CUBLASLT_EPILOGUE_DEFAULT;
+    case GemmEpilogue::bias: return CUBLASLT_EPILOGUE_BIAS;
+    case GemmEpilogue::relu: return CUBLASLT_EPILOGUE_RELU;
+    case GemmEpilogue::relu_bias: return CUBLASLT_EPILOGUE_RELU_BIAS;
+    case GemmEpilogue::gelu: return CUBLASLT_EPILOGUE_GELU;
+    case GemmEpilogue::gelu_bias: return CUBLASLT_EPILOGUE_GELU_BIAS;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+const char* gemm_dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "f32";
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+    default: return "unsupported dtype";
+  }
+}
+
+size_t gemm_dtype_size(DType t) {
+  return t == DType::f32 ? 4 : 2;
+}
+
+cudaDataType_t to_cuda(DType t) {
+  return t == DType::f32 ? CUDA_R_32F : t == DType::f16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+
+// Largest power of two (at most 256) that divides the address: what cuBLASLt may assume.
+int alignment_of(const void* p) {
+  const auto u = reinterpret_cast<uintptr_t>(p);
+  if (u == 0) return 256;
+  int a = 1;
+  while (a < 256 && u % (2 * a) == 0) a *= 2;
+  return a;
+}
+
+// Bytes spanned by `batch` matrices of `elems` elements each, `stride` apart.
+size_t span_bytes(int64_t batch, int64_t stride, int64_t elems, DType t) {
+  return static_cast<size_t>((batch - 1) * stride + elems) * gemm_dtype_size(t);
+}
+
+void validate(const GemmShape& s, const GemmArgs& args) {
+  s.validate();
+  if (!args.a || !args.b || !args.c) fail("CublasLtGemm: ", s.describe(), ": A, B and C must be device pointers");
+  if (epilogue_has_bias(s.epilogue) != (args.bias != nullptr))
+    fail("CublasLtGemm: ", s.describe(), ": ",
+         epilogue_has_bias(s.epilogue) ? "needs a bias pointer" : "got a bias pointer but its epilogue adds none");
+}
+
+}  // namespace
+
+GemmShape GemmShape::linear(DType dtype, int64_t rows, int64_t in, int64_t out, GemmEpilogue epilogue) {
+  GemmShape s;
+  s.dtype = dtype;
+  s.trans_b = true;
+  s.m = rows, s.k = in, s.n = out;
+  s.epilogue = epilogue;
+  return s;
+}
+
+GemmShape GemmShape::matmul(DType dtype, int64_t batch, int64_t m, int64_t k, int64_t n) {
+  GemmShape s;
+  s.dtype = dtype;
+  s.batch = batch;
+  s.m = m, s.k = k, s.n = n;
+  return s;
+}
+
+void GemmShape::validate() const {
+  if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16)
+    fail("CublasLtGemm: ", describe(), ": dtype must be f32, f16 or bf16");
+  if (allow_tf32 && dtype != DType::f32) fail("CublasLtGemm: ", describe(), ": allow_tf32 is for f32 only");
+  if (m < 1 || n < 1 || k < 1 || batch < 1)
+    fail("CublasLtGemm: ", describe(), ": m, n, k and batch must be at least 1");
+  if (a_stride() < 0 || b_stride() < 0 || c_stride() < m * n)
+    fail("CublasLtGemm: ", describe(), ": strides (", a_stride(), ", ", b_stride(), ", ", c_stride(),
+         ") must be >= 0, and C's at least m*n = ", m * n);
+}
+
+size_t GemmShape::a_bytes() const {
+  return span_bytes(batch, a_stride(), m * k, dtype);
+}
+size_t GemmShape::b_bytes() const {
+  return span_bytes(batch, b_stride(), k * n, dtype);
+}
+size_t GemmShape::c_bytes() const {
+  return span_bytes(batch, c_stride(), m * n, dtype);
+}
+
+std::string GemmShape::describe() const {
+  std::ostringstream os;
+  auto dims = [&](int64_t r, int64_t c) {
+    std::ostringstream d;
+    d << "[";
+    if (batch > 1) d << batch << ", ";
+    d << r << ", " << c << "]";
+    return d.str();
+  };
+  os << "gemm " << gemm_dtype_name(dtype) << (allow_tf32 ? " (tf32)" : "");
+  if (batch > 1)
+    os << " batch " << batch << " strides (" << a_stride() << ", " << b_stride() << ", " << c_stride() << ")";
+  os << ": A" << (trans_a ? dims(k, m) + "^T" : dims(m, k)) << " @ B" << (trans_b ? dims(n, k) + "^T" : dims(k, n))
+     << " -> C" << dims(m, n) << ", epilogue " << epilogue_name(epilogue);
+  return os.str();
+}
+
+// Everything cublasLtMatmul needs for one problem, made once.
+struct CublasLtGemm::Plan {
+  std::string where;  // GemmShape::describe(), for errors
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr,
+                         layout_c = nullptr;  // cuBLASLt's A (our B), B (our A), C
+  cublasLtMatmulAlgo_t algo{};
+
+  ~Plan() {
+    if (layout_c) cublasLtMatrixLayoutDestroy(layout_c);
+    if (layout_b) cublasLtMatrixLayoutDestroy(layout_b);
+    if (layout_a) cublasLtMatrixLayoutDestroy(layout_a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+CublasLtGemm::CublasLtGemm(const DeviceStream& stream, size_t workspace_bytes)
+    : stream_(stream), workspace_bytes_(workspace_bytes), owns_workspace_(true) {
+  stream_.make_current();
+  const std::string where = "CublasLtGemm workspace of " + std::to_string(workspace_bytes) + " bytes";
+  if (workspace_bytes > 0) TESSERA_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes), where);
+  try {
+    TESSERA_CUDA_CHECK(cublasLtCreate(&handle_), "CublasLtGemm");
+  } catch (...) {
+    cudaFree(workspace_);
+    throw;
+  }
+}
+
+CublasLtGemm::CublasLtGemm(const DeviceStream& stream, void* workspace, size_t workspace_bytes)
+    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes), owns_workspace_(false) {
+  if (workspace_bytes > 0 && !workspace) fail("CublasLtGemm: a workspace of ", workspace_bytes, " bytes at null");
+  stream_.make_current();
+  TESSERA_CUDA_CHECK(cublasLtCreate(&handle_), "CublasLtGemm");
+}
+
+CublasLtGemm::~CublasLtGemm() {
+  plans_.clear();
+  if (handle_) cublasLtDestroy(handle_);
+  if (owns_workspace_ && workspace_) cudaFree(workspace_);
+  cudaGetLastError();
+}
+
+CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& args) {
+  const PlanKey key{static_cast<int>(s.dtype),
+                    s.allow_tf32,
+                    s.trans_a,
+                    s.trans_b,
+                    s.m,
+                    s.n,
+                    s.k,
+                    s.batch,
+                    s.a_stride(),
+                    s.b_stride(),
+                    s.c_stride(),
+                    static_cast<int>(s.epilogue),
+                    alignment_of(args.a),
+                    alignment_of(args.b),
+                    alignment_of(args.c),
+                    alignment_of(args.bias)};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return *it->second;
+
+  auto plan = std::make_unique<Plan>();
+  plan->where = s.describe();
+  const std::string& where = plan->where;
+  const cublasComputeType_t compute =
+      s.dtype == DType::f32 && s.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  TESSERA_CUDA_CHECK(cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F), where);
+  auto set_desc = [&](cublasLtMatmulDescAttributes_t attr, const auto& value) {
+    TESSERA_CUDA_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, attr, &value, sizeof(value)), where);
+  };
+  // cuBLASLt's A is our B: column-major, B^T [n, k] is stored B [k, n] as is;
+  // with trans_b, stored B [n, k] is column-major [k, n] and needs transposing.
+  const cublasOperation_t op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  set_desc(CUBLASLT_MATMUL_DESC_TRANSA, op_b);
+  set_desc(CUBLASLT_MATMUL_DESC_TRANSB, op_a);
+  set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE, to_cublaslt(s.epilogue));
+  if (args.bias) set_desc(CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);  // heuristics read its alignment
+
+  const cudaDataType_t type = to_cuda(s.dtype);
+  auto make_layout = [&](cublasLtMatrixLayout_t* layout, int64_t rows, int64_t cols, int64_t stride) {
+    TESSERA_CUDA_CHECK(
+        cublasLtMatrixLayoutCreate(layout, type, static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), rows),
+        where);
+    if (s.batch > 1) {
+      const int32_t count = static_cast<int32_t>(s.batch);
+      TESSERA_CUDA_CHECK(
+          cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)), where);
+      TESSERA_CUDA_CHECK(cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                          sizeof(stride)),
+                         where);
+    }
+  };
+  // Column-major views (rows = leading dimension) of the stored operands.
+  make_layout(&plan->layout_a, s.trans_b ? s.k : s.n, s.trans_b ? s.n : s.k, s.b_stride());
+  make_layout(&plan->layout_b, s.trans_a ? s.m : s.k, s.trans_a ? s.k : s.m, s.a_stride());
+  make_layout(&plan->layout_c, s.n, s.m, s.c_stride());
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  TESSERA_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&pref), where);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  try {
+    auto set_pref = [&](cublasLtMatmulPreferenceAttributes_t attr, const auto& value) {
+      TESSERA_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value)), where);
+    };
+    set_pref(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(workspace_bytes_));
+    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, static_cast<uint32_t>(alignment_of(args.b)));
+    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(alignment_of(args.a)));
+    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(alignment_of(args.c)));
+    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(alignment_of(args.c)));
+    TESSERA_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->layout_a, plan->layout_b,
+                                                      plan->layout_c, plan->layout_c, pref, 1, &result, &found),
+                       where);
+  } catch (...) {
+    cublasLtMatmulPreferenceDestroy(pref);
+    throw;
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (found == 0)
+    fail("CublasLtGemm: cuBLASLt has no algorithm for ", where, " with a workspace of ", workspace_bytes_, " bytes");
+  plan->algo = result.algo;
+  return *plans_.emplace(key, std::move(plan)).first->second;
+}
+
+void CublasLtGemm::run(const GemmShape& s, const GemmArgs& args) {
+  validate(s, args);
+  Plan& plan = plan_for(s, args);
+  if (args.bias)
+    TESSERA_CUDA_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &args.bias, sizeof(args.bias)),
+        plan.where);
+  TESSERA_CUDA_CHECK(
+      cublasLtMatmul(handle_, plan.desc, &args.alpha, args.b, plan.layout_a, args.a, plan.layout_b, &args.beta, args.c,
+                     plan.layout_c, args.c, plan.layout_c, &plan.algo, workspace_, workspace_bytes_, stream_.stream()),
+      plan.where);
+}
+
+}  // namespace tessera::cuda
