@@ -5,8 +5,11 @@
 // with Debian's Halide) applied to each kernel's pipeline, with estimates
 // from the static shapes. All variants share Tessera's partition into
 // kernels and its memory plan; only the schedule inside kernels differs
-// (through compile() with CompileOptions::schedules). Reports the step time
-// of each and the ratio to Tessera's, plus the compile time.
+// (through compile() with CompileOptions::schedules). A fourth variant,
+// tessera_no_kernel_remat, is Tessera's schedule with the auto-scheduler's
+// kernel-level remat turned off (every shared intermediate recomputed).
+// Reports the step time of each and the compile time; each variant compiles
+// only when a benchmark that runs it is selected (--benchmark_filter).
 #include <benchmark/benchmark.h>
 #include <tessera/models.h>
 #include <tessera/schedule.h>
@@ -85,44 +88,48 @@ struct Variant {
   double compile_seconds = 0;
 };
 
-std::vector<Variant>& variants_for(const std::string& model) {
-  static std::map<std::string, std::vector<Variant>> cache;
-  auto it = cache.find(model);
-  if (it != cache.end()) return it->second;
-  Graph g = model == "mlp" ? registered_model("mlp_train_step")
-                           : registered_model("gpt_train_step", {{"n_layer", "1"}, {"n_embd", "64"}, {"block_size", "64"}});
-  std::vector<Variant> v;
-  auto start = std::chrono::steady_clock::now();
-  Executable tessera_exe = compile(g);
-  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-  v.push_back({"tessera", tessera_exe, seconds()});
-  const std::vector<std::string> names = kernel_names(tessera_exe);
-  for (std::string which : {"naive", "Adams2019", "Mullapudi2016"}) {
-    CompileOptions options;
-    for (const std::string& n : names)
-      options.schedules[n] = which == "naive" ? ScheduleOverride(naive) : autoscheduler(which);
-    start = std::chrono::steady_clock::now();
-    try {
-      v.push_back({which, compile(g, Target::host(), options), seconds()});
-    } catch (const Error& e) {
-      std::fprintf(stderr, "%s on %s: %s\n", which.c_str(), model.c_str(), e.what());
-    }
-  }
-  return cache[model] = v;
+const char* const kVariants[] = {"tessera", "tessera_no_kernel_remat", "naive", "Adams2019", "Mullapudi2016"};
+
+Graph model_graph(const std::string& model) {
+  return model == "mlp" ? registered_model("mlp_train_step")
+                        : registered_model("gpt_train_step", {{"n_layer", "1"}, {"n_embd", "64"}, {"block_size", "64"}});
 }
 
-void BM_step(benchmark::State& state, const std::string& model, int variant) {
-  std::vector<Variant>& v = variants_for(model);
-  if (variant >= static_cast<int>(v.size())) {
+// Compiled on first use, so that a --benchmark_filter compiles only what it runs.
+const Variant* variant_for(const std::string& model, const std::string& which) {
+  static std::map<std::string, std::unique_ptr<Variant>> cache;
+  const std::string key = model + "/" + which;
+  if (auto it = cache.find(key); it != cache.end()) return it->second.get();
+  const Graph g = model_graph(model);
+  CompileOptions options;
+  if (which == "tessera_no_kernel_remat") options.kernel_remat = false;
+  if (which == "naive" || which == "Adams2019" || which == "Mullapudi2016")
+    for (const std::string& n : kernel_names(compile(g)))
+      options.schedules[n] = which == "naive" ? ScheduleOverride(naive) : autoscheduler(which);
+  auto start = std::chrono::steady_clock::now();
+  try {
+    Executable exe = which == "tessera" ? compile(g) : compile(g, Target::host(), options);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    cache[key] = std::make_unique<Variant>(Variant{which, exe, s});
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s on %s: %s\n", which.c_str(), model.c_str(), e.what());
+    cache[key] = nullptr;
+  }
+  return cache[key].get();
+}
+
+void BM_step(benchmark::State& state, const std::string& model, const std::string& which) {
+  const Variant* v = variant_for(model, which);
+  if (!v) {
     state.SkipWithError("this schedule failed to compile (see stderr)");
     return;
   }
-  auto args = random_args(v[variant].exe.graph());
+  auto args = random_args(v->exe.graph());
   std::map<std::string, Buffer> out;
-  v[variant].exe.run(args, out);
-  for (auto _ : state) v[variant].exe.run(args, out);
-  state.SetLabel(v[variant].name);
-  state.counters["compile_s"] = v[variant].compile_seconds;
+  v->exe.run(args, out);
+  for (auto _ : state) v->exe.run(args, out);
+  state.SetLabel(v->name);
+  state.counters["compile_s"] = v->compile_seconds;
 }
 
 }  // namespace
@@ -131,9 +138,8 @@ int main(int argc, char** argv) {
   Halide::load_plugin("/usr/lib/x86_64-linux-gnu/halide14/libautoschedule_adams2019.so");
   Halide::load_plugin("/usr/lib/x86_64-linux-gnu/halide14/libautoschedule_mullapudi2016.so");
   for (const char* model : {"mlp", "gpt"})
-    for (int i = 0; i < 4; ++i) {
-      static const char* names[] = {"tessera", "naive", "Adams2019", "Mullapudi2016"};
-      benchmark::RegisterBenchmark((std::string(model) + "_step/" + names[i]).c_str(), BM_step, model, i)
+    for (const char* which : kVariants) {
+      benchmark::RegisterBenchmark((std::string(model) + "_step/" + which).c_str(), BM_step, model, which)
           ->Unit(benchmark::kMicrosecond)
           ->UseRealTime();
     }

@@ -17,7 +17,7 @@
 // only; it must leave every Func's definition alone (a schedule never changes
 // results beyond float reassociation). compile() throws Error if an override
 // names no kernel, and wraps Halide's errors from it with the kernel's name.
-// Executables compiled with overrides are not cached.
+// Executables compiled with overrides (or kernel_remat off) are not cached.
 #pragma once
 
 #include <Halide.h>
@@ -48,6 +48,11 @@ using ScheduleOverride = std::function<std::string(KernelSchedule&)>;
 
 struct CompileOptions {
   std::map<std::string, ScheduleOverride> schedules;  // kernel name -> its schedule
+  // The auto-scheduler's kernel-level remat: cheap intermediates that several
+  // kernels read are recomputed in each or materialized once, whichever the
+  // target's cost model says is cheaper (the plan prints each decision and
+  // its estimates). false: always recomputed (the partitioner's fallback).
+  bool kernel_remat = true;
 };
 
 // compile() with overrides (see above).

@@ -104,7 +104,10 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
   if (targets.empty()) fail("compile_aot: no targets for '", name, "'");
   verify(graph, {true});
   if (graph.outputs.empty()) fail("compile_aot: graph '", graph.name, "' has no outputs");
-  std::vector<Kernel> kernels = partition(graph);
+  // One partition and memory plan serve every variant: decided with the
+  // first target's cost model.
+  const CostModel cost = cost_model(Target::parse(targets[0]));
+  std::vector<Kernel> kernels = partition(graph, &cost);
   MemoryPlan plan = plan_memory(graph, kernels);
 
   // The tensor table: inputs and params, then outputs (the public order),

@@ -176,7 +176,11 @@ CudaCompileResult compile_cuda(const Graph& graph, const Target& target, const C
   result.schedule_set = arch.name;
   std::map<std::string, size_t> compiled;  // printed kernel graph -> index of its first compile
   int index = 0;
-  for (const Kernel& k : partition(graph)) {
+  const CostModel cost = cost_model(target);
+  std::vector<RematDecision> remat;
+  const std::vector<Kernel> kernels = partition(graph, &cost, &remat);
+  result.remat = remat_decisions_text(graph, remat, cost);
+  for (const Kernel& k : kernels) {
     CudaKernelInfo info;
     info.name = kernel_name(graph, k.roots);
     info.header = "kernel " + info.name;
@@ -257,7 +261,8 @@ std::string CudaCompileResult::text() const {
   for (const CudaKernelInfo& k : kernels) estimate += k.estimated_us;
   os << "graph '" << graph << "': " << kernels.size() << " kernels (" << distinct_kernels << " compiled), " << schedule_set
      << " schedule (" << arch.gpu << ", " << arch.sm_count << " SMs) for " << halide_target << ", PTX for sm_86; "
-     << "estimated " << estimate << " us per run\n";
+     << "estimated " << estimate << " us per run\n"
+     << remat;
   for (const CudaKernelInfo& k : kernels) {
     os << k.header << "\n" << k.schedule << "  => " << k.gpu_kernels << " GPU kernel" << (k.gpu_kernels == 1 ? "" : "s")
        << " (";

@@ -69,6 +69,7 @@ struct CudaCompileResult {
   Target target;
   std::string halide_target;  // e.g. x86-64-linux-avx2-...-cuda-cuda_capability_86
   std::string schedule_set;   // "cuda_sm80" or "cuda_sm90"
+  std::string remat;                    // the kernel-level remat decisions (kernel_remat.h), as text
   std::vector<CudaKernelInfo> kernels;  // in execution order
   int distinct_kernels = 0;             // kernels compiled (the others reused)
   double seconds = 0;                   // the whole compile

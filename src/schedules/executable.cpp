@@ -142,7 +142,9 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target, c
   std::set<std::string> overridden;
   c->graph = graph;
   c->target = target;
-  std::vector<Kernel> kernels = partition(graph);
+  const CostModel cost = cost_model(target);
+  std::vector<RematDecision> remat;
+  std::vector<Kernel> kernels = partition(graph, options.kernel_remat ? &cost : nullptr, &remat);
   c->memory = plan_memory(graph, kernels);
   c->arena = Buffer(DType::u8, {static_cast<int64_t>(std::max<size_t>(1, c->memory.peak))});
   std::memset(c->arena.data(), kPoison, c->arena.bytes());
@@ -151,7 +153,8 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target, c
     c->intermediate[slot.node] = Buffer::view(c->arena, slot.offset, graph.nodes[slot.node].type);
   const Halide::Target ht = halide_target(target);
   c->schedule = "graph '" + graph.name + "': " + std::to_string(kernels.size()) + " kernels, cpu_x86 schedule for " +
-                ht.to_string() + " (" + std::to_string(ht.natural_vector_size<float>()) + " f32 lanes)\n";
+                ht.to_string() + " (" + std::to_string(ht.natural_vector_size<float>()) + " f32 lanes)\n" +
+                (options.kernel_remat ? remat_decisions_text(graph, remat, cost) : "kernel remat: off\n");
   for (Kernel& k : kernels) {
     std::string context = describe_kernel(graph, k.roots);
     std::string header = "kernel " + kernel_name(graph, k.roots);
@@ -209,7 +212,7 @@ Buffer& ensure(Buffer& b, const TensorType& type) {
 }  // namespace
 
 Executable compile(const Graph& graph, const Target& target, const CompileOptions& options) {
-  if (options.schedules.empty()) return compile(graph, target);
+  if (options.schedules.empty() && options.kernel_remat) return compile(graph, target);
   if (target.cuda_sm) return compile(graph, target);  // refused there
   std::shared_ptr<CompiledGraph> c = build(graph, target, options);
   Executable e(c);

@@ -18,6 +18,11 @@ bool is_materialized(const Node& node) {
 }
 
 std::vector<Kernel> partition(const Graph& g) {
+  const CostModel cpu = cpu_x86_cost_model();
+  return partition(g, &cpu);
+}
+
+std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions) {
   const int n = static_cast<int>(g.nodes.size());
   std::vector<bool> root(n, false);
   for (const Node& node : g.nodes) root[node.id] = is_materialized(node);
@@ -30,6 +35,10 @@ std::vector<Kernel> partition(const Graph& g) {
   for (const GraphOutput& o : g.outputs) {
     const Node& out = g.node(o.node);
     if (out.op != "input" && out.op != "param") root[o.node] = true;  // constants too
+  }
+  if (cost) {
+    std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
+    if (decisions) *decisions = std::move(remat);
   }
 
   // Arguments of the kernel computing the nodes of `members`: the roots

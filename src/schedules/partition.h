@@ -16,6 +16,10 @@
 // them reads the earlier ones: the kernel then has several outputs, and the
 // schedule computes them in one fused loop, so shared inputs are read once.
 //
+// Which shared cheap nodes are recomputed by each reader and which are
+// materialized once is the auto-scheduler's decision by the target's cost
+// model (kernel_remat.h); partition() applies it.
+//
 // Compiling kernels separately keeps Halide's compile time linear in the
 // graph size (one pipeline for a whole training step grows much faster).
 // This does not plan memory or fuse across reductions and contractions.
@@ -24,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include "cost_model.h"
+#include "kernel_remat.h"
 #include "tessera/graph.h"
 
 namespace tessera {
@@ -40,6 +46,11 @@ struct Kernel {
 
 // Kernels in topological order, covering every materialized or output node.
 // Graph outputs that are graph inputs or params need no kernel (they are copied).
+// `cost`: the model for the kernel-level remat decisions (kernel_remat.h); with
+// nullptr every shared cheap node is recomputed by each reader. `decisions`,
+// when given, receives the decisions.
+std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions = nullptr);
+// With this CPU's cost model.
 std::vector<Kernel> partition(const Graph& g);
 
 // "t3 (sum)", or "t60+t75 (add, sub)" for a kernel with several outputs.

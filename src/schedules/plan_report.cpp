@@ -21,7 +21,8 @@ PlanReport plan_report(const Graph& graph, const Target& target) {
     return r;
   }
   r.kernels = compile_cuda(graph, target).text();
-  const MemoryPlan plan = plan_memory(graph, partition(graph));
+  const CostModel cost = cost_model(target);
+  const MemoryPlan plan = plan_memory(graph, partition(graph, &cost));
   r.memory = plan.text(graph);
   r.peak_bytes = plan.peak;
   r.without_reuse = plan.total;

@@ -1,0 +1,92 @@
+// Kernel-level rematerialization decisions (kernel_remat.h).
+#include "kernel_remat.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+namespace tessera {
+
+namespace {
+
+double bytes_of(const TensorType& t) { return static_cast<double>(numel(t.shape)) * dtype_size(t.dtype); }
+
+}  // namespace
+
+std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>& root, const CostModel& cost) {
+  const int n = static_cast<int>(g.nodes.size());
+  std::vector<std::vector<int>> consumers(n);
+  for (const Node& node : g.nodes)
+    for (int in : node.inputs) consumers[in].push_back(node.id);
+
+  // The kernels (named by a root they compute) whose computation includes each node.
+  std::vector<std::set<int>> kernels_of(n);
+  std::vector<RematDecision> decisions;
+  for (int id = n - 1; id >= 0; --id) {
+    const Node& node = g.nodes[id];
+    if (root[id] || node.is_leaf()) {
+      kernels_of[id] = {id};
+      continue;
+    }
+    std::set<int> readers;
+    for (int c : consumers[id]) readers.insert(kernels_of[c].begin(), kernels_of[c].end());
+    if (readers.size() < 2 || node.type.rank() == 0) {
+      kernels_of[id] = readers;
+      continue;
+    }
+    // The subtree each reader would inline: id and its inlined inputs, and what it reads.
+    double flops = 0, reads = 0;
+    const double elements = static_cast<double>(numel(node.type.shape));
+    std::vector<int> stack{id};
+    std::set<int> seen{id};
+    while (!stack.empty()) {
+      const Node& m = g.nodes[stack.back()];
+      stack.pop_back();
+      flops += static_cast<double>(numel(m.type.shape)) * flops_per_element(m);
+      for (int in : m.inputs) {
+        if (!seen.insert(in).second) continue;
+        const Node& x = g.nodes[in];
+        if (root[in] || x.op == "input" || x.op == "param")
+          reads += std::min(bytes_of(x.type), elements * dtype_size(x.type.dtype));
+        else if (!x.is_leaf())
+          stack.push_back(in);
+      }
+    }
+    const double k = static_cast<double>(readers.size()), own = bytes_of(node.type);
+    RematDecision d;
+    d.node = id;
+    d.readers = static_cast<int>(readers.size());
+    d.recompute_us = k * (cost.memory_us(reads) + cost.compute_us(flops));
+    d.materialize_us = cost.launch_us + cost.memory_us(reads + own + k * own) + cost.compute_us(flops);
+    d.materialize = d.materialize_us < d.recompute_us;
+    if (d.materialize) {
+      root[id] = true;
+      kernels_of[id] = {id};
+    } else {
+      kernels_of[id] = readers;
+    }
+    decisions.push_back(d);
+  }
+  std::reverse(decisions.begin(), decisions.end());
+  return decisions;
+}
+
+std::string remat_decisions_text(const Graph& g, const std::vector<RematDecision>& decisions, const CostModel& cost) {
+  int kept = 0;
+  for (const RematDecision& d : decisions) kept += d.materialize;
+  std::string s = "kernel remat (" + cost.name + " cost model: " + std::to_string(static_cast<int>(cost.dram_gbps)) +
+                  " GB/s, " + std::to_string(static_cast<int>(cost.gflops)) + " GFLOP/s, launch " +
+                  std::to_string(cost.launch_us).substr(0, 4) + " us): " + std::to_string(decisions.size()) +
+                  " shared intermediates, " + std::to_string(kept) + " materialized\n";
+  char buf[256];
+  for (const RematDecision& d : decisions) {
+    const Node& n = g.nodes[d.node];
+    std::snprintf(buf, sizeof buf, "  %s (%s) %s: %d readers, recompute %.2f us vs materialize %.2f us -> %s\n",
+                  n.name.c_str(), n.op.c_str(), to_string(n.type).c_str(), d.readers, d.recompute_us,
+                  d.materialize_us, d.materialize ? "materialize" : "recompute");
+    s += buf;
+  }
+  return s;
+}
+
+}  // namespace tessera

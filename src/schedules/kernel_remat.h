@@ -1,0 +1,44 @@
+// kernel_remat: the auto-scheduler's choice, for every intermediate that
+// several kernels would compute, between recomputing it inside each of them
+// and materializing it once in a kernel of its own.
+//
+// The partitioner (partition.h) inlines cheap nodes (elementwise, shape,
+// gather, random) into the kernels that read them. When k > 1 kernels read
+// such a node N (directly or through other inlined nodes), inlining
+// recomputes N's inlined subtree k times; materializing it costs a kernel of
+// its own, a write of N and k reads of it. With the target's cost model
+// (cost_model.h):
+//   recompute    k * (bytes N's subtree reads + its FLOPs)
+//   materialize  launch + bytes it reads + its FLOPs + write N + k * read N
+// (bytes at the model's bandwidth, FLOPs at its rate). The cheaper wins.
+// Nodes are decided from the last to the first, so a node's readers are
+// final when it is decided. This never changes results: a materialized node
+// holds exactly the values its readers would have computed.
+// It decides; it does not build kernels (partition.cpp does).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cost_model.h"
+#include "tessera/graph.h"
+
+namespace tessera {
+
+struct RematDecision {
+  int node = -1;
+  int readers = 0;            // kernels that read it
+  double recompute_us = 0;    // the estimate for inlining it into each
+  double materialize_us = 0;  // the estimate for one kernel of its own
+  bool materialize = false;
+};
+
+// Updates `root` (node id -> materialized) with the nodes the model says to
+// materialize, and returns a decision for every node read by several kernels.
+std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>& root, const CostModel& cost);
+
+// One line per decision, for the printed plan:
+//   "remat t12 (gelu) f32[8, 256]: 3 readers, recompute 2.1 us vs materialize 4.5 us -> recompute"
+std::string remat_decisions_text(const Graph& g, const std::vector<RematDecision>& decisions, const CostModel& cost);
+
+}  // namespace tessera
