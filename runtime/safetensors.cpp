@@ -167,6 +167,13 @@ void SafetensorsFile::parse(const uint8_t* bytes, size_t size) {
   header_bytes_ = n;
   const char* text = reinterpret_cast<const char*>(bytes + 8);
 
+  // A NUL byte is never valid JSON (raw control characters are not allowed
+  // even inside strings), but nlohmann's lexer takes it for the end of the
+  // input and would accept "{}\0garbage".
+  if (const void* nul = std::memchr(text, '\0', n))
+    bad_file(file, "the ", n, "-byte header is not valid UTF-8 JSON: it has a NUL byte at header offset ",
+             static_cast<const char*>(nul) - text);
+
   // Parse, noting names given twice at the top level (JSON parsers keep one).
   std::set<std::string> seen;
   std::string duplicate;
