@@ -26,6 +26,7 @@ namespace {
 using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100000000;  // the reference's MAX_HEADER_SIZE
+constexpr int kMaxHeaderDepth = 128;             // serde_json's recursion limit
 
 // Every dtype the format defines, with its size in bits; `supported` says
 // whether tessera has it (then `dtype` is its DType).
@@ -181,6 +182,10 @@ void SafetensorsFile::parse(const uint8_t* bytes, size_t size) {
   json header;
   try {
     header = json::parse(text, text + n, [&](int depth, json::parse_event_t event, json& parsed) {
+      // A valid header nests 3 levels deep; serde_json (the reference's
+      // parser) stops at 128. Deeper input only costs memory.
+      if (depth > kMaxHeaderDepth)
+        bad_file(file, "the ", n, "-byte header nests JSON deeper than ", kMaxHeaderDepth, " levels");
       if (event == json::parse_event_t::key && depth == 1 && !has_duplicate) {
         const std::string& key = parsed.get_ref<const std::string&>();
         if (!seen.insert(key).second) {

@@ -248,6 +248,14 @@ TEST(SafetensorsMalformed, HeaderIsNotJson) {
   EXPECT_HAS(open_error(assemble(std::string("{}\0\0\0\0\0\0", 8), "")), "is not valid UTF-8 JSON");
 }
 
+TEST(SafetensorsMalformed, HeaderNestedTooDeep) {
+  const std::string deep = "{\"a\":" + std::string(200, '[') + std::string(200, ']') + "}";
+  EXPECT_HAS(open_error(assemble(deep, "")), "-byte header nests JSON deeper than 128 levels");
+  // 128 levels is still only a malformed entry, not a nesting error.
+  const std::string ok_depth = "{\"a\":" + std::string(127, '[') + std::string(127, ']') + "}";
+  EXPECT_HAS(open_error(assemble(ok_depth, "")), "tensor 'a': the entry is an array, not an object");
+}
+
 TEST(SafetensorsMalformed, HeaderIsNotAnObject) {
   EXPECT_HAS(open_error(assemble("[1, 2]", "")), "the header is an array, not a JSON object");
   EXPECT_HAS(open_error(assemble("\"text\"", "")), "the header is a string, not a JSON object");

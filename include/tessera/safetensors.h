@@ -13,8 +13,9 @@
 // Reading validates as the reference implementation (safetensors, Rust)
 // does, and rejects with an Error naming the file, the tensor and the byte
 // figures: a file shorter than 8 bytes; N > 100,000,000; 8 + N past the end
-// of the file; a header that is not UTF-8 JSON or not an object; a tensor
-// entry without dtype/shape/data_offsets or with values of the wrong JSON
+// of the file; a header that is not UTF-8 JSON (a NUL byte included), is
+// not an object, or nests deeper than 128 levels (serde_json's limit); a
+// tensor entry without dtype/shape/data_offsets or with values of the wrong JSON
 // type (negative or fractional dims, data_offsets not two unsigned
 // integers); a shape whose element count or byte size overflows; data
 // offsets that, sorted, do not tile the data buffer from 0 without holes or
@@ -25,8 +26,10 @@
 //
 // Writing lays tensors out as the reference writer does, so a file written
 // here is byte-identical to Python's safetensors.torch.save_file of the
-// same tensors and metadata: tensors sorted by dtype alignment, widest first
-// (I64, F64, F32, I32, BF16, F16, I8, U8, BOOL), then by name (byte order);
+// same tensors and metadata (metadata of two or more entries aside: we
+// write its keys sorted, Python in its dict's order): tensors sorted by
+// dtype alignment, widest first (I64, F64, F32, I32, BF16, F16, I8, U8,
+// BOOL), then by name (byte order);
 // every tensor's data starts at a multiple of its element size; the header
 // is compact JSON with "__metadata__" first (when there is metadata) and
 // tensors in data order, padded with spaces to a multiple of 8 bytes, so
