@@ -68,6 +68,16 @@ struct TrainerOptions {
   Target target = Target::host();
 };
 
+// Everything that decides how training continues: the params, the optimizer
+// state, the step counter, the lr and the last step's grad norm (there is no
+// other random or step state). checkpoint.h saves and loads it.
+struct TrainingState {
+  std::map<std::string, Buffer> params, state;
+  int64_t steps_done = 0;
+  double lr = 0;
+  double last_grad_norm = 0;
+};
+
 class Trainer {
  public:
   // Throws Error if the joint graph has no float scalar `loss` output or no
@@ -96,6 +106,13 @@ class Trainer {
   int64_t steps_done() const { return steps_; }  // optim.step of the next step is steps_done() + 1
   // "optim.grad_norm" of the last step (0 unless clipping is on).
   double last_grad_norm() const { return grad_norm_; }
+
+  // Replaces params, optimizer state, step counter, lr and grad norm, so
+  // that the next step continues bit-identically from where `s` was taken.
+  // All or nothing: throws Error naming the first missing, extra or mistyped
+  // tensor (or a negative step count or bad lr) and changes nothing. The
+  // Buffers are taken over, not copied.
+  void restore(TrainingState s);
 
   const Graph& step_graph() const { return step_graph_; }
   const Graph& forward_graph() const { return forward_graph_; }

@@ -159,6 +159,32 @@ void Trainer::set_lr(double lr) {
   lr_ = lr;
 }
 
+void Trainer::restore(TrainingState s) {
+  auto check = [](const char* what, const std::map<std::string, Buffer>& have,
+                  const std::map<std::string, Buffer>& given) {
+    for (const auto& [name, b] : have) {
+      auto it = given.find(name);
+      if (it == given.end()) fail("Trainer::restore: no ", what, " '", name, "' (", to_string(b.type()), ")");
+      if (!it->second.defined() || it->second.type() != b.type())
+        fail("Trainer::restore: ", what, " '", name, "' is ",
+             it->second.defined() ? to_string(it->second.type()) : std::string("undefined"), ", expected ",
+             to_string(b.type()));
+    }
+    for (const auto& [name, b] : given)
+      if (!have.count(name))
+        fail("Trainer::restore: ", what, " '", name, "' (", to_string(b.type()), ") is not one of this trainer's");
+  };
+  check("param", params_, s.params);
+  check("optimizer state", state_, s.state);
+  if (s.steps_done < 0) fail("Trainer::restore: steps_done = ", s.steps_done, " (need >= 0)");
+  if (!(s.lr >= 0)) fail("Trainer::restore: lr = ", s.lr, " is invalid (need lr >= 0)");
+  params_ = std::move(s.params);
+  state_ = std::move(s.state);
+  steps_ = s.steps_done;
+  lr_ = s.lr;
+  grad_norm_ = s.last_grad_norm;
+}
+
 std::map<std::string, Buffer> Trainer::args_for(const std::map<std::string, Buffer>& batch, bool with_state) const {
   check_batch(graph_inputs_, batch);
   std::map<std::string, Buffer> args = batch;
