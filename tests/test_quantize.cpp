@@ -316,9 +316,15 @@ void check_linear(Fmt f, const Case& c, uint32_t seed, bool bias) {
   // Which schedule each took.
   const std::string text = schedules(exe);
   const bool gemv_path = f == Fmt::int8 ? c.K % 8 == 0 : c.K % 16 == 0;
-  if (c.batch <= 8 && gemv_path) EXPECT_NE(text.find("GEMV"), std::string::npos) << text;
-  if (c.batch <= 8) EXPECT_NE(text.find("streaming"), std::string::npos) << text;
-  if (c.batch > 8) EXPECT_NE(text.find("register-tiled"), std::string::npos) << text;
+  if (c.batch <= 8 && gemv_path) {
+    EXPECT_NE(text.find("GEMV"), std::string::npos) << text;
+  }
+  if (c.batch <= 8) {
+    EXPECT_NE(text.find("streaming"), std::string::npos) << text;
+  }
+  if (c.batch > 8) {
+    EXPECT_NE(text.find("register-tiled"), std::string::npos) << text;
+  }
 
   // Against f32 with the original weight.
   const std::vector<double> xv = args["x"].to_f64(), gv = args["g"].to_f64(), wv = w.to_f64();
@@ -492,7 +498,9 @@ TEST(QuantizePass, MlpCloseToF32) {
     // Training the quantized model: only the biases get gradients.
     const Graph joint = differentiate(q);
     for (const GraphOutput& o2 : joint.outputs)
-      if (o2.name.rfind("grad.", 0) == 0) EXPECT_NE(o2.name.find(".bias"), std::string::npos) << o2.name;
+      if (o2.name.rfind("grad.", 0) == 0) {
+        EXPECT_NE(o2.name.find(".bias"), std::string::npos) << o2.name;
+      }
   }
 }
 

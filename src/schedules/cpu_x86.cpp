@@ -189,43 +189,45 @@ Var arg_named(const Func& f, const std::string& name) {
   fail("schedule: Func ", f.name(), " has no dim ", name);
 }
 
-// A quantized linear with at most 8 rows (a GEMV): every task streams 16 rows
-// of the packed weight once; along each row, `vec` reduction lanes (pairs of
-// NF4 codes, or int8 elements) run in a vector (an rfactor of the
-// accumulator) with the rows of x unrolled inside, so each packed weight
-// vector is loaded and dequantized once for all rows of x; the lanes are
-// summed at the end. Needs rank <= 2 and a reduction extent that is a
-// multiple of vec.
-std::string schedule_quant_gemv(Func out, Func acc, int64_t M, int vec) {
+// A quantized linear with at most 8 rows (a GEMV): parallel tasks of 16
+// output features; for each feature n, `vec` reduction lanes (pairs of NF4
+// codes, or int8 elements) accumulate in registers (an rfactor of the
+// accumulator, stored in registers) with the rows of x unrolled inside, so
+// each vector of the packed weight is loaded and dequantized once for all
+// rows of x; the lanes are summed at the end. Needs rank <= 2 and a
+// reduction extent that is a multiple of vec. `shape` is the output's.
+std::string schedule_quant_gemv(Func out, Func acc, const Shape& shape, int vec) {
   std::vector<Var> args = out.args();
+  const int64_t N = shape.back(), M = shape.size() == 2 ? shape[0] : 1;
   Var n = args[0], no("no"), ni("ni");
   const int rows = 16;
-  out.compute_root().split(n, no, ni, rows, TailStrategy::GuardWithIf);
-  if (args.size() == 2) out.reorder(ni, args[1], no);
+  out.compute_root().bound(n, 0, static_cast<int>(N)).split(n, no, ni, rows, TailStrategy::GuardWithIf);
+  if (args.size() == 2) out.bound(args[1], 0, static_cast<int>(M)).reorder(args[1], ni, no);
   out.parallel(no);
-  acc.compute_at(out, no);
+  acc.compute_at(out, ni);
   Halide::RVar r(acc.update(0).get_schedule().rvars()[0].var), ro("ro"), ri("ri");
   Var u("u");
   Func part = acc.update(0).split(r, ro, ri, vec).rfactor(ri, u);
-  part.compute_at(out, no).vectorize(arg_named(part, "u"));
-  Halide::Stage pu = part.update(0);
-  Var pn = arg_named(part, acc.args()[0].name());
+  // The lanes innermost in storage too (rfactor appends them last); the
+  // whole intermediate (vec x M floats) in registers.
+  std::vector<Var> storage{arg_named(part, "u")};
+  for (const Var& v : part.args())
+    if (v.name() != "u") storage.push_back(v);
+  part.compute_at(out, ni).reorder_storage(storage).store_in(Halide::MemoryType::Register);
+  part.vectorize(arg_named(part, "u"));
   std::vector<Halide::VarOrRVar> order{arg_named(part, "u")};
   if (args.size() == 2) {
-    Var pm = arg_named(part, acc.args()[1].name()), pmo("pmo"), pmi("pmi");
-    if (M > 1) {
-      pu.split(pm, pmo, pmi, static_cast<int>(M), TailStrategy::GuardWithIf).unroll(pmi);
-      order.emplace_back(pmi);
-      order.emplace_back(pmo);
-    } else {
-      order.emplace_back(pm);
-    }
+    Var pm = arg_named(part, acc.args()[1].name());
+    part.unroll(pm);
+    order.emplace_back(pm);
   }
   order.emplace_back(ro);
-  order.emplace_back(pn);
+  order.emplace_back(arg_named(part, acc.args()[0].name()));
+  Halide::Stage pu = part.update(0);
   pu.reorder(order).vectorize(arg_named(part, "u"));
+  if (args.size() == 2) pu.unroll(arg_named(part, acc.args()[1].name()));
   return "root, GEMV: parallel tasks of " + std::to_string(rows) + " output features streaming the packed weight, " +
-         std::to_string(vec) + " reduction lanes in a vector, the " + std::to_string(M) +
+         std::to_string(vec) + " reduction lanes in registers, the " + std::to_string(M) +
          " rows of x unrolled inside (weight dequantized once for all)";
 }
 
@@ -272,6 +274,11 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
     schedule_root(st[2], vec);
     how = "; absmax dequantized at root (one per block)";
   }
+  // The packed NF4 weight u8[P, 1] is dense: its row stride is 1, which lets
+  // the weight be loaded as vectors rather than gathered.
+  if (node.op == "linear_nf4" || node.op == "linear_nf4_grad_input")
+    for (size_t i = 0; i < L.arg_nodes.size(); ++i)
+      if (L.arg_nodes[i] == node.inputs[1] && g.node(node.inputs[1]).type.rank() == 2) L.args[i].dim(1).set_stride(1);
   const Shape& s = node.type.shape;
   const int64_t cols = s.back(), M = numel(s) / cols;
   const bool rank_ok = s.size() <= 2;
@@ -281,7 +288,7 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
     const int64_t R = reduction_extent(acc);
     if (M <= 8 && rank_ok && R > 0 && R % vec == 0) {
       if (computed) schedule_root(first.in(acc), vec);
-      return schedule_quant_gemv(out, acc, M, vec) + how;
+      return schedule_quant_gemv(out, acc, s, vec) + how;
     }
     if (M > 8 && s.size() == 2 && cols >= 3 * vec) {
       const int rows = M <= 64 ? static_cast<int>(M) / 4 * 4 : 32;
