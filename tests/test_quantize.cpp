@@ -543,10 +543,23 @@ TEST(QuantizePass, SelectsByPatternAndSkipsLmHead) {
       EXPECT_EQ(q.node(n.inputs[0]).type.shape.back(), 8);
     }
   EXPECT_EQ(quantized, 2);
-  // A state dict missing a weight.
+  // A state dict missing a weight, one of the wrong shape, and a bf16 one
+  // (quantized like f32: the same packed bytes as its f32 values).
   std::map<std::string, Buffer> state;
   const std::string miss = error_of([&] { quantize_state_dict(g, state); });
   EXPECT_NE(miss.find("blk.0.q_proj.weight"), std::string::npos) << miss;
+  std::mt19937 rng(7);
+  state["blk.0.q_proj.weight"] = random_buffer(rng, {8, 9});
+  const std::string shape = error_of([&] { quantize_state_dict(g, state); });
+  EXPECT_NE(shape.find("f32[8, 9]"), std::string::npos) << shape;
+  std::vector<double> v(64);
+  for (double& x : v) x = std::uniform_real_distribution<double>(-1, 1)(rng);
+  state["blk.0.q_proj.weight"] = Buffer::from(v, {8, 8}, DType::bf16);
+  state["blk.0.v_proj.weight"] = Buffer::from(state["blk.0.q_proj.weight"].to_f64(), {8, 8}, DType::f32);
+  const auto qs = quantize_state_dict(g, state);
+  for (int64_t i = 0; i < 32; ++i)
+    EXPECT_EQ(qs.at("blk.0.q_proj.weight").get(i), qs.at("blk.0.v_proj.weight").get(i)) << i;
+  EXPECT_EQ(qs.at("blk.0.q_proj.weight.absmax").type(), (TensorType{DType::f32, {1}}));
   QuantizeOptions bad;
   bad.format = QuantFormat::int8;
   bad.double_quant = true;

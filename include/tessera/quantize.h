@@ -47,8 +47,9 @@ Pass quantize(QuantizeOptions options = {});
 
 // `state` holds the params of `original` by name; returns the params of
 // quantize_graph(original, options): every selected "<m>.weight" quantized
-// into its new params, everything else shared unchanged. Error naming the
-// param if a selected weight is missing or has the wrong type.
+// into its new params (the state's weight may be f32 or bf16, whatever the
+// graph's dtype), everything else shared unchanged. Error naming the param
+// if a selected weight is missing or has the wrong shape or dtype.
 std::map<std::string, Buffer> quantize_state_dict(const Graph& original, const std::map<std::string, Buffer>& state,
                                                   const QuantizeOptions& options = {});
 

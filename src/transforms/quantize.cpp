@@ -168,9 +168,10 @@ std::map<std::string, Buffer> quantize_state_dict(const Graph& original, const s
     const Node& p = original.node(id);
     auto it = state.find(p.name);
     if (it == state.end()) fail("quantize_state_dict: the state has no '", p.name, "' (", to_string(p.type), ")");
-    if (it->second.type() != p.type)
+    const DType d = it->second.dtype();
+    if (it->second.shape() != p.type.shape || (d != DType::f32 && d != DType::bf16))
       fail("quantize_state_dict: '", p.name, "' is ", to_string(it->second.type()), " but graph '", original.name,
-           "' has ", to_string(p.type));
+           "' has ", to_string(p.type), " (an f32 or bf16 weight of that shape is quantized)");
     const std::string w = p.name;
     if (options.format == QuantFormat::int8) {
       Int8Weight q = quantize_int8(it->second);
