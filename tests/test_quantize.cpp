@@ -280,6 +280,7 @@ QuantParams add_quantized(GraphBuilder& g, std::map<std::string, Buffer>& args, 
 
 struct Case {
   int64_t batch, N, K;
+  int64_t lead = 1;  // > 1: x is [lead, batch, K] (rank 3)
 };
 
 // The kernel schedule lines of `exe`, for failure messages.
@@ -290,16 +291,17 @@ std::string schedules(const Executable& exe) { return exe.schedule_text(); }
 // sum_k |x[m, k]| * bound[n, k] (the quantization error's worst case) plus
 // the f32 tolerance; grad_input against the reference and g @ W likewise.
 void check_linear(Fmt f, const Case& c, uint32_t seed, bool bias) {
-  SCOPED_TRACE(std::string(fmt_name(f)) + " batch " + std::to_string(c.batch) + " N " + std::to_string(c.N) + " K " +
+  SCOPED_TRACE(std::string(fmt_name(f)) + " lead " + std::to_string(c.lead) + " batch " + std::to_string(c.batch) + " N " + std::to_string(c.N) + " K " +
                std::to_string(c.K) + (bias ? " with bias" : ""));
   std::mt19937 rng(seed);
   GraphBuilder g("q");
   std::map<std::string, Buffer> args;
   const Buffer w = random_buffer(rng, {c.N, c.K});
   QuantParams p = add_quantized(g, args, "fc", w, f);
-  args["x"] = random_buffer(rng, {c.batch, c.K});
-  args["g"] = random_buffer(rng, {c.batch, c.N});
-  Tensor x = g.input("x", {c.batch, c.K}), gr = g.input("g", {c.batch, c.N});
+  auto shape = [&](int64_t last) { return c.lead > 1 ? Shape{c.lead, c.batch, last} : Shape{c.batch, last}; };
+  args["x"] = random_buffer(rng, shape(c.K));
+  args["g"] = random_buffer(rng, shape(c.N));
+  Tensor x = g.input("x", shape(c.K)), gr = g.input("g", shape(c.N));
   Tensor b;
   if (bias) {
     args["fc.bias"] = random_buffer(rng, {c.N});
@@ -316,10 +318,10 @@ void check_linear(Fmt f, const Case& c, uint32_t seed, bool bias) {
   // Which schedule each took.
   const std::string text = schedules(exe);
   const bool gemv_path = f == Fmt::int8 ? c.K % 8 == 0 : c.K % 16 == 0;
-  if (c.batch <= 8 && gemv_path) {
+  if (c.lead == 1 && c.batch <= 8 && gemv_path) {
     EXPECT_NE(text.find("GEMV"), std::string::npos) << text;
   }
-  if (c.batch <= 8) {
+  if (c.lead == 1 && c.batch <= 8) {
     EXPECT_NE(text.find("streaming"), std::string::npos) << text;
   }
   if (c.batch > 8) {
@@ -330,7 +332,8 @@ void check_linear(Fmt f, const Case& c, uint32_t seed, bool bias) {
   const std::vector<double> xv = args["x"].to_f64(), gv = args["g"].to_f64(), wv = w.to_f64();
   const std::vector<double> y = got.at("y").to_f64(), dx = got.at("dx").to_f64();
   int bad = 0;
-  for (int64_t m = 0; m < c.batch; ++m)
+  const int64_t rows = c.lead * c.batch;
+  for (int64_t m = 0; m < rows; ++m)
     for (int64_t n = 0; n < c.N; ++n) {
       double exact = bias ? args["fc.bias"].get(n) : 0, bound = 0;
       for (int64_t k = 0; k < c.K; ++k) {
@@ -341,7 +344,7 @@ void check_linear(Fmt f, const Case& c, uint32_t seed, bool bias) {
         ADD_FAILURE() << "y[" << m << ", " << n << "] = " << y[m * c.N + n] << ", f32 linear " << exact
                       << ", quantization bound " << bound;
     }
-  for (int64_t m = 0; m < c.batch; ++m)
+  for (int64_t m = 0; m < rows; ++m)
     for (int64_t k = 0; k < c.K; ++k) {
       double exact = 0, bound = 0;
       for (int64_t n = 0; n < c.N; ++n) {
@@ -366,6 +369,7 @@ TEST_P(QuantLinear, MatchesReferenceAndF32) {
     for (int64_t K : {128, 65}) check_linear(GetParam(), {batch, 53, K}, s++, batch % 2 == 1);
   check_linear(GetParam(), {2, 1, 1}, s++, true);  // the smallest: one output, one input feature
   check_linear(GetParam(), {5, 3, 256}, s++, false);
+  check_linear(GetParam(), {11, 53, 128, 3}, s++, true);  // x [3, 11, 128]: tiles per leading index
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantLinear, ::testing::Values(Fmt::int8, Fmt::nf4, Fmt::nf4_dq),
@@ -501,6 +505,44 @@ TEST(QuantizePass, MlpCloseToF32) {
       if (o2.name.rfind("grad.", 0) == 0) {
         EXPECT_NE(o2.name.find(".bias"), std::string::npos) << o2.name;
       }
+  }
+}
+
+// GPT (rank-3 activations): by default every block's four linears are
+// quantized and the LM head is not (nor a tied head, whose weight the
+// embedding reads too); the quantized forward runs, and its loss stays within
+// 5% of the f32 model's (a loose check: the MLP test above bounds the error).
+TEST(QuantizePass, GptDefaultSelection) {
+  SEEDED(seed);
+  GptConfig cfg;
+  cfg.vocab_size = 11;
+  cfg.block_size = 5;
+  cfg.n_layer = 2;
+  cfg.n_head = 2;
+  cfg.n_embd = 64;
+  cfg.batch = 2;
+  for (bool tied : {false, true}) {
+    cfg.tie_weights = tied;
+    const Graph model = gpt(cfg);
+    std::vector<std::string> want;
+    for (int i = 0; i < 2; ++i)
+      for (const char* m : {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"})
+        want.push_back("transformer.h." + std::to_string(i) + "." + m);
+    std::sort(want.begin(), want.end());
+    std::vector<std::string> got = quantized_modules(model);
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, want) << (tied ? "tied" : "untied");
+    if (tied) continue;
+    const Graph q = quantize_graph(model);
+    std::map<std::string, Buffer> args = init_params(model, gpt_init(cfg), seed);
+    std::mt19937 rng(seed);
+    std::vector<double> idx(10), tgt(10);
+    for (size_t i = 0; i < 10; ++i) idx[i] = rng() % 11, tgt[i] = rng() % 11;
+    args["idx"] = Buffer::from(idx, {2, 5}, DType::i32);
+    args["targets"] = Buffer::from(tgt, {2, 5}, DType::i32);
+    const double f32_loss = compile(model).run(args).at("loss").get(0);
+    const double q_loss = compile(q).run(quantize_state_dict(model, args)).at("loss").get(0);
+    EXPECT_NEAR(q_loss, f32_loss, 0.05 * std::fabs(f32_loss));
   }
 }
 

@@ -282,6 +282,9 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
   const Shape& s = node.type.shape;
   const int64_t cols = s.back(), M = numel(s) / cols;
   const bool rank_ok = s.size() <= 2;
+  // The tiled schedules tile the last two output dims (leading dims are
+  // fused with the tile index, as for matmul's batch).
+  const int64_t tiled_rows = s.size() >= 2 ? s[s.size() - 2] : 0;
   Func first = L.funcs[node.inputs[0]];
   const bool computed = !g.node(node.inputs[0]).is_leaf();
   if (is_quant_linear(node.op)) {
@@ -290,8 +293,8 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
       if (computed) schedule_root(first.in(acc), vec);
       return schedule_quant_gemv(out, acc, s, vec) + how;
     }
-    if (M > 8 && s.size() == 2 && cols >= 3 * vec) {
-      const int rows = M <= 64 ? static_cast<int>(M) / 4 * 4 : 32;
+    if (M > 8 && tiled_rows >= 4 && cols >= 3 * vec) {
+      const int rows = tiled_rows <= 64 ? static_cast<int>(tiled_rows) / 4 * 4 : 32;
       schedule_matmul(out, acc, deq, computed ? std::vector<Func>{first} : std::vector<Func>{}, vec, rows);
       return "root, register-tiled, tiles " + std::to_string(3 * vec) + "x" + std::to_string(rows) +
              ", the weight dequantized into each tile (transposed)" + how;
@@ -301,8 +304,8 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
       if (computed) schedule_root(first.in(acc), vec);
       return schedule_quant_grad_streaming(out, acc, M, vec) + how;
     }
-    if (M > 8 && s.size() == 2 && cols >= 3 * vec) {
-      const int rows = M <= 64 ? static_cast<int>(M) / 4 * 4 : 32;
+    if (M > 8 && tiled_rows >= 4 && cols >= 3 * vec) {
+      const int rows = tiled_rows <= 64 ? static_cast<int>(tiled_rows) / 4 * 4 : 32;
       schedule_matmul(out, acc, Func(), computed ? std::vector<Func>{first} : std::vector<Func>{}, vec, rows);
       Func dt = deq.in(acc);
       dt.compute_at(out, Var("tile")).vectorize(dt.args()[0], vec, TailStrategy::GuardWithIf);
