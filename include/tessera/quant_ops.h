@@ -46,7 +46,15 @@
 //   linear_int8_grad_input(g, weight, scale) -> f32[..., K]      (g @ W)
 //   linear_nf4_grad_input{out_features, in_features}(g, weight, absmax
 //       [, nested_absmax, nested_quant_map, nested_offset]) -> f32[..., K]
-// Double quantization is recognized by absmax being u8. Bad shapes or dtypes
+// Double quantization is recognized by absmax being u8.
+//
+// CPU schedules (src/schedules/cpu_x86.cpp): linear_* with at most 8 rows of
+// x, rank <= 2, and K a multiple of the vector width (int8) or of twice it
+// (NF4) runs as a GEMV streaming the packed weight once; with more rows and
+// N >= 3 vector widths, as a register-tiled product that dequantizes the
+// weight into each tile; other shapes dequantize inline in a plain
+// vectorized loop. grad_input streams the packed rows for <= 8 rows, else is
+// tiled likewise. On CUDA every one is one thread per output element. Bad shapes or dtypes
 // throw tessera::Error naming the op, the tensor and the shapes.
 #pragma once
 
