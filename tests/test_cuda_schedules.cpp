@@ -15,6 +15,7 @@
 #include <tessera/autodiff.h>
 #include <tessera/models.h>
 #include <tessera/optimizer.h>
+#include <tessera/quant_ops.h>
 #include <tessera/tessera.h>
 
 #include <functional>
@@ -220,6 +221,42 @@ const std::map<std::string, Body>& op_cases() {
       out(g, linear(in(g, {17}), param(g, {5, 17}), param(g, {5})));  // rank 1: a matrix-vector product
       out(g, linear(relu(in(g, {64, 784})), param(g, {256, 784}), param(g, {256})));
       out(g, linear(in(g, {64, 256}), param(g, {10, 256}), param(g, {10})));
+    };
+    // The quantized ops (tests/test_quantize.cpp compiles them at more shapes).
+    auto nf4 = [](GraphBuilder& g, int64_t N, int64_t K, bool nested) {
+      const int64_t blocks = (N * K + 63) / 64;
+      NF4Tensors w;
+      w.out_features = N;
+      w.in_features = K;
+      w.weight = param(g, {(N * K + 1) / 2, 1}, DType::u8);
+      w.absmax = param(g, {blocks}, nested ? DType::u8 : DType::f32);
+      if (nested) {
+        w.nested_absmax = param(g, {(blocks + 255) / 256});
+        w.nested_quant_map = param(g, {256});
+        w.nested_offset = param(g, {});
+      }
+      return w;
+    };
+    m["dequantize_int8"] = [](GraphBuilder& g) {
+      out(g, dequantize_int8(param(g, {13, 33}, DType::i8), param(g, {13})));
+    };
+    m["dequantize_nf4"] = [nf4](GraphBuilder& g) {
+      out(g, dequantize_nf4(nf4(g, 13, 33, false)));
+      out(g, dequantize_nf4(nf4(g, 300, 129, true)));
+    };
+    m["linear_int8"] = [](GraphBuilder& g) {
+      out(g, linear_int8(in(g, {1, 129}), param(g, {300, 129}, DType::i8), param(g, {300}), param(g, {300})));
+      out(g, linear_int8(in(g, {2, 65, 33}), param(g, {17, 33}, DType::i8), param(g, {17})));
+    };
+    m["linear_nf4"] = [nf4](GraphBuilder& g) {
+      out(g, linear_nf4(in(g, {1, 128}), nf4(g, 300, 128, true), param(g, {300})));
+      out(g, linear_nf4(in(g, {65, 33}), nf4(g, 17, 33, false)));
+    };
+    m["linear_int8_grad_input"] = [](GraphBuilder& g) {
+      out(g, linear_int8_grad_input(in(g, {3, 300}), param(g, {300, 129}, DType::i8), param(g, {300})));
+    };
+    m["linear_nf4_grad_input"] = [nf4](GraphBuilder& g) {
+      out(g, linear_nf4_grad_input(in(g, {65, 17}), nf4(g, 17, 33, true)));
     };
     m["embedding"] = [](GraphBuilder& g) {
       out(g, embedding(in(g, {13}, DType::i32), param(g, {50, 17})));

@@ -30,6 +30,7 @@
 #include "define_grad.h"
 #include "op_registry.h"
 #include "reference/reference.h"
+#include "tessera/quant_ops.h"
 #include "tessera/tessera.h"
 
 namespace tessera {
@@ -494,6 +495,54 @@ void linear_cases(Rng& rng) {
     }
     c.run();
   }
+}
+
+// The weight-only quantized ops on random packed bytes and scales (any byte
+// is a valid pair of NF4 codes, any u8 a valid absmax code; the nested map
+// is arbitrary here). tests/test_quantize.cpp checks them in depth.
+NF4Tensors nf4_params(Check& c, int64_t N, int64_t K, bool nested) {
+  const int64_t numel = N * K, blocks = (numel + 63) / 64;
+  NF4Tensors w;
+  w.out_features = N;
+  w.in_features = K;
+  w.weight = c.param({(numel + 1) / 2, 1}, DType::u8);
+  if (!nested) {
+    w.absmax = c.param({blocks}, DType::f32, uniform(0.1, 2));
+    return w;
+  }
+  w.absmax = c.param({blocks}, DType::u8);
+  w.nested_absmax = c.param({(blocks + 255) / 256}, DType::f32, uniform(0.1, 2));
+  w.nested_quant_map = c.param({256});
+  w.nested_offset = c.param({}, DType::f32, uniform(0.5, 1));
+  return w;
+}
+
+void quant_cases(Rng& rng, const std::string& op) {
+  Check c(op, rng);
+  const Tol t = tol(DType::f32, 128);
+  if (op.find("int8") != std::string::npos) {
+    for (const Shape& x : std::vector<Shape>{{5, 33}, {33}, {2, 3, 33}}) {
+      Tensor w = c.param({13, 33}, DType::i8), s = c.param({13}, DType::f32, uniform(0.001, 0.1));
+      Shape g = x;
+      g.back() = 13;
+      if (op == "dequantize_int8") c.out(dequantize_int8(w, s), t, "[13, 33]");
+      if (op == "linear_int8") c.out(linear_int8(c.in(x), w, s, c.param({13})), t, "x " + to_string(x));
+      if (op == "linear_int8_grad_input") c.out(linear_int8_grad_input(c.in(g), w, s), t, "g " + to_string(g));
+    }
+  } else {
+    for (bool nested : {false, true})
+      for (const Shape& wk : std::vector<Shape>{{7, 19}, {5, 128}, {1, 1}}) {
+        const std::string label = to_string(wk) + (nested ? " double-quantized" : "");
+        NF4Tensors w = nf4_params(c, wk[0], wk[1], nested);
+        if (op == "dequantize_nf4") c.out(dequantize_nf4(w), t, label);
+        if (op == "linear_nf4") {
+          c.out(linear_nf4(c.in({3, wk[1]}), w), t, label);
+          c.out(linear_nf4(c.in({2, 2, wk[1]}), w, c.param({wk[0]})), t, label + " with bias");
+        }
+        if (op == "linear_nf4_grad_input") c.out(linear_nf4_grad_input(c.in({4, wk[0]}), w), t, label);
+      }
+  }
+  c.run();
 }
 
 void embedding_cases(Rng& rng) {
@@ -998,6 +1047,9 @@ const std::map<std::string, CaseFn>& cases() {
     m["attention"] = attention_cases;
     m["define"] = define_cases;
     m["define_grad"] = define_grad_cases;
+    for (const char* op : {"dequantize_int8", "dequantize_nf4", "linear_int8", "linear_nf4", "linear_int8_grad_input",
+                           "linear_nf4_grad_input"})
+      m[op] = [op = std::string(op)](Rng& rng) { quant_cases(rng, op); };
     return m;
   }();
   return table;

@@ -14,6 +14,7 @@
 #include "expr_text.h"
 #include "op_registry.h"
 #include "tessera/autodiff.h"
+#include "tessera/quant_ops.h"
 #include "tessera/tessera.h"
 #include "user_def.h"
 
@@ -295,6 +296,23 @@ std::vector<Graph> library_graphs() {
     Tensor v = b.input("v", {2, 4, 6, 8});
     b.output("att", attention(q, k, v));
     b.output("att2", attention(q, k, v, false, 0.125));
+    gs.push_back(b.build());
+  }
+  {
+    GraphBuilder b("quantized");
+    Tensor x = b.input("x", {3, 8});
+    Tensor gr = b.input("g", {3, 4});
+    Tensor w8 = b.param("a.weight", {4, 8}, DType::i8), s8 = b.param("a.weight.scale", {4});
+    NF4Tensors q{b.param("b.weight", {16, 1}, DType::u8), b.param("b.weight.absmax", {1}), {}, {}, {}, 4, 8};
+    NF4Tensors d{b.param("c.weight", {16, 1}, DType::u8), b.param("c.weight.absmax", {1}, DType::u8),
+                 b.param("c.weight.nested_absmax", {1}), b.param("c.weight.nested_quant_map", {256}),
+                 b.param("c.weight.nested_offset", {}), 4, 8};
+    b.output("di", dequantize_int8(w8, s8));
+    b.output("dn", dequantize_nf4(d));
+    b.output("li", linear_int8(x, w8, s8, b.param("a.bias", {4})));
+    b.output("ln", linear_nf4(x, q));
+    b.output("gi", linear_int8_grad_input(gr, w8, s8));
+    b.output("gn", linear_nf4_grad_input(gr, d));
     gs.push_back(b.build());
   }
   // A define node, from text so that this list does not depend on

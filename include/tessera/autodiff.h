@@ -6,7 +6,8 @@
 // forward graph (the original outputs plus the tensors the backward reads)
 // and a backward graph (those saved tensors and the loss cotangent in, the
 // gradients out). Frozen params and integer inputs get no gradient and cost
-// nothing in the backward. User ops (`define`) are differentiated too: each
+// nothing in the backward; so do float params read only as a quantized
+// weight's scales (quant_ops.h), which are frozen like integer ones. User ops (`define`) are differentiated too: each
 // float input on a path gets a define_grad node, which Halide's
 // propagate_adjoints lowers (src/frontend/define_grad.h says what it refuses).
 // This header does not update params (optimizer.h).

@@ -88,6 +88,7 @@ void link_grad_nn_ops();
 void link_leaf_ops();
 void link_grad_ops();
 void link_define_grad_ops();
+void link_quant_ops();
 
 void link_all_ops() {
   link_leaf_ops();
@@ -99,6 +100,7 @@ void link_all_ops() {
   link_grad_nn_ops();
   link_grad_ops();
   link_define_grad_ops();
+  link_quant_ops();
 }
 
 }  // namespace tessera

@@ -10,6 +10,7 @@
 #include "op_registry.h"
 #include "partition.h"
 #include "target.h"
+#include "tessera/error.h"
 #include "user_def.h"
 
 namespace tessera {
@@ -171,6 +172,157 @@ std::string schedule_narrow_linear(Func out, Func acc, Func input, const Shape& 
          (threads ? ", parallel over row vectors" : ", one thread") + ", input transposed at root";
 }
 
+// ---- weight-only quantized linears (quant_ops.h) -------------------------------------
+
+bool is_quant_linear(const std::string& op) { return op == "linear_int8" || op == "linear_nf4"; }
+bool is_quant_grad_input(const std::string& op) {
+  return op == "linear_int8_grad_input" || op == "linear_nf4_grad_input";
+}
+
+// The constant extent of the first RVar of f's update (-1 if not constant).
+int64_t reduction_extent(const Func& f) {
+  const auto& rvars = f.function().update(0).schedule().rvars();
+  const int64_t* e = rvars.empty() ? nullptr : Halide::Internal::as_const_int(rvars[0].extent);
+  return e ? *e : -1;
+}
+
+// The Var of f named `name` (f's pure args).
+Var arg_named(const Func& f, const std::string& name) {
+  for (const Var& v : f.args())
+    if (v.name() == name) return v;
+  fail("schedule: Func ", f.name(), " has no dim ", name);
+}
+
+// A quantized linear with at most 8 rows (a GEMV): parallel tasks of 16
+// output features; for each feature n, `vec` reduction lanes (pairs of NF4
+// codes, or int8 elements) accumulate in registers (an rfactor of the
+// accumulator, stored in registers) with the rows of x unrolled inside, so
+// each vector of the packed weight is loaded and dequantized once for all
+// rows of x; the lanes are summed at the end. Needs rank <= 2 and a
+// reduction extent that is a multiple of vec. `shape` is the output's.
+std::string schedule_quant_gemv(Func out, Func acc, const Shape& shape, int vec) {
+  std::vector<Var> args = out.args();
+  const int64_t N = shape.back(), M = shape.size() == 2 ? shape[0] : 1;
+  Var n = args[0], no("no"), ni("ni");
+  const int rows = 16;
+  out.compute_root().bound(n, 0, static_cast<int>(N)).split(n, no, ni, rows, TailStrategy::GuardWithIf);
+  if (args.size() == 2) out.bound(args[1], 0, static_cast<int>(M)).reorder(args[1], ni, no);
+  out.parallel(no);
+  acc.compute_at(out, ni);
+  Halide::RVar r(acc.update(0).get_schedule().rvars()[0].var), ro("ro"), ri("ri");
+  Var u("u");
+  Func part = acc.update(0).split(r, ro, ri, vec).rfactor(ri, u);
+  // The lanes innermost in storage too (rfactor appends them last); the
+  // whole intermediate (vec x M floats) in registers.
+  std::vector<Var> storage{arg_named(part, "u")};
+  for (const Var& v : part.args())
+    if (v.name() != "u") storage.push_back(v);
+  part.compute_at(out, ni).reorder_storage(storage).store_in(Halide::MemoryType::Register);
+  part.vectorize(arg_named(part, "u"));
+  std::vector<Halide::VarOrRVar> order{arg_named(part, "u")};
+  if (args.size() == 2) {
+    Var pm = arg_named(part, acc.args()[1].name());
+    part.unroll(pm);
+    order.emplace_back(pm);
+  }
+  order.emplace_back(ro);
+  order.emplace_back(arg_named(part, acc.args()[0].name()));
+  Halide::Stage pu = part.update(0);
+  pu.reorder(order).vectorize(arg_named(part, "u"));
+  if (args.size() == 2) pu.unroll(arg_named(part, acc.args()[1].name()));
+  return "root, GEMV: parallel tasks of " + std::to_string(rows) + " output features streaming the packed weight, " +
+         std::to_string(vec) + " reduction lanes in registers, the " + std::to_string(M) +
+         " rows of x unrolled inside (weight dequantized once for all)";
+}
+
+// dx = g @ W with at most 8 rows: tasks of 256 columns k; each walks the
+// packed rows n in order, dequantizing a vector of W[n, k] once for all rows
+// of g (unrolled), accumulating in registers-to-cache.
+std::string schedule_quant_grad_streaming(Func out, Func acc, int64_t M, int vec) {
+  std::vector<Var> args = out.args();
+  Var k = args[0], ko("ko"), ki("ki");
+  const int cols = 32 * vec;
+  out.compute_root().split(k, ko, ki, cols, TailStrategy::GuardWithIf);
+  if (args.size() == 2) out.reorder(ki, args[1], ko);
+  out.parallel(ko).vectorize(ki, vec, TailStrategy::GuardWithIf);
+  acc.compute_at(out, ko).vectorize(acc.args()[0], vec, TailStrategy::GuardWithIf);
+  Halide::Stage au = acc.update(0);
+  Var ak = acc.args()[0], ako("ako"), aki("aki");
+  Halide::RVar rn(au.get_schedule().rvars()[0].var);
+  au.split(ak, ako, aki, vec, TailStrategy::GuardWithIf);
+  std::vector<Halide::VarOrRVar> order{aki};
+  if (args.size() == 2) {
+    Var am = acc.args()[1], amo("amo"), ami("ami");
+    if (M > 1) {
+      au.split(am, amo, ami, static_cast<int>(M), TailStrategy::GuardWithIf).unroll(ami);
+      order.emplace_back(ami);
+      order.emplace_back(amo);
+    } else {
+      order.emplace_back(am);
+    }
+  }
+  order.emplace_back(ako);
+  order.emplace_back(rn);
+  au.reorder(order).vectorize(aki);
+  return "root, streaming: parallel tasks of " + std::to_string(cols) +
+         " columns, each walking the packed rows once, rows of g unrolled (weight dequantized once for all)";
+}
+
+// linear_int8/_nf4 (stages acc, deq[, absmax]) and their grad_input ops.
+std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, int vec) {
+  Func out = L.funcs[node.id];
+  const std::vector<Func>& st = L.stages[node.id];
+  Func acc = st[0], deq = st[1];
+  std::string how;
+  if (st.size() > 2) {
+    schedule_root(st[2], vec);
+    how = "; absmax dequantized at root (one per block)";
+  }
+  // The packed NF4 weight u8[P, 1] is dense: its row stride is 1, which lets
+  // the weight be loaded as vectors rather than gathered.
+  if (node.op == "linear_nf4" || node.op == "linear_nf4_grad_input")
+    for (size_t i = 0; i < L.arg_nodes.size(); ++i)
+      if (L.arg_nodes[i] == node.inputs[1] && g.node(node.inputs[1]).type.rank() == 2) L.args[i].dim(1).set_stride(1);
+  const Shape& s = node.type.shape;
+  const int64_t cols = s.back(), M = numel(s) / cols;
+  const bool rank_ok = s.size() <= 2;
+  // The tiled schedules tile the last two output dims (leading dims are
+  // fused with the tile index, as for matmul's batch).
+  const int64_t tiled_rows = s.size() >= 2 ? s[s.size() - 2] : 0;
+  Func first = L.funcs[node.inputs[0]];
+  const bool computed = !g.node(node.inputs[0]).is_leaf();
+  if (is_quant_linear(node.op)) {
+    const int64_t R = reduction_extent(acc);
+    if (M <= 8 && rank_ok && R > 0 && R % vec == 0) {
+      if (computed) schedule_root(first.in(acc), vec);
+      return schedule_quant_gemv(out, acc, s, vec) + how;
+    }
+    if (M > 8 && tiled_rows >= 4 && cols >= 3 * vec) {
+      const int rows = tiled_rows <= 64 ? static_cast<int>(tiled_rows) / 4 * 4 : 32;
+      schedule_matmul(out, acc, deq, computed ? std::vector<Func>{first} : std::vector<Func>{}, vec, rows);
+      return "root, register-tiled, tiles " + std::to_string(3 * vec) + "x" + std::to_string(rows) +
+             ", the weight dequantized into each tile (transposed)" + how;
+    }
+  } else {
+    if (M <= 8 && rank_ok) {
+      if (computed) schedule_root(first.in(acc), vec);
+      return schedule_quant_grad_streaming(out, acc, M, vec) + how;
+    }
+    if (M > 8 && tiled_rows >= 4 && cols >= 3 * vec) {
+      const int rows = tiled_rows <= 64 ? static_cast<int>(tiled_rows) / 4 * 4 : 32;
+      schedule_matmul(out, acc, Func(), computed ? std::vector<Func>{first} : std::vector<Func>{}, vec, rows);
+      Func dt = deq.in(acc);
+      dt.compute_at(out, Var("tile")).vectorize(dt.args()[0], vec, TailStrategy::GuardWithIf);
+      return "root, register-tiled, tiles " + std::to_string(3 * vec) + "x" + std::to_string(rows) +
+             ", the weight's columns dequantized into each tile" + how;
+    }
+  }
+  // Other shapes: the accumulator vectorized along the output features, the
+  // weight dequantized inline.
+  schedule_root(acc, vec, s);
+  return schedule_root(out, vec, s) + ", weight dequantized inline" + how;
+}
+
 // The outputs of a kernel with several (pointwise nodes of one shape, see
 // partition.h): each becomes a copy of its node's Func, scheduled at root
 // alike, and all are computed with the last one, down to the innermost loop,
@@ -225,7 +377,9 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
     const OpDef& def = op_def(node.op);
     const bool heavy = is_materialized(node);
     std::string what;
-    if ((node.op == "matmul" || node.op == "linear") && !L.stages[node.id].empty() && node.type.rank() >= 2) {
+    if ((is_quant_linear(node.op) || is_quant_grad_input(node.op)) && L.stages[node.id].size() >= 2)
+      what = schedule_quant(L, g, node, vec);
+    if (what.empty() && (node.op == "matmul" || node.op == "linear") && !L.stages[node.id].empty() && node.type.rank() >= 2) {
       const Shape& s = node.type.shape;
       int64_t N = s[s.size() - 1], M = s[s.size() - 2];
       if (N >= 3 * vec && M >= 32) {

@@ -674,6 +674,17 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
       const int64_t K = g.node(node.inputs[0]).type.shape.back();
       const int bytes = std::max<int>(4, static_cast<int>(dtype_size(node.type.dtype)));  // f16 accumulates in f32
       what = schedule_gemm(f, stages[0], {L.funcs[node.inputs[0]], L.funcs[node.inputs[1]]}, shape, K, bytes, a);
+    } else if ((node.op == "linear_int8" || node.op == "linear_nf4" || node.op == "linear_int8_grad_input" ||
+                node.op == "linear_nf4_grad_input") && stages.size() >= 2) {
+      // Weight-only quantized products: one thread per output element, its
+      // reduction serial in registers, the packed weight dequantized inline
+      // (never materialized); a double-quantized absmax first, at root.
+      std::string pre;
+      if (stages.size() > 2) pre = "; " + short_name(stages[2]) + ": " + stage_on_gpu(stages[2], {}, a).how;
+      Tiled t = root_on_gpu(f, ext, a);
+      Func acc = stages[0];
+      acc.compute_at(f, t.inner);
+      what = t.how + "; " + short_name(stages[0]) + " per output element, serial, weight dequantized inline" + pre;
     } else if (node.op == "sum" || node.op == "mean" || node.op == "max") {
       what = schedule_reduction(f, stages[0], node, g.node(node.inputs[0]).type.shape, a);
     } else if (((node.op == "softmax" || node.op == "log_softmax") && node.type.rank() >= 1 &&

@@ -26,6 +26,9 @@
 //    staged through shared memory a k-tile at a time, each thread
 //    accumulating a register micro-tile; ragged edges shift the last tile
 //    inwards so every tile is full and no read leaves the operands;
+//  - weight-only quantized products (linear_int8/_nf4 and their grad_input):
+//    one thread per output element, serial over the reduction, the packed
+//    weight dequantized inline;
 //  - scattering updates (embedding_grad's table, define_grad adjoints):
 //    parallel only over pure dims that the update writes at their own
 //    position (e.g. the embedding dim), serial over positions; fully serial

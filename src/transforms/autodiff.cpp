@@ -55,10 +55,19 @@ Graph differentiate(const Graph& g, const AutodiffOptions& options) {
     return std::find(l.begin(), l.end(), n) != l.end();
   };
   const int n = static_cast<int>(g.nodes.size());
+  // A param read only through frozen inputs (a quantized weight's scales, vjp.h) is frozen.
+  std::vector<int> uses(g.nodes.size(), 0), frozen_uses(g.nodes.size(), 0);
+  for (const Node& node : g.nodes)
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      ++uses[node.inputs[k]];
+      if (is_frozen_input(node, k)) ++frozen_uses[node.inputs[k]];
+    }
+  for (const GraphOutput& o : g.outputs) ++uses[o.node];
   std::vector<int> trainable;
   for (int id : g.params()) {
     const Node& p = g.node(id);
     if (!is_float(p.type.dtype) || listed(options.frozen, p.name)) continue;
+    if (uses[id] > 0 && uses[id] == frozen_uses[id]) continue;
     if (!options.params.empty() && !listed(options.params, p.name)) continue;
     trainable.push_back(id);
   }

@@ -39,6 +39,14 @@ struct VjpRegistrar {
   VjpRegistrar(const std::string& op, VjpRule rule) { register_vjp(op, std::move(rule)); }
 };
 
+// Inputs that never get a gradient whatever their dtype: the f32 scales of a
+// quantized weight (vjp_quant.cpp). A float param read only through such
+// inputs is frozen, as if listed in AutodiffOptions::frozen, so that no
+// optimizer touches it. `frozen(node, i)` says whether input i of `node` is one.
+using FrozenInputs = std::function<bool(const Node& node, size_t input)>;
+void register_frozen_inputs(const std::string& op, FrozenInputs frozen);
+bool is_frozen_input(const Node& node, size_t input);
+
 // Forces the vjp_*.cpp registration objects to be linked from the static library.
 void link_all_vjps();
 

@@ -1,4 +1,4 @@
-// The VJP rule table (see vjp.h), and sum_to_shape.
+// The VJP rule table and the frozen-input table (see vjp.h), and sum_to_shape.
 #include <map>
 
 #include "tessera/error.h"
@@ -12,7 +12,19 @@ std::map<std::string, VjpRule>& table() {
   static std::map<std::string, VjpRule> t;
   return t;
 }
+std::map<std::string, FrozenInputs>& frozen_table() {
+  static std::map<std::string, FrozenInputs> t;
+  return t;
+}
 }  // namespace
+
+void register_frozen_inputs(const std::string& op, FrozenInputs frozen) { frozen_table()[op] = std::move(frozen); }
+
+bool is_frozen_input(const Node& node, size_t input) {
+  link_all_vjps();
+  auto it = frozen_table().find(node.op);
+  return it != frozen_table().end() && it->second(node, input);
+}
 
 void register_vjp(const std::string& op, VjpRule rule) { table()[op] = std::move(rule); }
 
@@ -50,7 +62,9 @@ void link_reduction_vjps();
 void link_shape_vjps();
 void link_linalg_vjps();
 void link_define_vjps();
+void link_quant_vjps();
 void link_all_vjps() {
+  link_quant_vjps();
   link_nn_vjps();
   link_elementwise_vjps();
   link_reduction_vjps();

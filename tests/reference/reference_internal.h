@@ -4,6 +4,8 @@
 // here comes from, or is shared with, src/frontend or src/schedules.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +37,11 @@ std::string shape_str(const Shape& s);
 // Returns the result with its independently inferred shape and dtype; the
 // caller rounds the values to the dtype and checks the type against the graph.
 RefTensor eval_library_op(const Node& n, const std::vector<const RefTensor*>& in);
+// The library ops' evaluators by op name: the table of reference_ops.cpp
+// gets the weight-only quantized ops (quant_ops.h) from reference_quant.cpp.
+using LibraryOpFn = std::function<RefTensor(const Node&, const std::vector<const RefTensor*>&)>;
+void add_quant_ops(std::map<std::string, LibraryOpFn>& table);
+
 // Evaluates a `define` node by interpreting its Halide Expr.
 RefTensor eval_define(const Node& n, const std::vector<const RefTensor*>& in);
 

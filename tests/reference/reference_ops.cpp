@@ -722,6 +722,7 @@ const std::map<std::string, OpFn>& table() {
     m["cross_entropy"] = cross_entropy_op;
     m["dropout"] = dropout_op;
     m["attention"] = attention_op;
+    add_quant_ops(m);
     return m;
   }();
   return t;
