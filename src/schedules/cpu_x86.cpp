@@ -119,9 +119,9 @@ std::string schedule_root(Func f, int vec, const Shape& shape = {}) {
 }
 
 // The register-tiled matrix product of Halide's own performance test:
-// `acc(n, m, batch...) += a(m, k) * b(k, n)` computed in 3*vec x 4 register
-// blocks inside tiles of 3*vec columns and `tile_rows` rows; `out` reads acc.
-// Needs N >= 3*vec and M >= 32. For linear, whose weight is read as w[n, k]
+// `acc(n, m, batch...) += a(m, k) * b(k, n)` computed in register blocks of
+// the tile's width x 4 rows, inside tiles of `tiles` (matmul_tiles, above:
+// 3*vec columns where they divide N); `out` reads acc. Needs N >= 3*vec. For linear, whose weight is read as w[n, k]
 // (strided along the vectorized n), `weight` is given: each tile copies its
 // columns of the weight transposed, in parallel and while they are in cache
 // (one copy at root before the product ran serially and cost a quarter of
@@ -130,11 +130,36 @@ std::string schedule_root(Func f, int vec, const Shape& shape = {}) {
 // Operands computed inside the kernel (a transposed gradient, a ReLU mask)
 // are given in `computed`: each is evaluated once at root rather than in the
 // inner loop, where it would be recomputed for every tile of the other operand.
-void schedule_matmul(Func out, Func acc, Func weight, const std::vector<Func>& computed, int vec, int tile_rows) {
+// Tile sizes of schedule_matmul for an output of N columns and M rows whose
+// parallel tiles never compute the same element in two ways: Halide shifts
+// a ragged last tile inwards, so it overlaps its neighbour, and the shared
+// elements, computed at other register positions, may round differently
+// (LLVM fuses some multiply-adds and not others); which task writes last
+// then varies from run to run. So the column tile divides N, or is one
+// vector (the overlap is then the same code in other lanes), and the row
+// tile divides M, or spans all rows (the overlap stays inside one task).
+struct MatmulTiles {
+  int cols, rows;
+};
+MatmulTiles matmul_tiles(int64_t N, int64_t M, int vec) {
+  MatmulTiles t{vec, 0};
+  for (int w : {3 * vec, 2 * vec})
+    if (N % w == 0) {
+      t.cols = w;
+      break;
+    }
+  const int64_t preferred = M <= 64 ? M / 4 * 4 : 32;
+  for (int64_t r = preferred; r >= 4 && t.rows == 0; r -= 4)
+    if (M % r == 0) t.rows = static_cast<int>(r);
+  if (t.rows == 0) t.rows = static_cast<int>(M);
+  return t;
+}
+
+void schedule_matmul(Func out, Func acc, Func weight, const std::vector<Func>& computed, int vec, MatmulTiles tiles) {
   std::vector<Var> args = out.args();
   Var n = args[0], m = args[1];
   Var ni("ni"), mi("mi"), mii("mii"), tile("tile");
-  out.compute_root().tile(n, m, ni, mi, 3 * vec, tile_rows).fuse(n, m, tile);
+  out.compute_root().tile(n, m, ni, mi, tiles.cols, tiles.rows).fuse(n, m, tile);
   for (size_t b = 2; b < args.size(); ++b) out.fuse(tile, args[b], tile);
   out.parallel(tile).split(mi, mi, mii, 4).vectorize(ni, vec).unroll(ni).unroll(mii);
   acc.compute_at(out, mi).vectorize(acc.args()[0], vec).unroll(acc.args()[1]);
@@ -298,9 +323,9 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
       return schedule_quant_gemv(out, acc, s, vec) + how;
     }
     if (M > 8 && tiled_rows >= 4 && cols >= 3 * vec) {
-      const int rows = tiled_rows <= 64 ? static_cast<int>(tiled_rows) / 4 * 4 : 32;
-      schedule_matmul(out, acc, deq, computed ? std::vector<Func>{first} : std::vector<Func>{}, vec, rows);
-      return "root, register-tiled, tiles " + std::to_string(3 * vec) + "x" + std::to_string(rows) +
+      const MatmulTiles t = matmul_tiles(cols, tiled_rows, vec);
+      schedule_matmul(out, acc, deq, computed ? std::vector<Func>{first} : std::vector<Func>{}, vec, t);
+      return "root, register-tiled, tiles " + std::to_string(t.cols) + "x" + std::to_string(t.rows) +
              ", the weight dequantized into each tile (transposed)" + how;
     }
   } else {
@@ -309,11 +334,11 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
       return schedule_quant_grad_streaming(out, acc, M, vec) + how;
     }
     if (M > 8 && tiled_rows >= 4 && cols >= 3 * vec) {
-      const int rows = tiled_rows <= 64 ? static_cast<int>(tiled_rows) / 4 * 4 : 32;
-      schedule_matmul(out, acc, Func(), computed ? std::vector<Func>{first} : std::vector<Func>{}, vec, rows);
+      const MatmulTiles t = matmul_tiles(cols, tiled_rows, vec);
+      schedule_matmul(out, acc, Func(), computed ? std::vector<Func>{first} : std::vector<Func>{}, vec, t);
       Func dt = deq.in(acc);
       dt.compute_at(out, Var("tile")).vectorize(dt.args()[0], vec, TailStrategy::GuardWithIf);
-      return "root, register-tiled, tiles " + std::to_string(3 * vec) + "x" + std::to_string(rows) +
+      return "root, register-tiled, tiles " + std::to_string(t.cols) + "x" + std::to_string(t.rows) +
              ", the weight's columns dequantized into each tile" + how;
     }
   }
@@ -385,14 +410,14 @@ std::string schedule_cpu_x86(LoweredGraph& L, const Graph& g, const Halide::Targ
       if (N >= 3 * vec && M >= 32) {
         // Up to 64 rows, one tile spans them all: each weight column block is
         // transposed once.
-        const int rows = M <= 64 ? static_cast<int>(M) / 4 * 4 : 32;
+        const MatmulTiles t = matmul_tiles(N, M, vec);
         Func weight = node.op == "linear" ? L.funcs[node.inputs[1]] : Func();
         std::vector<Func> computed;
         for (int i = 0; i < (node.op == "linear" ? 1 : 2); ++i)
           if (!g.node(node.inputs[i]).is_leaf()) computed.push_back(L.funcs[node.inputs[i]]);
-        schedule_matmul(f, L.stages[node.id][0], weight, computed, vec, rows);
-        what = "root, register-tiled matmul, tiles " + std::to_string(3 * vec) + "x" + std::to_string(rows) +
-               " (blocks " + std::to_string(3 * vec) + "x4)" + (weight.defined() ? ", weight transposed per tile" : "") +
+        schedule_matmul(f, L.stages[node.id][0], weight, computed, vec, t);
+        what = "root, register-tiled matmul, tiles " + std::to_string(t.cols) + "x" + std::to_string(t.rows) +
+               " (blocks " + std::to_string(t.cols) + "x4)" + (weight.defined() ? ", weight transposed per tile" : "") +
                (computed.empty() ? "" : ", computed operands at root");
       }
     }
