@@ -131,13 +131,13 @@ TensorType nf4_grad_infer(const std::vector<TensorType>& in, const Attrs& a) {
 
 // ---- algorithms ----------------------------------------------------------------
 
-// The NF4 value of a 4-bit code: a tree of selects on its bits (15 selects,
-// 4 bit tests), which vectorizes on every target.
+// The NF4 value of a 4-bit code (a u8 Expr): a tree of selects on its bits
+// (15 selects, 4 bit tests in 8-bit lanes), which vectorizes on every target.
 Expr nf4_value(const Expr& code) {
   std::vector<Expr> level;
   for (float v : nf4_code_book()) level.emplace_back(v);
   for (int bit = 0; bit < 4; ++bit) {
-    Expr set = (code & (1 << bit)) != 0;
+    Expr set = (code & Halide::cast<uint8_t>(1 << bit)) != Halide::cast<uint8_t>(0);
     std::vector<Expr> next;
     for (size_t i = 0; i + 1 < level.size(); i += 2) next.push_back(Halide::select(set, level[i + 1], level[i]));
     level = next;
@@ -169,8 +169,8 @@ NF4Funcs nf4_funcs(const DefineContext& c, size_t first, int64_t K, bool stage_a
   }
   auto v = make_vars(2);
   Expr e = v[0] * static_cast<int>(K) + v[1];
-  Expr byte = Halide::cast<int>(at(c.inputs[first], {e / 2, 0}));
-  Expr code = Halide::select(e % 2 == 0, byte >> 4, byte & 15);
+  Expr byte = at(c.inputs[first], {e / 2, 0});
+  Expr code = Halide::select(e % 2 == 0, byte >> Halide::cast<uint8_t>(4), byte & Halide::cast<uint8_t>(15));
   r.deq = make_func(name + "_deq", v, nf4_value(code) * at(r.absmax, {e / static_cast<int>(kNF4BlockSize)}));
   return r;
 }
