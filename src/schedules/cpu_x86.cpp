@@ -231,9 +231,10 @@ std::string schedule_quant_gemv(Func out, Func acc, const Shape& shape, int vec)
          " rows of x unrolled inside (weight dequantized once for all)";
 }
 
-// dx = g @ W with at most 8 rows: tasks of 256 columns k; each walks the
-// packed rows n in order, dequantizing a vector of W[n, k] once for all rows
-// of g (unrolled), accumulating in registers-to-cache.
+// dx = g @ W with at most 8 rows: parallel tasks of 32 vectors of columns k;
+// each walks the packed rows n in order, dequantizing a vector of W[n, k]
+// once for all rows of g (unrolled) and adding it into the task's
+// accumulator (32 vectors x rows, in cache).
 std::string schedule_quant_grad_streaming(Func out, Func acc, int64_t M, int vec) {
   std::vector<Var> args = out.args();
   Var k = args[0], ko("ko"), ki("ki");
