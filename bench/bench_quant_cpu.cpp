@@ -8,6 +8,8 @@
 // Eigen's time for the same shape (measured in the same process just before)
 // divided by this variant's, so > 1 means faster than f32 Eigen. Eigen's GEMV
 // runs on both cores too (OpenMP, rows split in two), as Tessera's does.
+// BM_linear_nf4_rows64, BM_gemm_eigen_f32_rows64 and BM_grad_input_nf4_row1
+// show the other schedules (batched forward, gradient) for reference.
 // This measures nothing about accuracy (tests/test_quantize.cpp does that).
 #include <benchmark/benchmark.h>
 #include <omp.h>
@@ -125,8 +127,58 @@ void BM_gemv_int8(benchmark::State& state) {
   counters(state, double(q.weight.bytes() + q.scale.bytes()) + double(N + K) * 4, N, K);
 }
 
+// For reference, not GEMV: linear_nf4 at 64 rows (the tiled schedule that
+// dequantizes into each tile) against Eigen's f32 GEMM (64 x K) x (K x N),
+// and dx = g @ W at one row (linear_nf4_grad_input, the streaming schedule).
+void BM_linear_nf4_rows64(benchmark::State& state) {
+  const int64_t N = state.range(0), K = state.range(1), M = 64;
+  const NF4Weight q = quantize_nf4(random_buffer({N, K}, 1));
+  GraphBuilder g("linear_nf4_rows64");
+  NF4Tensors t{g.param("fc.weight", q.weight.shape(), DType::u8), g.param("fc.weight.absmax", q.absmax.shape()),
+               {}, {}, {}, N, K};
+  g.output("y", linear_nf4(g.input("x", {M, K}), t));
+  Executable exe = compile(g.build());
+  std::map<std::string, Buffer> args = {{"x", random_buffer({M, K}, 2)}, {"fc.weight", q.weight},
+                                        {"fc.weight.absmax", q.absmax}};
+  std::map<std::string, Buffer> out;
+  exe.run(args, out);
+  for (auto _ : state) exe.run(args, out);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_gemm_eigen_f32_rows64(benchmark::State& state) {
+  const int64_t N = state.range(0), K = state.range(1), M = 64;
+  Buffer w = random_buffer({N, K}, 1), x = random_buffer({M, K}, 2);
+  Eigen::Map<const Mat> W(w.data_as<float>(), N, K), X(x.data_as<float>(), M, K);
+  Mat y(M, N);
+  for (auto _ : state) {
+    y.noalias() = X * W.transpose();
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_grad_input_nf4_row1(benchmark::State& state) {
+  const int64_t N = state.range(0), K = state.range(1);
+  const NF4Weight q = quantize_nf4(random_buffer({N, K}, 1));
+  GraphBuilder g("grad_input_nf4");
+  NF4Tensors t{g.param("fc.weight", q.weight.shape(), DType::u8), g.param("fc.weight.absmax", q.absmax.shape()),
+               {}, {}, {}, N, K};
+  g.output("dx", linear_nf4_grad_input(g.input("g", {1, N}), t));
+  Executable exe = compile(g.build());
+  std::map<std::string, Buffer> args = {{"g", random_buffer({1, N}, 2)}, {"fc.weight", q.weight},
+                                        {"fc.weight.absmax", q.absmax}};
+  std::map<std::string, Buffer> out;
+  exe.run(args, out);
+  for (auto _ : state) exe.run(args, out);
+  counters(state, double(q.weight.bytes() + q.absmax.bytes()) + double(N + K) * 4, N, K);
+}
+
 }  // namespace
 
+BENCHMARK(BM_linear_nf4_rows64)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm_eigen_f32_rows64)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_grad_input_nf4_row1)->Args({4096, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gemv_eigen_f32)->Args({4096, 4096})->Args({4096, 11008})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gemv_nf4)
     ->ArgNames({"N", "K", "double_quant"})

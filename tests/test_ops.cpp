@@ -521,11 +521,11 @@ void quant_cases(Rng& rng, const std::string& op) {
   Check c(op, rng);
   const Tol t = tol(DType::f32, 128);
   if (op.find("int8") != std::string::npos) {
-    for (const Shape& x : std::vector<Shape>{{5, 33}, {33}, {2, 3, 33}}) {
-      Tensor w = c.param({13, 33}, DType::i8), s = c.param({13}, DType::f32, uniform(0.001, 0.1));
+    for (const Shape& x : std::vector<Shape>{{5, 33}, {33}, {2, 3, 33}, {2, 64}, {64}}) {
+      Tensor w = c.param({13, x.back()}, DType::i8), s = c.param({13}, DType::f32, uniform(0.001, 0.1));
       Shape g = x;
       g.back() = 13;
-      if (op == "dequantize_int8") c.out(dequantize_int8(w, s), t, "[13, 33]");
+      if (op == "dequantize_int8") c.out(dequantize_int8(w, s), t, "[13, " + std::to_string(x.back()) + "]");
       if (op == "linear_int8") c.out(linear_int8(c.in(x), w, s, c.param({13})), t, "x " + to_string(x));
       if (op == "linear_int8_grad_input") c.out(linear_int8_grad_input(c.in(g), w, s), t, "g " + to_string(g));
     }
@@ -538,6 +538,7 @@ void quant_cases(Rng& rng, const std::string& op) {
         if (op == "linear_nf4") {
           c.out(linear_nf4(c.in({3, wk[1]}), w), t, label);
           c.out(linear_nf4(c.in({2, 2, wk[1]}), w, c.param({wk[0]})), t, label + " with bias");
+          c.out(linear_nf4(c.in({wk[1]}), w), t, label + " rank-1 x");
         }
         if (op == "linear_nf4_grad_input") c.out(linear_nf4_grad_input(c.in({4, wk[0]}), w), t, label);
       }

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <tessera/autodiff.h>
 #include <tessera/models.h>
+#include <tessera/optimizer.h>
 #include <tessera/quant_ops.h>
 #include <tessera/quantize.h>
 #include <tessera/tessera.h>
@@ -499,12 +500,21 @@ TEST(QuantizePass, MlpCloseToF32) {
       max_diff = std::max(max_diff, std::fabs(a[i] - b[i]));
     }
     EXPECT_GT(max_diff, 0.0) << "quantization changed nothing: is the pass a no-op?";
-    // Training the quantized model: only the biases get gradients.
+    // Training the quantized model: only the biases get gradients, and an
+    // AdamW step updates only them.
     const Graph joint = differentiate(q);
     for (const GraphOutput& o2 : joint.outputs)
       if (o2.name.rfind("grad.", 0) == 0) {
         EXPECT_NE(o2.name.find(".bias"), std::string::npos) << o2.name;
       }
+    const Graph step = adamw(differentiate(q), AdamWOptions{});
+    int updated = 0;
+    for (const GraphOutput& o2 : step.outputs)
+      if (o2.name.rfind("new.", 0) == 0 && o2.name.find("exp_avg") == std::string::npos) {
+        ++updated;
+        EXPECT_NE(o2.name.find(".bias"), std::string::npos) << o2.name;
+      }
+    EXPECT_EQ(updated, 3);
   }
 }
 

@@ -9,7 +9,9 @@
 // accumulator over the row-major output vars (pure init 0, one update over
 // an RDom), stages[1] the dequantized weight deq(n, k) (row-major [N, K];
 // for linear_int8 without the scale, which the output applies), and, with
-// NF4 double quantization, stages[2] the f32 absmax per block. linear_nf4
+// NF4 double quantization, a stage named "<node>_absmax": the f32 absmax per
+// block; linear_nf4_grad_input with an even K reads deq through a stage
+// "<node>_pairs" (nf4_pairs below). linear_nf4
 // with an even K reduces over byte pairs (RDom j < K/2, elements 2j and
 // 2j+1), so that the packed weight is read densely; with an odd K, over k.
 // This file does not schedule, quantize (src/transforms/quantize_weights.cpp)
@@ -131,13 +133,13 @@ TensorType nf4_grad_infer(const std::vector<TensorType>& in, const Attrs& a) {
 
 // ---- algorithms ----------------------------------------------------------------
 
-// The NF4 value of a 4-bit code: a tree of selects on its bits (15 selects,
-// 4 bit tests), which vectorizes on every target.
+// The NF4 value of a 4-bit code (a u8 Expr): a tree of selects on its bits
+// (15 selects, 4 bit tests in 8-bit lanes), which vectorizes on every target.
 Expr nf4_value(const Expr& code) {
   std::vector<Expr> level;
   for (float v : nf4_code_book()) level.emplace_back(v);
   for (int bit = 0; bit < 4; ++bit) {
-    Expr set = (code & (1 << bit)) != 0;
+    Expr set = (code & Halide::cast<uint8_t>(1 << bit)) != Halide::cast<uint8_t>(0);
     std::vector<Expr> next;
     for (size_t i = 0; i + 1 < level.size(); i += 2) next.push_back(Halide::select(set, level[i + 1], level[i]));
     level = next;
@@ -169,8 +171,8 @@ NF4Funcs nf4_funcs(const DefineContext& c, size_t first, int64_t K, bool stage_a
   }
   auto v = make_vars(2);
   Expr e = v[0] * static_cast<int>(K) + v[1];
-  Expr byte = Halide::cast<int>(at(c.inputs[first], {e / 2, 0}));
-  Expr code = Halide::select(e % 2 == 0, byte >> 4, byte & 15);
+  Expr byte = at(c.inputs[first], {e / 2, 0});
+  Expr code = Halide::select(e % 2 == 0, byte >> Halide::cast<uint8_t>(4), byte & Halide::cast<uint8_t>(15));
   r.deq = make_func(name + "_deq", v, nf4_value(code) * at(r.absmax, {e / static_cast<int>(kNF4BlockSize)}));
   return r;
 }
@@ -237,6 +239,17 @@ Definition linear_q_define(const DefineContext& c, bool nf4) {
   return d;
 }
 
+// The NF4 weight of an even K as pairs(n, j, h) = W[n, 2j + h] (row-major
+// [N, K/2, 2]): a row's byte j holds both, so a schedule that computes a run
+// of pairs reads the packed bytes densely; deq(n, k) = pairs(n, k/2, k%2).
+Func nf4_pairs(const DefineContext& c, const NF4Funcs& q, int64_t K) {
+  auto v = make_vars(3);
+  Expr byte = at(c.inputs[1], {v[0] * static_cast<int>(K / 2) + v[1], 0});
+  Expr code = Halide::select(v[2] == 0, byte >> Halide::cast<uint8_t>(4), byte & Halide::cast<uint8_t>(15));
+  Expr e = v[0] * static_cast<int>(K) + 2 * v[1];
+  return make_func(c.node.name + "_pairs", v, nf4_value(code) * at(q.absmax, {e / static_cast<int>(kNF4BlockSize)}));
+}
+
 // linear_*_grad_input: dx[..., k] = sum_n g[..., n] deq(n, k) (scaled).
 Definition grad_input_define(const DefineContext& c, bool nf4) {
   const Shape& out = c.node.type.shape;
@@ -247,10 +260,15 @@ Definition grad_input_define(const DefineContext& c, bool nf4) {
   Expr k = idx.back();
   std::vector<Expr> gi(idx.begin(), idx.end() - 1);
   NF4Funcs q;
-  Func deq;
+  Func deq, pairs;
   if (nf4) {
     q = nf4_funcs(c, 1, K, true);
     deq = q.deq;
+    if (K % 2 == 0) {
+      pairs = nf4_pairs(c, q, K);
+      auto dv = make_vars(2);
+      deq = make_func(c.node.name + "_deqpairs", dv, at(pairs, {dv[0], dv[1] / 2, dv[1] % 2}));
+    }
   } else {
     deq = int8_deq(c, true);
   }
@@ -261,6 +279,7 @@ Definition grad_input_define(const DefineContext& c, bool nf4) {
   ref(acc, idx) += at(c.inputs[0], gi) * at(deq, {r, k});
   Definition d{make_func(c.node.name, v, at(acc, idx)), {acc, deq}};
   if (q.staged) d.stages.push_back(q.absmax);
+  if (pairs.defined()) d.stages.push_back(pairs);
   return d;
 }
 

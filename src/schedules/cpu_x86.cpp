@@ -260,9 +260,10 @@ std::string schedule_quant_gemv(Func out, Func acc, const Shape& shape, int vec)
          " rows of x unrolled inside (weight dequantized once for all)";
 }
 
-// dx = g @ W with at most 8 rows: tasks of 256 columns k; each walks the
-// packed rows n in order, dequantizing a vector of W[n, k] once for all rows
-// of g (unrolled), accumulating in registers-to-cache.
+// dx = g @ W with at most 8 rows: parallel tasks of 32 vectors of columns k;
+// each walks the packed rows n in order, dequantizing a vector of W[n, k]
+// once for all rows of g (unrolled) and adding it into the task's
+// accumulator (32 vectors x rows, in cache).
 std::string schedule_quant_grad_streaming(Func out, Func acc, int64_t M, int vec) {
   std::vector<Var> args = out.args();
   Var k = args[0], ko("ko"), ki("ki");
@@ -293,14 +294,23 @@ std::string schedule_quant_grad_streaming(Func out, Func acc, int64_t M, int vec
          " columns, each walking the packed rows once, rows of g unrolled (weight dequantized once for all)";
 }
 
-// linear_int8/_nf4 (stages acc, deq[, absmax]) and their grad_input ops.
+// The stage of `stages` whose name ends in `suffix` (undefined if none).
+Func stage_named(const std::vector<Func>& stages, const std::string& suffix) {
+  for (const Func& f : stages) {
+    const std::string n = f.name().substr(0, f.name().find('$'));
+    if (n.size() >= suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0) return f;
+  }
+  return Func();
+}
+
+// linear_int8/_nf4 (stages acc, deq[, absmax][, pairs]) and their grad_input ops.
 std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, int vec) {
   Func out = L.funcs[node.id];
   const std::vector<Func>& st = L.stages[node.id];
   Func acc = st[0], deq = st[1];
   std::string how;
-  if (st.size() > 2) {
-    schedule_root(st[2], vec);
+  if (Func absmax = stage_named(st, "_absmax"); absmax.defined()) {
+    schedule_root(absmax, vec);
     how = "; absmax dequantized at root (one per block)";
   }
   // The packed NF4 weight u8[P, 1] is dense: its row stride is 1, which lets
@@ -331,7 +341,16 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
   } else {
     if (M <= 8 && rank_ok) {
       if (computed) schedule_root(first.in(acc), vec);
-      return schedule_quant_grad_streaming(out, acc, M, vec) + how;
+      std::string s2 = schedule_quant_grad_streaming(out, acc, M, vec);
+      if (Func pairs = stage_named(st, "_pairs"); pairs.defined()) {
+        // Each packed row's run of the task's columns, decoded into a small
+        // buffer with dense byte loads, then read as W[n, k] vectors.
+        std::vector<Var> pa = pairs.args();  // (h, j, n) in Halide order
+        Halide::RVar rn(acc.update(0).get_schedule().rvars()[0].var);
+        pairs.compute_at(acc, rn).vectorize(pa[1], vec, TailStrategy::GuardWithIf).unroll(pa[0]);
+        s2 += ", each row's codes decoded in byte pairs";
+      }
+      return s2 + how;
     }
     if (M > 8 && tiled_rows >= 4 && cols >= 3 * vec) {
       const MatmulTiles t = matmul_tiles(cols, tiled_rows, vec);

@@ -680,7 +680,8 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
       // reduction serial in registers, the packed weight dequantized inline
       // (never materialized); a double-quantized absmax first, at root.
       std::string pre;
-      if (stages.size() > 2) pre = "; " + short_name(stages[2]) + ": " + stage_on_gpu(stages[2], {}, a).how;
+      for (Func s : stages)
+        if (short_name(s) == "absmax") pre = "; absmax: " + stage_on_gpu(s, {}, a).how;
       Tiled t = root_on_gpu(f, ext, a);
       Func acc = stages[0];
       acc.compute_at(f, t.inner);
