@@ -14,6 +14,7 @@
 #include "reference/reference.h"
 #include "tessera/autocast.h"
 #include "tessera/autodiff.h"
+#include "tessera/models.h"
 #include "tessera/ops.h"
 #include "tessera/optimizer.h"
 #include "tessera/runtime.h"
@@ -225,6 +226,27 @@ TEST(Autocast, CompiledMatchesReferenceOnTheSameGraph) {
       expect_matches_reference(differentiate(apply_autocast(g, with_dtype(t))), tol, ++seed);
     }
   }
+}
+
+// A tiny GPT (embedding, layer_norm, causal attention, gelu MLP, dropout,
+// tied lm_head) through autodiff and autocast: its joint graph compiled
+// against the reference on the same graph.
+TEST(Autocast, GptJointGraphMatchesReference) {
+  GptConfig c;
+  c.vocab_size = 11;
+  c.block_size = 5;
+  c.n_layer = 1;
+  c.n_head = 2;
+  c.n_embd = 6;
+  c.batch = 3;
+  c.dropout = 0.1;
+  c.tie_weights = true;
+  const Graph joint = apply_autocast(differentiate(gpt(c)), with_dtype(DType::bf16));
+  for (const Node& n : joint.nodes)
+    if (n.op == "attention" || n.op == "linear" || n.op == "matmul") {
+      EXPECT_EQ(n.type.dtype, DType::bf16) << n.name;
+    }
+  expect_matches_reference(joint, 3e-2, 31);
 }
 
 // Largest |a - b| over the largest |b|.
