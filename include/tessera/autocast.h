@@ -22,7 +22,9 @@
 // Casts are made once per (tensor, type) and never stacked: casting
 // cast(x: A -> B) to C casts x itself when B holds every value of A (so
 // x -> bf16 -> f32 -> bf16 is x -> bf16), but a rounding cast is never
-// dropped (f32 -> bf16 -> f32 is not the identity).
+// dropped (f32 -> bf16 -> f32 is not the identity). A shape op (permute,
+// reshape, ...) of a tensor that already has a cast is redone on the cast
+// rather than cast again (W^T in the backward reads the forward's cast of W).
 //
 // Pass order: autocast sees whatever graph it is given. On a joint graph
 // (after autodiff) the backward's ops follow the same table (the gradient

@@ -4,8 +4,9 @@
 // back to their original types.
 //
 // It reads the policy table (precision_policy.cpp) and the op registry's type
-// rules; it does not remove dead code, fold casts of constants or move casts
-// through shape ops (run cse/fold/simplify/dce afterwards if wanted).
+// rules. It removes only the nodes its own rewrite orphaned; it does not
+// remove other dead code or fold casts of constants (run cse/fold/simplify/dce
+// afterwards if wanted).
 #include <map>
 #include <utility>
 
@@ -88,11 +89,32 @@ class Autocaster {
     return id;
   }
 
-  // Node `x` of the result as type `d`.
+  // Node `x` of the result as type `d`. A shape op (permute, reshape, ...)
+  // of a tensor that already has a cast to `d` is redone on that cast
+  // (casting commutes with moving data), so that W^T in the backward reuses
+  // the forward's cast of W.
   int cast_to(int x, DType d) {
     auto [y, found] = reduce(x, d);
     if (found) return y;
-    const int id = emit_cast(y, d, "");
+    int id = -1;
+    const Node& n = at(y);
+    const OpDef* def = find_op(n.op);
+    if (def && def->kind == OpKind::shape && n.inputs.size() == 1) {
+      auto [z, z_found] = reduce(n.inputs[0], d);
+      if (z_found) {
+        Node m = n;
+        m.name.clear();
+        m.inputs = {z};
+        try {
+          m.type = infer_node_type(rw_.result(), m);
+          id = rw_.emit(std::move(m));
+          memo_[{y, d}] = id;
+        } catch (const Error&) {
+          id = -1;
+        }
+      }
+    }
+    if (id < 0) id = emit_cast(y, d, "");
     memo_[{x, d}] = id;
     return id;
   }
@@ -183,7 +205,9 @@ Graph apply_autocast(const Graph& g, const AutocastOptions& options) {
     PrecisionPolicy check;
     check.set(op, rule);  // throws for an unknown op, a leaf or cast
   }
-  Graph out = Autocaster(g, options).run();
+  // The rewrite can orphan nodes (an f32 permute now read through the low
+  // type's copy); those go, dead code the input already had stays.
+  Graph out = remove_orphans(g, Autocaster(g, options).run());
   verify(out, {true});
   return out;
 }
