@@ -74,6 +74,16 @@ AutocastOptions with_dtype(DType t) {
   return o;
 }
 
+// The compiled autocast graph against the reference interpreter on the same
+// graph: both round every node to its type, so they agree to a few units in
+// the last place of the low type.
+void expect_matches_reference(const Graph& g, double tol, uint32_t seed) {
+  const auto args = random_args(g, seed);
+  const auto got = compile(g).run(args);
+  const auto want = ref::evaluate(g, ref::from_buffers(args));
+  test_util::expect_outputs_close(got, want, tol, g.name);
+}
+
 // ---- the rewritten graphs, exactly --------------------------------------------
 
 // Both linears read bf16 casts of x and of the f32 params; gelu follows its
@@ -166,6 +176,28 @@ TEST(Autocast, CastPairsAndScalarConstants) {
   }));
 }
 
+// A user op keeps the types it was written for: its bf16 input is cast back
+// to f32; and the compiled graph and its gradient match the reference.
+TEST(Autocast, UserOpsKeepTheirTypes) {
+  GraphBuilder b("user");
+  Tensor x = b.input("x", {3, 5});
+  Tensor w = b.param("w", {4, 5});
+  Tensor h = linear(x, w);  // t0
+  Tensor s = b.define("swish", {3, 4}, [&](Var i, Var j) {
+    Expr v = h(i, j);
+    return v / (1 + Halide::exp(-v));
+  });
+  b.output("loss", sum(s));  // t1
+  const Graph g = apply_autocast(b.build(), with_dtype(DType::bf16));
+  const Node& def = g.node("swish");
+  ASSERT_EQ(def.inputs.size(), 1u);
+  EXPECT_EQ(print_node(g, g.nodes[def.inputs[0]]), "t4 = cast(t0, dtype=\"f32\")  # f32[3, 4]");
+  EXPECT_EQ(def.type.dtype, DType::f32);
+  EXPECT_EQ(g.node("t0").type.dtype, DType::bf16);
+  expect_matches_reference(g, 3e-2, 41);
+  expect_matches_reference(differentiate(g), 3e-2, 42);
+}
+
 TEST(Autocast, IsIdempotentAndKeepsTheInterface) {
   for (DType t : {DType::bf16, DType::f16}) {
     for (const Graph& g : {mlp_block(), attention_block(), differentiate(mlp_block())}) {
@@ -202,16 +234,6 @@ TEST(Autocast, JointGraphBackwardFollowsThePolicy) {
 }
 
 // ---- numerics -------------------------------------------------------------------
-
-// The compiled autocast graph against the reference interpreter on the same
-// graph: both round every node to its type, so they agree to a few units in
-// the last place of the low type.
-void expect_matches_reference(const Graph& g, double tol, uint32_t seed) {
-  const auto args = random_args(g, seed);
-  const auto got = compile(g).run(args);
-  const auto want = ref::evaluate(g, ref::from_buffers(args));
-  test_util::expect_outputs_close(got, want, tol, g.name);
-}
 
 TEST(Autocast, CompiledMatchesReferenceOnTheSameGraph) {
   uint32_t seed = 10;
