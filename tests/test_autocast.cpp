@@ -491,6 +491,44 @@ TEST(LossScaling, InfGradientSkipsTheStep) {
   EXPECT_EQ(scalar(compile(step).run(args).at(kOptimSkip)), 1);
 }
 
+// "optim.skip" is true exactly when some unscaled gradient element is inf or
+// NaN: one inf among finite values, +inf and -inf in two gradients, one NaN;
+// huge finite gradients (their f32 sum overflows) are not flagged.
+TEST(LossScaling, FlagsExactlyNonFiniteElements) {
+  GraphBuilder b("flags");
+  Tensor x = b.input("x", {7});
+  Tensor z = b.input("z", {3});
+  Tensor w = b.param("w", {7});
+  Tensor v = b.param("v", {3});
+  b.output("loss", sum(w * x) + sum(v * z));  // grad.w = x, grad.v = z
+  const Graph step = apply_loss_scaling(differentiate(b.build()), {});
+  const Executable exe = compile(step);
+  const double inf = std::numeric_limits<double>::infinity();
+  struct Case {
+    std::vector<double> x, z;
+    bool skip;
+  };
+  const double big = 3e38;
+  const std::vector<Case> cases = {
+      {{1, 2, 3, 4, 5, 6, 7}, {1, 2, 3}, false},
+      {{1, 2, inf, 4, 5, 6, 7}, {1, 2, 3}, true},
+      {{1, 2, 3, 4, 5, 6, inf}, {1, -inf, 3}, true},
+      {{1, 2, 3, 4, 5, 6, 7}, {1, 2, std::nan("")}, true},
+      {{big, big, big, big, big, big, big}, {big, big, big}, false},
+  };
+  for (size_t k = 0; k < cases.size(); ++k) {
+    std::map<std::string, Buffer> args{{"x", Buffer::from(cases[k].x, {7})},
+                                       {"z", Buffer::from(cases[k].z, {3})},
+                                       {"w", Buffer::from({0, 0, 0, 0, 0, 0, 0}, {7})},
+                                       {"v", Buffer::from({0, 0, 0}, {3})},
+                                       {kLossScale, Buffer::from({1}, {}, DType::f32)},
+                                       {kGrowthTracker, Buffer::from({0}, {}, DType::i32)}};
+    EXPECT_EQ(exe.run(args).at(kOptimSkip).get(0), cases[k].skip ? 1 : 0) << "case " << k;
+    EXPECT_EQ(ref::evaluate(step, ref::from_buffers(args)).at(kOptimSkip).data[0], cases[k].skip ? 1 : 0)
+        << "reference, case " << k;
+  }
+}
+
 // The Trainer: initial scale 65536 (not 0), growth after growth_interval
 // clean steps, a skipped step that changes nothing and is not counted.
 TEST(LossScaling, TrainerGrowsAndSkips) {

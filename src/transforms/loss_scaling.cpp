@@ -2,9 +2,9 @@
 // scale, unscale, inf/NaN check and scale update, written into a joint graph.
 //
 // The loss cotangent (autodiff's scalar constant "grad.<loss>") is replaced
-// by the "amp.loss_scale" param; the gradient outputs are unscaled; a `define`
-// per gradient flags non-finite elements (Halide's is_finite, which is
-// evaluated strictly even where float math is not) and their max is the
+// by the "amp.loss_scale" param; the gradient outputs are unscaled; the f64
+// sum of every unscaled element, checked by a `define` using Halide's
+// is_finite (evaluated strictly even where float math is not), is the
 // "optim.skip" output; the scale and growth tracker updates are the
 // "new.amp.*" outputs. Skipping the update itself is the optimizer's job
 // (optimizer.h reads "optim.skip"). Nothing here simplifies the graph.
@@ -32,19 +32,14 @@ void check_free(const Graph& g, const std::string& name) {
     if (o.name == name) fail(kWho, ": graph '", g.name, "' already has an output named '", name, "'");
 }
 
-// 1 (u8) when some element of float tensor `x` is inf or NaN, else 0.
-Tensor any_nonfinite(GraphBuilder& b, Tensor x, const std::string& what) {
-  const int64_t n = x.type().numel();
-  Tensor flat = x.rank() == 1 ? x : reshape(x, {n});
+// 1 (u8) when the scalar float `x` is inf or NaN, else 0: a `define`, since
+// Halide evaluates is_finite strictly even where float math is not.
+Tensor nonfinite(GraphBuilder& b, Tensor x, const std::string& what) {
   std::string name = "amp.nonfinite." + what;
   for (int k = 1; b.graph().find(name) >= 0; ++k) name = "amp.nonfinite." + what + "." + std::to_string(k);
-  const bool wide = x.dtype() == DType::f64;
-  Tensor flags = b.define(name, {n}, [&](Var i) {
-    Expr v = flat(i);
-    if (!wide) v = Halide::cast<float>(v);
-    return Halide::select(Halide::is_finite(v), Expr(uint8_t(0)), Expr(uint8_t(1)));
+  return b.define(name, {}, [&]() {
+    return Halide::select(Halide::is_finite(x()), Expr(uint8_t(0)), Expr(uint8_t(1)));
   });
-  return max(flags);
 }
 
 }  // namespace
@@ -112,7 +107,12 @@ Graph apply_loss_scaling(const Graph& joint, const LossScalingOptions& o) {
   // PyTorch: inv_scale = scale.double().reciprocal().float().
   Tensor inv = cast(1.0 / cast(scale, DType::f64), DType::f32);
   std::vector<GraphOutput> outputs = b.graph().outputs;
-  Tensor found;
+  // Some unscaled element is inf or NaN exactly when the f64 sum of all of
+  // them is: inf and NaN propagate through the sum, and a sum of f32 (or
+  // f16/bf16) values cannot overflow f64. One reduction per gradient, then
+  // one strict check of the scalar. (For f64 gradients a finite sum above
+  // 1.8e308 would count as overflow.)
+  Tensor total;
   for (size_t i : grads) {
     Tensor g = b.tensor(outputs[i].node);
     Tensor u;
@@ -120,10 +120,10 @@ Graph apply_loss_scaling(const Graph& joint, const LossScalingOptions& o) {
     else if (g.dtype() == DType::f64) u = g * cast(inv, DType::f64);
     else u = cast(cast(g, DType::f32) * inv, g.dtype());
     outputs[i].node = u.id();
-    Tensor bad = any_nonfinite(b, u, outputs[i].name.substr(5));
-    found = found.defined() ? maximum(found, bad) : bad;
+    Tensor s = sum(u.dtype() == DType::f64 ? u : cast(u, DType::f64));
+    total = total.defined() ? total + s : s;
   }
-  Tensor skip = cast(found, DType::boolean);
+  Tensor skip = cast(nonfinite(b, total, "gradients"), DType::boolean);
 
   // GradScaler.update(): back off on inf/NaN, else count clean steps and grow
   // at growth_interval when the grown scale is finite.
@@ -131,7 +131,7 @@ Graph apply_loss_scaling(const Graph& joint, const LossScalingOptions& o) {
   Tensor clean = tracker + one;
   Tensor grow = ge(clean, b.constant(static_cast<double>(o.growth_interval), DType::i32));
   Tensor grown = scale * o.growth_factor;
-  Tensor grown_ok = eq(any_nonfinite(b, grown, "grown_scale"), b.constant(0.0, DType::u8));
+  Tensor grown_ok = eq(nonfinite(b, grown, "grown_scale"), b.constant(0.0, DType::u8));
   Tensor next_scale = where(skip, scale * o.backoff_factor, where(grow, where(grown_ok, grown, scale), scale));
   Tensor next_tracker = where(skip, zero, where(grow, zero, clean));
 
