@@ -231,6 +231,18 @@ TEST(Autocast, JointGraphBackwardFollowsThePolicy) {
   // Forward: 2 linears; backward: fc2's input gradient (a linear) and the
   // two weight gradients (matmuls); x needs no gradient.
   EXPECT_EQ(low, 2 + 3);
+  // Each param is cast once: the backward's fc2.weight^T is a permute of the
+  // forward's bf16 cast, not a cast of an f32 permute.
+  std::map<std::string, int> casts_of;
+  for (const Node& n : joint.nodes) {
+    if (n.op == "cast") ++casts_of[joint.nodes[n.inputs[0]].name];
+    if (n.op == "permute" && joint.nodes[n.inputs[0]].op == "param") ADD_FAILURE() << print_node(joint, n);
+  }
+  for (const char* p : {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) EXPECT_EQ(casts_of[p], 1) << p;
+  const Node& input_grad = joint.node("t27");  // linear(g, fc2.weight^T), fc2's input gradient
+  ASSERT_EQ(input_grad.op, "linear");
+  EXPECT_EQ(print_node(joint, joint.nodes[input_grad.inputs[1]]), "t67 = permute(t63, dims=[1, 0])  # bf16[6, 5]");
+  EXPECT_EQ(print_node(joint, joint.node("t63")), "t63 = cast(fc2.weight, dtype=\"bf16\")  # bf16[5, 6]");
 }
 
 // ---- numerics -------------------------------------------------------------------
