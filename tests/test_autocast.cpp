@@ -276,11 +276,30 @@ TEST(Autocast, GptJointGraphMatchesReference) {
   c.dropout = 0.1;
   c.tie_weights = true;
   const Graph joint = apply_autocast(differentiate(gpt(c)), with_dtype(DType::bf16));
-  for (const Node& n : joint.nodes)
+  int scatters = 0;
+  for (const Node& n : joint.nodes) {
     if (n.op == "attention" || n.op == "linear" || n.op == "matmul") {
       EXPECT_EQ(n.type.dtype, DType::bf16) << n.name;
     }
+    if (n.op == "embedding_grad") {
+      EXPECT_EQ(n.type.dtype, DType::f32) << n.name;  // a scatter-add accumulates in f32
+      ++scatters;
+    }
+  }
+  EXPECT_EQ(scatters, 1);  // wte (wpe is added, not looked up)
   expect_matches_reference(joint, 3e-2, 31);
+}
+
+// DESIGN.md's pipeline: PassManager{autodiff(), autocast(bf16), adamw()}
+// gives a step graph whose outputs keep their types and whose compiled run
+// matches the reference on the same graph.
+TEST(Autocast, ComposesWithAutodiffAndAdamW) {
+  PassManager pm{autodiff(), autocast(DType::bf16), optimizer(AdamWOptions{})};
+  const Graph step = pm.run(mlp_block(3, 5, 4, 3));
+  ASSERT_EQ(pm.records().size(), 3u);
+  EXPECT_EQ(pm.records()[1].name, "autocast(bf16)");
+  for (const GraphOutput& o : step.outputs) EXPECT_EQ(step.node(o.node).type.dtype, DType::f32) << o.name;
+  expect_matches_reference(step, 3e-2, 51);
 }
 
 // Largest |a - b| over the largest |b|.
