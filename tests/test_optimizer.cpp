@@ -358,6 +358,67 @@ TEST(Optimizer, ParamsWithoutGradientAreNotUpdated) {
   EXPECT_EQ(outs, (std::vector<std::string>{"loss", "new.w", "new.w.exp_avg", "new.w.exp_avg_sq"}));
 }
 
+// With an "optim.skip" output, a true flag leaves params and state bitwise
+// unchanged and a false one gives the unskipped update (SGD with momentum,
+// then AdamW), in the compiled graph and in the reference.
+TEST(Optimizer, SkipOutputLeavesEverythingUnchanged) {
+  auto with_skip = [](const Graph& joint) {
+    GraphBuilder b(joint);
+    Tensor flag = b.input("skip_flag", {}, DType::boolean);
+    Graph g = b.graph();
+    g.outputs.push_back({kOptimSkip, flag.id()});
+    return g;
+  };
+  const Graph joint = regression_joint(DType::f32);
+  SGDOptions momentum;
+  momentum.momentum = 0.9;
+  momentum.lr = 0.1;
+  for (const OptimizerOptions& o : {OptimizerOptions{momentum}, OptimizerOptions{AdamWOptions{}}}) {
+    const Graph plain = apply_optimizer(joint, o), skipping = apply_optimizer(with_skip(joint), o);
+    std::mt19937 rng(17);
+    std::map<std::string, Buffer> args;
+    for (int id : plain.inputs()) {
+      const Node& n = plain.nodes[id];
+      args[n.name] = Buffer::from(random_values(rng, n.type.numel(), 1), n.type.shape);
+    }
+    for (int id : plain.params()) {
+      const Node& n = plain.nodes[id];
+      std::vector<double> v = random_values(rng, n.type.numel(), 1);
+      for (double& x : v) x = std::fabs(x);  // second moments are non-negative
+      args[n.name] = Buffer::from(v, n.type.shape);
+    }
+    args[kOptimStep] = Buffer::from({2}, {});
+    const auto want = compile(plain).run(args);
+    for (bool skip : {false, true}) {
+      args["skip_flag"] = Buffer::from({skip ? 1.0 : 0.0}, {}, DType::boolean);
+      const auto got = compile(skipping).run(args);
+      const auto ref_got = ref::evaluate(skipping, ref::from_buffers(args));
+      EXPECT_EQ(got.at(kOptimSkip).get(0), skip ? 1 : 0);
+      for (const auto& [name, w] : want) {
+        if (name.rfind("new.", 0) != 0) continue;
+        const std::vector<double> a = got.at(name).to_f64();
+        const std::vector<double> e = skip ? args.at(name.substr(4)).to_f64() : w.to_f64();
+        const std::vector<double>& r = ref_got.at(name).data;
+        for (size_t i = 0; i < a.size(); ++i) {
+          if (skip) {
+            EXPECT_EQ(a[i], e[i]) << name << "[" << i << "]";
+            EXPECT_EQ(r[i], e[i]) << "reference " << name << "[" << i << "]";
+          } else {
+            // The same update, fused differently: equal up to contraction.
+            EXPECT_NEAR(a[i], e[i], 1e-6 * (1 + std::fabs(e[i]))) << name << "[" << i << "]";
+            EXPECT_NEAR(r[i], e[i], 1e-5 * (1 + std::fabs(e[i]))) << "reference " << name << "[" << i << "]";
+          }
+        }
+      }
+    }
+  }
+  GraphBuilder b(joint);
+  Tensor bad = b.input("skip_flag", {2}, DType::boolean);
+  Graph g = b.graph();
+  g.outputs.push_back({kOptimSkip, bad.id()});
+  EXPECT_THROW(sgd(g, SGDOptions{}), Error);
+}
+
 void expect_error(const std::function<void()>& f, const std::string& part) {
   try {
     f();

@@ -22,7 +22,11 @@
 // Applying a step: run the graph with the current params and state, then
 // write every output "new.X" back into param X (donation: the old buffer can
 // be reused as the next run's output buffer; trainer.h does exactly this).
-// Only params that have a "grad.<param>" output are updated; others are left
+// Skipped steps: when the joint graph has an output "optim.skip" (bool[]),
+// every "new.X" is where(optim.skip, X, X's update), so a true flag leaves
+// params and state exactly as they were (GradScaler's skipped step on inf/NaN
+// gradients; autocast.h's loss_scaling() makes this output). The output is
+// kept. Only params that have a "grad.<param>" output are updated; others are left
 // untouched (frozen). Scalar hyperparameter arithmetic (bias corrections,
 // lr * weight_decay, the clip coefficient) is done in f64 from optim.lr and
 // optim.step and cast once to each param's dtype; tensor arithmetic is in the
@@ -72,13 +76,15 @@ using OptimizerOptions = std::variant<SGDOptions, AdamWOptions>;
 inline const char* const kOptimStep = "optim.step";
 inline const char* const kOptimLr = "optim.lr";
 inline const char* const kOptimGradNorm = "optim.grad_norm";
+inline const char* const kOptimSkip = "optim.skip";
 inline std::string new_name(const std::string& x) { return "new." + x; }
 
 // Throws Error naming the problem: a bad hyperparameter (lr < 0, momentum <
 // 0, betas outside [0, 1), eps <= 0, weight_decay < 0, nesterov without
 // momentum or with dampening, max_grad_norm < 0), no "grad.<param>" output at
 // all, a "grad.X" output with no param X or of another type than X, a
-// non-float param, or a name the transform would add that is already taken.
+// non-float param, an "optim.skip" output that is not bool[], or a name the
+// transform would add that is already taken.
 Graph sgd(const Graph& joint, const SGDOptions& options);
 Graph adamw(const Graph& joint, const AdamWOptions& options);
 Graph apply_optimizer(const Graph& joint, const OptimizerOptions& options);

@@ -28,6 +28,15 @@
 // gradient) and runs the update graph (gradients_as_inputs) once; the loss
 // returned is the mean of the micro-batch losses.
 //
+// Loss scaling (mixed precision with f16, autocast.h): with
+// options.loss_scaling set, the step graph is apply_loss_scaling() of the
+// joint graph, then the optimizer. Its state "amp.loss_scale" starts at
+// init_scale and "amp.growth_tracker" at 0; both are in state() and are
+// updated inside the step graph. A step whose gradients hold inf/NaN
+// changes no param or optimizer state (last_step_skipped() says so) and, as
+// with PyTorch's GradScaler, does not count as an optimizer step (steps_done()
+// and "optim.step" do not advance). Not combinable with accumulation_steps > 1.
+//
 // The step graph is compiled as the optimizer returns it (no simplify/cse).
 //
 // Not handled: dropout offsets are node attributes, so every step reuses the
@@ -37,9 +46,11 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "tessera/autocast.h"
 #include "tessera/graph.h"
 #include "tessera/optimizer.h"
 #include "tessera/runtime.h"
@@ -66,6 +77,8 @@ struct TrainerOptions {
   int accumulation_steps = 1;        // micro-batches per step
   std::string loss = "loss";         // the loss output of the joint graph
   Target target = Target::host();
+  // Dynamic loss scaling (autocast.h); off when empty.
+  std::optional<LossScalingOptions> loss_scaling;
 };
 
 // Everything that decides how training continues: the params, the optimizer
@@ -81,7 +94,9 @@ struct TrainingState {
 class Trainer {
  public:
   // Throws Error if the joint graph has no float scalar `loss` output or no
-  // gradient outputs, an init names no param, or the optimizer rejects it.
+  // gradient outputs, an init names no param, the optimizer or loss scaling
+  // rejects it, loss scaling is combined with accumulation, or the joint
+  // graph already has loss-scaling state (set options.loss_scaling instead).
   explicit Trainer(const Graph& joint, TrainerOptions options = {});
 
   // One optimizer step; returns the loss (the mean over micro-batches). The
@@ -106,6 +121,10 @@ class Trainer {
   int64_t steps_done() const { return steps_; }  // optim.step of the next step is steps_done() + 1
   // "optim.grad_norm" of the last step (0 unless clipping is on).
   double last_grad_norm() const { return grad_norm_; }
+  // Whether loss scaling skipped the last step (inf/NaN gradients); false without loss scaling.
+  bool last_step_skipped() const { return skipped_; }
+  // The current loss scale ("amp.loss_scale"); 1 without loss scaling.
+  double loss_scale() const;
 
   // Replaces params, optimizer state, step counter, lr and grad norm, so
   // that the next step continues bit-identically from where `s` was taken.
@@ -130,6 +149,7 @@ class Trainer {
   std::vector<std::string> graph_inputs_;  // the joint graph's inputs, for checking batches
   double lr_ = 0, grad_norm_ = 0;
   int64_t steps_ = 0;
+  bool skipped_ = false;
 };
 
 // The default initialization of every param of `g` (rule 2 and 3 above), for inspection.

@@ -1,7 +1,8 @@
 // Trainer (trainer.h): param initialization, the compiled step graph, the
 // buffer swap after each step, gradient accumulation and evaluation.
 //
-// It compiles graphs as given (no simplification passes) and holds every
+// Loss scaling's state is initialized here and skipped steps are not
+// counted. It compiles graphs as given (no simplification passes) and holds every
 // buffer on the host; it does not differentiate (the joint graph is an input)
 // or schedule anything itself.
 #include "tessera/trainer.h"
@@ -128,8 +129,21 @@ Trainer::Trainer(const Graph& joint, TrainerOptions options) : options_(std::mov
     if (o.name.rfind("grad.", 0) != 0) fwd.outputs.push_back(o);
   forward_graph_ = dce().run(fwd);
 
-  step_graph_ = options_.accumulation_steps == 1 ? apply_optimizer(joint, options_.optimizer)
-                                                 : apply_optimizer(gradients_as_inputs(joint), options_.optimizer);
+  if (joint.find(kLossScale) >= 0)
+    fail("Trainer: graph '", joint.name, "' already has loss-scaling state '", kLossScale,
+         "': pass the joint graph without loss_scaling() and set TrainerOptions::loss_scaling (the Trainer sets the "
+         "initial scale)");
+  if (options_.loss_scaling && options_.accumulation_steps != 1)
+    fail("Trainer: loss scaling with accumulation_steps = ", options_.accumulation_steps,
+         " is not supported (only 1)");
+  if (options_.loss_scaling) {
+    LossScalingOptions ls = *options_.loss_scaling;
+    ls.loss = options_.loss;
+    step_graph_ = apply_optimizer(apply_loss_scaling(joint, ls), options_.optimizer);
+  } else {
+    step_graph_ = options_.accumulation_steps == 1 ? apply_optimizer(joint, options_.optimizer)
+                                                   : apply_optimizer(gradients_as_inputs(joint), options_.optimizer);
+  }
   init_params(joint);
   step_exe_ = compile(step_graph_, options_.target);
 }
@@ -146,6 +160,12 @@ void Trainer::init_params(const Graph& joint) {
     const Node& p = step_graph_.nodes[id];
     if (!params_.count(p.name)) state_[p.name] = Buffer(p.type.dtype, p.type.shape);
   }
+  if (options_.loss_scaling) state_.at(kLossScale).set(0, options_.loss_scaling->init_scale);
+}
+
+double Trainer::loss_scale() const {
+  auto it = state_.find(kLossScale);
+  return it == state_.end() ? 1.0 : it->second.get(0);
 }
 
 Buffer& Trainer::param(const std::string& name) {
@@ -212,7 +232,9 @@ void Trainer::swap_in(std::map<std::string, Buffer>& outputs) {
   }
   auto gn = outputs.find(kOptimGradNorm);
   grad_norm_ = gn != outputs.end() ? gn->second.get(0) : 0.0;
-  ++steps_;
+  auto skip = outputs.find(kOptimSkip);
+  skipped_ = skip != outputs.end() && skip->second.get(0) != 0;
+  if (!skipped_) ++steps_;
 }
 
 double Trainer::step(const std::map<std::string, Buffer>& batch) {

@@ -5,7 +5,8 @@
 // Each transform continues the joint graph with a GraphBuilder, adds the
 // "optim.step"/"optim.lr" inputs and the state params, computes the scalar
 // hyperparameter arithmetic once in f64, and swaps the "grad.<param>"
-// outputs for "new.<param>"/"new.<state>". It does not differentiate,
+// outputs for "new.<param>"/"new.<state>" (each a where() on "optim.skip"
+// when the joint graph has that output). It does not differentiate,
 // simplify or remove dead code (run the usual passes afterwards).
 #include <cmath>
 #include <map>
@@ -78,6 +79,13 @@ class Update {
     lr64_ = cast(lr_, DType::f64);
     for (const Target_& t : targets_) grads_.push_back(b_.tensor(t.grad_node));
     if (max_grad_norm > 0) clip(max_grad_norm);
+    for (const GraphOutput& o : joint.outputs) {
+      if (o.name != kOptimSkip) continue;
+      const TensorType& st = joint.node(o.node).type;
+      if (st != TensorType{DType::boolean, {}})
+        fail(who, ": output '", kOptimSkip, "' of graph '", joint.name, "' is ", to_string(st), ", not bool[]");
+      skip_ = b_.tensor(o.node);
+    }
   }
 
   GraphBuilder& b() { return b_; }
@@ -102,7 +110,11 @@ class Update {
     const Node& p = joint_.nodes[targets_[i].param_node];
     return b_.param(p.name + suffix, p.type.shape, p.type.dtype);
   }
-  void emit(const std::string& name, Tensor t) { results_.push_back({name, t.id()}); }
+  // Output "new.X" = t, or X itself where "optim.skip" is true.
+  void emit(const std::string& name, Tensor t) {
+    if (skip_.defined()) t = where(skip_, b_.tensor(name.substr(4)), t);
+    results_.push_back({name, t.id()});
+  }
 
   Graph finish() {
     Graph g = b_.graph();
@@ -134,7 +146,7 @@ class Update {
   const Graph& joint_;
   std::vector<Target_> targets_;
   GraphBuilder b_;
-  Tensor step_, lr_, step64_, lr64_, grad_norm_;
+  Tensor step_, lr_, step64_, lr64_, grad_norm_, skip_;
   std::vector<Tensor> grads_;
   std::map<std::pair<int, DType>, int> casts_;
   std::vector<GraphOutput> results_;
