@@ -131,8 +131,14 @@ struct JointGraph {
     if (region.inputs.empty() || region.outputs.empty())
       fail("remat: checkpoint region ", index, " needs at least one input and one output");
     std::vector<bool> from_inputs(n, false), to_outputs(n, false), boundary(n, false);
-    for (const std::string& name : region.inputs) boundary[checked_node(name, index, "the input")] = from_inputs[g.find(name)] = true;
-    for (const std::string& name : region.outputs) boundary[checked_node(name, index, "the output")] = to_outputs[g.find(name)] = true;
+    for (const std::string& name : region.inputs) {
+      int id = checked_node(name, index, "the input");
+      boundary[id] = from_inputs[id] = true;
+    }
+    for (const std::string& name : region.outputs) {
+      int id = checked_node(name, index, "the output");
+      boundary[id] = to_outputs[id] = true;
+    }
     for (const Node& node : g.nodes)
       for (int in : node.inputs) from_inputs[node.id] = from_inputs[node.id] || from_inputs[in];
     for (int id = n - 1; id >= 0; --id)
