@@ -6,11 +6,12 @@
 // depends on; every other non-leaf node is the backward. A forward tensor is
 // "saved" when the backward reads it: in a graph run as one step (compile()),
 // that means its arena buffer stays live from the forward to the backward.
-// Only materialized nodes (reductions, contractions, graph outputs; see
-// src/schedules/partition.h) have buffers: elementwise, shape and random ops
-// (dropout: its mask comes from the seed and offset) are inlined into every
-// kernel that reads them and never stored, so their value is always
-// recomputed by construction. A tensor's save cost is its arena bytes
+// Only the partitioner's kernel roots (reductions, contractions, graph
+// outputs; src/schedules/partition.h) have buffers, and remat asks
+// partition() which they are: elementwise, shape and random ops (dropout:
+// its mask comes from the seed and offset) are inlined into every kernel
+// that reads them and never stored, so their value is always recomputed by
+// construction. A tensor's save cost is its arena bytes
 // (elements x dtype size; 0 for graph outputs, inputs and params, which are
 // the caller's Buffers).
 //

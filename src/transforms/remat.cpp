@@ -16,7 +16,7 @@
 // on the sink side is recomputed when the backward needs it. Every
 // source-to-sink path crosses a leaf (0) or a buffered node, so the flow is
 // finite and equals the saved arena bytes. This pass decides nothing about
-// schedules; it reads the partitioner's rule for which nodes have buffers.
+// schedules; it asks the partitioner (partition()) which nodes have buffers.
 #include "tessera/remat.h"
 
 #include <algorithm>
@@ -77,7 +77,7 @@ struct JointGraph {
   const Graph& g;
   int n = 0;
   std::vector<bool> forward;         // non-leaf ancestors of the loss (inclusive)
-  std::vector<bool> buffered;        // materialized (a kernel root), as the partitioner decides
+  std::vector<bool> buffered;        // a kernel root of partition(g): has an arena buffer (or is an output)
   std::vector<bool> is_output;
   std::vector<bool> in_region;       // inside a checkpoint region
   std::vector<bool> read_by_backward;
@@ -98,14 +98,10 @@ struct JointGraph {
 
     is_output.assign(n, false);
     for (const GraphOutput& o : g.outputs) is_output[o.node] = true;
+    // Exactly the partitioner's kernel roots, whatever its rules.
     buffered.assign(n, false);
-    for (const Node& node : g.nodes) {
-      buffered[node.id] = buffered[node.id] || is_materialized(node) || (is_output[node.id] && !node.is_leaf());
-      // A computed scalar read by a tensor op is a root too (partition.cpp).
-      if (node.type.rank() > 0)
-        for (int in : node.inputs)
-          if (g.nodes[in].type.rank() == 0 && !g.nodes[in].is_leaf()) buffered[in] = true;
-    }
+    for (const Kernel& k : partition(g))
+      for (int r : k.roots) buffered[r] = true;
     read_by_backward.assign(n, false);
     for (const Node& node : g.nodes)
       if (!node.is_leaf() && !forward[node.id])
