@@ -135,6 +135,9 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     for (int id = 0; id <= members.back(); ++id) {
       if (!inside[id] || local.count(id)) continue;
       Node node = g.nodes[id];
+      // A remat clone computes exactly what its original does
+      // (include/tessera/remat.h): the same kernel, compiled once.
+      node.attrs.erase("remat");
       node.name = out_name.count(id) ? out_name[id] : "k" + std::to_string(counter++);
       for (int& in : node.inputs) in = local.at(in);
       local[id] = add(std::move(node));

@@ -1,0 +1,17 @@
+// The cost model remat (remat.cpp) weighs recomputation with: FLOPs per node,
+// and which ops are too expensive to recompute unless nothing else fits.
+// This neither decides nor rewrites anything.
+#pragma once
+
+#include "tessera/graph.h"
+
+namespace tessera {
+
+// Floating-point operations to compute node `n` of `g` once (table in remat_cost.cpp).
+double op_flops(const Graph& g, const Node& n);
+
+// Matrix products, attention and user ops (define, define_grad): recomputed
+// only when the budget cannot be met otherwise.
+bool expensive_to_recompute(const Node& n);
+
+}  // namespace tessera
