@@ -173,3 +173,20 @@ TEST_F(TesseraOpt, StartsFromARegisteredModel) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("--param needs --model"), std::string::npos) << r.err;
 }
+
+TEST_F(TesseraOpt, TransformPipelinesComposeAsInProcess) {
+  const Graph g = registered_model("gpt", kSmallModels.at("gpt"));
+  const fs::path in = write("gpt.tsr", print(g));
+  for (const std::string passes : {"autodiff,autocast=bf16,remat=0.5,cse,dce",
+                                   "quantize,lora=4,autodiff,autocast=f16,loss-scaling,adamw,cse,dce"}) {
+    PassManager pm;
+    for (Pass& p : make_pipeline(passes)) pm.add(std::move(p));
+    const std::string want = print(pm.run(g));
+    Result r = run("--passes=" + passes + " " + in.string());
+    ASSERT_EQ(r.status, 0) << passes << ": " << r.err;
+    EXPECT_EQ(r.out, want) << passes;
+    EXPECT_EQ(print(parse(r.out)), r.out) << passes;
+  }
+  EXPECT_NE(test_util::error_of([&] { make_pass("autocast=f64"); }).find("not bf16 or f16"), std::string::npos);
+  EXPECT_NE(test_util::error_of([&] { make_pass("quantize=int4"); }).find("not nf4, nf4-dq or int8"), std::string::npos);
+}

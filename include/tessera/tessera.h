@@ -3,6 +3,7 @@
 // the CUDA runtime headers under tessera/cuda/ are included separately.)
 #pragma once
 
+#include "tessera/autocast.h"
 #include "tessera/autodiff.h"
 #include "tessera/builder.h"
 #include "tessera/checkpoint.h"
@@ -17,6 +18,9 @@
 #include "tessera/passes.h"
 #include "tessera/peft.h"
 #include "tessera/plan.h"
+#include "tessera/quant_ops.h"
+#include "tessera/quantize.h"
+#include "tessera/remat.h"
 #include "tessera/runtime.h"
 #include "tessera/safetensors.h"
 #include "tessera/text.h"

@@ -7,9 +7,13 @@
 #include <functional>
 #include <sstream>
 
+#include "tessera/autocast.h"
 #include "tessera/autodiff.h"
 #include "tessera/error.h"
+#include "tessera/lora.h"
 #include "tessera/optimizer.h"
+#include "tessera/quantize.h"
+#include "tessera/remat.h"
 
 namespace tessera {
 
@@ -62,6 +66,38 @@ const std::vector<Entry>& entries() {
          AdamWOptions o;
          if (a) o.lr = number_arg("adamw", arg);
          return optimizer(o);
+       }},
+      {{"autocast", "bf16|f16 (default bf16)", "mixed precision by the default policy table (autocast.h)"},
+       [](const std::string& arg, bool a) {
+         if (!a || arg == "bf16") return autocast(DType::bf16);
+         if (arg == "f16") return autocast(DType::f16);
+         throw Error("pass 'autocast': argument '" + arg + "' is not bf16 or f16");
+       }},
+      {{"loss-scaling", "", "dynamic loss scaling for f16 (GradScaler semantics; after autodiff, before the optimizer)"},
+       [](const std::string&, bool a) { return no_arg("loss-scaling", loss_scaling(), a); }},
+      {{"quantize", "nf4|nf4-dq|int8 (default nf4)", "weight-only quantization of every linear but the LM head"},
+       [](const std::string& arg, bool a) {
+         QuantizeOptions o;
+         if (!a || arg == "nf4") o.format = QuantFormat::nf4;
+         else if (arg == "nf4-dq") o.format = QuantFormat::nf4, o.double_quant = true;
+         else if (arg == "int8") o.format = QuantFormat::int8;
+         else throw Error("pass 'quantize': argument '" + arg + "' is not nf4, nf4-dq or int8");
+         return quantize(o);
+       }},
+      {{"lora", "R (default 8)", "LoRA adapters (alpha = 2R) on every linear or quantized linear but the LM head"},
+       [](const std::string& arg, bool a) {
+         LoraOptions o;
+         if (a) o.r = static_cast<int64_t>(number_arg("lora", arg));
+         o.alpha = 2.0 * static_cast<double>(o.r);
+         o.target_regex = "(?!(.*\\.)?lm_head$).*";
+         o.base_ops = {"linear", "linear_nf4", "linear_int8"};
+         return lora(o);
+       }},
+      {{"remat", "BUDGET (default 1)", "rematerialization: saved activations within BUDGET x the save-everything bytes"},
+       [](const std::string& arg, bool a) {
+         RematOptions o;
+         if (a) o.budget = number_arg("remat", arg);
+         return remat(o);
        }},
   };
   return table;
