@@ -1,0 +1,348 @@
+// Presets, pretraining, QLoRA fine-tuning, decoding and checkpoint files of
+// tessera-finetune (finetune_model.h). The training steps are compiled by
+// the Trainer (trainer.h); the QLoRA graph is the GPT of models.h through
+// quantize (NF4, quantize.h) and lora (lora.h), differentiated for the
+// adapters only.
+#include "finetune_model.h"
+
+#include <tessera/autodiff.h>
+#include <tessera/checkpoint.h>
+#include <tessera/error.h>
+#include <tessera/lora.h>
+#include <tessera/peft.h>
+#include <tessera/quantize.h>
+#include <tessera/safetensors.h>
+#include <tessera/text.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "text_data.h"
+
+using namespace tessera;
+namespace fs = std::filesystem;
+
+namespace finetune {
+
+namespace {
+
+const char* const kBaseFormat = "tessera-finetune.base.v1";
+
+// The batch for step `step`: drawn from a generator seeded by (seed, step),
+// so that a resumed run sees the same batches as an uninterrupted one.
+Rng step_rng(uint64_t seed, int step, uint64_t stream) {
+  Rng r{seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 0xD1B54A32D192ED03ull + stream};
+  r.next();
+  return r;
+}
+
+std::map<std::string, Buffer> batch_buffers(const Batch& b, const GptConfig& cfg) {
+  Buffer idx(DType::i32, {cfg.batch, cfg.block_size}), targets(DType::i32, {cfg.batch, cfg.block_size});
+  std::copy(b.inputs.begin(), b.inputs.end(), idx.data_as<int32_t>());
+  std::copy(b.targets.begin(), b.targets.end(), targets.data_as<int32_t>());
+  return {{"idx", idx}, {"targets", targets}};
+}
+
+std::map<std::string, std::string> config_metadata(const GptConfig& c) {
+  return {{"format", kBaseFormat},
+          {"vocab_size", std::to_string(c.vocab_size)},
+          {"block_size", std::to_string(c.block_size)},
+          {"n_layer", std::to_string(c.n_layer)},
+          {"n_head", std::to_string(c.n_head)},
+          {"n_embd", std::to_string(c.n_embd)}};
+}
+
+std::map<std::string, Buffer> clone_all(const std::map<std::string, Buffer>& m) {
+  std::map<std::string, Buffer> out;
+  for (const auto& [k, v] : m) out[k] = v.clone();
+  return out;
+}
+
+// The QLoRA model's forward graph: all linears but lm_head in NF4, adapters on the targets.
+Graph qlora_forward(const RunConfig& rc, bool training) {
+  const Graph base = gpt(rc.gpt);
+  const Graph quantized = quantize_graph(base, QuantizeOptions{});
+  LoraOptions lo;
+  lo.r = rc.lora.r;
+  lo.alpha = rc.lora.alpha;
+  lo.dropout = rc.lora.dropout;
+  lo.target_modules = rc.lora.targets;
+  lo.base_ops = {"linear", "linear_nf4"};
+  lo.training = training;
+  return add_lora(quantized, lo);
+}
+
+}  // namespace
+
+Device pick_device(const std::string& name) {
+  if (name == "cpu" || name == "auto") return Device::cpu;
+  if (name == "cuda")
+    throw Error("--device cuda: this build runs training steps through the CPU JIT only; CUDA execution of "
+                "the fine-tune is not available yet (use --device cpu or auto)");
+  throw Error("unknown device '" + name + "' (auto, cpu, cuda)");
+}
+
+std::string device_name(Device d) { return d == Device::cpu ? "the CPU" : "CUDA"; }
+
+RunConfig preset(const std::string& name) {
+  RunConfig rc;
+  rc.gpt.vocab_size = kVocabSize;
+  rc.gpt.bias = true;
+  rc.lora.targets = {"c_attn", "c_proj", "c_fc"};
+  if (name == "tiny") {
+    // For tests: the smallest run that still learns the task (about a minute on 2 cores).
+    rc.gpt.block_size = 32, rc.gpt.n_layer = 1, rc.gpt.n_head = 4, rc.gpt.n_embd = 64, rc.gpt.batch = 16;
+    rc.pretrain_steps = 300, rc.finetune_steps = 400, rc.eval_every = 100;
+    rc.pretrain_lr = 3e-3, rc.finetune_lr = 1e-2;
+  } else if (name == "cpu") {
+    rc.gpt.block_size = 32, rc.gpt.n_layer = 2, rc.gpt.n_head = 4, rc.gpt.n_embd = 64, rc.gpt.batch = 16;
+    rc.pretrain_steps = 600, rc.finetune_steps = 500, rc.eval_every = 100;
+    rc.pretrain_lr = 3e-3, rc.finetune_lr = 1e-2;
+  } else if (name == "gpu") {
+    rc.gpt.block_size = 128, rc.gpt.n_layer = 6, rc.gpt.n_head = 6, rc.gpt.n_embd = 384, rc.gpt.batch = 32;
+    rc.pretrain_steps = 2000, rc.finetune_steps = 1000, rc.eval_every = 200;
+    rc.pretrain_lr = 1e-3, rc.finetune_lr = 5e-3;
+  } else {
+    throw Error("unknown preset '" + name + "' (tiny, cpu, gpu)");
+  }
+  return rc;
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot read '" + path + "'");
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << text;
+    f.flush();
+    if (!f) {
+      std::remove(tmp.c_str());
+      throw Error("cannot write '" + tmp + "'");
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    throw Error("cannot replace '" + path + "': " + ec.message());
+  }
+}
+
+void save_base(const std::string& path, const std::map<std::string, Buffer>& params, const GptConfig& cfg) {
+  save_safetensors(path, params, config_metadata(cfg));
+}
+
+std::map<std::string, Buffer> load_base(const std::string& path, const GptConfig& cfg) {
+  std::map<std::string, std::string> meta;
+  std::map<std::string, Buffer> params = load_safetensors(path, &meta);
+  const auto want = config_metadata(cfg);
+  for (const auto& [key, value] : want) {
+    auto it = meta.find(key);
+    if (it == meta.end() || it->second != value)
+      throw Error("base checkpoint '" + path + "': " + key + " is " + (it == meta.end() ? "missing" : it->second) +
+                  ", this preset needs " + value + " (use the same --preset, or another --out / --base)");
+  }
+  for (const Node& n : gpt(cfg).nodes) {
+    if (n.op != "param") continue;
+    auto it = params.find(n.name);
+    if (it == params.end()) throw Error("base checkpoint '" + path + "' has no tensor '" + n.name + "'");
+    if (it->second.type() != n.type)
+      throw Error("base checkpoint '" + path + "': tensor '" + n.name + "' is " + to_string(it->second.type()) +
+                  ", the model needs " + to_string(n.type));
+  }
+  return params;
+}
+
+void check_checkpoint_file(const std::string& path) {
+  const SafetensorsFile f = SafetensorsFile::open(path);
+  auto it = f.metadata().find("format");
+  if (it == f.metadata().end() || it->second != kCheckpointFormat)
+    throw Error("'" + path + "' is not a tessera training checkpoint (its metadata has no format \"" +
+                kCheckpointFormat + "\"); move it away to start afresh");
+}
+
+// ---- Pretrainer -------------------------------------------------------------------
+
+Pretrainer::Pretrainer(const RunConfig& rc, const std::string& out_dir, bool resume)
+    : rc_(rc), path_((fs::path(out_dir) / "pretrain.ckpt.safetensors").string()) {
+  TrainerOptions o;
+  o.optimizer = AdamWOptions{.lr = rc.pretrain_lr};
+  o.seed = rc.seed;
+  o.init = trainer_init(gpt_init(rc.gpt));
+  trainer_ = std::make_unique<Trainer>(differentiate(gpt(rc.gpt)), o);
+  if (resume && fs::exists(path_)) load_checkpoint(*trainer_, path_);
+}
+
+int Pretrainer::step() const { return static_cast<int>(trainer_->steps_done()); }
+
+double Pretrainer::train_step(const std::vector<int32_t>& corpus) {
+  Rng rng = step_rng(rc_.seed, step() + 1, 1);
+  return trainer_->step(batch_buffers(corpus_batch(corpus, rc_.gpt.batch, rc_.gpt.block_size, rng), rc_.gpt));
+}
+
+void Pretrainer::save_checkpoint() const { tessera::save_checkpoint(*trainer_, path_); }
+void Pretrainer::remove_checkpoint() const { std::remove(path_.c_str()); }
+std::map<std::string, Buffer> Pretrainer::params() const { return clone_all(trainer_->params()); }
+
+// ---- Finetuner --------------------------------------------------------------------
+
+Finetuner::Finetuner(const RunConfig& rc, const std::map<std::string, Buffer>& base, const std::string& out_dir)
+    : rc_(rc), path_((fs::path(out_dir) / "finetune.ckpt.safetensors").string()) {
+  const Graph forward = qlora_forward(rc, /*training=*/true);
+  adapters_ = lora_param_names(forward);
+  InitMap init = gpt_init(rc.gpt);
+  for (const auto& [name, i] : lora_init(forward)) init[name] = i;
+  TrainerOptions o;
+  o.optimizer = AdamWOptions{.lr = rc.finetune_lr, .weight_decay = 0};
+  o.seed = rc.seed + 1;
+  o.init = trainer_init(init);
+  trainer_ = std::make_unique<Trainer>(differentiate(forward, lora_autodiff_options(forward)), o);
+  // The frozen base: every non-adapter param from the quantized base.
+  const std::map<std::string, Buffer> quantized = quantize_state_dict(gpt(rc.gpt), base, QuantizeOptions{});
+  for (const auto& [name, value] : trainer_->params()) {
+    if (std::find(adapters_.begin(), adapters_.end(), name) != adapters_.end()) continue;
+    auto it = quantized.find(name);
+    if (it == quantized.end()) throw Error("fine-tune: the quantized base has no tensor '" + name + "'");
+    trainer_->param(name) = it->second.clone();
+  }
+  eval_ = compile(qlora_forward(rc, /*training=*/false));
+}
+
+bool Finetuner::resume() {
+  if (!fs::exists(path_)) return false;
+  load_checkpoint(*trainer_, path_);
+  return true;
+}
+
+int Finetuner::step() const { return static_cast<int>(trainer_->steps_done()); }
+
+std::string Finetuner::describe() const {
+  size_t trainable = 0, frozen_bytes = 0;
+  for (const auto& [name, b] : trainer_->params()) {
+    if (std::find(adapters_.begin(), adapters_.end(), name) != adapters_.end()) trainable += numel(b.type().shape);
+    else frozen_bytes += b.bytes();
+  }
+  std::ostringstream s;
+  s << "NF4 base (" << frozen_bytes / 1024 << " KiB frozen), LoRA r=" << rc_.lora.r << " alpha=" << rc_.lora.alpha
+    << " on " << adapters_.size() / 2 << " modules (" << trainable << " trainable params), lr " << rc_.finetune_lr;
+  return s.str();
+}
+
+double Finetuner::train_step(const Task& task) {
+  Rng rng = step_rng(rc_.seed, step() + 1, 2);
+  return trainer_->step(batch_buffers(task.batch(rc_.gpt.batch, rc_.gpt.block_size, rng), rc_.gpt));
+}
+
+std::vector<std::vector<int32_t>> Finetuner::greedy(const std::vector<std::string>& prompts, int max_new,
+                                                    bool stop_at_newline) {
+  const int64_t B = rc_.gpt.batch, T = rc_.gpt.block_size, V = rc_.gpt.vocab_size;
+  std::vector<std::vector<int32_t>> out(prompts.size());
+  std::map<std::string, Buffer> args = trainer_->params();
+  Buffer idx(DType::i32, {B, T}), targets(DType::i32, {B, T});
+  args["idx"] = idx;
+  args["targets"] = targets;
+  for (size_t first = 0; first < prompts.size(); first += B) {
+    const size_t rows = std::min<size_t>(B, prompts.size() - first);
+    std::vector<std::vector<int32_t>> seq(rows);
+    std::vector<bool> done(rows, false);
+    for (size_t r = 0; r < rows; ++r) seq[r] = encode("\n" + prompts[first + r]);
+    for (int k = 0; k < max_new; ++k) {
+      int32_t* x = idx.data_as<int32_t>();
+      std::fill(x, x + B * T, 0);
+      std::vector<int64_t> last(rows);
+      for (size_t r = 0; r < rows; ++r) {
+        const size_t n = std::min<size_t>(seq[r].size(), T), from = seq[r].size() - n;
+        std::copy(seq[r].begin() + from, seq[r].end(), x + r * T);
+        last[r] = static_cast<int64_t>(n) - 1;
+      }
+      const Buffer logits = eval_.run(args).at("logits");
+      const float* l = logits.data_as<float>();
+      bool all_done = true;
+      for (size_t r = 0; r < rows; ++r) {
+        if (done[r]) continue;
+        const float* row = l + (r * T + last[r]) * V;
+        const int32_t next = static_cast<int32_t>(std::max_element(row, row + V) - row);
+        seq[r].push_back(next);
+        out[first + r].push_back(next);
+        if (stop_at_newline && decode_id(next) == '\n') done[r] = true;
+        all_done = all_done && done[r];
+      }
+      if (all_done) break;
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> Finetuner::answers(const std::vector<std::string>& prompts) {
+  std::vector<std::string> out;
+  for (const std::vector<int32_t>& ids : greedy(prompts, 12, true)) {
+    std::string s = decode(ids);
+    out.push_back(s.substr(0, s.find('\n')));
+  }
+  return out;
+}
+
+double Finetuner::base_accuracy(const Task& task, const std::vector<Example>& set) {
+  return task.accuracy(set, [&](const std::vector<std::string>& p) { return answers(p); });
+}
+
+std::string Finetuner::generate(const std::string& prompt, int n) {
+  return prompt + decode(greedy({prompt}, n, false)[0]);
+}
+
+void Finetuner::save_checkpoint() const { tessera::save_checkpoint(*trainer_, path_); }
+
+void Finetuner::save_adapter(const std::string& dir, const std::string& base_name) const {
+  std::map<std::string, Buffer> params;
+  for (const std::string& name : adapters_) params[name] = trainer_->params().at(name);
+  LoraAdapterConfig c;
+  c.r = rc_.lora.r;
+  c.lora_alpha = rc_.lora.alpha;
+  c.lora_dropout = rc_.lora.dropout;
+  c.target_modules = rc_.lora.targets;
+  std::sort(c.target_modules.begin(), c.target_modules.end());
+  c.base_model_name_or_path = base_name;
+  save_peft_adapter(dir, params, c);
+}
+
+void Finetuner::load_adapter(const std::string& dir) {
+  const LoraAdapter a = load_peft_adapter(dir);
+  if (a.config.r != rc_.lora.r || a.config.lora_alpha != rc_.lora.alpha)
+    throw Error("adapter '" + dir + "' has r=" + std::to_string(a.config.r) + " alpha=" +
+                std::to_string(a.config.lora_alpha) + ", this run uses r=" + std::to_string(rc_.lora.r) +
+                " alpha=" + std::to_string(rc_.lora.alpha) + " (pass the same --lora-r and --lora-alpha)");
+  for (const std::string& name : adapters_) {
+    auto it = a.params.find(name);
+    if (it == a.params.end()) throw Error("adapter '" + dir + "' has no tensor for '" + name + "'");
+    if (it->second.type() != trainer_->params().at(name).type())
+      throw Error("adapter '" + dir + "': '" + name + "' is " + to_string(it->second.type()) + ", the model needs " +
+                  to_string(trainer_->params().at(name).type()));
+    trainer_->param(name) = it->second.clone();
+  }
+  if (a.params.size() != adapters_.size())
+    throw Error("adapter '" + dir + "' has " + std::to_string(a.params.size()) + " tensors, this model has " +
+                std::to_string(adapters_.size()) + " adapter params (other --lora-targets?)");
+}
+
+}  // namespace finetune

@@ -1,0 +1,108 @@
+// The models tessera-finetune trains, and their files: the run presets, the
+// base GPT's pretraining (Pretrainer), the QLoRA fine-tune (Finetuner:
+// NF4-quantized frozen base + LoRA adapters), greedy decoding, and the
+// checkpoints (safetensors, written atomically). It does not parse flags or
+// print progress (finetune.cpp does).
+#pragma once
+
+#include <tessera/models.h>
+#include <tessera/trainer.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "task.h"
+
+namespace finetune {
+
+enum class Device { cpu, cuda };
+// "auto" picks CUDA when a GPU is usable by this build, else the CPU; "cuda"
+// without one is an error saying why.
+Device pick_device(const std::string& name);
+std::string device_name(Device d);
+
+struct LoraSettings {
+  int r = 8;
+  double alpha = 16;
+  double dropout = 0;
+  std::vector<std::string> targets;
+};
+
+struct RunConfig {
+  tessera::GptConfig gpt;
+  int pretrain_steps = 0, finetune_steps = 0, eval_every = 0;
+  double pretrain_lr = 0, finetune_lr = 0;
+  LoraSettings lora;
+  uint64_t seed = 0;
+  Device device = Device::cpu;
+};
+// "tiny", "cpu" or "gpu"; throws tessera::Error otherwise.
+RunConfig preset(const std::string& name);
+
+std::vector<std::string> split_list(const std::string& comma_separated);
+std::string read_file(const std::string& path);
+// Through a temporary file and a rename: the old file survives any failure.
+void write_file_atomically(const std::string& path, const std::string& text);
+
+// The base model's params (f32) in a safetensors file; the config is stored
+// in its metadata and checked on load (a mismatch is an error naming both).
+void save_base(const std::string& path, const std::map<std::string, tessera::Buffer>& params,
+               const tessera::GptConfig& cfg);
+std::map<std::string, tessera::Buffer> load_base(const std::string& path, const tessera::GptConfig& cfg);
+
+// Throws Error naming `path` unless it is a readable tessera training
+// checkpoint (checked before any training, so a bad file fails fast).
+void check_checkpoint_file(const std::string& path);
+
+// Pretraining of the base on the corpus, resumable from <out>/pretrain.ckpt.safetensors.
+class Pretrainer {
+ public:
+  Pretrainer(const RunConfig& rc, const std::string& out_dir, bool resume);
+  int step() const;
+  double train_step(const std::vector<int32_t>& corpus);  // one AdamW step on a random batch
+  void save_checkpoint() const;
+  void remove_checkpoint() const;
+  std::map<std::string, tessera::Buffer> params() const;  // copies
+
+ private:
+  RunConfig rc_;
+  std::string path_;
+  std::unique_ptr<tessera::Trainer> trainer_;
+};
+
+// QLoRA fine-tuning: the base's linears (all but lm_head) in NF4, frozen;
+// LoRA adapters on the target modules, trained with AdamW.
+class Finetuner {
+ public:
+  Finetuner(const RunConfig& rc, const std::map<std::string, tessera::Buffer>& base, const std::string& out_dir);
+  // Loads <out>/finetune.ckpt.safetensors when present; returns whether it did.
+  bool resume();
+  int step() const;
+  std::string describe() const;
+  double train_step(const Task& task);
+  // Held-out accuracy of the quantized base alone (adapters contribute 0 at
+  // initialization, since B = 0); call before training.
+  double base_accuracy(const Task& task, const std::vector<Example>& set);
+  // Greedy answers to task prompts, read up to '\n'.
+  std::vector<std::string> answers(const std::vector<std::string>& prompts);
+  // Greedy continuation of `prompt`, `n` characters.
+  std::string generate(const std::string& prompt, int n);
+  void save_checkpoint() const;
+  // The adapter in PEFT's layout (adapter_model.safetensors, adapter_config.json).
+  void save_adapter(const std::string& dir, const std::string& base_name) const;
+  // Loads an adapter saved by save_adapter (or PEFT) into the adapter params;
+  // its rank and modules must match this run's.
+  void load_adapter(const std::string& dir);
+
+ private:
+  std::vector<std::vector<int32_t>> greedy(const std::vector<std::string>& prompts, int max_new, bool stop_at_newline);
+  RunConfig rc_;
+  std::string path_;
+  std::unique_ptr<tessera::Trainer> trainer_;
+  std::vector<std::string> adapters_;
+  tessera::Executable eval_;  // the adapted model without dropout
+};
+
+}  // namespace finetune
