@@ -23,6 +23,7 @@
 #include <map>
 
 #include "compile_cuda.h"
+#include "cost_model.h"
 #include "cuda_common.h"
 #include "op_registry.h"
 #include "partition.h"
@@ -48,7 +49,8 @@ CudaCompileResult compile_checked(const Graph& g, const Target& t, bool keep_ptx
     ADD_FAILURE() << "graph '" << g.name << "' for " << t.str() << ": " << e.what();
     return r;
   }
-  const std::vector<Kernel> kernels = partition(g);
+  const CostModel cost = cost_model(t);  // the partition compile_cuda made
+  const std::vector<Kernel> kernels = partition(g, &cost);
   EXPECT_EQ(kernels.size(), r.kernels.size());
   for (size_t i = 0; i < r.kernels.size() && i < kernels.size(); ++i) {
     const CudaKernelInfo& k = r.kernels[i];

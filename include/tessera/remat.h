@@ -27,8 +27,10 @@
 //
 // Output: the same graph where each recomputed forward node the backward
 // needs gets a clone, named "<node>.remat" and carrying the attribute
-// remat = 1, placed just before its first backward reader. The attribute keeps
-// cse from merging a clone back into its original, so cse may run before or
+// remat = "<node>" (its original), placed just before its first backward
+// reader. The attribute keeps cse from merging a clone back into its
+// original, and makes the auto-scheduler's kernel-level decisions treat the
+// two alike (src/schedules/kernel_remat.h); so cse may run before or
 // after remat; the partitioner runs kernels in node order and never fuses a
 // reduction or contraction with another root, so the clone runs in the
 // backward and the memory planner's peak goes down. Results are unchanged:

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <set>
+#include <variant>
 
 namespace tessera {
 
@@ -15,14 +16,26 @@ double bytes_of(const TensorType& t) { return static_cast<double>(numel(t.shape)
 
 std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>& root, const CostModel& cost) {
   const int n = static_cast<int>(g.nodes.size());
+  // A remat clone (remat.h: attribute remat = its original's name) is decided
+  // with its original, as one node whose readers are both's: the decision,
+  // and so the arithmetic, is then the one the graph had without remat.
+  std::vector<int> canon(n);
+  for (const Node& node : g.nodes) {
+    canon[node.id] = node.id;
+    auto it = node.attrs.find("remat");
+    if (it != node.attrs.end())
+      if (const std::string* original = std::get_if<std::string>(&it->second))
+        if (int o = g.find(*original); o >= 0 && o < node.id) canon[node.id] = canon[o];
+  }
   std::vector<std::vector<int>> consumers(n);
   for (const Node& node : g.nodes)
-    for (int in : node.inputs) consumers[in].push_back(node.id);
+    for (int in : node.inputs) consumers[canon[in]].push_back(canon[node.id]);
 
   // The kernels (named by a root they compute) whose computation includes each node.
   std::vector<std::set<int>> kernels_of(n);
   std::vector<RematDecision> decisions;
   for (int id = n - 1; id >= 0; --id) {
+    if (canon[id] != id) continue;
     const Node& node = g.nodes[id];
     if (root[id] || node.is_leaf()) {
       kernels_of[id] = {id};
@@ -67,6 +80,8 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
     }
     decisions.push_back(d);
   }
+  for (int id = 0; id < n; ++id)
+    if (canon[id] != id && root[canon[id]]) root[id] = true;
   std::reverse(decisions.begin(), decisions.end());
   return decisions;
 }

@@ -12,7 +12,9 @@
 //   materialize  launch + bytes it reads + its FLOPs + write N + k * read N
 // (bytes at the model's bandwidth, FLOPs at its rate). The cheaper wins.
 // Nodes are decided from the last to the first, so a node's readers are
-// final when it is decided. This never changes results: a materialized node
+// final when it is decided. A clone made by the remat pass (attribute remat =
+// its original's name) is decided together with its original, so remat
+// changes no decision and no result. This never changes results: a materialized node
 // holds exactly the values its readers would have computed.
 // It decides; it does not build kernels (partition.cpp does).
 #pragma once

@@ -295,7 +295,7 @@ Graph rebuild(const JointGraph& j, const Cut& cut) {
     for (int& in : c.inputs) in = self(self, in);
     c.name = clone_name(g, taken, g.nodes[v].name);
     taken.insert(c.name);
-    c.attrs["remat"] = int64_t(1);
+    c.attrs["remat"] = g.nodes[v].name;  // the original (kernel_remat.h decides for both alike)
     return clone_id[v] = rw.emit(std::move(c));
   };
   for (const Node& node : g.nodes) {
