@@ -1,5 +1,5 @@
 // write_file_atomically (atomic_file.h): temporary file, fsync, rename.
-#include "atomic_file.h"
+#include "tessera/atomic_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

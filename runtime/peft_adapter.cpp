@@ -9,7 +9,7 @@
 #include <set>
 #include <sstream>
 
-#include "atomic_file.h"
+#include "tessera/atomic_file.h"
 #include "tessera/error.h"
 #include "tessera/safetensors.h"
 

@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "atomic_file.h"
+#include "tessera/atomic_file.h"
 #include "tessera/error.h"
 
 namespace tessera {

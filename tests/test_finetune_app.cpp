@@ -12,21 +12,14 @@
 #include <regex>
 #include <sstream>
 
+#include "process_util.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
+using Result = tessera::test_util::ProcessResult;
+using tessera::test_util::slurp;
 
 // A fixed base folder shared by the tests of one process: pretraining it once
 // keeps the suite short (the base checkpoint is reused by later runs).
@@ -40,15 +33,7 @@ class FinetuneApp : public ::testing::Test {
 
   Result run(const std::string& args) {
     fs::create_directories(root());
-    const fs::path out = root() / "stdout", err = root() / "stderr";
-    const std::string cmd =
-        std::string(TESSERA_FINETUNE_PATH) + " " + args + " > " + out.string() + " 2> " + err.string();
-    Result r;
-    const int s = std::system(cmd.c_str());
-    r.status = WIFEXITED(s) ? WEXITSTATUS(s) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
+    return tessera::test_util::run_process(std::string(TESSERA_FINETUNE_PATH) + " " + args, root());
   }
   // The tiny preset with a shared base checkpoint, writing into `dir`.
   std::string tiny(const std::string& dir) {

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "process_util.h"
 #include "test_util.h"
 
 using namespace tessera;
@@ -19,17 +20,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
+using Result = test_util::ProcessResult;
+using test_util::slurp;
 
 class TesseraOpt : public ::testing::Test {
  protected:
@@ -48,14 +40,7 @@ class TesseraOpt : public ::testing::Test {
   }
   // Runs tessera-opt with `args` (a shell-quoted string), capturing stdout and stderr.
   Result run(const std::string& args) {
-    const fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-    const std::string cmd = std::string(TESSERA_OPT_PATH) + " " + args + " > " + out.string() + " 2> " + err.string();
-    Result r;
-    const int s = std::system(cmd.c_str());
-    r.status = WIFEXITED(s) ? WEXITSTATUS(s) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
+    return test_util::run_process(std::string(TESSERA_OPT_PATH) + " " + args, dir_);
   }
   fs::path dir_;
 };

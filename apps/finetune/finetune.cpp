@@ -15,6 +15,7 @@
 //
 // This file is the command-line driver; the model set-up (quantize + LoRA),
 // checkpoints and text data live in the files beside it.
+#include <tessera/atomic_file.h>
 #include <tessera/tessera.h>
 
 #include <algorithm>

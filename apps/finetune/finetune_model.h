@@ -43,8 +43,6 @@ RunConfig preset(const std::string& name);
 
 std::vector<std::string> split_list(const std::string& comma_separated);
 std::string read_file(const std::string& path);
-// Through a temporary file and a rename: the old file survives any failure.
-void write_file_atomically(const std::string& path, const std::string& text);
 
 // The base model's params (f32) in a safetensors file; the config is stored
 // in its metadata and checked on load (a mismatch is an error naming both).

@@ -5,6 +5,7 @@
 //   tessera-opt --passes=autodiff,adamw,cse,dce --print-plan --target=host model.tsr
 //
 // It only reads and transforms graphs; it trains and runs nothing.
+#include <tessera/atomic_file.h>
 #include <tessera/models.h>
 #include <tessera/pass_registry.h>
 #include <tessera/plan.h>
@@ -12,13 +13,11 @@
 
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
 #include <string>
-#include <unistd.h>
 
 using namespace tessera;
 
@@ -139,28 +138,6 @@ std::string read_input(const std::string& path) {
   return s.str();
 }
 
-// Writes `text` to `path` through a temporary file in the same folder and a
-// rename, so that a failure never leaves a half-written or lost file.
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw Error("cannot write '" + tmp + "': " + std::strerror(errno));
-    f << text;
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      throw Error("writing '" + tmp + "' failed: " + std::strerror(errno));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error("cannot replace '" + path + "': " + ec.message());
-  }
-}
-
 int run(const Options& o) {
   const Target target = Target::parse(o.target);
   const std::string where = o.input == "-" ? "<stdin>" : o.input;
@@ -193,7 +170,7 @@ int run(const Options& o) {
   if (o.output.empty())
     std::cout << out.str();
   else
-    write_atomically(o.output, out.str());
+    write_file_atomically(o.output, out.str());
   return 0;
 }
 

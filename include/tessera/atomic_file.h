@@ -1,5 +1,6 @@
 // Atomic file replacement: write a temporary file next to the target, fsync
-// it, rename it over the target, fsync the directory.
+// it, rename it over the target, fsync the directory. Used for safetensors
+// files, checkpoints, adapters and the apps' outputs.
 //
 // Either the whole new content is at `path` or the old file (or no file) is
 // left exactly as it was; the temporary file is removed on every failure.
