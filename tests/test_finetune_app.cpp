@@ -104,6 +104,12 @@ TEST_F(FinetuneApp, BadFlagsAndFilesFailClearlyAndKeepGoodCheckpoints) {
   EXPECT_NE(r.err.find("--steps: 'many' is not a whole number"), std::string::npos) << r.err;
   r = run("--device tpu");
   EXPECT_EQ(r.status, 2);
+  r = run("--lora-dropout 1.5");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--lora-dropout must be in [0, 1), got 1.5"), std::string::npos) << r.err;
+  r = run("--device cuda");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--device cuda"), std::string::npos) << r.err;
 
   r = run(tiny("missing") + "--adapter " + (root() / "no_such_adapter").string());
   EXPECT_EQ(r.status, 1);

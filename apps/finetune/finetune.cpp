@@ -92,6 +92,11 @@ int run(const Flags& flags) {
   rc.lora.alpha = flags.number("lora-alpha");
   rc.lora.dropout = flags.number("lora-dropout");
   rc.lora.targets = split_list(flags.str("lora-targets"));
+  if (!(rc.lora.alpha > 0)) throw FlagError("--lora-alpha must be > 0, got " + flags.str_of("lora-alpha"));
+  if (!(rc.lora.dropout >= 0 && rc.lora.dropout < 1))
+    throw FlagError("--lora-dropout must be in [0, 1), got " + flags.str_of("lora-dropout"));
+  if (rc.lora.targets.empty()) throw FlagError("--lora-targets names no module");
+  if (!(rc.finetune_lr > 0)) throw FlagError("--lr must be > 0 (or -1 for the preset's)");
   rc.seed = static_cast<uint64_t>(flags.integer("seed"));
   rc.device = pick_device(flags.str("device"));
 
@@ -245,6 +250,9 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_sigint);
   try {
     return run(flags);
+  } catch (const FlagError& e) {
+    std::fprintf(stderr, "tessera-finetune: %s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tessera-finetune: error: %s\n", e.what());
     return 1;

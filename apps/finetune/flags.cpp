@@ -105,6 +105,7 @@ long long Flags::integer(const std::string& name) const { return std::stoll(get(
 double Flags::number(const std::string& name) const { return std::stod(get(name, Kind::number).value); }
 bool Flags::boolean(const std::string& name) const { return get(name, Kind::boolean).value == "true"; }
 bool Flags::given(const std::string& name) const { return flags_.at(name).given; }
+std::string Flags::str_of(const std::string& name) const { return flags_.at(name).value; }
 
 std::string Flags::help() const {
   std::ostringstream s;

@@ -34,6 +34,7 @@ class Flags {
   double number(const std::string& name) const;
   bool boolean(const std::string& name) const;
   bool given(const std::string& name) const;  // set on the command line, not defaulted
+  std::string str_of(const std::string& name) const;  // any flag's value as given (or its default), as text
   std::string help() const;
 
  private:
