@@ -78,7 +78,7 @@ TEST(KernelRemat, ExpensiveSharedChainIsMaterializedCheapOneRecomputed) {
     off.kernel_remat = false;
     const Executable plain = compile(g, Target::host(), off);
     expect_matches_reference(plain, g);
-    EXPECT_NE(plain.schedule_text().find("kernel remat: off"), std::string::npos);
+    EXPECT_NE(plain.schedule_text().find("kernel-level remat: off"), std::string::npos);
   }
 }
 
@@ -101,7 +101,7 @@ TEST(KernelRemat, EstimatesFollowTheDocumentedFormula) {
 TEST(KernelRemat, PlanPrintsEachDecisionWithItsEstimates) {
   const Graph g = shared_chains(300, 211);
   const std::string text = compile(g).schedule_text();
-  EXPECT_NE(text.find("kernel remat (cpu_x86 cost model: "), std::string::npos) << text;
+  EXPECT_NE(text.find("kernel-level remat (cpu_x86 cost model: "), std::string::npos) << text;
   EXPECT_TRUE(std::regex_search(text, std::regex(R"(t\d+ \(tanh\) f32\[300, 211\]: 3 readers, recompute [0-9.]+ us vs )"
                                                  R"(materialize [0-9.]+ us -> materialize)")))
       << text;

@@ -154,7 +154,7 @@ std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target, c
   const Halide::Target ht = halide_target(target);
   c->schedule = "graph '" + graph.name + "': " + std::to_string(kernels.size()) + " kernels, cpu_x86 schedule for " +
                 ht.to_string() + " (" + std::to_string(ht.natural_vector_size<float>()) + " f32 lanes)\n" +
-                (options.kernel_remat ? remat_decisions_text(graph, remat, cost) : "kernel remat: off\n");
+                (options.kernel_remat ? remat_decisions_text(graph, remat, cost) : "kernel-level remat: off\n");
   for (Kernel& k : kernels) {
     std::string context = describe_kernel(graph, k.roots);
     std::string header = "kernel " + kernel_name(graph, k.roots);

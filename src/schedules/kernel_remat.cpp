@@ -89,11 +89,12 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
 std::string remat_decisions_text(const Graph& g, const std::vector<RematDecision>& decisions, const CostModel& cost) {
   int kept = 0;
   for (const RematDecision& d : decisions) kept += d.materialize;
-  std::string s = "kernel remat (" + cost.name + " cost model: " + std::to_string(static_cast<int>(cost.dram_gbps)) +
-                  " GB/s, " + std::to_string(static_cast<int>(cost.gflops)) + " GFLOP/s, launch " +
-                  std::to_string(cost.launch_us).substr(0, 4) + " us): " + std::to_string(decisions.size()) +
-                  " shared intermediates, " + std::to_string(kept) + " materialized\n";
   char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "kernel-level remat (%s cost model: %.0f GB/s, %.0f GFLOP/s, launch %.2f us): %zu shared "
+                "intermediates, %d materialized\n",
+                cost.name.c_str(), cost.dram_gbps, cost.gflops, cost.launch_us, decisions.size(), kept);
+  std::string s = buf;
   for (const RematDecision& d : decisions) {
     const Node& n = g.nodes[d.node];
     std::snprintf(buf, sizeof buf, "  %s (%s) %s: %d readers, recompute %.2f us vs materialize %.2f us -> %s\n",

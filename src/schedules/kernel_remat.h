@@ -40,7 +40,8 @@ struct RematDecision {
 std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>& root, const CostModel& cost);
 
 // One line per decision, for the printed plan:
-//   "remat t12 (gelu) f32[8, 256]: 3 readers, recompute 2.1 us vs materialize 4.5 us -> recompute"
+//   "  t12 (gelu) f32[8, 256]: 3 readers, recompute 2.10 us vs materialize 4.50 us -> recompute"
+// after a summary line "kernel-level remat (<cost model>): N shared intermediates, M materialized".
 std::string remat_decisions_text(const Graph& g, const std::vector<RematDecision>& decisions, const CostModel& cost);
 
 }  // namespace tessera
