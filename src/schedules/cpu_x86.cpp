@@ -375,13 +375,8 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
 std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, int vec) {
   const Shape& shape = g.node(L.output_nodes.back()).type.shape;
   std::string how;
-  for (size_t i = 0; i < L.outputs.size(); ++i) {
-    Func node = L.funcs[L.output_nodes[i]];
-    Func out(node.name() + "_out");
-    out(node.args()) = node(node.args());
-    how = schedule_root(out, vec, shape);
-    L.outputs[i] = out;
-  }
+  copy_outputs(L);
+  for (Func out : L.outputs) how = schedule_root(out, vec, shape);
   // The innermost loop all have: the vectorized dim, or for rank 1 split
   // into tasks, the loop inside a task.
   Func last = L.outputs.back();

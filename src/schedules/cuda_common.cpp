@@ -637,13 +637,8 @@ std::string schedule_cross_entropy(Func out, const std::vector<Func>& stages, co
 std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, const CudaArch& a) {
   const std::vector<int64_t> ext = halide_extents(g.node(L.output_nodes.back()).type.shape);
   Tiled last;
-  for (size_t i = 0; i < L.outputs.size(); ++i) {
-    Func node = L.funcs[L.output_nodes[i]];
-    Func out(node.name() + "_out");
-    out(node.args()) = node(node.args());
-    last = root_on_gpu(out, ext, a);
-    L.outputs[i] = out;
-  }
+  copy_outputs(L);
+  for (Func out : L.outputs) last = root_on_gpu(out, ext, a);
   for (size_t i = 0; i + 1 < L.outputs.size(); ++i) L.outputs[i].compute_with(L.outputs.back(), last.inner);
   return "  outputs: " + last.how + ", all in one GPU kernel\n";
 }

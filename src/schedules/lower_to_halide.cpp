@@ -100,4 +100,13 @@ LoweredGraph lower_to_halide(const Graph& g) {
   return L;
 }
 
+void copy_outputs(LoweredGraph& L) {
+  for (size_t i = 0; i < L.outputs.size(); ++i) {
+    Halide::Func node = L.funcs[L.output_nodes[i]];
+    Halide::Func out(node.name() + "_out");
+    out(node.args()) = node(node.args());
+    L.outputs[i] = out;
+  }
+}
+
 }  // namespace tessera

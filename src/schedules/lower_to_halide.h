@@ -29,4 +29,9 @@ std::string func_name(const Node& n);
 
 LoweredGraph lower_to_halide(const Graph& g);
 
+// Replaces each of L's output Funcs by a copy named "<func>_out" reading it,
+// so that a schedule can compute several outputs in one loop nest
+// (compute_with) while the nodes themselves stay inlined. Schedules nothing.
+void copy_outputs(LoweredGraph& L);
+
 }  // namespace tessera
