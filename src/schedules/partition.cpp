@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 
+#include "library_gemm.h"
 #include "op_registry.h"
 #include "user_def.h"
 
@@ -22,7 +23,8 @@ std::vector<Kernel> partition(const Graph& g) {
   return partition(g, &cpu);
 }
 
-std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions) {
+std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions,
+                              bool library_gemm) {
   const int n = static_cast<int>(g.nodes.size());
   std::vector<bool> root(n, false);
   for (const Node& node : g.nodes) root[node.id] = is_materialized(node);
@@ -36,6 +38,12 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     const Node& out = g.node(o.node);
     if (out.op != "input" && out.op != "param") root[o.node] = true;  // constants too
   }
+  if (library_gemm)
+    for (const Node& node : g.nodes)
+      if ((node.op == "matmul" || node.op == "linear") &&
+          (node.type.dtype == DType::f32 || node.type.dtype == DType::f16))
+        for (int in : node.inputs)
+          if (int m = gemm_operand_to_materialize(g, in, root); m >= 0) root[m] = true;
   if (cost) {
     std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
     if (decisions) *decisions = std::move(remat);

@@ -48,8 +48,12 @@ struct Kernel {
 // Graph outputs that are graph inputs or params need no kernel (they are copied).
 // `cost`: the model for the kernel-level remat decisions (kernel_remat.h); with
 // nullptr every shared cheap node is recomputed by each reader. `decisions`,
-// when given, receives the decisions.
-std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions = nullptr);
+// when given, receives the decisions. `library_gemm` (GPU targets that run
+// matrix products in cuBLASLt): the operands of f32 and f16 matmul and linear
+// nodes are materialized unless they are inputs or views of kernel results,
+// so that those products become kernels of their own (library_gemm.h).
+std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions = nullptr,
+                              bool library_gemm = false);
 // With this CPU's cost model.
 std::vector<Kernel> partition(const Graph& g);
 

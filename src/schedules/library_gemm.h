@@ -1,0 +1,49 @@
+// library_gemm: which kernels of a partitioned graph a GPU target runs as one
+// cuBLASLt GEMM instead of a Halide pipeline, and the GEMM's shape.
+//
+// A kernel is a library GEMM when it computes one matmul or linear node of
+// dtype f32 or f16 whose operands are kernel inputs read directly, through a
+// reshape (a view of a dense tensor), or through a permute that swaps the
+// last two dimensions (cuBLASLt's transpose). Batched matmuls must have
+// equal batch dimensions, or one operand of rank 2 (its stride is 0: shared
+// by every batch); a batched left operand times a matrix is folded into the
+// rows. A linear's input may be transposed only when it has rank 2.
+// partition() makes such kernels likely on GPU targets by materializing the other operands of matrix products (partition.h).
+//
+// This decides nothing about speed (every matching kernel goes to the
+// library) and runs nothing: runtime/cuda's PlanExecutor does.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "partition.h"
+#include "tessera/dtype.h"
+
+namespace tessera {
+
+struct LibraryGemm {
+  // Operands, as positions in Kernel::inputs (bias -1 when there is none).
+  int a = -1, b = -1, bias = -1;
+  // Row-major GEMM, as tessera::cuda::GemmShape: C[m, n] = op(A) @ op(B) (+ bias[n]).
+  DType dtype = DType::f32;
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0, batch = 1;
+  int64_t stride_a = -1, stride_b = -1;  // elements between batches; 0 broadcasts; -1 packed
+
+  std::string text() const;  // "cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias"
+};
+
+// The GEMM that `kernel` is, or nothing.
+std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel);
+
+// On a GPU target, the node partition() materializes for operand `id` of a
+// matrix product so that the product can be a library GEMM: -1 when the
+// operand is already a kernel input or a view of one (a reshape, then
+// optionally a permute that swaps the last two dimensions), else
+// the node under those views. `root` marks the materialized nodes.
+int gemm_operand_to_materialize(const Graph& g, int id, const std::vector<bool>& root);
+
+}  // namespace tessera

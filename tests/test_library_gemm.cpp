@@ -1,0 +1,202 @@
+// The GPU targets' library GEMMs (src/schedules/library_gemm.h) and the
+// attention decomposition that feeds them (decompose_attention.h), checked
+// without a GPU:
+//  - every f32/f16 matmul and linear of the MLP and GPT training steps, and
+//    of hand-made products covering batches, broadcasts, transposes and
+//    elementwise operands, becomes a kernel that match_library_gemm accepts
+//    once partition() materializes operands for the library;
+//  - each matched GEMM, computed from its descriptor alone (a plain loop over
+//    the kernel's inputs with cuBLASLt's row-major semantics), equals the
+//    float64 reference interpreter run on the kernel's graph;
+//  - products the library cannot take (f64, i32) stay Halide kernels;
+//  - decompose_attention leaves no attention node and computes what the
+//    graph did (reference interpreter on both; it rounds every node to f32,
+//    so the two orders of operations agree to f32 rounding).
+#include <gtest/gtest.h>
+#include <tessera/models.h>
+#include <tessera/tessera.h>
+
+#include <random>
+
+#include "cost_model.h"
+#include "decompose_attention.h"
+#include "library_gemm.h"
+#include "partition.h"
+#include "reference/reference.h"
+#include "test_util.h"
+
+using namespace tessera;
+
+namespace {
+
+ref::RefTensor random_tensor(const TensorType& t, std::mt19937& rng) {
+  ref::RefTensor r;
+  r.shape = t.shape;
+  r.dtype = t.dtype;
+  r.data.resize(numel(t.shape));
+  std::uniform_real_distribution<double> u(-1, 1);
+  for (double& x : r.data) x = is_float(t.dtype) ? ref::to_dtype(t.dtype, u(rng)) : static_cast<double>(rng() % 5);
+  return r;
+}
+
+// C = op(A) @ op(B) (+ bias), row-major, batched by the descriptor's strides.
+std::vector<double> gemm_from_descriptor(const LibraryGemm& g, const std::vector<double>& a,
+                                         const std::vector<double>& b, const std::vector<double>* bias) {
+  const int64_t sa = g.stride_a >= 0 ? g.stride_a : g.m * g.k, sb = g.stride_b >= 0 ? g.stride_b : g.k * g.n;
+  std::vector<double> c(static_cast<size_t>(g.batch * g.m * g.n));
+  for (int64_t p = 0; p < g.batch; ++p)
+    for (int64_t i = 0; i < g.m; ++i)
+      for (int64_t j = 0; j < g.n; ++j) {
+        double acc = 0;
+        for (int64_t k = 0; k < g.k; ++k) {
+          const double x = a.at(p * sa + (g.trans_a ? k * g.m + i : i * g.k + k));
+          const double y = b.at(p * sb + (g.trans_b ? j * g.k + k : k * g.n + j));
+          acc += x * y;
+        }
+        c[(p * g.m + i) * g.n + j] = acc + (bias ? bias->at(j) : 0.0);
+      }
+  return c;
+}
+
+// Partitions `g` for a GPU target and checks every product kernel: matched
+// (when `expect_all` and the dtype is f32/f16) and equal to the reference.
+// Returns the number of library GEMMs.
+int check_products(const Graph& g, bool expect_all, uint32_t seed) {
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  std::vector<Kernel> kernels = partition(g, &cost, nullptr, /*library_gemm=*/true);
+  std::mt19937 rng(seed);
+  int matched = 0;
+  for (const Kernel& kernel : kernels) {
+    const Node& root = g.nodes[kernel.roots.back()];
+    if (root.op != "matmul" && root.op != "linear") continue;
+    std::optional<LibraryGemm> gemm = match_library_gemm(kernel);
+    const bool library_dtype = root.type.dtype == DType::f32 || root.type.dtype == DType::f16;
+    if (!library_dtype) {
+      EXPECT_FALSE(gemm) << root.name << " (" << dtype_name(root.type.dtype) << ") cannot be a cuBLASLt GEMM";
+      continue;
+    }
+    if (!gemm) {
+      EXPECT_FALSE(expect_all) << "kernel " << kernel_name(g, kernel.roots) << " of '" << g.name
+                               << "' is not a library GEMM:\n"
+                               << print(kernel.graph);
+      continue;
+    }
+    ++matched;
+    std::map<std::string, ref::RefTensor> args;
+    for (size_t i = 0; i < kernel.inputs.size(); ++i)
+      args["in" + std::to_string(i)] = random_tensor(kernel.graph.nodes[i].type, rng);
+    const ref::RefTensor want = ref::evaluate(kernel.graph, args).at("out");
+    const std::vector<double>* bias = gemm->bias >= 0 ? &args.at("in" + std::to_string(gemm->bias)).data : nullptr;
+    const std::vector<double> got = gemm_from_descriptor(*gemm, args.at("in" + std::to_string(gemm->a)).data,
+                                                         args.at("in" + std::to_string(gemm->b)).data, bias);
+    EXPECT_EQ(static_cast<int64_t>(got.size()), want.numel()) << gemm->text();
+    // Both sides round the f64 sum once to the product's dtype: at most an ulp apart.
+    const double tol = root.type.dtype == DType::f16 ? 1e-3 : 2e-7;
+    for (size_t i = 0; i < got.size() && i < want.data.size(); ++i)
+      if (std::fabs(ref::to_dtype(root.type.dtype, got[i]) - want.data[i]) > tol * (1 + std::fabs(want.data[i]))) {
+        ADD_FAILURE() << kernel_name(g, kernel.roots) << " as " << gemm->text() << ": element " << i << " is "
+                      << got[i] << ", the reference says " << want.data[i];
+        break;
+      }
+  }
+  return matched;
+}
+
+Graph products() {
+  GraphBuilder g("products");
+  auto in = [&](Shape s, DType t = DType::f32) {
+    static int counter = 0;
+    return g.input("x" + std::to_string(counter++), std::move(s), t);
+  };
+  g.output("plain", matmul(in({1, 1}), in({1, 1})));
+  g.output("ragged", matmul(in({7, 13}), in({13, 17})));
+  g.output("batched", matmul(in({2, 3, 5, 4}), in({2, 3, 4, 6})));
+  g.output("shared_b", matmul(in({2, 3, 5, 4}), in({4, 6})));           // folded into rows
+  g.output("shared_a", matmul(in({5, 4}), in({3, 4, 6})));              // A broadcast: stride 0
+  g.output("both_t", matmul(transpose(in({2, 4, 5}), -1, -2), transpose(in({2, 6, 4}), -1, -2)));
+  g.output("b_t_shared", matmul(in({3, 5, 4}), transpose(in({6, 4}), 0, 1)));
+  g.output("elementwise_operand", matmul(relu(in({5, 4})), exp(in({4, 3}))));
+  g.output("reshaped", matmul(reshape(in({2, 10}), {5, 4}), in({4, 3})));
+  g.output("linear_bias", linear(in({13, 17}), g.param("w0", {5, 17}), g.param("b0", {5})));
+  g.output("linear_rank3", linear(in({2, 3, 9}), g.param("w1", {4, 9})));
+  g.output("linear_rank1", linear(in({9}), g.param("w2", {4, 9}), g.param("b2", {4})));
+  g.output("linear_wt", linear(in({6, 5}), transpose(g.param("w3", {5, 7}), 0, 1)));
+  g.output("linear_xt", linear(transpose(in({5, 6}), 0, 1), g.param("w4", {7, 5})));
+  g.output("linear_relu_in", linear(relu(in({64, 33})), g.param("w5", {10, 33}), g.param("b5", {10})));
+  g.output("half", matmul(in({6, 8}, DType::f16), in({8, 5}, DType::f16)));
+  return g.build();
+}
+
+Graph non_library_products() {
+  GraphBuilder g("non_library");
+  g.output("f64", matmul(g.input("a", {4, 5}, DType::f64), g.input("b", {5, 3}, DType::f64)));
+  g.output("i32", matmul(g.input("c", {4, 5}, DType::i32), g.input("d", {5, 3}, DType::i32)));
+  return g.build();
+}
+
+TEST(LibraryGemm, HandMadeProductsAllMatchAndComputeTheReference) {
+  EXPECT_EQ(check_products(products(), true, std::random_device{}()), 16);
+}
+
+TEST(LibraryGemm, F64AndIntegerProductsStayHalideKernels) {
+  EXPECT_EQ(check_products(non_library_products(), false, std::random_device{}()), 0);
+}
+
+TEST(LibraryGemm, EveryProductOfTheTrainingStepsIsALibraryGemm) {
+  const Graph mlp = registered_model("mlp_train_step", {{"sizes", "13,33,7"}, {"batch", "5"}});
+  EXPECT_EQ(check_products(mlp, true, std::random_device{}()), 5);
+  const Graph gpt = decompose_attention(registered_model(
+      "gpt_train_step",
+      {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "2"}, {"n_head", "2"}, {"n_embd", "6"}, {"batch", "3"}}));
+  EXPECT_GE(check_products(gpt, true, std::random_device{}()), 2 * 12);
+}
+
+TEST(LibraryGemm, DescriptorText) {
+  LibraryGemm g;
+  g.m = 64;
+  g.n = 256;
+  g.k = 784;
+  g.trans_b = true;
+  g.bias = 2;
+  EXPECT_EQ(g.text(), "cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias");
+}
+
+TEST(DecomposeAttention, ComputesWhatAttentionComputes) {
+  for (bool causal : {true, false})
+    for (double scale : {0.0, 0.3}) {
+      GraphBuilder b("att");
+      Tensor q = b.input("q", {2, 3, 7, 5}), k = b.input("k", {2, 3, 7, 5}), v = b.input("v", {2, 3, 7, 4});
+      b.output("out", attention(q, k, v, causal, scale));
+      const Graph g = b.build();
+      const Graph d = decompose_attention(g);
+      verify(d, {true});
+      for (const Node& n : d.nodes) EXPECT_NE(n.op, "attention");
+      std::mt19937 rng(std::random_device{}());
+      std::map<std::string, ref::RefTensor> args;
+      for (const char* name : {"q", "k", "v"}) args[name] = random_tensor(g.node(name).type, rng);
+      const ref::RefTensor want = ref::evaluate(g, args).at("out"), got = ref::evaluate(d, args).at("out");
+      ASSERT_EQ(got.shape, want.shape);
+      for (size_t i = 0; i < want.data.size(); ++i)
+        ASSERT_NEAR(got.data[i], want.data[i], 1e-5 * (1 + std::fabs(want.data[i])))
+            << "causal " << causal << " scale " << scale << " element " << i;
+    }
+}
+
+TEST(DecomposeAttention, TheGptStepKeepsItsOutputs) {
+  const Graph g = registered_model(
+      "gpt_train_step",
+      {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"}, {"n_head", "2"}, {"n_embd", "6"}, {"batch", "2"}});
+  const Graph d = decompose_attention(g);
+  std::map<std::string, ref::RefTensor> args;
+  for (const auto& [name, buffer] : test_util::random_args(g, std::random_device{}()))
+    args[name] = ref::from_buffer(buffer);
+  const auto want = ref::evaluate(g, args), got = ref::evaluate(d, args);
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [name, w] : want) {
+    const ref::RefTensor& t = got.at(name);
+    for (size_t i = 0; i < w.data.size(); ++i)
+      ASSERT_NEAR(t.data[i], w.data[i], 1e-5 * (1 + std::fabs(w.data[i]))) << name << "[" << i << "]";
+  }
+}
+
+}  // namespace
