@@ -1,0 +1,157 @@
+// PlanExecutor: runs a compiled plan (a training step, say) on one CUDA
+// stream: Halide CUDA kernels on device pointers, matrix products through
+// cuBLASLt, every tensor in one device arena, and the whole step captured
+// once into a CUDA Graph and replayed.
+//
+// The plan comes as a PlanSpec: static tables that generated code
+// (src/schedules/aot.cpp's CUDA variants) writes. Tensors are the plan's
+// inputs (params included), its outputs and its intermediates; intermediates
+// have offsets from the memory plan, and the executor places the inputs and
+// outputs after them, so every tensor has a fixed device address for the
+// executor's life (the user copies a batch in, or writes there directly).
+// One cudaMalloc at construction (the arena plus cuBLASLt's workspace);
+// none during a step, except that a Halide kernel which keeps an
+// intermediate of its own on the device (a reduction's partial results)
+// gets it from a pool that keeps it for later runs and the capture (this
+// file replaces the Halide runtime's weak CUDA allocator).
+//
+// A step queues each plan step in order on the stream: a Halide kernel
+// (its AOT argv function, given buffers wrapped with
+// halide_cuda_wrap_device_ptr, on the executor's context and stream through
+// Halide's CUDA hooks) or a GEMM (CublasLtGemm). Then outputs that are
+// copies of inputs or of other outputs are copied on the device, and, with
+// Options::feed_back, each output "new.X" is copied onto input "X" (an
+// optimizer's new params and moments become the next step's). The first two
+// runs are direct (they load the CUDA modules, plan the GEMMs and fill the
+// pool of the kernels' own device buffers); the third captures the step into
+// a graph that later runs replay (StepGraphs).
+//
+// Halide's CUDA hooks are process-wide: one executor runs at a time (runs
+// are not thread-safe). The Halide runtime itself comes from the generated
+// library that links this. This does not compile anything or choose a
+// variant.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tessera/cuda/device_stream.h"
+#include "tessera/cuda/step_graphs.h"
+
+namespace tessera::cuda {
+
+// ---- the plan, as static tables ----
+
+struct PlanTensor {
+  const char* name;
+  const char* dtype;      // "f32", "i32", ... (tessera's dtype names)
+  uint8_t code, bits;     // Halide's halide_type_code_t and bits
+  int rank;
+  int64_t shape[8];       // row-major
+  size_t bytes;
+  char kind;              // 'i' input or param, 'o' output, 't' intermediate
+  size_t offset;          // intermediates: bytes from the arena's start
+};
+
+struct PlanGemm {
+  const char* dtype;  // "f32" or "f16"
+  bool trans_a, trans_b;
+  int64_t m, n, k, batch;
+  int64_t stride_a, stride_b;  // elements; 0 broadcasts; -1 packed
+  int a, b, c, bias;           // tensors (bias -1 when there is none)
+};
+
+using HalideKernelFn = int (*)(void**);
+
+struct PlanStep {
+  const char* what;       // "kernel 3 (t5, sum)" for errors and reports
+  HalideKernelFn kernel;  // a Halide kernel, or nullptr for a GEMM
+  const int* tensors;     // the kernel's arguments then outputs, -1 ended
+  const PlanGemm* gemm;   // a GEMM, or nullptr
+};
+
+struct PlanSpec {
+  const char* name;  // the generated class, for errors
+  const PlanTensor* tensors;
+  int num_tensors, num_inputs, num_outputs;  // inputs first, then outputs
+  const PlanStep* steps;
+  int num_steps;
+  const int (*copies)[2];  // (output tensor, source tensor), after the steps
+  int num_copies;
+  size_t intermediate_bytes;  // the memory plan's peak
+};
+
+// ---- the executor ----
+
+class PlanExecutor {
+ public:
+  struct Options {
+    int device = 0;
+    bool graphs = true;      // capture and replay; false runs every step directly
+    bool feed_back = false;  // copy each output "new.X" onto input "X" after the step
+    bool allow_tf32 = false; // f32 GEMMs on TF32 tensor cores
+  };
+
+  // Allocates the arena and wraps every tensor for Halide. Throws Error
+  // naming the plan when the device, a tensor or a GEMM is unusable.
+  PlanExecutor(const PlanSpec& spec, const Options& options);
+  ~PlanExecutor();
+  PlanExecutor(const PlanExecutor&) = delete;
+  PlanExecutor& operator=(const PlanExecutor&) = delete;
+
+  // Device address of tensor `t` (inputs 0.., then outputs), fixed for the executor's life.
+  void* device_ptr(int t) const;
+  // Position of the input or output named `name`, or -1.
+  int find(const std::string& name) const;
+
+  // Stream-ordered copies of a whole tensor (the host memory must stay valid
+  // until the stream reaches them: synchronize() before reusing it).
+  void upload(int t, const void* host);
+  void download(int t, void* host);
+
+  // Queues one step on the stream; returns at once. Errors of Halide or
+  // cuBLASLt are Errors naming the plan step; errors inside kernels show at
+  // synchronize().
+  void run();
+  void synchronize();
+
+  bool last_run_was_graph() const;
+  StepGraphs::Ran last_run() const;
+  void set_graphs(bool enabled);
+  // Options::feed_back for later runs (a graph of its own).
+  void set_feed_back(bool enabled);
+
+  const DeviceStream& stream() const;
+  size_t arena_bytes() const;  // the one allocation (without cuBLASLt's workspace)
+  size_t high_water() const;   // bytes of the arena touched by the plan so far
+  const PlanSpec& spec() const;
+  // One line per step: "kernel 3 (t5, sum): Halide" / "kernel 4 (t6, linear): cuBLASLt gemm f32 [...]".
+  std::string describe() const;
+
+  // Each step timed alone with CUDA events (direct launches, `reps` runs of
+  // the whole plan after one warm-up; the mean per step). bytes: the sizes
+  // of the tensors it reads and writes, each once (a lower bound on its
+  // traffic); flops: 2mnk per GEMM, 0 for Halide kernels.
+  struct StepProfile {
+    std::string what;
+    bool gemm = false;
+    double ms = 0;
+    size_t bytes = 0;
+    double flops = 0;
+  };
+  std::vector<StepProfile> profile(int reps);
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+  void use_this_stream();  // current device, Halide's hooks on this executor
+  void queue_step();
+  // Queues the steps; after_step(k), when given, runs after queuing step k.
+  void queue_steps(const std::function<void(int)>& after_step);
+};
+
+}  // namespace tessera::cuda

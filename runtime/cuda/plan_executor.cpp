@@ -1,0 +1,448 @@
+// Runs a compiled plan on one CUDA stream (see plan_executor.h).
+#include "tessera/cuda/plan_executor.h"
+
+#include <HalideRuntime.h>
+#include <HalideRuntimeCuda.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <functional>
+#include <sstream>
+
+#include "tessera/cuda/check.h"
+#include "tessera/cuda/device_arena.h"
+#include "tessera/cuda/gemm.h"
+#include "tessera/error.h"
+
+namespace tessera::cuda {
+
+namespace {
+
+// Halide's CUDA hooks answer with the running executor's context and stream.
+void* g_context = nullptr;
+cudaStream_t g_stream = nullptr;
+thread_local std::string g_halide_error;
+
+int acquire_context(void*, void** ctx, bool) {
+  *ctx = g_context;
+  return g_context ? 0 : -1;
+}
+int release_context(void*) { return 0; }
+int get_stream(void*, void*, void** stream) {
+  *stream = g_stream;
+  return 0;
+}
+void record_error(void*, const char* message) { g_halide_error = message ? message : ""; }
+
+// The current CUDA context (cudart's primary context of the current device),
+// through the driver loaded with dlopen: no link dependency on libcuda.
+void* current_context(const std::string& plan) {
+  TESSERA_CUDA_CHECK(cudaFree(nullptr), "initializing the CUDA context of plan '" + plan + "'");
+  void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (!lib) fail("plan '", plan, "': cannot load libcuda.so.1 for the CUDA context: ", dlerror());
+  using GetCurrent = int (*)(void**);
+  auto get = reinterpret_cast<GetCurrent>(dlsym(lib, "cuCtxGetCurrent"));
+  void* ctx = nullptr;
+  if (!get || get(&ctx) != 0 || !ctx) fail("plan '", plan, "': cuCtxGetCurrent gave no context");
+  return ctx;
+}
+
+// (tessera_cuda links no libtessera, whose dtype_name this mirrors.)
+// Device memory for the buffers that Halide kernels allocate themselves:
+// intermediates kept on the device (a reduction's partial results), freed
+// at the end of each run, and the device copies of constant tables, made in
+// a kernel's first run and kept for the life of the process. Buffers are
+// allocated by cudaMalloc when no returned one of the same size is free, and
+// kept for reuse, so that after two runs (the first also places the
+// constants) a step allocates nothing, its capture into a CUDA Graph
+// included. (Halide's own free list keeps at most 32 buffers and frees the
+// rest, which breaks the capture of a plan with more.) All are freed when the
+// last executor goes, the constants' buffers detached first.
+struct ScratchPool {
+  std::mutex mutex;
+  struct Allocation {
+    size_t bytes = 0;
+    halide_buffer_t* holder = nullptr;  // the buffer it is handed out to, or nullptr when returned
+  };
+  std::multimap<size_t, void*> free;      // returned, by size
+  std::map<void*, Allocation> allocations;  // every one made
+  int executors = 0;
+};
+ScratchPool& scratch() {
+  static ScratchPool* pool = new ScratchPool();  // outlives static destructors that might free into it
+  return *pool;
+}
+
+DType parse_gemm_dtype(const std::string& name, const std::string& where) {
+  if (name == "f32") return DType::f32;
+  if (name == "f16") return DType::f16;
+  if (name == "bf16") return DType::bf16;
+  fail(where, ": GEMM dtype '", name, "' is not f32, f16 or bf16");
+}
+
+size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+}  // namespace
+
+// The Halide runtime's device allocation for CUDA buffers, replaced (its
+// definitions are weak) by the pool above; buffers wrapped by the executor
+// never come here.
+extern "C" int halide_cuda_device_malloc(void*, halide_buffer_t* buf) {
+  if (buf->device) return 0;
+  const size_t bytes = (buf->size_in_bytes() + 255) / 256 * 256;
+  ScratchPool& pool = scratch();
+  std::lock_guard<std::mutex> lock(pool.mutex);
+  void* p = nullptr;
+  if (auto it = pool.free.find(bytes); it != pool.free.end()) {
+    p = it->second;
+    pool.free.erase(it);
+  } else {
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    if (g_stream && cudaStreamIsCapturing(g_stream, &capturing) == cudaSuccess &&
+        capturing != cudaStreamCaptureStatusNone) {
+      g_halide_error = "a kernel asked for " + std::to_string(bytes) +
+                       " bytes of device memory during the CUDA Graph capture, more than in the warm-up runs";
+      return halide_error_code_device_malloc_failed;
+    }
+    if (cudaError_t e = cudaMalloc(&p, bytes); e != cudaSuccess) {
+      g_halide_error = "cudaMalloc of " + std::to_string(bytes) + " bytes for a kernel's intermediate: " +
+                       cudaGetErrorString(e);
+      return halide_error_code_device_malloc_failed;
+    }
+  }
+  pool.allocations[p] = {bytes, buf};
+  buf->device = reinterpret_cast<uint64_t>(p);
+  buf->device_interface = halide_cuda_device_interface();
+  return 0;
+}
+
+extern "C" int halide_cuda_device_free(void*, halide_buffer_t* buf) {
+  if (!buf->device) return 0;
+  ScratchPool& pool = scratch();
+  std::lock_guard<std::mutex> lock(pool.mutex);
+  void* p = reinterpret_cast<void*>(buf->device);
+  auto it = pool.allocations.find(p);
+  if (it == pool.allocations.end()) {
+    g_halide_error = "device free of a buffer that the executor's pool did not allocate";
+    return halide_error_code_device_free_failed;
+  }
+  it->second.holder = nullptr;
+  pool.free.emplace(it->second.bytes, p);
+  buf->device = 0;
+  buf->device_interface = nullptr;
+  return 0;
+}
+
+struct PlanExecutor::State {
+  const PlanSpec* spec = nullptr;
+  Options options;
+  DeviceStream stream;
+  std::unique_ptr<DeviceArena> arena;
+  std::unique_ptr<CublasLtGemm> gemm;
+  std::unique_ptr<StepGraphs> graphs;
+  void* context = nullptr;
+  std::vector<size_t> offset;  // per tensor
+  std::vector<halide_buffer_t> buffers;
+  std::vector<std::vector<halide_dimension_t>> dims;
+  std::vector<GemmShape> shapes;                     // per step (GEMM steps)
+  std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
+  size_t high_water = 0;
+  bool counted = false;  // among scratch().executors
+
+  explicit State(int device) : stream(device) {}
+};
+
+PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
+    : s_(std::make_unique<State>(options.device)) {
+  State& s = *s_;
+  s.spec = &spec;
+  s.options = options;
+  const std::string plan = spec.name;
+  s.context = current_context(plan);
+
+  // Intermediates where the memory plan puts them; inputs and outputs after.
+  s.offset.assign(spec.num_tensors, 0);
+  size_t end = round_up(spec.intermediate_bytes, DeviceArena::kDefaultAlignment);
+  for (int t = 0; t < spec.num_tensors; ++t) {
+    const PlanTensor& e = spec.tensors[t];
+    if (e.kind == 't') {
+      s.offset[t] = e.offset;
+      if (e.offset + e.bytes > spec.intermediate_bytes)
+        fail("plan '", plan, "': intermediate '", e.name, "' at ", e.offset, " + ", e.bytes,
+             " bytes lies outside the memory plan's ", spec.intermediate_bytes, " bytes");
+    } else {
+      s.offset[t] = end;
+      end += round_up(e.bytes ? e.bytes : 1, DeviceArena::kDefaultAlignment);
+    }
+  }
+  s.arena = std::make_unique<DeviceArena>(end, plan + " arena");
+  s.gemm = std::make_unique<CublasLtGemm>(s.stream);
+  // Two direct runs before the capture: see ScratchPool.
+  s.graphs = std::make_unique<StepGraphs>(s.stream, 2, options.graphs);
+
+  // Every tensor as a Halide buffer on its device address.
+  s.buffers.assign(spec.num_tensors, halide_buffer_t{});
+  s.dims.resize(spec.num_tensors);
+  for (int t = 0; t < spec.num_tensors; ++t) {
+    const PlanTensor& e = spec.tensors[t];
+    halide_buffer_t& b = s.buffers[t];
+    s.dims[t].resize(std::max(e.rank, 1));
+    b.type.code = static_cast<halide_type_code_t>(e.code);
+    b.type.bits = e.bits;
+    b.type.lanes = 1;
+    b.dimensions = e.rank;
+    b.dim = s.dims[t].data();
+    int64_t stride = 1;
+    for (int d = 0; d < e.rank; ++d) {  // Halide's dim 0 is the innermost (last) one
+      const int64_t extent = e.shape[e.rank - 1 - d];
+      b.dim[d] = halide_dimension_t(0, static_cast<int32_t>(extent), static_cast<int32_t>(stride));
+      stride *= extent;
+    }
+    void* p = s.arena->at(s.offset[t], e.bytes);
+    s.high_water = std::max(s.high_water, s.arena->high_water());
+    g_halide_error.clear();
+    halide_set_error_handler(record_error);
+    if (int err = halide_cuda_wrap_device_ptr(nullptr, &b, reinterpret_cast<uint64_t>(p)))
+      fail("plan '", plan, "': Halide could not wrap tensor '", e.name, "' (", e.bytes, " bytes, error ", err,
+           "): ", g_halide_error);
+  }
+
+  // GEMM shapes, validated now rather than in the first step.
+  s.shapes.resize(spec.num_steps);
+  for (int k = 0; k < spec.num_steps; ++k) {
+    const PlanStep& step = spec.steps[k];
+    const std::string where = "plan '" + plan + "' " + step.what;
+    if (!step.gemm) {
+      if (!step.kernel) fail(where, ": neither a kernel nor a GEMM");
+      continue;
+    }
+    const PlanGemm& g = *step.gemm;
+    GemmShape& sh = s.shapes[k];
+    sh.dtype = parse_gemm_dtype(g.dtype, where);
+    sh.allow_tf32 = options.allow_tf32 && sh.dtype == DType::f32;
+    sh.trans_a = g.trans_a;
+    sh.trans_b = g.trans_b;
+    sh.m = g.m;
+    sh.n = g.n;
+    sh.k = g.k;
+    sh.batch = g.batch;
+    sh.stride_a = g.stride_a;
+    sh.stride_b = g.stride_b;
+    sh.epilogue = g.bias >= 0 ? GemmEpilogue::bias : GemmEpilogue::none;
+    sh.validate();
+    auto check_span = [&](int t, size_t bytes, const char* operand) {
+      if (t < 0 || t >= spec.num_tensors || spec.tensors[t].bytes < bytes)
+        fail(where, ": operand ", operand, " needs ", bytes, " bytes, tensor ",
+             t >= 0 && t < spec.num_tensors ? std::string("'") + spec.tensors[t].name + "' has " +
+                                                  std::to_string(spec.tensors[t].bytes)
+                                            : std::string("missing"));
+    };
+    check_span(g.a, sh.a_bytes(), "A");
+    check_span(g.b, sh.b_bytes(), "B");
+    check_span(g.c, sh.c_bytes(), "C");
+    if (g.bias >= 0) check_span(g.bias, static_cast<size_t>(sh.n) * (sh.dtype == DType::f32 ? 4 : 2), "bias");
+  }
+
+  for (int o = spec.num_inputs; o < spec.num_inputs + spec.num_outputs; ++o) {
+      const std::string name = spec.tensors[o].name;
+      if (name.rfind("new.", 0) != 0) continue;
+      const int i = find(name.substr(4));
+      if (i >= 0 && i < spec.num_inputs && spec.tensors[i].bytes == spec.tensors[o].bytes) s.feedback.emplace_back(i, o);
+    }
+  std::lock_guard<std::mutex> lock(scratch().mutex);
+  ++scratch().executors;
+  s.counted = true;
+}
+
+PlanExecutor::~PlanExecutor() {
+  if (!s_) return;
+  cudaStreamSynchronize(s_->stream.stream());
+  for (halide_buffer_t& b : s_->buffers)
+    if (b.device) halide_cuda_detach_device_ptr(nullptr, &b);
+  if (!s_->counted) return;
+  ScratchPool& pool = scratch();
+  std::lock_guard<std::mutex> lock(pool.mutex);
+  if (--pool.executors > 0) return;
+  // Constant tables still hold theirs: detached here, and put on the device
+  // again (host_dirty) by the next run that needs them.
+  for (auto& [p, a] : pool.allocations) {
+    if (a.holder) {
+      a.holder->device = 0;
+      a.holder->device_interface = nullptr;
+      a.holder->set_host_dirty(true);
+    }
+    cudaFree(p);
+  }
+  pool.allocations.clear();
+  pool.free.clear();
+}
+
+void* PlanExecutor::device_ptr(int t) const {
+  if (t < 0 || t >= s_->spec->num_tensors)
+    fail("plan '", s_->spec->name, "': no tensor ", t, " (it has ", s_->spec->num_tensors, ")");
+  return static_cast<uint8_t*>(s_->arena->base()) + s_->offset[t];
+}
+
+int PlanExecutor::find(const std::string& name) const {
+  const PlanSpec& spec = *s_->spec;
+  for (int t = 0; t < spec.num_inputs + spec.num_outputs; ++t)
+    if (name == spec.tensors[t].name) return t;
+  return -1;
+}
+
+void PlanExecutor::upload(int t, const void* host) {
+  const PlanTensor& e = s_->spec->tensors[t];
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(device_ptr(t), host, e.bytes, cudaMemcpyHostToDevice, s_->stream.stream()),
+                     std::string("plan '") + s_->spec->name + "' upload of '" + e.name + "' (" +
+                         std::to_string(e.bytes) + " bytes)");
+}
+
+void PlanExecutor::download(int t, void* host) {
+  const PlanTensor& e = s_->spec->tensors[t];
+  TESSERA_CUDA_CHECK(cudaMemcpyAsync(host, device_ptr(t), e.bytes, cudaMemcpyDeviceToHost, s_->stream.stream()),
+                     std::string("plan '") + s_->spec->name + "' download of '" + e.name + "' (" +
+                         std::to_string(e.bytes) + " bytes)");
+}
+
+void PlanExecutor::queue_step() { queue_steps(nullptr); }
+
+void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
+  State& s = *s_;
+  const PlanSpec& spec = *s.spec;
+  const cudaStream_t stream = s.stream.stream();
+  void* args[64];
+  for (int k = 0; k < spec.num_steps; ++k) {
+    if (after_step && k > 0) after_step(k - 1);
+    const PlanStep& step = spec.steps[k];
+    if (step.gemm) {
+      const PlanGemm& g = *step.gemm;
+      GemmArgs a;
+      a.a = device_ptr(g.a);
+      a.b = device_ptr(g.b);
+      a.c = device_ptr(g.c);
+      if (g.bias >= 0) a.bias = device_ptr(g.bias);
+      try {
+        s.gemm->run(s.shapes[k], a);
+      } catch (const Error& e) {
+        fail("plan '", spec.name, "' ", step.what, ": ", e.what());
+      }
+      continue;
+    }
+    int n = 0;
+    for (const int* t = step.tensors; *t >= 0; ++t) {
+      if (n == 64) fail("plan '", spec.name, "' ", step.what, ": more than 64 buffers");
+      args[n++] = &s.buffers[*t];
+    }
+    g_halide_error.clear();
+    if (int err = step.kernel(args))
+      fail("plan '", spec.name, "' ", step.what, " failed (Halide error ", err, "): ", g_halide_error);
+  }
+  if (after_step && spec.num_steps > 0) after_step(spec.num_steps - 1);
+  for (int c = 0; c < spec.num_copies; ++c) {
+    const int dst = spec.copies[c][0], src = spec.copies[c][1];
+    TESSERA_CUDA_CHECK(cudaMemcpyAsync(device_ptr(dst), device_ptr(src), spec.tensors[dst].bytes,
+                                       cudaMemcpyDeviceToDevice, stream),
+                       std::string("plan '") + spec.name + "' copy to output '" + spec.tensors[dst].name + "'");
+  }
+  if (s.options.feed_back)
+    for (const auto& [in, out] : s.feedback)
+      TESSERA_CUDA_CHECK(cudaMemcpyAsync(device_ptr(in), device_ptr(out), spec.tensors[in].bytes,
+                                         cudaMemcpyDeviceToDevice, stream),
+                         std::string("plan '") + spec.name + "' feeding '" + spec.tensors[out].name + "' back");
+}
+
+void PlanExecutor::use_this_stream() {
+  State& s = *s_;
+  s.stream.make_current();
+  g_context = s.context;
+  g_stream = s.stream.stream();
+  halide_set_cuda_acquire_context(acquire_context);
+  halide_set_cuda_release_context(release_context);
+  halide_set_cuda_get_stream(get_stream);
+  halide_set_error_handler(record_error);
+}
+
+void PlanExecutor::run() {
+  State& s = *s_;
+  use_this_stream();
+  // Feeding state back changes the captured work: a graph of its own.
+  s.graphs->run(std::string(s.spec->name) + (s.options.feed_back ? " +feed_back" : ""),
+                [this](cudaStream_t) { queue_step(); });
+}
+
+void PlanExecutor::synchronize() { s_->stream.synchronize(std::string("plan '") + s_->spec->name + "'"); }
+
+bool PlanExecutor::last_run_was_graph() const { return s_->graphs->last_ran_as_graph(); }
+StepGraphs::Ran PlanExecutor::last_run() const { return s_->graphs->last_run(); }
+void PlanExecutor::set_graphs(bool enabled) { s_->graphs->set_enabled(enabled); }
+void PlanExecutor::set_feed_back(bool enabled) { s_->options.feed_back = enabled; }
+const DeviceStream& PlanExecutor::stream() const { return s_->stream; }
+size_t PlanExecutor::arena_bytes() const { return s_->arena->size(); }
+size_t PlanExecutor::high_water() const { return s_->high_water; }
+const PlanSpec& PlanExecutor::spec() const { return *s_->spec; }
+
+std::vector<PlanExecutor::StepProfile> PlanExecutor::profile(int reps) {
+  State& s = *s_;
+  const PlanSpec& spec = *s.spec;
+  use_this_stream();
+  const cudaStream_t stream = s.stream.stream();
+  const std::string where = std::string("profiling plan '") + spec.name + "'";
+  std::vector<cudaEvent_t> events(spec.num_steps + 1);
+  for (cudaEvent_t& e : events) TESSERA_CUDA_CHECK(cudaEventCreate(&e), where);
+  std::vector<StepProfile> out(spec.num_steps);
+  try {
+    queue_steps(nullptr);  // warm-up: modules loaded, GEMMs planned
+    for (int r = 0; r < reps; ++r) {
+      TESSERA_CUDA_CHECK(cudaEventRecord(events[0], stream), where);
+      queue_steps([&](int k) { TESSERA_CUDA_CHECK(cudaEventRecord(events[k + 1], stream), where); });
+      TESSERA_CUDA_CHECK(cudaStreamSynchronize(stream), where);
+      for (int k = 0; k < spec.num_steps; ++k) {
+        float ms = 0;
+        TESSERA_CUDA_CHECK(cudaEventElapsedTime(&ms, events[k], events[k + 1]), where);
+        out[k].ms += ms / reps;
+      }
+    }
+  } catch (...) {
+    for (cudaEvent_t e : events) cudaEventDestroy(e);
+    throw;
+  }
+  for (cudaEvent_t e : events) cudaEventDestroy(e);
+  for (int k = 0; k < spec.num_steps; ++k) {
+    const PlanStep& step = spec.steps[k];
+    StepProfile& p = out[k];
+    p.what = step.what;
+    std::vector<int> touched;
+    if (step.gemm) {
+      const PlanGemm& g = *step.gemm;
+      p.gemm = true;
+      p.flops = 2.0 * g.m * g.n * g.k * g.batch;
+      touched = {g.a, g.b, g.c};
+      if (g.bias >= 0) touched.push_back(g.bias);
+    } else {
+      for (const int* t = step.tensors; *t >= 0; ++t) touched.push_back(*t);
+    }
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    for (int t : touched) p.bytes += spec.tensors[t].bytes;
+  }
+  return out;
+}
+
+std::string PlanExecutor::describe() const {
+  std::ostringstream o;
+  const PlanSpec& spec = *s_->spec;
+  for (int k = 0; k < spec.num_steps; ++k) {
+    const PlanStep& step = spec.steps[k];
+    o << step.what << ": ";
+    if (step.gemm) o << s_->shapes[k].describe() << "\n";
+    else o << "Halide CUDA kernel\n";
+  }
+  o << spec.num_copies << " output copies, " << s_->feedback.size() << " state copies fed back; arena "
+    << s_->arena->size() << " bytes (intermediates " << spec.intermediate_bytes << ")\n";
+  return o.str();
+}
+
+}  // namespace tessera::cuda
