@@ -5,7 +5,8 @@
 # for each target, and makes a static library <name> with a header <name>.h
 # (class tessera_aot::<name>: typed Inputs/Outputs, run(), variant()).
 # The library links the Halide runtime headers and Tessera's thread pool
-# (runtime/thread_pool.h) only, not libHalide.
+# (runtime/thread_pool.h), and with the CUDA toolkit tessera_cuda_plan (the
+# executor of GPU variants), not libHalide.
 function(tessera_add_generator)
   cmake_parse_arguments(ARG "" "NAME;MODEL" "TARGETS;PARAMS" ${ARGN})
   if(NOT ARG_NAME OR NOT ARG_MODEL OR NOT ARG_TARGETS)
@@ -35,4 +36,10 @@ function(tessera_add_generator)
   add_library(${ARG_NAME} STATIC ${dir}/${ARG_NAME}.cpp ${runtime})
   target_include_directories(${ARG_NAME} PUBLIC ${dir})
   target_link_libraries(${ARG_NAME} PUBLIC ${variants} tessera_thread_pool Halide::Runtime Threads::Threads ${CMAKE_DL_LIBS})
+  # With the CUDA toolkit, GPU variants run on tessera_cuda_plan's PlanExecutor
+  # (cudart, cuBLASLt; no libHalide). Without it they are compiled but cannot run.
+  if(TARGET tessera_cuda_plan)
+    target_link_libraries(${ARG_NAME} PUBLIC tessera_cuda_plan)
+    target_compile_definitions(${ARG_NAME} PRIVATE TESSERA_AOT_CUDA=1)
+  endif()
 endfunction()

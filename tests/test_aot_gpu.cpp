@@ -1,6 +1,8 @@
 // The generated libraries' CUDA variants on a real GPU against their CPU
 // variant, on the same random inputs: the MLP and GPT training steps of
-// tests/CMakeLists.txt. Links only the generated libraries (no libHalide, no
+// tests/CMakeLists.txt, one step (direct, captured and replayed as a CUDA
+// Graph: all bitwise equal) and a 30-step loss curve with the state kept on
+// the device. Links only the generated libraries (no libHalide, no
 // libtessera), so the binary runs on a GPU machine without Halide. Skips
 // when no CUDA device is present.
 #include <gtest/gtest.h>
@@ -64,21 +66,109 @@ void expect_gpu_matches_cpu(double tol) {
   };
   Step cpu("host"), gpu(gpu_target);
   auto want = run(cpu);
-  auto got = run(gpu);
-  auto again = run(gpu);  // device buffers reused, inputs uploaded again
+  auto got = run(gpu);    // direct launches (loads the modules, plans the GEMMs)
+  EXPECT_FALSE(gpu.last_run_was_graph());
+  auto second = run(gpu);  // direct again
+  EXPECT_FALSE(gpu.last_run_was_graph());
+  auto again = run(gpu);  // captured into a CUDA Graph, then replayed
+  EXPECT_TRUE(gpu.last_run_was_graph());
+  auto replayed = run(gpu);
+  EXPECT_TRUE(gpu.last_run_was_graph());
+  gpu.set_graphs(false);
+  auto direct = run(gpu);
+  EXPECT_FALSE(gpu.last_run_was_graph());
   for (int i = 0; i < Step::kNumOutputs; ++i) {
     int bad = 0;
     for (size_t j = 0; j < want[i].size(); ++j) {
       if (!(std::fabs(got[i][j] - want[i][j]) <= tol * (1 + std::fabs(want[i][j]))) && bad++ < 3)
         ADD_FAILURE() << gpu.target() << " " << Step::outputs()[i].name << "[" << j << "]: GPU " << got[i][j]
                       << ", CPU " << want[i][j];
-      if (std::memcmp(&got[i][j], &again[i][j], 4) != 0 && bad++ < 3)
-        ADD_FAILURE() << Step::outputs()[i].name << "[" << j << "]: two GPU runs differ";
+      for (const auto* other : {&second, &again, &replayed, &direct})
+        if (std::memcmp(&got[i][j], &(*other)[i][j], 4) != 0 && bad++ < 3)
+          ADD_FAILURE() << Step::outputs()[i].name << "[" << j << "]: a graph replay and a direct run differ";
     }
   }
 }
 
+// Trains `steps` steps from the same start on the CPU variant (feeding each
+// output new.X back into input X on the host) and on the GPU (on the device,
+// set_feed_back), and compares the loss curves.
+template <typename Step>
+void expect_loss_curve_matches_cpu(int steps, double tol) {
+  const int cc = Step::gpu_capability();
+  if (cc == 0) GTEST_SKIP() << "no CUDA device (or driver): the CUDA variants are compiled but not run";
+  std::mt19937 rng(std::random_device{}());
+  std::vector<std::vector<uint8_t>> inputs;
+  for (int i = 0; i < Step::kNumInputs; ++i) {
+    const tessera_aot::TensorSpec& spec = Step::inputs()[i];
+    inputs.push_back(random_tensor(spec, rng));
+    const std::string name = spec.name;
+    if (std::string(spec.dtype) != "f32" || name.rfind("optim.", 0) == 0) continue;
+    float* v = reinterpret_cast<float*>(inputs.back().data());
+    const bool moment = name.find(".exp_avg") != std::string::npos;
+    for (int64_t j = 0; j < numel(spec); ++j) v[j] = moment ? 0.0f : 0.2f * v[j];  // params small, moments zero
+  }
+  int step_input = -1, loss_output = -1;
+  std::vector<std::pair<int, int>> feed;  // (input, output new.<input>)
+  for (int i = 0; i < Step::kNumInputs; ++i)
+    if (std::string(Step::inputs()[i].name) == "optim.step") step_input = i;
+  for (int o = 0; o < Step::kNumOutputs; ++o) {
+    const std::string name = Step::outputs()[o].name;
+    if (name == "loss") loss_output = o;
+    for (int i = 0; i < Step::kNumInputs; ++i)
+      if (name == std::string("new.") + Step::inputs()[i].name) feed.emplace_back(i, o);
+  }
+  ASSERT_GE(step_input, 0);
+  ASSERT_GE(loss_output, 0);
+
+  const char* gpu_target = cc >= 90 ? "host-cuda-sm90" : "host-cuda-sm80";
+  Step cpu("host"), gpu(gpu_target);
+  std::vector<float> cpu_loss, gpu_loss;
+  {  // CPU: the host feeds the state back
+    std::vector<std::vector<uint8_t>> state = inputs;
+    std::vector<std::vector<uint8_t>> outs(Step::kNumOutputs);
+    std::vector<const void*> in;
+    std::vector<void*> out;
+    for (auto& t : state) in.push_back(t.data());
+    for (int o = 0; o < Step::kNumOutputs; ++o) {
+      outs[o].resize(Step::outputs()[o].bytes);
+      out.push_back(outs[o].data());
+    }
+    for (int k = 0; k < steps; ++k) {
+      const float step = static_cast<float>(k + 1);
+      std::memcpy(state[step_input].data(), &step, 4);
+      cpu.run(in.data(), out.data());
+      float loss;
+      std::memcpy(&loss, outs[loss_output].data(), 4);
+      cpu_loss.push_back(loss);
+      for (auto [i, o] : feed) std::memcpy(state[i].data(), outs[o].data(), outs[o].size());
+    }
+  }
+  // GPU: the state stays on the device; only the step counter goes up and the loss comes down.
+  for (int i = 0; i < Step::kNumInputs; ++i) gpu.upload(i, inputs[i].data());
+  gpu.set_feed_back(true);
+  for (int k = 0; k < steps; ++k) {
+    const float step = static_cast<float>(k + 1);
+    gpu.upload(step_input, &step);
+    gpu.run_device();
+    float loss = 0;
+    gpu.download(Step::kNumInputs + loss_output, &loss);
+    gpu.synchronize();
+    gpu_loss.push_back(loss);
+    if (k >= 3) {
+      EXPECT_TRUE(gpu.last_run_was_graph()) << "step " << k;
+    }
+  }
+  for (int k = 0; k < steps; ++k)
+    EXPECT_NEAR(gpu_loss[k], cpu_loss[k], tol * std::fabs(cpu_loss[k])) << "step " << k;
+  EXPECT_LT(cpu_loss.back(), cpu_loss.front()) << "the CPU run did not learn";
+  EXPECT_LT(gpu_loss.back(), gpu_loss.front()) << "the GPU run did not learn";
+}
+
 TEST(AotGpu, MlpTrainingStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_mlp_step>(1e-4); }
 TEST(AotGpu, GptTrainingStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_gpt_step>(1e-3); }
+TEST(AotGpu, MlpLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_mlp_step>(30, 1e-3); }
+TEST(AotGpu, GptLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_gpt_step>(30, 2e-3); }
 
 }  // namespace
+

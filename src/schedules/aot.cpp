@@ -5,11 +5,14 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "cpu_x86.h"
 #include "cuda_common.h"
+#include "decompose_attention.h"
 #include "halide_util.h"
+#include "library_gemm.h"
 #include "lower_to_halide.h"
 #include "memory_plan.h"
 #include "partition.h"
@@ -87,10 +90,117 @@ std::vector<std::string> cpu_feature_checks(const Halide::Target& t) {
   return out;
 }
 
+// The kernels, memory plan and tensor table that a set of variants shares.
+struct Family {
+  Graph graph;  // the graph the family compiles (GPU: attention decomposed, decompose_attention.h)
+  std::vector<Kernel> kernels;
+  MemoryPlan plan;
+  int num_inputs = 0, num_outputs = 0;
+  // Inputs and params, then outputs (the public order, the same in every
+  // family), then intermediates. buffer_of[node] is the tensor a kernel uses for it.
+  std::vector<TensorEntry> tensors;
+  std::vector<int> buffer_of;
+  std::vector<std::pair<int, int>> copies;  // (output tensor, source tensor) copied after the kernels
+  std::vector<std::string> kernel_text;     // per kernel: its graph printed (equal texts compile once)
+  std::vector<std::optional<LibraryGemm>> gemm;  // per kernel: the cuBLASLt GEMM it is, if any
+  // Per kernel: the tensors of its Halide arguments (in Halide's order), then
+  // of its outputs; filled when its first variant lowers it.
+  std::vector<std::vector<int>> call_args;
+};
+
+Family build_family(const Graph& source, const CostModel& cost, bool library_gemm) {
+  Family f;
+  f.graph = library_gemm ? decompose_attention(source) : source;
+  const Graph& graph = f.graph;
+  f.kernels = partition(graph, &cost, nullptr, library_gemm);
+  f.plan = plan_memory(graph, f.kernels);
+  f.buffer_of.assign(graph.nodes.size(), -1);
+  for (const Node& n : graph.nodes)
+    if (n.op == "input" || n.op == "param") {
+      f.buffer_of[n.id] = static_cast<int>(f.tensors.size());
+      f.tensors.push_back({n.name, n.id, 'i', 0});
+    }
+  f.num_inputs = static_cast<int>(f.tensors.size());
+  for (const GraphOutput& o : graph.outputs) {
+    int index = static_cast<int>(f.tensors.size());
+    f.tensors.push_back({o.name, o.node, 'o', 0});
+    if (f.buffer_of[o.node] >= 0) f.copies.emplace_back(index, f.buffer_of[o.node]);
+    else f.buffer_of[o.node] = index;
+  }
+  f.num_outputs = static_cast<int>(f.tensors.size()) - f.num_inputs;
+  for (const MemoryPlan::Slot& slot : f.plan.slots) {
+    f.buffer_of[slot.node] = static_cast<int>(f.tensors.size());
+    f.tensors.push_back({graph.nodes[slot.node].name, slot.node, 't', slot.offset});
+  }
+  for (const Kernel& k : f.kernels) {
+    f.kernel_text.push_back(print(k.graph));
+    f.gemm.push_back(library_gemm ? match_library_gemm(k) : std::nullopt);
+  }
+  f.call_args.resize(f.kernels.size());
+  return f;
+}
+
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream f(path);
   f << text;
   if (!f) fail("compile_aot: cannot write ", path);
+}
+
+// The CUDA variants' plans, as tessera::cuda::PlanSpec tables (plan_executor.h):
+// the CUDA family's tensors, each kernel's argument list or GEMM, and one
+// step list and spec per CUDA variant. Inside #if TESSERA_AOT_CUDA.
+std::string cuda_plan_tables(const std::string& name, const Family& f,
+                             const std::vector<std::string>& targets, const std::vector<int>& cuda_sm,
+                             const std::vector<std::vector<std::string>>& fn_names) {
+  const Graph& graph = f.graph;
+  std::ostringstream c;
+  c << "#if TESSERA_AOT_CUDA\n// The GPU variants' plan: Halide CUDA kernels and cuBLASLt GEMMs over one device arena.\n"
+    << "const tessera::cuda::PlanTensor kCudaTensors[] = {\n";
+  for (const TensorEntry& t : f.tensors) {
+    const Node& n = graph.nodes[t.node];
+    Halide::Type ht = halide_type(n.type.dtype);
+    c << "    {\"" << t.name << "\", \"" << dtype_name(n.type.dtype) << "\", " << static_cast<int>(ht.code()) << ", "
+      << ht.bits() << ", " << n.type.rank() << ", {";
+    for (size_t d = 0; d < n.type.shape.size(); ++d) c << (d ? ", " : "") << n.type.shape[d];
+    c << "}, " << n.type.bytes() << ", '" << t.kind << "', " << t.offset << "},\n";
+  }
+  c << "};\n";
+  for (size_t k = 0; k < f.kernels.size(); ++k) {
+    const Kernel& kernel = f.kernels[k];
+    if (const std::optional<LibraryGemm>& g = f.gemm[k]) {
+      auto tensor = [&](int input) { return input < 0 ? -1 : f.buffer_of[kernel.inputs[input]]; };
+      c << "const tessera::cuda::PlanGemm kCudaGemm" << k << " = {\"" << dtype_name(g->dtype) << "\", "
+        << (g->trans_a ? "true" : "false") << ", " << (g->trans_b ? "true" : "false") << ", " << g->m << ", " << g->n
+        << ", " << g->k << ", " << g->batch << ", " << g->stride_a << ", " << g->stride_b << ", " << tensor(g->a) << ", "
+        << tensor(g->b) << ", " << f.buffer_of[kernel.roots[0]] << ", " << tensor(g->bias) << "};  // "
+        << g->text() << "\n";
+    } else {
+      c << "const int kCudaArgs" << k << "[] = {";
+      for (int a : f.call_args[k]) c << a << ", ";
+      c << "-1};\n";
+    }
+  }
+  c << "const int kCudaCopies[][2] = {";
+  for (const auto& [dst, src] : f.copies) c << "{" << dst << ", " << src << "}, ";
+  c << "{-1, -1}};\n";
+  for (size_t v = 0; v < targets.size(); ++v) {
+    if (!cuda_sm[v]) continue;
+    c << "const tessera::cuda::PlanStep kCudaSteps" << v << "[] = {\n";
+    for (size_t k = 0; k < f.kernels.size(); ++k) {
+      const Node& root = graph.nodes[f.kernels[k].roots.back()];
+      c << "    {\"kernel " << k << " (" << root.name << ", " << root.op << ")\", ";
+      if (f.gemm[k]) c << "nullptr, nullptr, &kCudaGemm" << k << "},\n";
+      else c << fn_names[v][k] << "_argv, kCudaArgs" << k << ", nullptr},\n";
+    }
+    c << "};\nconst tessera::cuda::PlanSpec kCudaPlan" << v << " = {\"" << name << "\", kCudaTensors, "
+      << f.tensors.size() << ", " << f.num_inputs << ", " << f.num_outputs << ", kCudaSteps" << v << ", "
+      << f.kernels.size() << ", kCudaCopies, " << f.copies.size() << ", " << f.plan.peak << "};\n";
+  }
+  c << "const tessera::cuda::PlanSpec* cuda_plan(const char* target) {\n";
+  for (size_t v = 0; v < targets.size(); ++v)
+    if (cuda_sm[v]) c << "  if (std::string(target) == \"" << targets[v] << "\") return &kCudaPlan" << v << ";\n";
+  c << "  return nullptr;\n}\n#endif  // TESSERA_AOT_CUDA\n\n";
+  return c.str();
 }
 
 }  // namespace
@@ -104,52 +214,39 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
   if (targets.empty()) fail("compile_aot: no targets for '", name, "'");
   verify(graph, {true});
   if (graph.outputs.empty()) fail("compile_aot: graph '", graph.name, "' has no outputs");
-  // One partition and memory plan serve every variant: decided with the
-  // first target's cost model.
-  const CostModel cost = cost_model(Target::parse(targets[0]));
-  std::vector<Kernel> kernels = partition(graph, &cost);
-  MemoryPlan plan = plan_memory(graph, kernels);
-
-  // The tensor table: inputs and params, then outputs (the public order),
-  // then intermediates. buffer_of[node] is the tensor a kernel uses for it.
-  std::vector<TensorEntry> tensors;
-  std::vector<int> buffer_of(graph.nodes.size(), -1);
-  std::vector<std::pair<int, int>> copies;  // (output tensor, source tensor) copied after the kernels
-  for (const Node& n : graph.nodes)
-    if (n.op == "input" || n.op == "param") {
-      buffer_of[n.id] = static_cast<int>(tensors.size());
-      tensors.push_back({n.name, n.id, 'i', 0});
-    }
-  const int num_inputs = static_cast<int>(tensors.size());
-  for (const GraphOutput& o : graph.outputs) {
-    int index = static_cast<int>(tensors.size());
-    tensors.push_back({o.name, o.node, 'o', 0});
-    if (buffer_of[o.node] >= 0) copies.emplace_back(index, buffer_of[o.node]);
-    else buffer_of[o.node] = index;
-  }
-  const int num_outputs = static_cast<int>(tensors.size()) - num_inputs;
-  for (const MemoryPlan::Slot& s : plan.slots) {
-    buffer_of[s.node] = static_cast<int>(tensors.size());
-    tensors.push_back({graph.nodes[s.node].name, s.node, 't', s.offset});
-  }
-
-  // Per kernel: the tensors of its arguments (in Halide's argument order), then its outputs.
-  std::vector<std::vector<int>> call_args(kernels.size());
-  std::vector<std::string> kernel_text(kernels.size());
-  for (size_t k = 0; k < kernels.size(); ++k) kernel_text[k] = print(kernels[k].graph);
+  // The CPU variants share one partition and memory plan, decided with the
+  // first CPU target's cost model; the CUDA variants share another (with the
+  // first CUDA target's), in which matrix products are cuBLASLt GEMMs.
+  std::vector<Target> parsed;
+  for (const std::string& t : targets) parsed.push_back(Target::parse(t));
+  auto first_of = [&](bool cuda) {
+    for (const Target& t : parsed)
+      if ((t.cuda_sm != 0) == cuda) return &t;
+    return static_cast<const Target*>(nullptr);
+  };
+  const Target* first_cpu = first_of(false);
+  const Target* first_cuda = first_of(true);
+  Family cpu = build_family(graph, first_cpu ? cost_model(*first_cpu) : cpu_x86_cost_model(), false);
+  Family cuda;
+  if (first_cuda) cuda = build_family(graph, cost_model(*first_cuda), true);
+  const int num_inputs = cpu.num_inputs, num_outputs = cpu.num_outputs;
+  const std::vector<TensorEntry>& tensors = cpu.tensors;  // the public ones are the same in both
+  const std::vector<Kernel>& kernels = cpu.kernels;
+  const MemoryPlan& plan = cpu.plan;
 
   AotResult result;
   result.kernels = static_cast<int>(kernels.size());
   result.arena_bytes = plan.peak;
   bool any_cuda = false;
-  std::vector<std::vector<std::string>> fn_names(targets.size());
+  std::vector<std::vector<std::string>> fn_names(targets.size());  // per kernel of the variant's family; "" for a GEMM
   std::vector<std::vector<std::string>> checks(targets.size());
   std::vector<int> cuda_sm(targets.size(), 0);
   for (size_t v = 0; v < targets.size(); ++v) {
     auto vstart = std::chrono::steady_clock::now();
-    Target t = Target::parse(targets[v]);
+    const Target& t = parsed[v];
     cuda_sm[v] = t.cuda_sm;
     any_cuda = any_cuda || t.cuda_sm;
+    Family& family = t.cuda_sm ? cuda : cpu;
     const Halide::Target ht = halide_target(t);
     checks[v] = cpu_feature_checks(ht);
     AotVariant variant;
@@ -161,18 +258,24 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     std::vector<std::string> kernel_objects;
     std::map<std::string, std::string> compiled;  // kernel text -> function name
     std::ostringstream schedule;
-    for (size_t k = 0; k < kernels.size(); ++k) {
-      const Kernel& kernel = kernels[k];
-      std::string& fn = compiled[kernel_text[k]];
+    for (size_t k = 0; k < family.kernels.size(); ++k) {
+      const Kernel& kernel = family.kernels[k];
+      const Node& root = family.graph.nodes[kernel.roots.back()];
+      if (family.gemm[k]) {
+        fn_names[v].push_back("");
+        schedule << "kernel " << k << ": " << root.name << " (" << root.op << "): " << family.gemm[k]->text() << "\n";
+        continue;
+      }
+      std::string& fn = compiled[family.kernel_text[k]];
       const bool first = fn.empty();
       if (first) fn = name + "_" + variant.id + "_k" + std::to_string(k);
       fn_names[v].push_back(fn);
       LoweredGraph L = lower_to_halide(kernel.graph);
-      if (v == 0) {
-        for (size_t a = 0; a < L.args.size(); ++a) call_args[k].push_back(buffer_of[kernel.inputs[L.arg_nodes[a]]]);
-        for (int r : kernel.roots) call_args[k].push_back(buffer_of[r]);
+      if (family.call_args[k].empty()) {
+        for (size_t a = 0; a < L.args.size(); ++a)
+          family.call_args[k].push_back(family.buffer_of[kernel.inputs[L.arg_nodes[a]]]);
+        for (int r : kernel.roots) family.call_args[k].push_back(family.buffer_of[r]);
       }
-      const Node& root = graph.nodes[kernel.roots.back()];
       schedule << "kernel " << k << ": " << root.name << " (" << root.op << ")" << (first ? "" : ", same code as before")
                << "\n";
       if (!first) continue;
@@ -187,7 +290,7 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
         m.compile({{Halide::OutputFileType::object, kernel_objects.back()}});
       } catch (const Halide::Error& e) {
         fail("compile_aot: Halide rejected kernel ", k, " (node '", root.name, "', ", root.op, ") of graph '",
-             graph.name, "' for ", targets[v], ": ", e.what());
+             family.graph.name, "' for ", targets[v], ": ", e.what());
       }
     }
     try {
@@ -220,7 +323,7 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
   h << ".\n// Inputs and outputs are dense row-major host arrays owned by the caller;\n"
     << "// f16 and bf16 values are their 16-bit patterns. run() is not reentrant:\n"
     << "// use one object per thread. Needs no libHalide.\n"
-    << "#pragma once\n\n#include <cstddef>\n#include <cstdint>\n\nnamespace tessera_aot {\n\n"
+    << "#pragma once\n\n#include <cstddef>\n#include <cstdint>\n#include <string>\n\nnamespace tessera_aot {\n\n"
     << "#ifndef TESSERA_AOT_TENSOR_SPEC\n#define TESSERA_AOT_TENSOR_SPEC\n"
     << "struct TensorSpec {\n  const char* name;   // the graph's name for it\n"
     << "  const char* dtype;  // f32, i32, ...\n  int rank;\n  int64_t shape[8];\n  size_t bytes;\n};\n#endif\n\n"
@@ -261,7 +364,30 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << "  // This object's variant.\n  const char* target() const;\n"
     << "  // The compute capability of GPU 0 (e.g. 90), or 0 without a GPU or driver.\n"
     << "  static int gpu_capability();\n"
-    << "  static constexpr size_t kArenaBytes = " << plan.peak << ";\n\n private:\n  struct State;\n  State* state_;\n};\n\n"
+    << "  static constexpr size_t kArenaBytes = " << plan.peak << ";\n\n"
+    << "  // GPU variants run on a tessera::cuda::PlanExecutor: every tensor at a fixed\n"
+    << "  // device address in one arena, Halide CUDA kernels and cuBLASLt GEMMs on one\n"
+    << "  // stream, the step captured into a CUDA Graph on its third run and replayed\n"
+    << "  // after. run() above copies inputs in and outputs out; the calls below keep\n"
+    << "  // the step on the device. All are no-ops (nullptr, false) for CPU variants.\n"
+    << "  // Device address of tensor i (inputs(), then outputs(), by position).\n"
+    << "  void* device_tensor(int i) const;\n"
+    << "  // Stream-ordered copies of tensor i from or to the host (the host memory\n"
+    << "  // must stay valid until synchronize()).\n"
+    << "  void upload(int i, const void* host);\n  void download(int i, void* host);\n"
+    << "  // Queues one step on the device over the tensors already there; returns at once.\n"
+    << "  void run_device();\n  void synchronize();\n"
+    << "  bool last_run_was_graph() const;\n"
+    << "  void set_graphs(bool enabled);  // false: every step runs directly (default true)\n"
+    << "  // true: each step ends by copying every output new.X onto input X (an\n"
+    << "  // optimizer's new params and moments feed the next step); default false.\n"
+    << "  void set_feed_back(bool enabled);\n"
+    << "  std::string describe_device() const;  // one line per step: Halide kernel or cuBLASLt GEMM\n"
+    << "  size_t device_arena_bytes() const;   // the one device allocation (cuBLASLt's workspace aside)\n"
+    << "  // Each step timed alone with CUDA events (mean of `reps` direct runs), as CSV\n"
+    << "  // lines \"what,kind,ms,bytes,flops\" (kind: halide or gemm; bytes: tensors read\n"
+    << "  // and written, each once).\n"
+    << "  std::string profile_device(int reps);\n\n private:\n  struct State;\n  State* state_;\n};\n\n"
     << "}  // namespace tessera_aot\n";
   write_file(out_dir + "/" + name + ".h", h.str());
   result.files.push_back(out_dir + "/" + name + ".h");
@@ -272,12 +398,16 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << ". Do not edit.\n// Runs the kernels of " << name << " in order over one arena; picks a variant at first use.\n"
     << "#include \"" << name << ".h\"\n\n#include <HalideRuntime.h>\n#include <dlfcn.h>\n\n#include <cstdio>\n"
     << "#include \"thread_pool.h\"\n"
-    << "#include <cstdlib>\n#include <cstring>\n#include <stdexcept>\n#include <string>\n\n"
+    << "#include <cstdlib>\n#include <cstring>\n#include <memory>\n#include <stdexcept>\n#include <string>\n\n"
+    << "// TESSERA_AOT_CUDA: built with the CUDA toolkit, so GPU variants run on a\n"
+    << "// tessera::cuda::PlanExecutor (tessera_cuda_plan); without it they cannot run.\n"
+    << "#ifndef TESSERA_AOT_CUDA\n#define TESSERA_AOT_CUDA 0\n#endif\n"
+    << "#if TESSERA_AOT_CUDA\n#include \"tessera/cuda/plan_executor.h\"\n#endif\n\n"
     << "extern \"C\" {\n";
   std::map<std::string, bool> declared;
   for (const auto& fns : fn_names)
     for (const std::string& fn : fns)
-      if (!declared[fn]) {
+      if (!fn.empty() && !declared[fn]) {
         declared[fn] = true;
         c << "int " << fn << "_argv(void**);\n";
       }
@@ -296,19 +426,19 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
   c << "// Per kernel: its name, then the tensors of its Halide arguments and outputs, -1 ended.\n"
     << "struct Call {\n  const char* what;\n  int tensors[" << [&] {
          size_t most = 0;
-         for (const auto& a : call_args) most = std::max(most, a.size());
+         for (const auto& a : cpu.call_args) most = std::max(most, a.size());
          return most + 1;
        }()
     << "];\n};\nconst Call kCalls[] = {\n";
   for (size_t k = 0; k < kernels.size(); ++k) {
     const Node& root = graph.nodes[kernels[k].roots.back()];
     c << "    {\"kernel " << k << " (" << root.name << ", " << root.op << ")\", {";
-    for (int a : call_args[k]) c << a << ", ";
+    for (int a : cpu.call_args[k]) c << a << ", ";
     c << "-1}},\n";
   }
   c << "};\nconstexpr int kNumCalls = " << kernels.size() << ";\n\n// Outputs that are copies of inputs or of other outputs.\n"
     << "const int kCopies[][2] = {";
-  for (const auto& [dst, src] : copies) c << "{" << dst << ", " << src << "}, ";
+  for (const auto& [dst, src] : cpu.copies) c << "{" << dst << ", " << src << "}, ";
   c << "{-1, -1}};\n\n";
   c << "using KernelFn = int (*)(void**);\nstruct Variant {\n  const char* target;\n  int cuda_sm;  // 0: CPU only\n"
     << "  bool (*cpu_ok)();\n  KernelFn fns[" << kernels.size() + 1 << "];\n};\n\n";
@@ -320,10 +450,12 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
   c << "\nconst Variant kVariants[] = {\n";
   for (size_t v = 0; v < targets.size(); ++v) {
     c << "    {\"" << targets[v] << "\", " << cuda_sm[v] << ", cpu_ok_" << v << ", {";
-    for (const std::string& fn : fn_names[v]) c << fn << "_argv, ";
+    if (!cuda_sm[v])
+      for (const std::string& fn : fn_names[v]) c << fn << "_argv, ";
     c << "nullptr}},\n";
   }
   c << "};\nconstexpr int kNumVariants = " << targets.size() << ";\n\n";
+  if (first_cuda) c << cuda_plan_tables(name, cuda, targets, cuda_sm, fn_names);
   c << R"(// The compute capability (major * 10 + minor) of GPU 0, or 0 without a
 // driver or a device. The driver is loaded with dlopen: no link dependency.
 int gpu_capability() {
@@ -361,7 +493,7 @@ const Variant* choose() {
   const int cc = gpu_capability();
   const Variant* best = nullptr;
   for (const Variant& v : kVariants)  // the newest GPU schedule set the device can run
-    if (v.cuda_sm && v.cuda_sm <= cc && v.cpu_ok() && (!best || v.cuda_sm > best->cuda_sm)) best = &v;
+    if (TESSERA_AOT_CUDA && v.cuda_sm && v.cuda_sm <= cc && v.cpu_ok() && (!best || v.cuda_sm > best->cuda_sm)) best = &v;
   if (best) return best;
   for (const Variant& v : kVariants)
     if (!v.cuda_sm && v.cpu_ok()) return &v;
@@ -385,6 +517,9 @@ struct )" << name << R"(::State {
   halide_buffer_t buffers[kNumTensors];
   halide_dimension_t dims[kNumTensors][8];
   uint8_t* arena = nullptr;
+#if TESSERA_AOT_CUDA
+  std::unique_ptr<tessera::cuda::PlanExecutor> gpu;  // GPU variants
+#endif
 };
 
 )" << name << "::" << name << R"(() : )" << name << R"((nullptr) {}
@@ -396,7 +531,7 @@ struct )" << name << R"(::State {
     for (const Variant& v : kVariants)
       if (std::string(target) == v.target) state_->variant = &v;
     const bool runs = state_->variant && state_->variant->cpu_ok() &&
-                      (!state_->variant->cuda_sm || gpu_capability() >= state_->variant->cuda_sm);
+                      (!state_->variant->cuda_sm || (TESSERA_AOT_CUDA && gpu_capability() >= state_->variant->cuda_sm));
     if (!runs) {
       delete state_;
       throw std::runtime_error(std::string(")" << name << R"(: variant ") + target +
@@ -405,6 +540,17 @@ struct )" << name << R"(::State {
   }
   halide_set_error_handler(record_error);
   halide_set_custom_do_par_for(do_par_for);
+#if TESSERA_AOT_CUDA
+  if (state_->variant->cuda_sm) {
+    try {
+      state_->gpu.reset(new tessera::cuda::PlanExecutor(*cuda_plan(state_->variant->target), {}));
+    } catch (...) {
+      delete state_;
+      throw;
+    }
+    return;
+  }
+#endif
   if (kArenaBytes) {
     state_->arena = static_cast<uint8_t*>(std::aligned_alloc(64, (kArenaBytes + 63) / 64 * 64));
     if (!state_->arena) {
@@ -431,6 +577,9 @@ struct )" << name << R"(::State {
 }
 
 )" << name << "::~" << name << R"(() {
+#if TESSERA_AOT_CUDA
+  state_->gpu.reset();
+#endif
   for (halide_buffer_t& b : state_->buffers)
     if (b.device) halide_device_free(nullptr, &b);
   std::free(state_->arena);
@@ -471,6 +620,23 @@ void )" << name << R"(::run(const Inputs& in, const Outputs& out) {
 
 void )" << name << R"(::run(const void* const* inputs, void* const* outputs) {
   const Variant& v = *state_->variant;
+#if TESSERA_AOT_CUDA
+  if (tessera::cuda::PlanExecutor* gpu = state_->gpu.get()) {
+    for (int i = 0; i < kNumInputs; ++i) {
+      if (!inputs[i] && kTensors[i].spec.bytes)
+        throw std::runtime_error(std::string(")" << name << R"(::run: no pointer for input '") + kTensors[i].spec.name + "'");
+      if (kTensors[i].spec.bytes) gpu->upload(i, inputs[i]);
+    }
+    gpu->run();
+    for (int i = kNumInputs; i < kNumInputs + kNumOutputs; ++i) {
+      if (!outputs[i - kNumInputs] && kTensors[i].spec.bytes)
+        throw std::runtime_error(std::string(")" << name << R"(::run: no pointer for output '") + kTensors[i].spec.name + "'");
+      if (kTensors[i].spec.bytes) gpu->download(i, outputs[i - kNumInputs]);
+    }
+    gpu->synchronize();
+    return;
+  }
+#endif
   for (int i = 0; i < kNumInputs + kNumOutputs; ++i) {
     const bool input = i < kNumInputs;
     void* p = input ? const_cast<void*>(inputs[i]) : outputs[i - kNumInputs];
@@ -483,7 +649,7 @@ void )" << name << R"(::run(const void* const* inputs, void* const* outputs) {
   }
   void* args[)" << [&] {
          size_t most = 0;
-         for (const auto& a : call_args) most = std::max(most, a.size());
+         for (const auto& a : cpu.call_args) most = std::max(most, a.size());
          return most + 1;
        }()
     << R"(];
@@ -509,6 +675,42 @@ void )" << name << R"(::run(const void* const* inputs, void* const* outputs) {
     if (c[0] >= 0 && c[1] >= kNumInputs)
       std::memcpy(outputs[c[0] - kNumInputs], outputs[c[1] - kNumInputs], kTensors[c[0]].spec.bytes);
 }
+
+#if TESSERA_AOT_CUDA
+void* )" << name << R"(::device_tensor(int i) const { return state_->gpu ? state_->gpu->device_ptr(i) : nullptr; }
+void )" << name << R"(::upload(int i, const void* host) { if (state_->gpu) state_->gpu->upload(i, host); }
+void )" << name << R"(::download(int i, void* host) { if (state_->gpu) state_->gpu->download(i, host); }
+void )" << name << R"(::run_device() {
+  if (!state_->gpu) throw std::runtime_error(std::string(")" << name << R"(::run_device: variant ") + target() + " is not a GPU variant");
+  state_->gpu->run();
+}
+void )" << name << R"(::synchronize() { if (state_->gpu) state_->gpu->synchronize(); }
+bool )" << name << R"(::last_run_was_graph() const { return state_->gpu && state_->gpu->last_run_was_graph(); }
+void )" << name << R"(::set_graphs(bool enabled) { if (state_->gpu) state_->gpu->set_graphs(enabled); }
+void )" << name << R"(::set_feed_back(bool enabled) { if (state_->gpu) state_->gpu->set_feed_back(enabled); }
+std::string )" << name << R"(::describe_device() const { return state_->gpu ? state_->gpu->describe() : std::string(); }
+size_t )" << name << R"(::device_arena_bytes() const { return state_->gpu ? state_->gpu->arena_bytes() : 0; }
+std::string )" << name << R"(::profile_device(int reps) {
+  std::string csv;
+  if (!state_->gpu) return csv;
+  for (const auto& p : state_->gpu->profile(reps))
+    csv += "\"" + p.what + "\"," + (p.gemm ? "gemm," : "halide,") + std::to_string(p.ms) + "," +
+           std::to_string(p.bytes) + "," + std::to_string(p.flops) + "\n";
+  return csv;
+}
+#else
+void* )" << name << R"(::device_tensor(int) const { return nullptr; }
+void )" << name << R"(::upload(int, const void*) {}
+void )" << name << R"(::download(int, void*) {}
+void )" << name << R"(::run_device() { throw std::runtime_error(")" << name << R"(::run_device: built without the CUDA toolkit"); }
+void )" << name << R"(::synchronize() {}
+bool )" << name << R"(::last_run_was_graph() const { return false; }
+void )" << name << R"(::set_graphs(bool) {}
+void )" << name << R"(::set_feed_back(bool) {}
+std::string )" << name << R"(::describe_device() const { return std::string(); }
+size_t )" << name << R"(::device_arena_bytes() const { return 0; }
+std::string )" << name << R"(::profile_device(int) { return std::string(); }
+#endif
 
 }  // namespace tessera_aot
 )";
