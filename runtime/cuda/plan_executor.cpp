@@ -368,8 +368,9 @@ void PlanExecutor::use_this_stream() {
 void PlanExecutor::run() {
   State& s = *s_;
   use_this_stream();
-  // Feeding state back changes the captured work: a graph of its own.
-  s.graphs->run(std::string(s.spec->name) + (s.options.feed_back ? " +feed_back" : ""),
+  // Feeding state back or TF32 changes the captured work: a graph of its own.
+  s.graphs->run(std::string(s.spec->name) + (s.options.feed_back ? " +feed_back" : "") +
+                    (s.options.allow_tf32 ? " +tf32" : ""),
                 [this](cudaStream_t) { queue_step(); });
 }
 
@@ -379,6 +380,10 @@ bool PlanExecutor::last_run_was_graph() const { return s_->graphs->last_ran_as_g
 StepGraphs::Ran PlanExecutor::last_run() const { return s_->graphs->last_run(); }
 void PlanExecutor::set_graphs(bool enabled) { s_->graphs->set_enabled(enabled); }
 void PlanExecutor::set_feed_back(bool enabled) { s_->options.feed_back = enabled; }
+void PlanExecutor::set_allow_tf32(bool enabled) {
+  s_->options.allow_tf32 = enabled;
+  for (GemmShape& sh : s_->shapes) sh.allow_tf32 = enabled && sh.dtype == DType::f32;
+}
 const DeviceStream& PlanExecutor::stream() const { return s_->stream; }
 size_t PlanExecutor::arena_bytes() const { return s_->arena->size(); }
 size_t PlanExecutor::high_water() const { return s_->high_water; }

@@ -382,6 +382,9 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << "  // true: each step ends by copying every output new.X onto input X (an\n"
     << "  // optimizer's new params and moments feed the next step); default false.\n"
     << "  void set_feed_back(bool enabled);\n"
+    << "  // true: f32 matrix products on TF32 tensor cores (inputs rounded to 10-bit\n"
+    << "  // mantissas, as PyTorch's allow_tf32); default false.\n"
+    << "  void set_tf32(bool enabled);\n"
     << "  std::string describe_device() const;  // one line per step: Halide kernel or cuBLASLt GEMM\n"
     << "  size_t device_arena_bytes() const;   // the one device allocation (cuBLASLt's workspace aside)\n"
     << "  // Each step timed alone with CUDA events (mean of `reps` direct runs), as CSV\n"
@@ -688,6 +691,7 @@ void )" << name << R"(::synchronize() { if (state_->gpu) state_->gpu->synchroniz
 bool )" << name << R"(::last_run_was_graph() const { return state_->gpu && state_->gpu->last_run_was_graph(); }
 void )" << name << R"(::set_graphs(bool enabled) { if (state_->gpu) state_->gpu->set_graphs(enabled); }
 void )" << name << R"(::set_feed_back(bool enabled) { if (state_->gpu) state_->gpu->set_feed_back(enabled); }
+void )" << name << R"(::set_tf32(bool enabled) { if (state_->gpu) state_->gpu->set_allow_tf32(enabled); }
 std::string )" << name << R"(::describe_device() const { return state_->gpu ? state_->gpu->describe() : std::string(); }
 size_t )" << name << R"(::device_arena_bytes() const { return state_->gpu ? state_->gpu->arena_bytes() : 0; }
 std::string )" << name << R"(::profile_device(int reps) {
@@ -707,6 +711,7 @@ void )" << name << R"(::synchronize() {}
 bool )" << name << R"(::last_run_was_graph() const { return false; }
 void )" << name << R"(::set_graphs(bool) {}
 void )" << name << R"(::set_feed_back(bool) {}
+void )" << name << R"(::set_tf32(bool) {}
 std::string )" << name << R"(::describe_device() const { return std::string(); }
 size_t )" << name << R"(::device_arena_bytes() const { return 0; }
 std::string )" << name << R"(::profile_device(int) { return std::string(); }

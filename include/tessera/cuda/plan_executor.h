@@ -122,8 +122,10 @@ class PlanExecutor {
   bool last_run_was_graph() const;
   StepGraphs::Ran last_run() const;
   void set_graphs(bool enabled);
-  // Options::feed_back for later runs (a graph of its own).
+  // Options::feed_back and Options::allow_tf32 for later runs (each
+  // combination captures a graph of its own).
   void set_feed_back(bool enabled);
+  void set_allow_tf32(bool enabled);
 
   const DeviceStream& stream() const;
   size_t arena_bytes() const;  // the one allocation (without cuBLASLt's workspace)
