@@ -9,6 +9,8 @@
 //    the kernel's inputs with cuBLASLt's row-major semantics), equals the
 //    float64 reference interpreter run on the kernel's graph;
 //  - products the library cannot take (f64, i32) stay Halide kernels;
+//  - compile_cuda's plan (what tessera-opt prints) reports those GEMMs as
+//    library calls and compiles the rest;
 //  - decompose_attention leaves no attention node and computes what the
 //    graph did (reference interpreter on both; it rounds every node to f32,
 //    so the two orders of operations agree to f32 rounding).
@@ -18,6 +20,7 @@
 
 #include <random>
 
+#include "compile_cuda.h"
 #include "cost_model.h"
 #include "decompose_attention.h"
 #include "library_gemm.h"
@@ -159,6 +162,28 @@ TEST(LibraryGemm, DescriptorText) {
   g.trans_b = true;
   g.bias = 2;
   EXPECT_EQ(g.text(), "cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias");
+}
+
+TEST(LibraryGemm, TheCudaPlanReportsTheProductsAsLibraryCalls) {
+  const Graph mlp = registered_model("mlp_train_step", {{"sizes", "13,33,7"}, {"batch", "5"}});
+  const CudaCompileResult r = compile_cuda(mlp, Target::parse("host-cuda-sm90"), {.library_gemm = true});
+  int library = 0;
+  for (const CudaKernelInfo& k : r.kernels) {
+    const bool product = k.name.find("(linear)") != std::string::npos || k.name.find("(matmul)") != std::string::npos;
+    EXPECT_EQ(product, !k.library.empty()) << k.name;
+    EXPECT_EQ(k.library.empty(), k.gpu_kernels > 0) << k.name << ": a library call compiles no GPU kernel";
+    library += !k.library.empty();
+  }
+  EXPECT_EQ(library, 5);
+  const std::string text = r.text();
+  EXPECT_NE(text.find("(5 cuBLASLt GEMMs, "), std::string::npos) << text;
+  EXPECT_NE(text.find("kernel t0 (linear) reads in0 = x, in1 = layers.0.weight, in2 = layers.0.bias\n"
+                      "  => library call: cuBLASLt gemm f32 [5 x 13] @ [13 x 33]^T + bias, estimated "),
+            std::string::npos)
+      << text;
+  // Without the option every product is a Halide kernel.
+  for (const CudaKernelInfo& k : compile_cuda(mlp, Target::parse("host-cuda-sm90")).kernels)
+    EXPECT_TRUE(k.library.empty()) << k.name;
 }
 
 TEST(DecomposeAttention, ComputesWhatAttentionComputes) {

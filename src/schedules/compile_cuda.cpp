@@ -8,9 +8,12 @@
 #include <cstdlib>
 #include <iomanip>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "cuda_common.h"
+#include "decompose_attention.h"
+#include "library_gemm.h"
 #include "lower_to_halide.h"
 #include "partition.h"
 #include "target.h"
@@ -160,17 +163,17 @@ void check_buffer_regions(const Halide::Module& module, const std::map<std::stri
   }
 }
 
-CudaCompileResult compile_cuda(const Graph& graph, const Target& target, const CudaCompileOptions& options) {
+CudaCompileResult compile_cuda(const Graph& source, const Target& target, const CudaCompileOptions& options) {
   const auto start = Clock::now();
   if (!target.cuda_sm)
     fail("compile_cuda: target '", target.str(), "' names no CUDA architecture (use host-cuda-sm80 or host-cuda-sm90)");
   const CudaArch& arch = cuda_arch(target.cuda_sm);
-  verify(graph, {true});
-  if (graph.outputs.empty()) fail("compile_cuda: graph '", graph.name, "' has no outputs");
+  verify(source, {true});
+  if (source.outputs.empty()) fail("compile_cuda: graph '", source.name, "' has no outputs");
   const Halide::Target ht = halide_target(target);
 
   CudaCompileResult result;
-  result.graph = graph.name;
+  result.graph = source.name;
   result.target = target;
   result.halide_target = ht.to_string();
   result.schedule_set = arch.name;
@@ -178,7 +181,9 @@ CudaCompileResult compile_cuda(const Graph& graph, const Target& target, const C
   int index = 0;
   const CostModel cost = cost_model(target);
   std::vector<RematDecision> remat;
-  const std::vector<Kernel> kernels = partition(graph, &cost, &remat);
+  const Graph decomposed = options.library_gemm ? decompose_attention(source) : Graph();
+  const Graph& graph = options.library_gemm ? decomposed : source;
+  const std::vector<Kernel> kernels = partition(graph, &cost, &remat, options.library_gemm);
   result.remat = remat_decisions_text(graph, remat, cost);
   for (const Kernel& k : kernels) {
     CudaKernelInfo info;
@@ -193,6 +198,15 @@ CudaCompileResult compile_cuda(const Graph& graph, const Target& target, const C
     }
     const std::string key = print(k.graph);
     auto seen = compiled.find(key);
+    std::optional<LibraryGemm> gemm;
+    if (options.library_gemm) gemm = match_library_gemm(k);
+    if (gemm) {
+      info.library = gemm->text();
+      info.estimated_us = estimate_us(k, graph, 1, arch);
+      result.kernels.push_back(std::move(info));
+      ++index;
+      continue;
+    }
     if (seen != compiled.end()) {
       const CudaKernelInfo& first = result.kernels[seen->second];
       info.schedule = first.schedule;
@@ -259,11 +273,19 @@ std::string CudaCompileResult::text() const {
   os << std::fixed << std::setprecision(1);
   double estimate = 0;
   for (const CudaKernelInfo& k : kernels) estimate += k.estimated_us;
-  os << "graph '" << graph << "': " << kernels.size() << " kernels (" << distinct_kernels << " compiled), " << schedule_set
+  int library = 0;
+  for (const CudaKernelInfo& k : kernels) library += !k.library.empty();
+  os << "graph '" << graph << "': " << kernels.size() << " kernels (";
+  if (library) os << library << " cuBLASLt GEMMs, ";
+  os << distinct_kernels << " compiled), " << schedule_set
      << " schedule (" << arch.gpu << ", " << arch.sm_count << " SMs) for " << halide_target << ", PTX for sm_86; "
      << "estimated " << estimate << " us per run\n"
      << remat;
   for (const CudaKernelInfo& k : kernels) {
+    if (!k.library.empty()) {
+      os << k.header << "\n  => library call: " << k.library << ", estimated " << k.estimated_us << " us\n";
+      continue;
+    }
     os << k.header << "\n" << k.schedule << "  => " << k.gpu_kernels << " GPU kernel" << (k.gpu_kernels == 1 ? "" : "s")
        << " (";
     for (size_t i = 0; i < k.launches.size(); ++i) os << (i ? "; " : "") << k.launches[i].text();

@@ -58,10 +58,18 @@ struct CudaKernelInfo {
   // DRAM bandwidth, FLOPs at the FP32 rate). Bytes count the kernel's inputs
   // and outputs once; FLOPs count matrix products only.
   double estimated_us = 0;
+  // With CudaCompileOptions::library_gemm: the cuBLASLt GEMM this kernel is
+  // ("cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias"), or "" for a Halide kernel.
+  std::string library;
 };
 
 struct CudaCompileOptions {
   bool keep_ptx = false;  // keep each kernel's PTX text in CudaKernelInfo::ptx
+  // As the PlanExecutor runs the graph (what generated GPU variants do):
+  // attention decomposed (decompose_attention.h) and f32/f16 products as
+  // cuBLASLt GEMMs (library_gemm.h), reported rather than compiled. False
+  // compiles every kernel, products included, with Halide's CUDA schedules.
+  bool library_gemm = false;
 };
 
 struct CudaCompileResult {
@@ -81,7 +89,8 @@ struct CudaCompileResult {
 };
 
 // Compiles every kernel of `graph` for `target` (which must name a CUDA
-// architecture: host-cuda-sm80, host-cuda-sm90). Throws Error on an invalid
+// architecture: host-cuda-sm80, host-cuda-sm90), the library GEMMs aside
+// (options.library_gemm). Throws Error on an invalid
 // graph, a non-CUDA target, a bf16 tensor (Halide 14's PTX backend cannot
 // compile BFloat(16); see DESIGN.md), or any failure of Halide's.
 CudaCompileResult compile_cuda(const Graph& graph, const Target& target, const CudaCompileOptions& options = {});
