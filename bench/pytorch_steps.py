@@ -363,23 +363,19 @@ def make_fwd_loss(model, loss_fn, use_autocast):
 def make_step(model, loss_fn, opt, mode, scope, use_autocast):
     """Returns (step, compiled_description, optimizer_description)."""
     fwd_loss = make_fwd_loss(model, loss_fn, use_autocast)
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = fwd_loss(x, y)
+        loss.backward()
+        opt.step()
+        return loss
+
     if mode == "eager":
-        def step(x, y):
-            opt.zero_grad(set_to_none=True)
-            loss = fwd_loss(x, y)
-            loss.backward()
-            opt.step()
-            return loss
         return step, "nothing", "AdamW eager"
 
     compile_mode = None if mode == "compile" else "reduce-overhead"
     if scope == "step":
-        def step(x, y):
-            opt.zero_grad(set_to_none=True)
-            loss = fwd_loss(x, y)
-            loss.backward()
-            opt.step()
-            return loss
         compiled = torch.compile(step) if compile_mode is None else torch.compile(step, mode=compile_mode)
         return compiled, "whole step (fwd+loss, bwd, AdamW)", "AdamW compiled"
 
