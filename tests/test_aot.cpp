@@ -13,6 +13,7 @@
 
 #include "aot_gpt_step.h"
 #include "aot_mlp_step.h"
+#include "aot_op_zoo.h"
 
 using namespace tessera;
 
@@ -70,6 +71,8 @@ TEST(Aot, GptTrainingStepEqualsJit) {
                                           {"n_head", "2"}, {"n_embd", "8"}, {"batch", "3"}}),
       1e-4);
 }
+
+TEST(Aot, EveryOpEqualsJit) { expect_aot_equals_jit<tessera_aot::aot_op_zoo>(op_zoo(), 1e-5); }
 
 TEST(Aot, TypedInterfaceNamesEveryTensor) {
   tessera_aot::aot_mlp_step::Inputs in;

@@ -2,7 +2,7 @@
 // variant, on the same random inputs: the MLP and GPT training steps of
 // tests/CMakeLists.txt, one step (direct, captured and replayed as a CUDA
 // Graph: all bitwise equal) and a 30-step loss curve with the state kept on
-// the device. Links only the generated libraries (no libHalide, no
+// the device; and every op (op_zoo) once. Links only the generated libraries (no libHalide, no
 // libtessera), so the binary runs on a GPU machine without Halide. Skips
 // when no CUDA device is present.
 #include <gtest/gtest.h>
@@ -15,6 +15,7 @@
 
 #include "aot_gpt_step.h"
 #include "aot_mlp_step.h"
+#include "aot_op_zoo.h"
 
 namespace {
 
@@ -24,7 +25,7 @@ int64_t numel(const tessera_aot::TensorSpec& s) {
   return n;
 }
 
-// Random values of the spec's dtype (f32 or i32 here), as raw bytes.
+// Random values of the spec's dtype (f32, i32, u8 or i8 here), as raw bytes.
 std::vector<uint8_t> random_tensor(const tessera_aot::TensorSpec& s, std::mt19937& rng) {
   std::vector<uint8_t> bytes(s.bytes);
   const std::string dtype = s.dtype, name = s.name;
@@ -37,6 +38,8 @@ std::vector<uint8_t> random_tensor(const tessera_aot::TensorSpec& s, std::mt1993
     } else if (dtype == "i32") {
       int32_t v = static_cast<int32_t>(rng() % 5);
       std::memcpy(&bytes[i * 4], &v, 4);
+    } else if (dtype == "u8" || dtype == "i8") {  // packed NF4 codes, int8 weights: any byte
+      bytes[i] = static_cast<uint8_t>(rng());
     } else {
       ADD_FAILURE() << "no random values for dtype " << dtype;
     }
@@ -167,6 +170,9 @@ void expect_loss_curve_matches_cpu(int steps, double tol) {
 
 TEST(AotGpu, MlpTrainingStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_mlp_step>(1e-4); }
 TEST(AotGpu, GptTrainingStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_gpt_step>(1e-3); }
+// Every op of the library (op_zoo) on the GPU against the CPU: Halide CUDA
+// kernels, cuBLASLt products, decomposed attention, quantized linears.
+TEST(AotGpu, EveryOpMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_op_zoo>(2e-4); }
 TEST(AotGpu, MlpLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_mlp_step>(30, 1e-3); }
 TEST(AotGpu, GptLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_gpt_step>(30, 2e-3); }
 

@@ -32,7 +32,7 @@ const char* kUsage =
     "\n"
     "options:\n"
     "  --model=NAME      start from a registered model instead of a file\n"
-    "                    (mlp, gpt, mlp_train_step, gpt_train_step)\n"
+    "                    (mlp, gpt, mlp_train_step, gpt_train_step, op_zoo)\n"
     "  --param=K=V       a parameter of --model (repeatable), e.g. --param=n_layer=2\n"
     "  --passes=LIST     comma-separated passes, each NAME or NAME=ARG, e.g.\n"
     "                    --passes=autodiff,adamw=0.01,cse,dce (see --list-passes)\n"

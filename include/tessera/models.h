@@ -111,13 +111,18 @@ std::map<std::string, Buffer> init_params(const Graph& g, const InitMap& init, u
 // params equal init_params()'s in distribution, not bit for bit.
 std::map<std::string, Init> trainer_init(const InitMap& init);
 
+// Every op of the library at awkward sizes, each result a named f32 output
+// (src/models/op_zoo.cpp): for checking one target against another.
+Graph op_zoo();
+
 // ---- Registered models (for generators) -----------------------------------------
 // "mlp" and "gpt" (forward graphs), "mlp_train_step" and "gpt_train_step"
 // (adamw(differentiate(model)): forward, backward and AdamW update in one
-// graph), sized by key=value parameters: mlp: sizes=784,256,10 batch=64
-// activation=relu; gpt: vocab_size=96 block_size=64 n_layer=1 n_head=4
-// n_embd=64 batch=8; train steps also beta1, beta2, eps, weight_decay,
-// max_grad_norm (lr is the step's input "optim.lr"). Throws Error for an
+// graph), and "op_zoo" (no parameters); sized by key=value parameters:
+// mlp: sizes=784,256,10 batch=64 activation=relu; gpt: vocab_size=96
+// block_size=64 n_layer=1 n_head=4 n_embd=64 batch=8; train steps also
+// beta1, beta2, eps, weight_decay, max_grad_norm (lr is the step's input
+// "optim.lr"). Throws Error for an
 // unknown model or parameter, or a bad value.
 std::vector<std::string> registered_models();
 Graph registered_model(const std::string& name, const std::map<std::string, std::string>& params = {});

@@ -105,7 +105,9 @@ AdamWOptions adamw_options(Params& p) {
 
 }  // namespace
 
-std::vector<std::string> registered_models() { return {"gpt", "gpt_train_step", "mlp", "mlp_train_step"}; }
+std::vector<std::string> registered_models() {
+  return {"gpt", "gpt_train_step", "mlp", "mlp_train_step", "op_zoo"};
+}
 
 Graph registered_model(const std::string& name, const std::map<std::string, std::string>& params) {
   Params p(name, params);
@@ -120,6 +122,8 @@ Graph registered_model(const std::string& name, const std::map<std::string, std:
   } else if (name == "gpt_train_step") {
     GptConfig c = gpt_config(p);
     g = adamw(differentiate(gpt(c)), adamw_options(p));
+  } else if (name == "op_zoo") {
+    g = op_zoo();
   } else {
     std::string known;
     for (const std::string& m : registered_models()) known += (known.empty() ? "" : ", ") + m;

@@ -1,0 +1,126 @@
+// op_zoo (models.h): one graph that uses every op of the library at awkward
+// sizes (1, odd, not multiples of any tile), each result a named f32 output,
+// so that one target can be checked against another (test_aot_gpu runs its
+// CUDA variant against its CPU variant). Inputs may be any values in
+// [-1, 1] (integers: in [0, 5)): ops that need a domain (log, sqrt, pow)
+// get one from abs() and offsets. It trains nothing and has no meaning.
+#include "tessera/builder.h"
+#include "tessera/models.h"
+#include "tessera/ops.h"
+#include "tessera/quant_ops.h"
+
+namespace tessera {
+
+namespace {
+
+Tensor f32(Tensor t) { return t.dtype() == DType::f32 ? t : cast(t, DType::f32); }
+
+NF4Tensors nf4_param(GraphBuilder& g, const std::string& name, int64_t out, int64_t in, bool nested) {
+  const int64_t blocks = (out * in + kNF4BlockSize - 1) / kNF4BlockSize;
+  NF4Tensors w;
+  w.out_features = out;
+  w.in_features = in;
+  w.weight = g.param(name + ".weight", {(out * in + 1) / 2, 1}, DType::u8);
+  w.absmax = g.param(name + ".absmax", {blocks}, nested ? DType::u8 : DType::f32);
+  if (nested) {
+    w.nested_absmax = g.param(name + ".nested_absmax", {(blocks + kNestedBlockSize - 1) / kNestedBlockSize});
+    w.nested_quant_map = g.param(name + ".nested_quant_map", {256});
+    w.nested_offset = g.param(name + ".nested_offset", {});
+  }
+  return w;
+}
+
+}  // namespace
+
+Graph op_zoo() {
+  GraphBuilder g("op_zoo");
+  auto out = [&](const std::string& name, Tensor t) { g.output(name, f32(t)); };
+  Tensor a = g.input("a", {7, 13});
+  Tensor b = g.input("b", {7, 13});
+  Tensor row = g.input("row", {13});
+  Tensor one = g.input("one", {1, 5});
+  Tensor x3 = g.input("x3", {3, 5, 33});
+  Tensor ids = g.input("ids", {3, 5}, DType::i32);
+
+  // Elementwise, with broadcasting.
+  out("neg", neg(a));
+  out("abs", abs(a));
+  out("exp", exp(a));
+  out("log", log(abs(a) + 0.5));
+  out("sqrt", sqrt(abs(a)));
+  out("rsqrt", rsqrt(abs(a) + 0.25));
+  out("tanh", tanh(a));
+  out("sigmoid", sigmoid(a));
+  out("relu", relu(a));
+  out("silu", silu(a));
+  out("gelu", gelu(a));
+  out("gelu_tanh", gelu(a, "tanh"));
+  out("add", a + row);
+  out("sub", a - b);
+  out("mul", a * row);
+  out("div", a / (abs(b) + 0.5));
+  out("pow", pow(abs(a) + 0.1, b));
+  out("maximum", maximum(a, b));
+  out("minimum", minimum(a, row));
+  out("compare", f32(eq(a, a)) + f32(ne(a, b)) + f32(lt(a, b)) + f32(le(a, row)) + f32(gt(a, b)) + f32(ge(a, b)));
+  out("where", where(gt(a, b), a, b * 2.0));
+  out("cast_i32", cast(a * 4.0, DType::i32));
+  out("cast_f16", cast(a, DType::f16));
+  out("one", exp(one) * 2.0);
+
+  // Reductions.
+  out("sum_all", sum(x3));
+  out("sum_rows", sum(x3, {2}));
+  out("mean_mid", mean(x3, {1}, true));
+  out("max_first", max(x3, {0}));
+
+  // Shapes.
+  out("reshape", reshape(x3, {15, 33}) * 2.0);
+  out("permute", permute(x3, {2, 0, 1}) + 1.0);
+  out("transpose", transpose(a, 0, 1) * 3.0);
+  out("broadcast_to", broadcast_to(row, {4, 13}) + 1.0);
+  out("slice", slice(x3, 2, 1, 30, 3) - 1.0);
+  out("concat", concat({a, b * 2.0}, 0));
+  out("squeeze", squeeze(one, {0}) * 5.0);
+  out("unsqueeze", unsqueeze(row, 1) * 5.0);
+
+  // Products (cuBLASLt on CUDA) and the ops around them.
+  Tensor w = g.param("w", {17, 33});
+  Tensor bias = g.param("bias", {17});
+  out("matmul", matmul(a, transpose(b, 0, 1)));
+  out("matmul_batched", matmul(x3, transpose(x3, 1, 2)));
+  out("linear", linear(x3, w, bias));
+  out("linear_vector", linear(row, g.param("w_vec", {3, 13})));
+
+  // Networks' ops.
+  Tensor table = g.param("table", {5, 9});
+  out("embedding", embedding(ids, table));
+  out("embedding_grad", embedding_grad(ids, g.input("emb_grad", {3, 5, 9}), 5));
+  out("softmax", softmax(x3, -1));
+  out("softmax_mid", softmax(x3, 1));
+  out("log_softmax", log_softmax(x3));
+  out("layer_norm", layer_norm(x3, g.param("ln.weight", {33}), g.param("ln.bias", {33})));
+  out("rms_norm", rms_norm(x3, g.param("rms.weight", {33})));
+  out("cross_entropy", cross_entropy(reshape(x3, {15, 33}), reshape(ids, {15})));
+  out("dropout", dropout(x3, 0.25, 1234, 77));
+  out("gelu_grad", gelu_grad(a, b));
+  Tensor q = g.input("q", {2, 3, 9, 8}), k = g.input("k", {2, 3, 9, 8}), v = g.input("v", {2, 3, 9, 5});
+  out("attention_causal", attention(q, k, v, true));
+  out("attention_full", attention(q, k, v, false, 0.3));
+
+  // Weight-only quantization.
+  Tensor wi8 = g.param("w_int8", {17, 33}, DType::i8);
+  Tensor si8 = g.param("w_int8.scale", {17});
+  out("dequantize_int8", dequantize_int8(wi8, si8));
+  out("linear_int8", linear_int8(x3, wi8, si8, bias));
+  out("linear_int8_grad_input", linear_int8_grad_input(g.input("g17", {3, 5, 17}), wi8, si8));
+  const NF4Tensors nf4 = nf4_param(g, "w_nf4", 17, 33, false);
+  const NF4Tensors nested = nf4_param(g, "w_nf4_nested", 17, 33, true);
+  out("dequantize_nf4", dequantize_nf4(nf4));
+  out("linear_nf4", linear_nf4(x3, nf4, bias));
+  out("linear_nf4_gemv", linear_nf4(reshape(slice(x3, 0, 0, 1, 1), {5, 33}), nested));
+  out("linear_nf4_grad_input", linear_nf4_grad_input(g.input("h17", {3, 5, 17}), nested));
+  return g.build();
+}
+
+}  // namespace tessera
