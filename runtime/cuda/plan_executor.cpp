@@ -7,10 +7,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
-#include <functional>
 #include <sstream>
+#include <string>
 
 #include "tessera/cuda/check.h"
 #include "tessera/cuda/device_arena.h"
@@ -50,7 +51,6 @@ void* current_context(const std::string& plan) {
   return ctx;
 }
 
-// (tessera_cuda links no libtessera, whose dtype_name this mirrors.)
 // Device memory for the buffers that Halide kernels allocate themselves:
 // intermediates kept on the device (a reduction's partial results), freed
 // at the end of each run, and the device copies of constant tables, made in
@@ -76,6 +76,7 @@ ScratchPool& scratch() {
   return *pool;
 }
 
+// The dtype of a PlanGemm (tessera_cuda links no libtessera, whose dtype_name this mirrors).
 DType parse_gemm_dtype(const std::string& name, const std::string& where) {
   if (name == "f32") return DType::f32;
   if (name == "f16") return DType::f16;
@@ -183,34 +184,8 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
   // Two direct runs before the capture: see ScratchPool.
   s.graphs = std::make_unique<StepGraphs>(s.stream, 2, options.graphs);
 
-  // Every tensor as a Halide buffer on its device address.
-  s.buffers.assign(spec.num_tensors, halide_buffer_t{});
-  s.dims.resize(spec.num_tensors);
-  for (int t = 0; t < spec.num_tensors; ++t) {
-    const PlanTensor& e = spec.tensors[t];
-    halide_buffer_t& b = s.buffers[t];
-    s.dims[t].resize(std::max(e.rank, 1));
-    b.type.code = static_cast<halide_type_code_t>(e.code);
-    b.type.bits = e.bits;
-    b.type.lanes = 1;
-    b.dimensions = e.rank;
-    b.dim = s.dims[t].data();
-    int64_t stride = 1;
-    for (int d = 0; d < e.rank; ++d) {  // Halide's dim 0 is the innermost (last) one
-      const int64_t extent = e.shape[e.rank - 1 - d];
-      b.dim[d] = halide_dimension_t(0, static_cast<int32_t>(extent), static_cast<int32_t>(stride));
-      stride *= extent;
-    }
-    void* p = s.arena->at(s.offset[t], e.bytes);
-    s.high_water = std::max(s.high_water, s.arena->high_water());
-    g_halide_error.clear();
-    halide_set_error_handler(record_error);
-    if (int err = halide_cuda_wrap_device_ptr(nullptr, &b, reinterpret_cast<uint64_t>(p)))
-      fail("plan '", plan, "': Halide could not wrap tensor '", e.name, "' (", e.bytes, " bytes, error ", err,
-           "): ", g_halide_error);
-  }
-
-  // GEMM shapes, validated now rather than in the first step.
+  // GEMM shapes, validated now rather than in the first step (and before
+  // anything is wrapped, which only the destructor undoes).
   s.shapes.resize(spec.num_steps);
   for (int k = 0; k < spec.num_steps; ++k) {
     const PlanStep& step = spec.steps[k];
@@ -246,12 +221,42 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
     if (g.bias >= 0) check_span(g.bias, static_cast<size_t>(sh.n) * (sh.dtype == DType::f32 ? 4 : 2), "bias");
   }
 
-  for (int o = spec.num_inputs; o < spec.num_inputs + spec.num_outputs; ++o) {
-      const std::string name = spec.tensors[o].name;
-      if (name.rfind("new.", 0) != 0) continue;
-      const int i = find(name.substr(4));
-      if (i >= 0 && i < spec.num_inputs && spec.tensors[i].bytes == spec.tensors[o].bytes) s.feedback.emplace_back(i, o);
+  // Every tensor as a Halide buffer on its device address.
+  s.buffers.assign(spec.num_tensors, halide_buffer_t{});
+  s.dims.resize(spec.num_tensors);
+  for (int t = 0; t < spec.num_tensors; ++t) {
+    const PlanTensor& e = spec.tensors[t];
+    halide_buffer_t& b = s.buffers[t];
+    s.dims[t].resize(std::max(e.rank, 1));
+    b.type.code = static_cast<halide_type_code_t>(e.code);
+    b.type.bits = e.bits;
+    b.type.lanes = 1;
+    b.dimensions = e.rank;
+    b.dim = s.dims[t].data();
+    int64_t stride = 1;
+    for (int d = 0; d < e.rank; ++d) {  // Halide's dim 0 is the innermost (last) one
+      const int64_t extent = e.shape[e.rank - 1 - d];
+      b.dim[d] = halide_dimension_t(0, static_cast<int32_t>(extent), static_cast<int32_t>(stride));
+      stride *= extent;
     }
+    void* p = s.arena->at(s.offset[t], e.bytes);
+    s.high_water = std::max(s.high_water, s.arena->high_water());
+    g_halide_error.clear();
+    halide_set_error_handler(record_error);
+    if (int err = halide_cuda_wrap_device_ptr(nullptr, &b, reinterpret_cast<uint64_t>(p))) {
+      for (int u = 0; u < t; ++u) halide_cuda_detach_device_ptr(nullptr, &s.buffers[u]);
+      fail("plan '", plan, "': Halide could not wrap tensor '", e.name, "' (", e.bytes, " bytes, error ", err,
+           "): ", g_halide_error);
+    }
+  }
+
+  // Outputs "new.X" that can feed input "X" (Options::feed_back).
+  for (int o = spec.num_inputs; o < spec.num_inputs + spec.num_outputs; ++o) {
+    const std::string name = spec.tensors[o].name;
+    if (name.rfind("new.", 0) != 0) continue;
+    const int i = find(name.substr(4));
+    if (i >= 0 && i < spec.num_inputs && spec.tensors[i].bytes == spec.tensors[o].bytes) s.feedback.emplace_back(i, o);
+  }
   std::lock_guard<std::mutex> lock(scratch().mutex);
   ++scratch().executors;
   s.counted = true;

@@ -8,7 +8,8 @@
 // equal batch dimensions, or one operand of rank 2 (its stride is 0: shared
 // by every batch); a batched left operand times a matrix is folded into the
 // rows. A linear's input may be transposed only when it has rank 2.
-// partition() makes such kernels likely on GPU targets by materializing the other operands of matrix products (partition.h).
+// partition() makes such kernels likely on GPU targets by materializing the
+// other operands of matrix products (partition.h).
 //
 // This decides nothing about speed (every matching kernel goes to the
 // library) and runs nothing: runtime/cuda's PlanExecutor does.
@@ -41,9 +42,9 @@ std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel);
 
 // On a GPU target, the node partition() materializes for operand `id` of a
 // matrix product so that the product can be a library GEMM: -1 when the
-// operand is already a kernel input or a view of one (a reshape, then
-// optionally a permute that swaps the last two dimensions), else
-// the node under those views. `root` marks the materialized nodes.
+// operand is already a kernel input or a view of one (a permute that swaps
+// the last two dimensions, of a reshape, of an input or materialized node),
+// else the node under those views. `root` marks the materialized nodes.
 int gemm_operand_to_materialize(const Graph& g, int id, const std::vector<bool>& root);
 
 }  // namespace tessera
