@@ -364,6 +364,9 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << "  // This object's variant.\n  const char* target() const;\n"
     << "  // The compute capability of GPU 0 (e.g. 90), or 0 without a GPU or driver.\n"
     << "  static int gpu_capability();\n"
+    << "  // Whether GPU variants can run here: a GPU is present and the library was\n"
+    << "  // built with the CUDA toolkit (which their executor needs).\n"
+    << "  static bool gpu_variants_run();\n"
     << "  static constexpr size_t kArenaBytes = " << plan.peak << ";\n\n"
     << "  // GPU variants run on a tessera::cuda::PlanExecutor: every tensor at a fixed\n"
     << "  // device address in one arena, Halide CUDA kernels and cuBLASLt GEMMs on one\n"
@@ -597,6 +600,8 @@ int )" << name << R"(::gpu_capability() {
   static const int cc = tessera_aot::gpu_capability();
   return cc;
 }
+
+bool )" << name << R"(::gpu_variants_run() { return TESSERA_AOT_CUDA && gpu_capability() > 0; }
 
 const TensorSpec* )" << name << R"(::inputs() {
   static const TensorSpec* specs = [] {
