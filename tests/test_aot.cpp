@@ -14,6 +14,7 @@
 #include "aot_gpt_step.h"
 #include "aot_mlp_step.h"
 #include "aot_op_zoo.h"
+#include "aot_qlora_step.h"
 
 using namespace tessera;
 
@@ -69,6 +70,14 @@ TEST(Aot, GptTrainingStepEqualsJit) {
   expect_aot_equals_jit<tessera_aot::aot_gpt_step>(
       registered_model("gpt_train_step", {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"},
                                           {"n_head", "2"}, {"n_embd", "8"}, {"batch", "3"}}),
+      1e-4);
+}
+
+TEST(Aot, QloraStepEqualsJit) {
+  expect_aot_equals_jit<tessera_aot::aot_qlora_step>(
+      registered_model("gpt_qlora_train_step", {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"},
+                                                {"n_head", "2"}, {"n_embd", "8"}, {"batch", "3"}, {"r", "4"},
+                                                {"double_quant", "true"}}),
       1e-4);
 }
 

@@ -16,6 +16,7 @@
 #include "aot_gpt_step.h"
 #include "aot_mlp_step.h"
 #include "aot_op_zoo.h"
+#include "aot_qlora_step.h"
 
 namespace {
 
@@ -178,6 +179,8 @@ TEST(AotGpu, GptTrainingStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::ao
 // kernels, cuBLASLt products, decomposed attention, quantized linears.
 TEST(AotGpu, EveryOpMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_op_zoo>(2e-4); }
 TEST(AotGpu, MlpLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_mlp_step>(30, 1e-3); }
+TEST(AotGpu, QloraStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_qlora_step>(1e-3); }
+TEST(AotGpu, QloraLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_qlora_step>(30, 2e-3); }
 TEST(AotGpu, GptLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_gpt_step>(30, 2e-3); }
 
 }  // namespace

@@ -118,11 +118,14 @@ Graph op_zoo();
 // ---- Registered models (for generators) -----------------------------------------
 // "mlp" and "gpt" (forward graphs), "mlp_train_step" and "gpt_train_step"
 // (adamw(differentiate(model)): forward, backward and AdamW update in one
-// graph), and "op_zoo" (no parameters); sized by key=value parameters:
-// mlp: sizes=784,256,10 batch=64 activation=relu; gpt: vocab_size=96
+// graph), "gpt_qlora_train_step" (the GPT with its linears but the LM head
+// in NF4, LoRA adapters, gradients and AdamW for the adapters only), and
+// "op_zoo" (no parameters); sized by key=value parameters: mlp:
+// sizes=784,256,10 batch=64 activation=relu; gpt: vocab_size=96
 // block_size=64 n_layer=1 n_head=4 n_embd=64 batch=8; train steps also
 // beta1, beta2, eps, weight_decay, max_grad_norm (lr is the step's input
-// "optim.lr"). Throws Error for an
+// "optim.lr"); the QLoRA step also r=8 alpha=16 targets=c_attn (comma-
+// separated patterns, lora.h) double_quant=false, and weight_decay 0. Throws Error for an
 // unknown model or parameter, or a bad value.
 std::vector<std::string> registered_models();
 Graph registered_model(const std::string& name, const std::map<std::string, std::string>& params = {});

@@ -1,14 +1,17 @@
 // Named models for generators (see registered_model in models.h): the MLP
-// and GPT training steps (forward, backward, AdamW update in one graph) and
-// their forward graphs, sized by key=value parameters. Building graphs only;
+// and GPT training steps (forward, backward, AdamW update in one graph),
+// their forward graphs, the GPT's QLoRA fine-tuning step and the op zoo,
+// sized by key=value parameters. Building graphs only;
 // nothing here compiles or runs them.
 #include <set>
 #include <sstream>
 
 #include "tessera/autodiff.h"
 #include "tessera/error.h"
+#include "tessera/lora.h"
 #include "tessera/models.h"
 #include "tessera/optimizer.h"
+#include "tessera/quantize.h"
 
 namespace tessera {
 
@@ -93,8 +96,7 @@ GptConfig gpt_config(Params& p) {
   return c;
 }
 
-AdamWOptions adamw_options(Params& p) {
-  AdamWOptions o;
+AdamWOptions adamw_options(Params& p, AdamWOptions o = {}) {
   o.beta1 = p.real("beta1", o.beta1);
   o.beta2 = p.real("beta2", o.beta2);
   o.eps = p.real("eps", o.eps);
@@ -103,10 +105,33 @@ AdamWOptions adamw_options(Params& p) {
   return o;
 }
 
+// The QLoRA fine-tuning step: the GPT with every linear but the LM head in
+// NF4 (quantize.h), LoRA adapters on `targets` (lora.h, PEFT's init), the
+// gradient of the adapters only, and AdamW on them.
+Graph gpt_qlora_train_step(Params& p) {
+  const GptConfig c = gpt_config(p);
+  QuantizeOptions q;
+  const std::string dq = p.text("double_quant", "false");
+  if (dq != "true" && dq != "false") fail("model 'gpt_qlora_train_step': double_quant=", dq, " is not true or false");
+  q.double_quant = dq == "true";
+  LoraOptions lo;
+  lo.r = p.integer("r", 8);
+  lo.alpha = p.real("alpha", 16);
+  std::stringstream targets(p.text("targets", "c_attn"));  // comma-separated patterns
+  lo.target_modules.clear();
+  for (std::string t; std::getline(targets, t, ',');) lo.target_modules.push_back(t);
+  lo.base_ops = {"linear", "linear_nf4"};
+  const Graph forward = add_lora(quantize_graph(gpt(c), q), lo);
+  AdamWOptions o;
+  o.weight_decay = 0;
+  o = adamw_options(p, o);
+  return adamw(differentiate(forward, lora_autodiff_options(forward)), o);
+}
+
 }  // namespace
 
 std::vector<std::string> registered_models() {
-  return {"gpt", "gpt_train_step", "mlp", "mlp_train_step", "op_zoo"};
+  return {"gpt", "gpt_qlora_train_step", "gpt_train_step", "mlp", "mlp_train_step", "op_zoo"};
 }
 
 Graph registered_model(const std::string& name, const std::map<std::string, std::string>& params) {
@@ -122,6 +147,8 @@ Graph registered_model(const std::string& name, const std::map<std::string, std:
   } else if (name == "gpt_train_step") {
     GptConfig c = gpt_config(p);
     g = adamw(differentiate(gpt(c)), adamw_options(p));
+  } else if (name == "gpt_qlora_train_step") {
+    g = gpt_qlora_train_step(p);
   } else if (name == "op_zoo") {
     g = op_zoo();
   } else {
