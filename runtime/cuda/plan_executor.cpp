@@ -150,7 +150,6 @@ struct PlanExecutor::State {
   std::vector<std::vector<halide_dimension_t>> dims;
   std::vector<GemmShape> shapes;                     // per step (GEMM steps)
   std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
-  size_t high_water = 0;
   bool counted = false;  // among scratch().executors
 
   explicit State(int device) : stream(device) {}
@@ -240,7 +239,6 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       stride *= extent;
     }
     void* p = s.arena->at(s.offset[t], e.bytes);
-    s.high_water = std::max(s.high_water, s.arena->high_water());
     g_halide_error.clear();
     halide_set_error_handler(record_error);
     if (int err = halide_cuda_wrap_device_ptr(nullptr, &b, reinterpret_cast<uint64_t>(p))) {
@@ -312,8 +310,6 @@ void PlanExecutor::download(int t, void* host) {
                          std::to_string(e.bytes) + " bytes)");
 }
 
-void PlanExecutor::queue_step() { queue_steps(nullptr); }
-
 void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
   State& s = *s_;
   const PlanSpec& spec = *s.spec;
@@ -376,7 +372,7 @@ void PlanExecutor::run() {
   // Feeding state back or TF32 changes the captured work: a graph of its own.
   s.graphs->run(std::string(s.spec->name) + (s.options.feed_back ? " +feed_back" : "") +
                     (s.options.allow_tf32 ? " +tf32" : ""),
-                [this](cudaStream_t) { queue_step(); });
+                [this](cudaStream_t) { queue_steps(nullptr); });
 }
 
 void PlanExecutor::synchronize() { s_->stream.synchronize(std::string("plan '") + s_->spec->name + "'"); }
@@ -391,7 +387,7 @@ void PlanExecutor::set_allow_tf32(bool enabled) {
 }
 const DeviceStream& PlanExecutor::stream() const { return s_->stream; }
 size_t PlanExecutor::arena_bytes() const { return s_->arena->size(); }
-size_t PlanExecutor::high_water() const { return s_->high_water; }
+size_t PlanExecutor::high_water() const { return s_->arena->high_water(); }
 const PlanSpec& PlanExecutor::spec() const { return *s_->spec; }
 
 std::vector<PlanExecutor::StepProfile> PlanExecutor::profile(int reps) {

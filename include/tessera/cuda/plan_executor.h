@@ -151,7 +151,6 @@ class PlanExecutor {
   struct State;
   std::unique_ptr<State> s_;
   void use_this_stream();  // current device, Halide's hooks on this executor
-  void queue_step();
   // Queues the steps; after_step(k), when given, runs after queuing step k.
   void queue_steps(const std::function<void(int)>& after_step);
 };
