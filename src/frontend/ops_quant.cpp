@@ -9,11 +9,13 @@
 // accumulator over the row-major output vars (pure init 0, one update over
 // an RDom), stages[1] the dequantized weight deq(n, k) (row-major [N, K];
 // for linear_int8 without the scale, which the output applies), and, with
-// NF4 double quantization, a stage named "<node>_absmax": the f32 absmax per
-// block; linear_nf4_grad_input with an even K reads deq through a stage
-// "<node>_pairs" (nf4_pairs below). linear_nf4
-// with an even K reduces over byte pairs (RDom j < K/2, elements 2j and
-// 2j+1), so that the packed weight is read densely; with an odd K, over k.
+// NF4 double quantization, stages named "<node>_codes" (the absmax codes as
+// i32; dequantize_nf4 has it too) and "<node>_absmax" (the f32 absmax per
+// block); linear_nf4_grad_input
+// with an even K reads deq through a stage "<node>_pairs" (nf4_pairs below).
+// linear_nf4 with an even K reduces over byte pairs (RDom j < K/2, elements
+// 2j and 2j+1), so that the packed weight is read densely; with an odd K,
+// over k.
 // This file does not schedule, quantize (src/transforms/quantize_weights.cpp)
 // or differentiate (src/transforms/vjp_quant.cpp).
 #include "halide_util.h"
@@ -153,6 +155,7 @@ struct NF4Funcs {
   Func absmax;           // over blocks (row-major [nblocks])
   Func deq;              // row-major [N, K]
   bool staged = false;   // absmax is a stage of its own
+  Func codes;            // with double quantization: the absmax codes as i32, a stage
 };
 
 NF4Funcs nf4_funcs(const DefineContext& c, size_t first, int64_t K, bool stage_absmax) {
@@ -161,7 +164,12 @@ NF4Funcs nf4_funcs(const DefineContext& c, size_t first, int64_t K, bool stage_a
   const bool nested = c.input_types[first + 1].dtype == DType::u8;
   Halide::Var b("b");
   if (nested) {
-    Expr code = Halide::cast<int>(at(c.inputs[first + 1], {b}));
+    // The codes go through a Func of their own: Halide bounds a lookup
+    // through a Func by the Func's value range (0..255), but a lookup
+    // straight from an input of one block by that byte's value, read on the
+    // host (a null host pointer on the GPU).
+    r.codes = make_func(name + "_codes", {b}, Halide::cast<int>(at(c.inputs[first + 1], {b})));
+    Expr code = at(r.codes, {b});
     Expr value = at(c.inputs[first + 3], {code}) * at(c.inputs[first + 2], {b / static_cast<int>(kNestedBlockSize)}) +
                  at(c.inputs[first + 4], {});
     r.absmax = make_func(name + "_absmax", {b}, value);
@@ -195,7 +203,9 @@ Definition dequantize_nf4_define(const DefineContext& c) {
   const int64_t K = attr_int(c.node.attrs, "in_features", c.node.op);
   NF4Funcs q = nf4_funcs(c, 0, K, false);
   auto v = make_vars(2);
-  return Definition{make_func(c.node.name, v, at(q.deq, {v[0], v[1]})), {}};
+  Definition d{make_func(c.node.name, v, at(q.deq, {v[0], v[1]})), {}};
+  if (q.codes.defined()) d.stages.push_back(q.codes);
+  return d;
 }
 
 // linear_int8 / linear_nf4: out[..., n] = sum_k x[..., k] deq(n, k) (* scale) (+ bias).
@@ -235,7 +245,7 @@ Definition linear_q_define(const DefineContext& c, bool nf4) {
   if (!nf4) r = r * at(c.inputs[2], {n});
   if (c.inputs.size() > bias) r = r + at(c.inputs[bias], {n});
   Definition d{make_func(c.node.name, v, r), {acc, deq}};
-  if (q.staged) d.stages.push_back(q.absmax);
+  if (q.staged) d.stages.insert(d.stages.end(), {q.codes, q.absmax});
   return d;
 }
 
@@ -278,7 +288,7 @@ Definition grad_input_define(const DefineContext& c, bool nf4) {
   define_pure(acc, v, Expr(0.0f));
   ref(acc, idx) += at(c.inputs[0], gi) * at(deq, {r, k});
   Definition d{make_func(c.node.name, v, at(acc, idx)), {acc, deq}};
-  if (q.staged) d.stages.push_back(q.absmax);
+  if (q.staged) d.stages.insert(d.stages.end(), {q.codes, q.absmax});
   if (pairs.defined()) d.stages.push_back(pairs);
   return d;
 }

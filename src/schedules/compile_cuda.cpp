@@ -9,6 +9,7 @@
 #include <iomanip>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "cuda_common.h"
@@ -66,6 +67,25 @@ class HostLoops : public Halide::Internal::IRVisitor {
     ++count;
     IRVisitor::visit(op);
   }
+};
+
+// Reads of an argument buffer's elements in a module's host code (its GPU
+// code is PTX by now). The PlanExecutor gives kernels device pointers with
+// no host memory, so such a read would dereference null: Halide makes one
+// where bounds depend on data, e.g. a table lookup whose index is read from
+// a one-element region of an input.
+class HostReads : public Halide::Internal::IRVisitor {
+ public:
+  explicit HostReads(std::set<std::string> buffers) : buffers_(std::move(buffers)) {}
+  std::set<std::string> found;
+  using IRVisitor::visit;
+  void visit(const Halide::Internal::Load* op) override {
+    if (buffers_.count(op->name)) found.insert(op->name);
+    IRVisitor::visit(op);
+  }
+
+ private:
+  std::set<std::string> buffers_;
 };
 
 // The GPU kernel launches in a module's host code:
@@ -235,6 +255,14 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
         for (size_t i = 0; i < L.outputs.size(); ++i)
           shapes["Output buffer " + L.outputs[i].name()] = k.graph.node(L.output_nodes[i]).type.shape;
         check_buffer_regions(module, shapes, context, arch.name);
+        std::set<std::string> buffers;
+        for (const Halide::ImageParam& p : L.args) buffers.insert(p.name());
+        for (const Halide::Func& out : L.outputs) buffers.insert(out.name());
+        HostReads reads(buffers);
+        for (const Halide::Internal::LoweredFunc& f : module.functions()) f.body.accept(&reads);
+        for (const std::string& b : reads.found)
+          fail("compile_cuda: the ", arch.name, " schedule of ", context, " reads elements of ", b,
+               " in host code, where a GPU plan's buffers have no host memory (a bound that depends on data?)");
         if (const char* dir = std::getenv("TESSERA_CUDA_STMT"))
           pipeline.compile_to_lowered_stmt(std::string(dir) + "/" + graph.name + "_" + std::to_string(index) + "_" +
                                                arch.name + ".stmt",

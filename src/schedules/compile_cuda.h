@@ -14,8 +14,9 @@
 // reads, and of each output that it writes, must lie within the tensor's
 // shape; each launch must stay within CUDA's limits (1024 threads per
 // block, 65535 blocks along y and z) and the architecture's shared memory
-// per block. Failures, Halide's included, are tessera::Error naming the
-// kernel's node, op and graph.
+// per block; the host code must not read any tensor's elements (a GPU
+// plan's buffers have no host memory). Failures, Halide's included, are
+// tessera::Error naming the kernel's node, op and graph.
 //
 // With the environment variable TESSERA_CUDA_STMT=<dir>, each compiled
 // kernel's lowered Halide statement (host code, GPU loops and PTX) is also

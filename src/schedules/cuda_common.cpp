@@ -673,10 +673,11 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
                 node.op == "linear_nf4_grad_input") && stages.size() >= 2) {
       // Weight-only quantized products: one thread per output element, its
       // reduction serial in registers, the packed weight dequantized inline
-      // (never materialized); a double-quantized absmax first, at root.
+      // (never materialized); a double-quantized absmax (and its codes) first, at root.
       std::string pre;
       for (Func s : stages)
-        if (short_name(s) == "absmax") pre = "; absmax: " + stage_on_gpu(s, {}, a).how;
+        if (short_name(s) == "codes" || short_name(s) == "absmax")
+          pre += "; " + short_name(s) + ": " + stage_on_gpu(s, {}, a).how;
       Tiled t = root_on_gpu(f, ext, a);
       Func acc = stages[0];
       acc.compute_at(f, t.inner);
