@@ -200,8 +200,12 @@ Definition cross_entropy_define(const DefineContext& c) {
   Expr valid = tgt != Halide::Expr(ignore);
   Expr cls = Halide::cast(Halide::Int(32), Halide::clamp(tgt, Expr(int64_t{0}), Expr(int64_t{classes - 1})));
   Expr row_loss = at(mx, {rn}) + Halide::log(at(se, {rn})) - logit(rn, cls);
-  Func total = reduce_stage(name + "_total", {}, konst(ct, 0.0),
-                            [&](Expr cur) { return cur + Halide::select(valid, row_loss, konst(ct, 0.0)); });
+  // Ignored rows are multiplied by 0, not selected away: behind a select,
+  // Halide would compute the row stages only where the row is valid, and with
+  // one row that test reads the target on the host (no host memory on the GPU).
+  Func total = reduce_stage(name + "_total", {}, konst(ct, 0.0), [&](Expr cur) {
+    return cur + Halide::select(valid, konst(ct, 1.0), konst(ct, 0.0)) * row_loss;
+  });
   Func count = reduce_stage(name + "_count", {}, konst(ct, 0.0),
                             [&](Expr cur) { return cur + Halide::select(valid, konst(ct, 1.0), konst(ct, 0.0)); });
   Expr cnt = at(count, {});

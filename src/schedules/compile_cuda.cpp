@@ -249,6 +249,10 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
         std::vector<Halide::Argument> args(L.args.begin(), L.args.end());
         Halide::Pipeline pipeline(L.outputs);
         Halide::Module module = pipeline.compile_to_module(args, "tessera_kernel" + std::to_string(index), ht);
+        if (const char* dir = std::getenv("TESSERA_CUDA_STMT"))
+          pipeline.compile_to_lowered_stmt(std::string(dir) + "/" + graph.name + "_" + std::to_string(index) + "_" +
+                                               arch.name + ".stmt",
+                                           args, Halide::StmtOutputFormat::Text, ht);
         std::map<std::string, Shape> shapes;
         for (size_t i = 0; i < L.args.size(); ++i)
           shapes["Input buffer " + L.args[i].name()] = k.graph.node(L.arg_nodes[i]).type.shape;
@@ -263,10 +267,6 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
         for (const std::string& b : reads.found)
           fail("compile_cuda: the ", arch.name, " schedule of ", context, " reads elements of ", b,
                " in host code, where a GPU plan's buffers have no host memory (a bound that depends on data?)");
-        if (const char* dir = std::getenv("TESSERA_CUDA_STMT"))
-          pipeline.compile_to_lowered_stmt(std::string(dir) + "/" + graph.name + "_" + std::to_string(index) + "_" +
-                                               arch.name + ".stmt",
-                                           args, Halide::StmtOutputFormat::Text, ht);
         const std::string ptx = ptx_of(module);
         info.gpu_kernels = count_entries(ptx);
         Launches launches;
