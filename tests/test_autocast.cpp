@@ -341,7 +341,7 @@ TEST(Autocast, GradientsCloseToF32) {
 
 TEST(PrecisionPolicy, DefaultTablePrints) {
   EXPECT_EQ(to_string(default_precision_policy()),
-            lines({"low: attention linear matmul",
+            lines({"low: attention attention_grad linear matmul",
                    "f32: cross_entropy embedding_grad exp layer_norm log log_softmax mean pow rms_norm rsqrt "
                    "softmax sum",
                    "follow: (every other op)", "keep: define define_grad"}));

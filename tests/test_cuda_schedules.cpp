@@ -298,6 +298,10 @@ const std::map<std::string, Body>& op_cases() {
       out(g, attention(in(g, {2, 7, 16}), in(g, {2, 7, 16}), in(g, {2, 7, 16})));
       out(g, attention(in(g, {1, 2, 33, 8}), in(g, {1, 2, 33, 8}), in(g, {1, 2, 33, 5}), false, 0.5));
     };
+    m["attention_grad"] = [](GraphBuilder& g) {
+      Tensor q = in(g, {2, 7, 16}), k = in(g, {2, 7, 16}), v = in(g, {2, 7, 16}), gr = in(g, {2, 7, 16});
+      for (int wrt = 0; wrt < 3; ++wrt) out(g, attention_grad(q, k, v, attention(q, k, v), gr, wrt));
+    };
     m["define"] = [](GraphBuilder& g) {
       Tensor h = in(g, {13, 17}), a = in(g, {7, 13}), b = in(g, {13, 17});
       out(g, g.define("swish", {13, 17}, [&](Var i, Var j) {

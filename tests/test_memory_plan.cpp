@@ -75,7 +75,10 @@ TEST(MemoryPlan, GptTrainingStepReusesBuffers) {
   Graph step = adamw(differentiate(gpt(c)), AdamWOptions{});
   check_graph(step, 1e-4);
   MemoryPlan plan = plan_memory(step, partition(step));
-  EXPECT_LT(plan.peak, plan.total / 2) << plan.text(step);  // most intermediates die young
+  // Most intermediates die young: reuse saves at least 40% (the attention
+  // gradient recomputes its probabilities inside one kernel, so the short-lived
+  // score matrices that used to make the saving larger are gone).
+  EXPECT_LT(plan.peak, plan.total * 6 / 10) << plan.text(step);
 }
 
 TEST(MemoryPlan, ScalarChainIsComputedInPlace) {

@@ -720,6 +720,35 @@ void attention_cases(Rng& rng) {
   }
 }
 
+// attention_grad at awkward sizes, given the true output (its `out` input).
+void attention_grad_cases(Rng& rng) {
+  struct A {
+    Shape s;     // q and k
+    int64_t dv;  // v's last dim (0: the same as q's)
+    bool causal;
+    double scale;
+  };
+  const std::vector<A> all = {{{7, 5}, 0, true, 0.0},       {{2, 3, 13, 8}, 0, false, 0.3}, {{1, 1}, 0, true, 0.0},
+                              {{2, 9, 6}, 11, true, 0.0},   {{1, 33, 16}, 0, true, 1.5}};
+  for (DType t : kFloats) {
+    Check c(name_of("attention_grad", t), rng);
+    for (size_t k = 0; k < all.size(); ++k) {
+      if (!runs_case(t, k, {0, 3})) continue;
+      const A& a = all[k];
+      const int64_t T = a.s[a.s.size() - 2], D = a.s.back();
+      Shape vs = a.s;
+      if (a.dv) vs.back() = a.dv;
+      Tensor q = c.in(a.s, t), kk = c.in(a.s, t), v = c.in(vs, t), g = c.in(vs, t);
+      Tensor o = attention(q, kk, v, a.causal, a.scale);
+      for (int wrt = 0; wrt < 3; ++wrt)
+        c.out(attention_grad(q, kk, v, o, g, wrt, a.causal, a.scale), tol(t, static_cast<double>(2 * T + D)),
+              "wrt " + std::to_string(wrt) + " q, k " + to_string(a.s) + " v " + to_string(vs) +
+                  (a.causal ? " causal" : " not causal") + " scale " + std::to_string(a.scale));
+    }
+    c.run();
+  }
+}
+
 // ---- user-defined ops -----------------------------------------------------------------
 
 void define_cases(Rng& rng) {
@@ -1046,6 +1075,7 @@ const std::map<std::string, CaseFn>& cases() {
     m["cross_entropy"] = cross_entropy_cases;
     m["dropout"] = dropout_cases;
     m["attention"] = attention_cases;
+    m["attention_grad"] = attention_grad_cases;
     m["define"] = define_cases;
     m["define_grad"] = define_grad_cases;
     for (const char* op : {"dequantize_int8", "dequantize_nf4", "linear_int8", "linear_nf4", "linear_int8_grad_input",

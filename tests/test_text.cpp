@@ -296,6 +296,7 @@ std::vector<Graph> library_graphs() {
     Tensor v = b.input("v", {2, 4, 6, 8});
     b.output("att", attention(q, k, v));
     b.output("att2", attention(q, k, v, false, 0.125));
+    b.output("attg", attention_grad(q, k, v, v, k, 1, false, 0.125));
     gs.push_back(b.build());
   }
   {

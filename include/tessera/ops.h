@@ -133,5 +133,12 @@ Tensor embedding_grad(Tensor indices, Tensor grad, int64_t num_embeddings);
 // gelu_grad{approximate}(x, grad) -> grad * gelu'(x) (same types; the
 // gradient of gelu with the same `approximate` form).
 Tensor gelu_grad(Tensor x, Tensor grad, const std::string& approximate = "none");
+// attention_grad{wrt, causal, scale}(q, k, v, out, grad) -> the gradient of
+// attention(q, k, v, causal, scale) with respect to q (wrt 0), k (1) or v (2),
+// given its output `out` and the cotangent `grad` of that output. It
+// recomputes the probabilities (never stored); on CUDA the three gradients
+// of one attention run as one fused kernel.
+Tensor attention_grad(Tensor q, Tensor k, Tensor v, Tensor out, Tensor grad, int wrt, bool causal = true,
+                      double scale = 0.0);
 
 }  // namespace tessera

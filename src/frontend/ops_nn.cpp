@@ -1,11 +1,13 @@
 // Neural-network ops: embedding, softmax, log_softmax, layer_norm, rms_norm,
-// cross_entropy, dropout, attention.
+// cross_entropy, dropout, attention and attention_grad (attention's
+// gradient, which recomputes the probabilities as the forward does).
 //
 // Each reduction inside an op (a row max, a row sum, ...) is its own stage
 // Func, listed in Definition::stages so that a schedule can place it; the
 // output Func reads them. Float math on f16/bf16 runs in f32 and is rounded
 // back once at the end. Softmax-like ops subtract the row max first.
 #include <cmath>
+#include <functional>
 
 #include "halide_util.h"
 #include "op_registry.h"
@@ -279,64 +281,167 @@ TensorType attention_infer(const std::vector<TensorType>& in, const Attrs& a) {
   return TensorType{q.dtype, out};
 }
 
-Definition attention_define(const DefineContext& c) {
+// The softmax rows of attention as stages: scores[b.., i, j] = q_i . k_j,
+// the row max of the scaled (masked) scores, probs = exp(scaled - max)
+// (0 where masked, not yet normalized) and their row sum. Shared by the
+// forward and its gradient, which recomputes them.
+struct AttentionRows {
+  Halide::Type ct;                 // compute type
+  double scale = 1;
+  std::vector<Var> row;            // [batch..., i]: the row stages' vars
+  Var j{"j"};
+  Func scores, mx, probs, se;
+  // An input (0 q, 1 k, 2 v, 3 out, 4 grad) at (batch of `batch`, a, b), in ct.
+  std::function<Expr(int, const std::vector<Expr>&, const Expr&, const Expr&)> read;
+  // The normalized probability at (batch, i, jj).
+  Expr prob(std::vector<Expr> batch, const Expr& i, const Expr& jj) const {
+    std::vector<Expr> r = batch;
+    r.push_back(i);
+    batch.push_back(i);
+    batch.push_back(jj);
+    return at(probs, batch) / at(se, r);
+  }
+};
+
+AttentionRows attention_rows(const DefineContext& c) {
   const Shape& qs = c.input_types[0].shape;
   const int rank = static_cast<int>(qs.size());
   const int64_t seq = qs[rank - 2], dim = qs[rank - 1];
-  const bool causal = attr_bool(c.node.attrs, "causal", "attention");
-  double scale = attr_float(c.node.attrs, "scale", "attention");
-  if (scale <= 0.0) scale = 1.0 / std::sqrt(static_cast<double>(dim));
-  DType t = c.node.type.dtype;
-  Halide::Type ct = compute_type(t);
+  const bool causal = attr_bool(c.node.attrs, "causal", c.node.op);
+  AttentionRows a;
+  a.scale = attr_float(c.node.attrs, "scale", c.node.op);
+  if (a.scale <= 0.0) a.scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  a.ct = compute_type(c.input_types[0].dtype);
   const std::string& name = c.node.name;
-
-  // Vars: [batch..., i, j] for scores, [batch..., i] for row stats, [batch..., i, e] for the output.
-  auto v = make_vars(rank);  // [batch..., i, e]
-  std::vector<Expr> idx = as_exprs(v);
-  std::vector<Var> rowv(v.begin(), v.end() - 1);  // [batch..., i]
-  std::vector<Expr> row = as_exprs(rowv);
-  Var j("j");
-  std::vector<Var> sv = rowv;
-  sv.push_back(j);  // [batch..., i, j]
-  std::vector<Expr> batch(idx.begin(), idx.end() - 2);
-  Expr i = idx[rank - 2];
-  auto read = [&](int input, const Expr& a, const Expr& b) {
+  const Halide::Type ct = a.ct;
+  a.read = [&c, ct](int input, const std::vector<Expr>& batch, const Expr& x, const Expr& y) {
     std::vector<Expr> ix = batch;
-    ix.push_back(a);
-    ix.push_back(b);
+    ix.push_back(x);
+    ix.push_back(y);
     return Halide::cast(ct, at(c.inputs[input], ix));
   };
+  a.row = make_vars(rank - 1);  // [batch..., i]
+  std::vector<Expr> row = as_exprs(a.row);
+  std::vector<Expr> batch(row.begin(), row.end() - 1);
+  Expr i = row.back();
+  std::vector<Var> sv = a.row;
+  sv.push_back(a.j);  // [batch..., i, j]
 
-  // scores[b, i, j] = sum_d q[b, i, d] k[b, j, d]
   Halide::RDom rd(0, static_cast<int>(dim), name + "_rd");
-  Func scores = reduce_stage(name + "_scores", sv, konst(ct, 0.0),
-                             [&](Expr cur) { return cur + read(0, i, rd) * read(1, j, rd); });
+  auto read = a.read;
+  Var j = a.j;
+  a.scores = reduce_stage(name + "_scores", sv, konst(ct, 0.0),
+                          [&](Expr cur) { return cur + read(0, batch, i, rd) * read(1, batch, j, rd); });
   auto logit = [&](const Expr& jj) {
     std::vector<Expr> ix = row;
     ix.push_back(jj);
-    return at(scores, ix) * konst(ct, scale);
+    return at(a.scores, ix) * konst(ct, a.scale);
   };
   auto masked = [&](const Expr& jj, const Expr& val, const Expr& off) {
     return causal ? Halide::select(jj <= i, val, off) : val;
   };
   Halide::RDom rm(0, static_cast<int>(seq), name + "_rmax");
-  Func mx = reduce_stage(name + "_max", rowv, ct.min(),
-                         [&](Expr cur) { return Halide::max(cur, masked(rm, logit(rm), ct.min())); });
+  a.mx = reduce_stage(name + "_max", a.row, ct.min(),
+                      [&](Expr cur) { return Halide::max(cur, masked(rm, logit(rm), ct.min())); });
   // probs[b, i, j] = exp(logit - max), 0 where masked (not yet normalized).
-  Func probs(name + "_probs");
-  define_pure(probs, sv, masked(j, Halide::exp(logit(j) - at(mx, row)), konst(ct, 0.0)));
-  auto prob = [&](const Expr& jj) {
-    std::vector<Expr> ix = row;
-    ix.push_back(jj);
-    return at(probs, ix);
-  };
+  a.probs = Func(name + "_probs");
+  define_pure(a.probs, sv, masked(j, Halide::exp(logit(j) - at(a.mx, row)), konst(ct, 0.0)));
   Halide::RDom rs(0, static_cast<int>(seq), name + "_rsum");
-  Func se = reduce_stage(name + "_sum", rowv, konst(ct, 0.0), [&](Expr cur) { return cur + prob(rs); });
-  Halide::RDom ra(0, static_cast<int>(seq), name + "_racc");
-  Func acc = reduce_stage(name + "_acc", v, konst(ct, 0.0),
-                          [&](Expr cur) { return cur + prob(ra) * read(2, ra, idx[rank - 1]); });
-  Expr r = at(acc, idx) / at(se, row);
-  return Definition{make_func(name, v, Halide::cast(halide_type(t), r)), {scores, mx, probs, se, acc}};
+  a.se = reduce_stage(name + "_sum", a.row, konst(ct, 0.0), [&](Expr cur) {
+    std::vector<Expr> ix = row;
+    ix.push_back(rs);
+    return cur + at(a.probs, ix);
+  });
+  return a;
+}
+
+Definition attention_define(const DefineContext& c) {
+  const Shape& qs = c.input_types[0].shape;
+  const int rank = static_cast<int>(qs.size());
+  const int64_t seq = qs[rank - 2];
+  AttentionRows a = attention_rows(c);
+  auto v = make_vars(rank);  // [batch..., i, e]
+  std::vector<Expr> idx = as_exprs(v);
+  std::vector<Expr> batch(idx.begin(), idx.end() - 2);
+  const Expr i = idx[rank - 2], e = idx[rank - 1];
+  Halide::RDom ra(0, static_cast<int>(seq), c.node.name + "_racc");
+  Func acc = reduce_stage(c.node.name + "_acc", v, konst(a.ct, 0.0), [&](Expr cur) {
+    std::vector<Expr> pi = batch;
+    pi.push_back(i);
+    pi.push_back(ra);
+    return cur + at(a.probs, pi) * a.read(2, batch, ra, e);
+  });
+  std::vector<Expr> row(idx.begin(), idx.end() - 1);
+  Expr r = at(acc, idx) / at(a.se, row);
+  return Definition{make_func(c.node.name, v, Halide::cast(halide_type(c.node.type.dtype), r)),
+                    {a.scores, a.mx, a.probs, a.se, acc}};
+}
+
+// ---- attention_grad ----------------------------------------------------------------
+
+TensorType attention_grad_infer(const std::vector<TensorType>& in, const Attrs& a) {
+  const int64_t wrt = attr_int(a, "wrt", "attention_grad");
+  if (wrt < 0 || wrt > 2) fail("wrt must be 0 (q), 1 (k) or 2 (v), got ", wrt);
+  const TensorType out = attention_infer({in[0], in[1], in[2]}, a);
+  for (int t : {3, 4})
+    if (in[t] != out)
+      fail(t == 3 ? "out" : "grad", " must be ", to_string(out), " (the attention of q, k, v), got ", to_string(in[t]));
+  return in[static_cast<size_t>(wrt)];
+}
+
+// With P the probabilities, G the cotangent and O the output:
+//   dv = P^T G;  dS = P * (G V^T - rowsum(G * O)) * scale;  dq = dS K;  dk = dS^T Q.
+// (rowsum(G * O) equals rowsum(P * G V^T), the softmax gradient's row term.)
+Definition attention_grad_define(const DefineContext& c) {
+  const Shape& qs = c.input_types[0].shape;
+  const int rank = static_cast<int>(qs.size());
+  const int64_t seq = qs[rank - 2], dv = c.input_types[2].shape.back();
+  const int64_t wrt = attr_int(c.node.attrs, "wrt", "attention_grad");
+  const std::string& name = c.node.name;
+  AttentionRows a = attention_rows(c);
+  const Halide::Type ct = a.ct;
+  auto v = make_vars(rank);  // [batch..., row, col] of the output
+  std::vector<Expr> idx = as_exprs(v);
+  std::vector<Expr> batch(idx.begin(), idx.end() - 2);
+  const Expr x = idx[rank - 2], y = idx[rank - 1];
+  Halide::RDom rt(0, static_cast<int>(seq), name + "_rt");
+  std::vector<Func> stages = {a.scores, a.mx, a.probs, a.se};
+  Func acc;
+  if (wrt == 2) {  // dv[b, j, e] = sum_i P[b, i, j] G[b, i, e]
+    acc = reduce_stage(name + "_acc", v, konst(ct, 0.0),
+                       [&](Expr cur) { return cur + a.prob(batch, rt, x) * a.read(4, batch, rt, y); });
+  } else {
+    std::vector<Expr> row = as_exprs(a.row);
+    std::vector<Expr> rb(row.begin(), row.end() - 1);
+    const Expr i = row.back();
+    std::vector<Var> sv = a.row;
+    sv.push_back(a.j);
+    Halide::RDom re(0, static_cast<int>(dv), name + "_re");
+    Func dp = reduce_stage(name + "_dp", sv, konst(ct, 0.0),
+                           [&](Expr cur) { return cur + a.read(4, rb, i, re) * a.read(2, rb, a.j, re); });
+    Halide::RDom ro(0, static_cast<int>(dv), name + "_ro");
+    Func rowdot = reduce_stage(name + "_rowdot", a.row, konst(ct, 0.0),
+                               [&](Expr cur) { return cur + a.read(4, rb, i, ro) * a.read(3, rb, i, ro); });
+    Func ds(name + "_ds");
+    std::vector<Expr> sidx = row;
+    sidx.push_back(a.j);
+    define_pure(ds, sv, a.prob(rb, i, a.j) * (at(dp, sidx) - at(rowdot, row)) * konst(ct, a.scale));
+    auto ds_at = [&](const Expr& ii, const Expr& jj) {
+      std::vector<Expr> ix = batch;
+      ix.push_back(ii);
+      ix.push_back(jj);
+      return at(ds, ix);
+    };
+    stages.insert(stages.end(), {dp, rowdot, ds});
+    if (wrt == 0)  // dq[b, i, d] = sum_j dS[b, i, j] K[b, j, d]
+      acc = reduce_stage(name + "_acc", v, konst(ct, 0.0),
+                         [&](Expr cur) { return cur + ds_at(x, rt) * a.read(1, batch, rt, y); });
+    else  // dk[b, j, d] = sum_i dS[b, i, j] Q[b, i, d]
+      acc = reduce_stage(name + "_acc", v, konst(ct, 0.0),
+                         [&](Expr cur) { return cur + ds_at(rt, x) * a.read(0, batch, rt, y); });
+  }
+  stages.push_back(acc);
+  return Definition{make_func(name, v, Halide::cast(halide_type(c.node.type.dtype), at(acc, idx))), stages};
 }
 
 const bool registered = [] {
@@ -405,6 +510,14 @@ const bool registered = [] {
   att.infer = attention_infer;
   att.define = attention_define;
   register_op(std::move(att));
+
+  OpDef attg;
+  attg.name = "attention_grad";
+  attg.kind = OpKind::contraction;
+  attg.min_inputs = attg.max_inputs = 5;
+  attg.infer = attention_grad_infer;
+  attg.define = attention_grad_define;
+  register_op(std::move(attg));
   return true;
 }();
 
@@ -453,6 +566,13 @@ Tensor attention(Tensor q, Tensor k, Tensor v, bool causal, double scale) {
   builder_of(k, "attention");
   builder_of(v, "attention");
   return builder_of(q, "attention")->add("attention", {q, k, v}, {{"causal", causal}, {"scale", scale}});
+}
+
+Tensor attention_grad(Tensor q, Tensor k, Tensor v, Tensor out, Tensor grad, int wrt, bool causal, double scale) {
+  for (const Tensor* t : {&k, &v, &out, &grad}) builder_of(*t, "attention_grad");
+  return builder_of(q, "attention_grad")
+      ->add("attention_grad", {q, k, v, out, grad},
+            {{"wrt", static_cast<int64_t>(wrt)}, {"causal", causal}, {"scale", scale}});
 }
 
 }  // namespace tessera

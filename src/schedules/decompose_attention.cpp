@@ -1,7 +1,9 @@
-// Attention as two products around a softmax (see decompose_attention.h).
+// Attention and its gradient as products around a softmax (see decompose_attention.h).
 #include "decompose_attention.h"
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "graph_rewrite.h"
 #include "op_registry.h"
@@ -37,42 +39,98 @@ std::vector<int64_t> swap_last_two(int64_t rank) {
   return dims;
 }
 
+int emit_permute_last_two(GraphRewriter& rw, int x) {
+  return emit_op(rw, "permute", {x}, {{"dims", swap_last_two(rw.result().nodes[x].type.rank())}});
+}
+
+struct Attention {
+  int q, k, v;  // in the rewrite
+  int64_t seq;
+  double scale;
+  bool causal;
+  DType dtype;
+};
+
+Attention attention_of(const GraphRewriter& rw, const Node& n) {
+  Attention a;
+  a.q = rw.mapped(n.inputs[0]);
+  a.k = rw.mapped(n.inputs[1]);
+  a.v = rw.mapped(n.inputs[2]);
+  const TensorType& qt = rw.result().nodes[a.q].type;
+  a.seq = qt.shape[qt.rank() - 2];
+  a.dtype = qt.dtype;
+  a.scale = attr_float(n.attrs, "scale", n.op);
+  if (a.scale <= 0.0) a.scale = 1.0 / std::sqrt(static_cast<double>(qt.shape.back()));
+  a.causal = attr_bool(n.attrs, "causal", n.op);
+  return a;
+}
+
+// P = softmax(where(mask, (q @ k^T) * scale, -inf)).
+int emit_probs(GraphRewriter& rw, const Attention& a) {
+  int s = emit_op(rw, "matmul", {a.q, emit_permute_last_two(rw, a.k)});
+  s = emit_op(rw, "mul", {s, emit_constant(rw, {a.scale}, {}, a.dtype)});
+  if (a.causal) {
+    std::vector<double> mask(static_cast<size_t>(a.seq * a.seq));
+    for (int64_t i = 0; i < a.seq; ++i)
+      for (int64_t j = 0; j < a.seq; ++j) mask[static_cast<size_t>(i * a.seq + j)] = j <= i ? 1.0 : 0.0;
+    // A finite "minus infinity" whose exp is exactly 0 (f16 overflows above 65504).
+    const double off = a.dtype == DType::f16 ? -65504.0 : -1e30;
+    s = emit_op(rw, "where", {emit_constant(rw, std::move(mask), {a.seq, a.seq}, DType::boolean), s,
+                              emit_constant(rw, {off}, {}, a.dtype)});
+  }
+  return emit_op(rw, "softmax", {s}, {{"axis", int64_t{-1}}});
+}
+
+// Emits `op` for node n under n's own name (so the result keeps it).
+void emit_as(GraphRewriter& rw, const Node& n, const std::string& op, std::vector<int> inputs) {
+  Node out;
+  out.op = op;
+  out.name = n.name;
+  out.inputs = std::move(inputs);
+  out.type = n.type;
+  rw.map(n.id, rw.emit(std::move(out)));
+}
+
 }  // namespace
 
-Graph decompose_attention(const Graph& g) {
-  bool any = false;
-  for (const Node& n : g.nodes) any = any || n.op == "attention";
-  if (!any) return g;
+Graph decompose_attention(const Graph& g, const std::function<bool(const Node&)>& keep) {
+  auto decomposed = [&](const Node& n) {
+    return (n.op == "attention" || n.op == "attention_grad") && !(keep && keep(n));
+  };
+  if (std::none_of(g.nodes.begin(), g.nodes.end(), decomposed)) return g;
   GraphRewriter rw(g);
+  // P and dS of the attention_grad nodes seen so far, by their inputs and attributes.
+  std::map<std::string, std::pair<int, int>> shared;
   for (const Node& n : g.nodes) {
-    if (n.op != "attention") {
+    if (!decomposed(n)) {
       rw.copy(n.id);
       continue;
     }
-    const int q = rw.mapped(n.inputs[0]), k = rw.mapped(n.inputs[1]), v = rw.mapped(n.inputs[2]);
-    const TensorType& qt = rw.result().nodes[q].type;
-    const int64_t rank = qt.rank(), seq = qt.shape[rank - 2], dim = qt.shape.back();
-    double scale = attr_float(n.attrs, "scale", "attention");
-    if (scale <= 0.0) scale = 1.0 / std::sqrt(static_cast<double>(dim));
-    const int kt = emit_op(rw, "permute", {k}, {{"dims", swap_last_two(rank)}});
-    int s = emit_op(rw, "matmul", {q, kt});
-    s = emit_op(rw, "mul", {s, emit_constant(rw, {scale}, {}, qt.dtype)});
-    if (attr_bool(n.attrs, "causal", "attention")) {
-      std::vector<double> mask(static_cast<size_t>(seq * seq));
-      for (int64_t i = 0; i < seq; ++i)
-        for (int64_t j = 0; j < seq; ++j) mask[static_cast<size_t>(i * seq + j)] = j <= i ? 1.0 : 0.0;
-      // As the gradient's recompute: a finite "minus infinity" whose exp is exactly 0.
-      const double off = qt.dtype == DType::f16 ? -65504.0 : -1e30;
-      s = emit_op(rw, "where", {emit_constant(rw, std::move(mask), {seq, seq}, DType::boolean), s,
-                                emit_constant(rw, {off}, {}, qt.dtype)});
+    const Attention a = attention_of(rw, n);
+    if (n.op == "attention") {
+      emit_as(rw, n, "matmul", {emit_probs(rw, a), a.v});
+      continue;
     }
-    const int p = emit_op(rw, "softmax", {s}, {{"axis", int64_t{-1}}});
-    Node out;
-    out.op = "matmul";
-    out.name = n.name;  // the attention's result keeps its name
-    out.inputs = {p, v};
-    out.type = n.type;
-    rw.map(n.id, rw.emit(std::move(out)));
+    const int out = rw.mapped(n.inputs[3]), grad = rw.mapped(n.inputs[4]);
+    std::string key;
+    for (int i : {a.q, a.k, a.v, out, grad}) key += std::to_string(i) + ",";
+    key += std::to_string(a.scale) + (a.causal ? "c" : "");
+    auto it = shared.find(key);
+    if (it == shared.end()) {
+      const int p = emit_probs(rw, a);
+      const int dp = emit_op(rw, "matmul", {grad, emit_permute_last_two(rw, a.v)});
+      const int rowdot = emit_op(rw, "sum", {emit_op(rw, "mul", {grad, out})},
+                                 {{"axes", std::vector<int64_t>{-1}}, {"keepdim", true}});
+      int ds = emit_op(rw, "mul", {p, emit_op(rw, "sub", {dp, rowdot})});
+      ds = emit_op(rw, "mul", {ds, emit_constant(rw, {a.scale}, {}, a.dtype)});
+      it = shared.emplace(key, std::make_pair(p, ds)).first;
+    }
+    const auto [p, ds] = it->second;
+    switch (attr_int(n.attrs, "wrt", n.op)) {
+      case 0: emit_as(rw, n, "matmul", {ds, a.k}); break;
+      case 1: emit_as(rw, n, "matmul", {emit_permute_last_two(rw, ds), a.q}); break;
+      default: emit_as(rw, n, "matmul", {emit_permute_last_two(rw, p), grad}); break;
+    }
   }
   return std::move(rw).finish();
 }

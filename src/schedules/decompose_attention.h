@@ -1,22 +1,24 @@
-// decompose_attention: rewrites each attention node as the products and the
-// softmax it stands for, for targets whose matrix products run in a GEMM
-// library (CUDA with cuBLASLt):
+// decompose_attention: rewrites attention and attention_grad nodes as the
+// products, softmax and elementwise ops they stand for, for GPU plans whose
+// matrix products run in a GEMM library (cuBLASLt) where no fused attention
+// kernel takes them (library_attention.h says which it takes):
 //
 //   S = (q @ k^T) * scale;  S = where(causal mask, S, -inf);  P = softmax(S);  out = P @ v
+//   dv = P^T @ g;  dS = P * (g @ v^T - sum(g * out, -1)) * scale;  dq = dS @ k;  dk = dS^T @ q
 //
-// the same expressions the attention gradient recomputes (vjp_nn.cpp), so
-// the result differs from the fused CPU kernel only by float reassociation.
-// The two products become cuBLASLt GEMMs (library_gemm.h) and the score
-// matrix is materialized: B*H*T*T elements per attention. This is not a
-// fused attention kernel (which keeps S out of device memory); it trades
-// that memory for tensor-core-capable products instead of Halide's CUDA-core
-// loop nest. Nothing else in the graph changes.
+// The attention_grad nodes of one attention (same inputs) share P and dS.
+// The results differ from the ops' own definitions only by float
+// reassociation. The products become cuBLASLt GEMMs (library_gemm.h) and
+// the score matrices are materialized: B*H*T*T elements each. Nodes for
+// which `keep` returns true stay as they are; nothing else changes.
 #pragma once
+
+#include <functional>
 
 #include "tessera/graph.h"
 
 namespace tessera {
 
-Graph decompose_attention(const Graph& g);
+Graph decompose_attention(const Graph& g, const std::function<bool(const Node&)>& keep = nullptr);
 
 }  // namespace tessera

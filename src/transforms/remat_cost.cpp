@@ -3,6 +3,7 @@
 // The table (out = output elements, in = elements of the first input):
 //   matmul, linear            2 * out * K   (K: the first input's last dimension)
 //   attention                 4 * B*H*Tq*D * Tk (QK^T and PV; causal masking not discounted)
+//   attention_grad            8 * B*H*Tq*D * Tk (QK^T, dP and the product; dv: 4)
 //   layer_norm, rms_norm      8 * in        softmax, log_softmax 5 * in
 //   cross_entropy             5 * in        sum, mean, max       1 * in
 //   exp, log, tanh, erf, gelu, sigmoid, pow, sqrt, rsqrt and their grads: 10 * out
@@ -30,6 +31,11 @@ double op_flops(const Graph& g, const Node& n) {
   if (n.op == "attention") {
     const TensorType& k = g.nodes[n.inputs.at(1)].type;
     return 4 * in * static_cast<double>(k.shape[k.rank() - 2]);
+  }
+  if (n.op == "attention_grad") {  // the probabilities again, then two products (dv: one)
+    const TensorType& k = g.nodes[n.inputs.at(1)].type;
+    const int64_t wrt = attr_int(n.attrs, "wrt", n.op);
+    return (wrt == 2 ? 4 : 8) * in * static_cast<double>(k.shape[k.rank() - 2]);
   }
   if (n.op == "layer_norm" || n.op == "rms_norm") return 8 * in;
   if (n.op == "softmax" || n.op == "log_softmax" || n.op == "cross_entropy") return 5 * in;

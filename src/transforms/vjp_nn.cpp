@@ -96,32 +96,14 @@ std::vector<Tensor> dropout_vjp(const VjpContext& c) {
 }
 
 std::vector<Tensor> attention_vjp(const VjpContext& c) {
-  // Recomputes P = softmax(q k^T * scale (masked)), then with out = P v:
-  // dv = P^T g, dP = g v^T, dS = P (dP - sum(dP P)), dq = dS k scale, dk = dS^T q scale.
+  // attention_grad recomputes the probabilities from q and k (the forward
+  // keeps none) and reads the output for the softmax gradient's row term.
   const bool causal = attr_bool(c.node.attrs, "causal", "attention");
-  double scale = attr_float(c.node.attrs, "scale", "attention");
-  Tensor q = c.inputs[0], k = c.inputs[1], v = c.inputs[2], g = c.cotangent;
-  const Shape& qs = q.shape();
-  const int64_t seq = qs[qs.size() - 2], dim = qs.back();
-  if (scale <= 0.0) scale = 1.0 / std::sqrt(static_cast<double>(dim));
-  Tensor s = matmul(q, transpose(k, -1, -2)) * scale;
-  if (causal) {
-    std::vector<double> mask(static_cast<size_t>(seq * seq));
-    for (int64_t i = 0; i < seq; ++i)
-      for (int64_t j = 0; j < seq; ++j) mask[static_cast<size_t>(i * seq + j)] = j <= i ? 1.0 : 0.0;
-    // A finite "minus infinity": exp(it - row max) is exactly 0 (f16 overflows above 65504).
-    const double off = q.dtype() == DType::f16 ? -65504.0 : -1e30;
-    s = where(c.b.constant(mask, {seq, seq}, DType::boolean), s, scalar(c, off, s));
-  }
-  Tensor p = softmax(s, -1);
+  const double scale = attr_float(c.node.attrs, "scale", "attention");
   std::vector<Tensor> grads(3);
-  if (wants(c, 2)) grads[2] = matmul(transpose(p, -1, -2), g);
-  if (wants(c, 0) || wants(c, 1)) {
-    Tensor dp = matmul(g, transpose(v, -1, -2));
-    Tensor ds = p * (dp - sum(dp * p, {-1}, true)) * scale;
-    if (wants(c, 0)) grads[0] = matmul(ds, k);
-    if (wants(c, 1)) grads[1] = matmul(transpose(ds, -1, -2), q);
-  }
+  for (int i = 0; i < 3; ++i)
+    if (wants(c, i))
+      grads[i] = attention_grad(c.inputs[0], c.inputs[1], c.inputs[2], c.output, c.cotangent, i, causal, scale);
   return grads;
 }
 

@@ -639,6 +639,48 @@ RefTensor attention_op(const Node& n, const Ins& in) {
   return r;
 }
 
+// The gradient of attention by the textbook formulas, in float64: with
+// P = softmax(S), dv = P^T G, dP = G V^T, dS = P * (dP - rowsum(P * dP)) * scale,
+// dq = dS K, dk = dS^T Q. The output input (3) is not read: the row term
+// comes from P and dP, not from the output the op is given.
+RefTensor attention_grad_op(const Node& n, const Ins& in) {
+  need_inputs(in, 5, 5);
+  const RefTensor &q = *in[0], &k = *in[1], &v = *in[2], &g = *in[4];
+  const int64_t wrt = attr_int(n.attrs, "wrt", n.op);
+  if (q.shape != k.shape || q.shape.size() < 2) fail("q ", shape_str(q.shape), " and k ", shape_str(k.shape));
+  const bool causal = attr_bool(n.attrs, "causal", n.op);
+  double scale = attr_float(n.attrs, "scale", n.op);
+  const int64_t T = q.shape[q.shape.size() - 2], D = q.shape.back(), Dv = v.shape.back();
+  if (scale <= 0) scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const int64_t batches = q.numel() / (T * D);
+  RefTensor r = make(wrt == 0 ? q.shape : wrt == 1 ? k.shape : v.shape, q.dtype);
+  const int64_t rd = wrt == 2 ? Dv : D;
+  for (int64_t t = 0; t < batches; ++t) {
+    Eigen::Map<const RowMat> Q(q.data.data() + t * T * D, T, D), K(k.data.data() + t * T * D, T, D);
+    Eigen::Map<const RowMat> V(v.data.data() + t * T * Dv, T, Dv), G(g.data.data() + t * T * Dv, T, Dv);
+    RowMat P = (Q * K.transpose()) * scale;
+    for (int64_t i = 0; i < T; ++i) {
+      if (causal)
+        for (int64_t j = i + 1; j < T; ++j) P(i, j) = -kInf;
+      const double m = P.row(i).maxCoeff();
+      P.row(i) = (P.row(i).array() - m).exp();
+      P.row(i) /= P.row(i).sum();
+    }
+    Eigen::Map<RowMat> R(r.data.data() + t * T * rd, T, rd);
+    if (wrt == 2) {
+      R.noalias() = P.transpose() * G;
+      continue;
+    }
+    const RowMat dP = G * V.transpose();
+    RowMat dS = P.cwiseProduct(dP);
+    const Eigen::VectorXd row = dS.rowwise().sum();
+    dS = (P.array() * (dP.array().colwise() - row.array())).matrix() * scale;
+    if (wrt == 0) R.noalias() = dS * K;
+    else R.noalias() = dS.transpose() * Q;
+  }
+  return r;
+}
+
 // gelu_grad{approximate}(x, g) = g * gelu'(x): Phi(x) + x phi(x), or the
 // derivative of the tanh form.
 RefTensor gelu_grad_op(const Node& n, const Ins& in) {
@@ -722,6 +764,7 @@ const std::map<std::string, OpFn>& table() {
     m["cross_entropy"] = cross_entropy_op;
     m["dropout"] = dropout_op;
     m["attention"] = attention_op;
+    m["attention_grad"] = attention_grad_op;
     add_quant_ops(m);
     return m;
   }();
