@@ -1,0 +1,53 @@
+// Fused causal/full attention on CUDA (flash-attention style): the forward
+// and its gradient in tiles of 64 rows, with the score matrix kept in shared
+// memory, never in device memory. f32 tensors, computed in f32; with `tf32`
+// the tile products run on TF32 tensor cores (WMMA), as cuBLASLt's TF32
+// GEMMs do, otherwise on CUDA cores in full f32.
+//
+// Layout: q, k, v, out, grad and the gradients are contiguous
+// [batch, seq, dim] (batch: every leading dim of the graph's tensors, e.g.
+// batch x heads). The semantics are tessera's attention op (ops.h):
+// out = softmax(q k^T * scale, keys j > query i masked when causal) v.
+//
+// The backward runs two kernels: one per query tile (the row statistics
+// logsumexp and rowsum(grad * out), and dq), then one per key tile (dk, dv),
+// which reads the statistics from `scratch`. Nothing here allocates; every
+// launch is checked and reported as a tessera::Error naming the shape. This
+// does not handle f16/bf16, a value dim unlike the key dim, or dim > 64
+// (fused_attention_supports says which shapes it takes).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace tessera::cuda {
+
+struct AttentionShape {
+  int64_t batch = 0;  // independent attentions (batch x heads)
+  int64_t seq = 0;    // T: queries and keys
+  int64_t dim = 0;    // D: of q, k and v
+  bool causal = true;
+  float scale = 0;    // > 0 (the caller resolves "1/sqrt(D)")
+  std::string text() const;  // "[96 x 1024 x 64] causal scale 0.125"
+};
+
+// Whether the kernels take attention of this key/value dim.
+bool fused_attention_supports(int64_t dim, int64_t value_dim);
+
+// Bytes of `scratch` attention_backward needs: two floats per query row.
+size_t attention_backward_scratch_bytes(const AttentionShape& s);
+
+// out = attention(q, k, v).
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                       bool tf32, cudaStream_t stream);
+
+// dq, dk, dv (each may be null: not computed) from q, k, v, the forward's
+// out and the cotangent grad of out.
+void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
+                        const float* grad, float* dq, float* dk, float* dv, float* scratch, bool tf32,
+                        cudaStream_t stream);
+
+}  // namespace tessera::cuda

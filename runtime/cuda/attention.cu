@@ -1,0 +1,489 @@
+// Fused attention kernels (see attention.h).
+//
+// Every kernel works on tiles of 64 rows (queries, or keys for dk/dv) by DP
+// columns (DP: the head dim rounded up to 16, at most 64) held in shared
+// memory with rows padded by 4 floats, in blocks of 4 warps. Warp w owns
+// rows 16w.. of the block's tile and of its 64 x 64 score tiles: it computes
+// their products (strip_mm: TF32 WMMA fragments, or CUDA cores), their
+// softmax rows (lanes across the columns; row statistics in registers) and
+// their share of the output, so the block synchronizes only around loads of
+// shared operand tiles. Rows and columns past seq and dim are zeros; keys
+// past seq or after the query (causal) are masked before the exponential.
+// With causal masking, a query tile reads key tiles up to its own and a key
+// tile query tiles from its own.
+#include <mma.h>
+
+#include <cmath>
+#include <mutex>
+#include <sstream>
+#include <type_traits>
+
+#include "tessera/cuda/attention.h"
+#include "tessera/cuda/check.h"
+#include "tessera/error.h"
+
+namespace tessera::cuda {
+
+namespace {
+
+constexpr int kTile = 64;    // rows of a tile (queries or keys)
+constexpr int kThreads = 128;
+constexpr int kPad = 4;      // floats of padding per shared row
+
+// The three products the kernels need, C[64][N] (+)= ...
+enum class Mm {
+  abt,  // sum_k A[m][k] B[n][k]
+  ab,   // sum_k A[m][k] B[k][n]
+  atb,  // sum_k A[k][m] B[k][n]
+};
+
+// One warp's strip: C[16][N] = (or += with kAccumulate) A[16][K] times B,
+// where B is [N][K] (used transposed, kBT) or [K][N]. With kTF32 the
+// operands in shared memory are already rounded to TF32 (round_operand)
+// and the product runs as 16x16x8 WMMA fragments, one A fragment reused
+// across the strip's N/16 accumulators; otherwise each lane computes 4 rows
+// by N/8 columns on CUDA cores.
+template <int N, int K, bool kTF32, bool kAccumulate, bool kBT>
+__device__ void strip_mm(float* C, int ldc, const float* A, int lda, const float* B, int ldb) {
+  if constexpr (kTF32) {
+    using namespace nvcuda;
+    using BLayout = std::conditional_t<kBT, wmma::col_major, wmma::row_major>;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[N / 16];
+    for (int j = 0; j < N / 16; ++j) {
+      if constexpr (kAccumulate) wmma::load_matrix_sync(acc[j], C + 16 * j, ldc, wmma::mem_row_major);
+      else wmma::fill_fragment(acc[j], 0.0f);
+    }
+#pragma unroll
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
+      wmma::load_matrix_sync(a, A + k0, lda);
+#pragma unroll
+      for (int j = 0; j < N / 16; ++j) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, BLayout> b;
+        wmma::load_matrix_sync(b, kBT ? B + 16 * j * ldb + k0 : B + k0 * ldb + 16 * j, ldb);
+        wmma::mma_sync(acc[j], a, b, acc[j]);
+      }
+    }
+    for (int j = 0; j < N / 16; ++j) wmma::store_matrix_sync(C + 16 * j, acc[j], ldc, wmma::mem_row_major);
+  } else {
+    constexpr int cols = N / 8;
+    const int lane = threadIdx.x % 32, r0 = 4 * (lane / 8), c0 = lane % 8;
+    float acc[4][cols];
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int c = 0; c < cols; ++c) acc[r][c] = kAccumulate ? C[(r0 + r) * ldc + c0 + 8 * c] : 0.0f;
+#pragma unroll 8
+    for (int k = 0; k < K; ++k) {
+      float a[4], b[cols];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) a[r] = A[(r0 + r) * lda + k];
+#pragma unroll
+      for (int c = 0; c < cols; ++c) b[c] = kBT ? B[(c0 + 8 * c) * ldb + k] : B[k * ldb + c0 + 8 * c];
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < cols; ++c) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int c = 0; c < cols; ++c) C[(r0 + r) * ldc + c0 + 8 * c] = acc[r][c];
+  }
+}
+
+// A value stored as a product operand: rounded to TF32 for the tensor cores.
+template <bool kTF32>
+__device__ float round_operand(float x) {
+  if constexpr (kTF32) return nvcuda::wmma::__float_to_tf32(x);
+  else return x;
+}
+
+// Copies rows row0.. of a [seq, dim] matrix into a 64 x DP shared tile
+// (product operands: rounded for the tensor cores), zeros outside. Every
+// load of a thread is issued before its first store (the loop is unrolled
+// into registers), so a tile costs about one memory latency, not one per
+// element; whole rows (dim == DP) move as float4.
+template <int DP, bool kTF32>
+__device__ void load_tile(float* dst, const float* src, int64_t row0, int64_t seq, int dim) {
+  constexpr int ld = DP + kPad;
+  if (dim == DP) {
+    constexpr int kRowVecs = DP / 4, kPer = kTile * kRowVecs / kThreads;
+    float4 v[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = threadIdx.x + u * kThreads, r = e / kRowVecs;
+      v[u] = row0 + r < seq ? *reinterpret_cast<const float4*>(src + (row0 + r) * DP + (e % kRowVecs) * 4)
+                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = threadIdx.x + u * kThreads;
+      *reinterpret_cast<float4*>(dst + (e / kRowVecs) * ld + (e % kRowVecs) * 4) =
+          make_float4(round_operand<kTF32>(v[u].x), round_operand<kTF32>(v[u].y), round_operand<kTF32>(v[u].z),
+                      round_operand<kTF32>(v[u].w));
+    }
+    return;
+  }
+  constexpr int kPer = kTile * DP / kThreads, kChunk = 8;
+  for (int u0 = 0; u0 < kPer; u0 += kChunk) {
+    float v[kChunk];
+#pragma unroll
+    for (int u = 0; u < kChunk; ++u) {
+      const int e = threadIdx.x + (u0 + u) * kThreads, r = e / DP, c = e % DP;
+      v[u] = row0 + r < seq && c < dim ? src[(row0 + r) * dim + c] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kChunk; ++u) {
+      const int e = threadIdx.x + (u0 + u) * kThreads;
+      dst[(e / DP) * ld + e % DP] = round_operand<kTF32>(v[u]);
+    }
+  }
+}
+
+// A warp's 16 rows of a 64 x DP tile: zero, or stored to rows row0.. of a [seq, dim] matrix.
+template <int DP>
+__device__ void zero_strip(float* dst) {
+  for (int e = threadIdx.x % 32; e < 16 * DP; e += 32) dst[(e / DP) * (DP + kPad) + e % DP] = 0.0f;
+}
+template <int DP>
+__device__ void store_strip(float* dst, const float* src, int64_t row0, int64_t seq, int dim) {
+  for (int e = threadIdx.x % 32; e < 16 * DP; e += 32) {
+    const int r = e / DP, c = e % DP;
+    if (row0 + r < seq && c < dim) dst[(row0 + r) * dim + c] = src[r * (DP + kPad) + c];
+  }
+}
+
+__device__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Key j is hidden from query i: past the sequence, or after i when causal.
+__device__ bool masked(int64_t i, int64_t j, int64_t seq, bool causal) { return j >= seq || (causal && j > i); }
+
+constexpr int kLdS = kTile + kPad;  // a 64 x 64 score tile's row stride
+
+// The key tiles a query tile reads: up to its own when causal.
+__device__ int64_t key_tiles(int64_t query_tile, int64_t seq, bool causal) {
+  const int64_t tiles = (seq + kTile - 1) / kTile;
+  return causal && query_tile + 1 < tiles ? query_tile + 1 : tiles;
+}
+
+// Each block has 4 warps; warp w owns rows 16w..16w+15 of the block's 64-row
+// tile (queries, or keys for dk/dv) and of its score tiles, so between the
+// block-wide loads of shared operand tiles each warp works alone.
+
+// ---- forward: one block per (query tile, batch); online softmax per row ----
+
+template <int DP, bool kTF32>
+__global__ void __launch_bounds__(kThreads) forward_kernel(const float* q, const float* k, const float* v, float* out,
+                                                           int64_t seq, int dim, float scale, bool causal) {
+  extern __shared__ __align__(128) float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  constexpr int ld = DP + kPad;
+  float *Qs = smem, *Ks = Qs + kTile * ld, *Vs = Ks + kTile * ld, *Os = Vs + kTile * ld, *Ss = Os + kTile * ld;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float *Qw = Qs + 16 * warp * ld, *Ow = Os + 16 * warp * ld, *Sw = Ss + 16 * warp * kLdS;
+  const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * dim;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTile, w0 = q0 + 16 * warp;
+  load_tile<DP, kTF32>(Qs, q + base, q0, seq, dim);
+  zero_strip<DP>(Ow);
+  float m_row[16], l_row[16];  // every lane holds its warp's rows
+#pragma unroll
+  for (int r = 0; r < 16; ++r) {
+    m_row[r] = -INFINITY;
+    l_row[r] = 0.0f;
+  }
+  const int64_t last = key_tiles(blockIdx.x, seq, causal);
+  for (int64_t t = 0; t < last; ++t) {
+    const int64_t k0 = t * kTile;
+    __syncthreads();  // every warp is done with the previous K and V
+    load_tile<DP, kTF32>(Ks, k + base, k0, seq, dim);
+    load_tile<DP, kTF32>(Vs, v + base, k0, seq, dim);
+    __syncthreads();
+    strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
+    __syncwarp();
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int64_t i = w0 + r;
+      float s[2];
+      for (int h = 0; h < 2; ++h) {
+        const int c = lane + 32 * h;
+        s[h] = masked(i, k0 + c, seq, causal) ? -INFINITY : Sw[r * kLdS + c] * scale;
+      }
+      const float m_new = fmaxf(m_row[r], warp_max(fmaxf(s[0], s[1])));
+      float sum = 0;
+      for (int h = 0; h < 2; ++h) {
+        const float p = s[h] == -INFINITY ? 0.0f : __expf(s[h] - m_new);
+        Sw[r * kLdS + lane + 32 * h] = round_operand<kTF32>(p);
+        sum += p;
+      }
+      const float alpha = m_row[r] == -INFINITY ? 0.0f : __expf(m_row[r] - m_new);
+      for (int c = lane; c < DP; c += 32) Ow[r * ld + c] *= alpha;
+      l_row[r] = l_row[r] * alpha + warp_sum(sum);
+      m_row[r] = m_new;
+    }
+    __syncwarp();
+    strip_mm<DP, kTile, kTF32, true, false>(Ow, ld, Sw, kLdS, Vs, ld);
+  }
+  __syncwarp();
+#pragma unroll
+  for (int r = 0; r < 16; ++r)
+    for (int c = lane; c < dim; c += 32)
+      if (w0 + r < seq) out[base + (w0 + r) * dim + c] = Ow[r * ld + c] / l_row[r];
+}
+
+// ---- backward, per query tile: statistics (logsumexp, rowsum(grad * out)) and dq ----
+
+template <int DP, bool kTF32>
+__global__ void __launch_bounds__(kThreads)
+    backward_dq_kernel(const float* q, const float* k, const float* v, const float* out, const float* grad, float* dq,
+                       float* lse, float* rowdot, int64_t seq, int dim, float scale, bool causal) {
+  extern __shared__ __align__(128) float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  constexpr int ld = DP + kPad;
+  float *Qs = smem, *Gs = Qs + kTile * ld, *Ks = Gs + kTile * ld, *Vs = Ks + kTile * ld, *dQs = Vs + kTile * ld;
+  float *Ss = dQs + kTile * ld, *dPs = Ss + kTile * kLdS;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float *Qw = Qs + 16 * warp * ld, *Gw = Gs + 16 * warp * ld, *dQw = dQs + 16 * warp * ld;
+  float *Sw = Ss + 16 * warp * kLdS, *dPw = dPs + 16 * warp * kLdS;
+  const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * dim;
+  const int64_t stat = static_cast<int64_t>(blockIdx.y) * seq;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTile, w0 = q0 + 16 * warp;
+  load_tile<DP, kTF32>(Qs, q + base, q0, seq, dim);
+  load_tile<DP, kTF32>(Gs, grad + base, q0, seq, dim);
+  float dot_row[16], m_row[16], l_row[16];
+#pragma unroll
+  for (int r = 0; r < 16; ++r) {
+    const int64_t i = w0 + r;
+    float d = 0;
+    if (i < seq)
+      for (int c = lane; c < dim; c += 32) d += grad[base + i * dim + c] * out[base + i * dim + c];
+    dot_row[r] = warp_sum(d);
+    m_row[r] = -INFINITY;
+    l_row[r] = 0.0f;
+  }
+  const int64_t last = key_tiles(blockIdx.x, seq, causal);
+  // Pass 1: each row's max and sum of exponentials, online.
+  for (int64_t t = 0; t < last; ++t) {
+    const int64_t k0 = t * kTile;
+    __syncthreads();
+    load_tile<DP, kTF32>(Ks, k + base, k0, seq, dim);
+    __syncthreads();
+    strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
+    __syncwarp();
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int64_t i = w0 + r;
+      float s[2];
+      for (int h = 0; h < 2; ++h) {
+        const int c = lane + 32 * h;
+        s[h] = masked(i, k0 + c, seq, causal) ? -INFINITY : Sw[r * kLdS + c] * scale;
+      }
+      const float m_new = fmaxf(m_row[r], warp_max(fmaxf(s[0], s[1])));
+      float sum = 0;
+      for (int h = 0; h < 2; ++h) sum += s[h] == -INFINITY ? 0.0f : __expf(s[h] - m_new);
+      l_row[r] = (m_row[r] == -INFINITY ? 0.0f : l_row[r] * __expf(m_row[r] - m_new)) + warp_sum(sum);
+      m_row[r] = m_new;
+    }
+    __syncwarp();
+  }
+  float lse_row[16];
+#pragma unroll
+  for (int r = 0; r < 16; ++r) {
+    lse_row[r] = m_row[r] + __logf(l_row[r]);
+    if (lane == 0 && w0 + r < seq) {
+      lse[stat + w0 + r] = lse_row[r];
+      rowdot[stat + w0 + r] = dot_row[r];
+    }
+  }
+  if (!dq) return;
+  // Pass 2: dS = P * (grad v^T - rowdot) * scale, dq = dS k.
+  zero_strip<DP>(dQw);
+  for (int64_t t = 0; t < last; ++t) {
+    const int64_t k0 = t * kTile;
+    __syncthreads();
+    load_tile<DP, kTF32>(Ks, k + base, k0, seq, dim);
+    load_tile<DP, kTF32>(Vs, v + base, k0, seq, dim);
+    __syncthreads();
+    strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
+    strip_mm<kTile, DP, kTF32, false, true>(dPw, kLdS, Gw, ld, Vs, ld);
+    __syncwarp();
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int64_t i = w0 + r;
+      for (int h = 0; h < 2; ++h) {
+        const int c = lane + 32 * h;
+        const float p = masked(i, k0 + c, seq, causal) || i >= seq
+                            ? 0.0f
+                            : __expf(Sw[r * kLdS + c] * scale - lse_row[r]);
+        Sw[r * kLdS + c] = round_operand<kTF32>(p * (dPw[r * kLdS + c] - dot_row[r]) * scale);
+      }
+    }
+    __syncwarp();
+    strip_mm<DP, kTile, kTF32, true, false>(dQw, ld, Sw, kLdS, Ks, ld);
+  }
+  __syncwarp();
+  store_strip<DP>(dq + base, dQw, w0, seq, dim);
+}
+
+// ---- backward, per key tile: dk and dv (scores transposed: rows are keys) ----
+
+template <int DP, bool kTF32>
+__global__ void __launch_bounds__(kThreads)
+    backward_dkdv_kernel(const float* q, const float* k, const float* v, const float* grad, const float* lse,
+                         const float* rowdot, float* dk, float* dv, int64_t seq, int dim, float scale, bool causal) {
+  extern __shared__ __align__(128) float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  constexpr int ld = DP + kPad;
+  float *Ks = smem, *Vs = Ks + kTile * ld, *Qs = Vs + kTile * ld, *Gs = Qs + kTile * ld, *dKs = Gs + kTile * ld;
+  float *dVs = dKs + kTile * ld, *Ss = dVs + kTile * ld, *dPs = Ss + kTile * kLdS, *lse_s = dPs + kTile * kLdS;
+  float* dot_s = lse_s + kTile;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float *Kw = Ks + 16 * warp * ld, *Vw = Vs + 16 * warp * ld, *dKw = dKs + 16 * warp * ld, *dVw = dVs + 16 * warp * ld;
+  float *Sw = Ss + 16 * warp * kLdS, *dPw = dPs + 16 * warp * kLdS;  // [key][query]
+  const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * dim;
+  const int64_t stat = static_cast<int64_t>(blockIdx.y) * seq;
+  const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTile, w0 = k0 + 16 * warp;
+  load_tile<DP, kTF32>(Ks, k + base, k0, seq, dim);
+  load_tile<DP, kTF32>(Vs, v + base, k0, seq, dim);
+  zero_strip<DP>(dKw);
+  zero_strip<DP>(dVw);
+  const int64_t tiles = (seq + kTile - 1) / kTile;
+  for (int64_t t = causal ? blockIdx.x : 0; t < tiles; ++t) {
+    const int64_t q0 = t * kTile;
+    __syncthreads();
+    load_tile<DP, kTF32>(Qs, q + base, q0, seq, dim);
+    load_tile<DP, kTF32>(Gs, grad + base, q0, seq, dim);
+    for (int r = threadIdx.x; r < kTile; r += kThreads) {
+      const bool in = q0 + r < seq;
+      lse_s[r] = in ? lse[stat + q0 + r] : 0.0f;
+      dot_s[r] = in ? rowdot[stat + q0 + r] : 0.0f;
+    }
+    __syncthreads();
+    strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Kw, ld, Qs, ld);   // S^T[j][i]
+    strip_mm<kTile, DP, kTF32, false, true>(dPw, kLdS, Vw, ld, Gs, ld);  // dP^T[j][i]
+    __syncwarp();
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int64_t j = w0 + r;
+      for (int h = 0; h < 2; ++h) {
+        const int c = lane + 32 * h;
+        const int64_t i = q0 + c;
+        const float p = masked(i, j, seq, causal) || i >= seq
+                            ? 0.0f
+                            : __expf(Sw[r * kLdS + c] * scale - lse_s[c]);
+        Sw[r * kLdS + c] = round_operand<kTF32>(p);
+        dPw[r * kLdS + c] = round_operand<kTF32>(p * (dPw[r * kLdS + c] - dot_s[c]) * scale);  // dS^T
+      }
+    }
+    __syncwarp();
+    if (dv) strip_mm<DP, kTile, kTF32, true, false>(dVw, ld, Sw, kLdS, Gs, ld);
+    if (dk) strip_mm<DP, kTile, kTF32, true, false>(dKw, ld, dPw, kLdS, Qs, ld);
+  }
+  __syncwarp();
+  if (dk) store_strip<DP>(dk + base, dKw, w0, seq, dim);
+  if (dv) store_strip<DP>(dv + base, dVw, w0, seq, dim);
+}
+
+// Shared bytes: `tiles` 64 x DP tiles, `scores` 64 x 64 tiles and `vectors` rows of 64.
+constexpr size_t shared_bytes(int DP, int tiles, int scores, int vectors) {
+  return sizeof(float) * (static_cast<size_t>(tiles) * kTile * (DP + kPad) +
+                          static_cast<size_t>(scores) * kTile * kLdS + static_cast<size_t>(vectors) * kTile);
+}
+
+// Launches `kernel` with `bytes` of dynamic shared memory, which `allowed`
+// (one flag per kernel) permits once, before any capture.
+template <typename Kernel, typename... Args>
+void launch(Kernel kernel, std::once_flag& allowed, size_t bytes, dim3 grid, cudaStream_t stream,
+            const std::string& where, Args... args) {
+  std::call_once(allowed, [&] {
+    TESSERA_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), where);
+  });
+  kernel<<<grid, kThreads, bytes, stream>>>(args...);
+  TESSERA_CUDA_CHECK(cudaGetLastError(), where);
+}
+
+template <int DP, bool kTF32>
+void run_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                 cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((s.seq + kTile - 1) / kTile), static_cast<unsigned>(s.batch));
+  static std::once_flag allowed;
+  launch(forward_kernel<DP, kTF32>, allowed, shared_bytes(DP, 4, 1, 0), grid, stream, "fused attention forward " + s.text(), q,
+         k, v, out, s.seq, static_cast<int>(s.dim), s.scale, s.causal);
+}
+
+template <int DP, bool kTF32>
+void run_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
+                  const float* grad, float* dq, float* dk, float* dv, float* scratch, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((s.seq + kTile - 1) / kTile), static_cast<unsigned>(s.batch));
+  float *lse = scratch, *rowdot = scratch + s.batch * s.seq;
+  const int dim = static_cast<int>(s.dim);
+  static std::once_flag allowed_dq, allowed_dkdv;
+  launch(backward_dq_kernel<DP, kTF32>, allowed_dq, shared_bytes(DP, 5, 2, 0), grid, stream,
+         "fused attention backward (dq) " + s.text(), q, k, v, out, grad, dq, lse, rowdot, s.seq, dim, s.scale,
+         s.causal);
+  if (dk || dv)
+    launch(backward_dkdv_kernel<DP, kTF32>, allowed_dkdv, shared_bytes(DP, 6, 2, 2), grid, stream,
+           "fused attention backward (dk, dv) " + s.text(), q, k, v, grad, static_cast<const float*>(lse),
+           static_cast<const float*>(rowdot), dk, dv, s.seq, dim, s.scale, s.causal);
+}
+
+void check_shape(const AttentionShape& s, const char* what) {
+  if (s.batch < 1 || s.seq < 1 || !fused_attention_supports(s.dim, s.dim) || !(s.scale > 0) || s.batch > 65535)
+    throw Error(std::string("fused attention ") + what + ": unsupported shape " + s.text() +
+                " (batch 1..65535, seq >= 1, dim 1..64, scale > 0)");
+}
+
+}  // namespace
+
+std::string AttentionShape::text() const {
+  std::ostringstream o;
+  o << "[" << batch << " x " << seq << " x " << dim << "]" << (causal ? " causal" : "") << " scale " << scale;
+  return o.str();
+}
+
+bool fused_attention_supports(int64_t dim, int64_t value_dim) { return dim >= 1 && dim <= 64 && value_dim == dim; }
+
+size_t attention_backward_scratch_bytes(const AttentionShape& s) {
+  return 2 * sizeof(float) * static_cast<size_t>(s.batch * s.seq);
+}
+
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                       bool tf32, cudaStream_t stream) {
+  check_shape(s, "forward");
+  const int dp = s.dim <= 16 ? 16 : s.dim <= 32 ? 32 : 64;
+  if (tf32) {
+    if (dp == 16) run_forward<16, true>(s, q, k, v, out, stream);
+    else if (dp == 32) run_forward<32, true>(s, q, k, v, out, stream);
+    else run_forward<64, true>(s, q, k, v, out, stream);
+  } else {
+    if (dp == 16) run_forward<16, false>(s, q, k, v, out, stream);
+    else if (dp == 32) run_forward<32, false>(s, q, k, v, out, stream);
+    else run_forward<64, false>(s, q, k, v, out, stream);
+  }
+}
+
+void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
+                        const float* grad, float* dq, float* dk, float* dv, float* scratch, bool tf32,
+                        cudaStream_t stream) {
+  check_shape(s, "backward");
+  const int dp = s.dim <= 16 ? 16 : s.dim <= 32 ? 32 : 64;
+  if (tf32) {
+    if (dp == 16) run_backward<16, true>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
+    else if (dp == 32) run_backward<32, true>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
+    else run_backward<64, true>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
+  } else {
+    if (dp == 16) run_backward<16, false>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
+    else if (dp == 32) run_backward<32, false>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
+    else run_backward<64, false>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
+  }
+}
+
+}  // namespace tessera::cuda

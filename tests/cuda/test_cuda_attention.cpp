@@ -1,0 +1,187 @@
+// The fused attention kernels (tessera/cuda/attention.h) against a
+// double-precision CPU computation of attention and its gradient, written
+// here from the definitions: random q, k, v and cotangent at awkward sizes
+// (seq 1, odd, 64 +- 1, 200; dim 1, odd, 16, 64), causal or not, full f32
+// (tight tolerance) and TF32 (loose). Every output element is poisoned with
+// NaN first, so each must be written. Also: unsupported shapes are Errors
+// naming the shape. Label gpu; skips without a CUDA device. Times nothing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "tessera/cuda/attention.h"
+#include "tessera/cuda/device_arena.h"
+#include "tessera/error.h"
+
+namespace tessera::cuda {
+namespace {
+
+using testing::download;
+using testing::from_bytes;
+using testing::random_values;
+using testing::to_bytes;
+using testing::upload;
+
+struct Case {
+  int64_t batch, seq, dim;
+  bool causal;
+};
+
+struct Reference {
+  std::vector<double> out, dq, dk, dv;
+};
+
+// Attention and its gradient for one [batch, seq, dim] problem, in double.
+Reference reference(const Case& c, double scale, const std::vector<double>& q, const std::vector<double>& k,
+                    const std::vector<double>& v, const std::vector<double>& g) {
+  const int64_t T = c.seq, D = c.dim;
+  Reference r;
+  r.out.assign(q.size(), 0);
+  r.dq.assign(q.size(), 0);
+  r.dk.assign(q.size(), 0);
+  r.dv.assign(q.size(), 0);
+  for (int64_t b = 0; b < c.batch; ++b) {
+    const int64_t o = b * T * D;
+    std::vector<double> P(T * T, 0), dP(T * T, 0);
+    for (int64_t i = 0; i < T; ++i) {
+      double mx = -std::numeric_limits<double>::infinity();
+      for (int64_t j = 0; j < T; ++j) {
+        if (c.causal && j > i) continue;
+        double s = 0;
+        for (int64_t d = 0; d < D; ++d) s += q[o + i * D + d] * k[o + j * D + d];
+        P[i * T + j] = s * scale;
+        mx = std::max(mx, s * scale);
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < T; ++j) {
+        P[i * T + j] = c.causal && j > i ? 0 : std::exp(P[i * T + j] - mx);
+        sum += P[i * T + j];
+      }
+      for (int64_t j = 0; j < T; ++j) P[i * T + j] /= sum;
+    }
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j < T; ++j)
+        for (int64_t d = 0; d < D; ++d) {
+          r.out[o + i * D + d] += P[i * T + j] * v[o + j * D + d];
+          r.dv[o + j * D + d] += P[i * T + j] * g[o + i * D + d];
+          dP[i * T + j] += g[o + i * D + d] * v[o + j * D + d];
+        }
+    for (int64_t i = 0; i < T; ++i) {
+      double row = 0;
+      for (int64_t j = 0; j < T; ++j) row += P[i * T + j] * dP[i * T + j];
+      for (int64_t j = 0; j < T; ++j) {
+        const double ds = P[i * T + j] * (dP[i * T + j] - row) * scale;
+        for (int64_t d = 0; d < D; ++d) {
+          r.dq[o + i * D + d] += ds * k[o + j * D + d];
+          r.dk[o + j * D + d] += ds * q[o + i * D + d];
+        }
+      }
+    }
+  }
+  return r;
+}
+
+// Largest |got - want| relative to the largest |want|, or to 0.1 where that
+// is smaller (dq and dk are 0 at seq 1: there TF32's rounding of dP against
+// the f32 row term is all that is left).
+double error_of(const std::vector<double>& got, const std::vector<double>& want) {
+  double worst = 0, scale = 0.1;
+  for (double w : want) scale = std::max(scale, std::abs(w));
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    worst = std::max(worst, std::abs(got[i] - want[i]));
+  }
+  return worst / scale;
+}
+
+void check_case(const Case& c, bool tf32, std::mt19937& rng) {
+  SCOPED_TRACE("batch " + std::to_string(c.batch) + " seq " + std::to_string(c.seq) + " dim " +
+               std::to_string(c.dim) + (c.causal ? " causal" : "") + (tf32 ? " tf32" : " f32"));
+  const size_t n = static_cast<size_t>(c.batch * c.seq * c.dim), bytes = n * 4;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim)) * 1.7;
+  std::vector<double> q = random_values(n, DType::f32, rng, -2, 2), k = random_values(n, DType::f32, rng, -2, 2),
+                      v = random_values(n, DType::f32, rng), g = random_values(n, DType::f32, rng);
+  const Reference want = reference(c, scale, q, k, v, g);
+  AttentionShape s;
+  s.batch = c.batch;
+  s.seq = c.seq;
+  s.dim = c.dim;
+  s.causal = c.causal;
+  s.scale = static_cast<float>(scale);
+  const size_t scratch_bytes = attention_backward_scratch_bytes(s);
+  DeviceArena arena(9 * (bytes + DeviceArena::kDefaultAlignment) + scratch_bytes, "attention test");
+  auto take = [&](size_t b) { return static_cast<float*>(arena.at(arena.reserve(b, "tensor"), b)); };
+  float *dq_ = take(4 * bytes), *dk_ = dq_ + n, *dv_ = dk_ + n, *out_ = dv_ + n;  // adjacent: one NaN fill
+  float *q_ = take(bytes), *k_ = take(bytes), *v_ = take(bytes), *g_ = take(bytes), *scratch = take(scratch_bytes);
+  upload(q_, to_bytes(q, DType::f32));
+  upload(k_, to_bytes(k, DType::f32));
+  upload(v_, to_bytes(v, DType::f32));
+  upload(g_, to_bytes(g, DType::f32));
+  testing::fill_bytes(dq_, 0xff, 4 * bytes);  // NaN in dq, dk, dv and out
+  DeviceStream stream(0);
+  attention_forward(s, q_, k_, v_, out_, tf32, stream.stream());
+  attention_backward(s, q_, k_, v_, out_, g_, dq_, dk_, dv_, scratch, tf32, stream.stream());
+  stream.synchronize("attention test");
+  const double tol = tf32 ? 2e-2 : 2e-5;
+  EXPECT_LT(error_of(from_bytes(download(out_, bytes), DType::f32), want.out), tol) << "out";
+  EXPECT_LT(error_of(from_bytes(download(dq_, bytes), DType::f32), want.dq), tol) << "dq";
+  EXPECT_LT(error_of(from_bytes(download(dk_, bytes), DType::f32), want.dk), tol) << "dk";
+  EXPECT_LT(error_of(from_bytes(download(dv_, bytes), DType::f32), want.dv), tol) << "dv";
+}
+
+const std::vector<Case> kCases = {{1, 1, 1, true},    {2, 7, 5, true},    {1, 64, 16, true},  {3, 65, 33, false},
+                                  {2, 63, 64, true},  {1, 200, 64, true}, {2, 130, 8, false}, {1, 129, 48, true}};
+
+TEST(CudaAttention, F32MatchesDoubleReference) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  for (const Case& c : kCases) check_case(c, false, rng);
+}
+
+TEST(CudaAttention, Tf32MatchesDoubleReference) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  for (const Case& c : kCases) check_case(c, true, rng);
+}
+
+TEST(CudaAttention, OnlySomeGradients) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  // dk alone (no dq, no dv) equals, bit for bit, the dk of the full backward.
+  AttentionShape s{2, 70, 12, true, 0.5f};
+  const size_t bytes = 2 * 70 * 12 * 4;
+  DeviceArena arena(20 * bytes + attention_backward_scratch_bytes(s), "attention test");
+  std::vector<float*> t;
+  for (int i = 0; i < 9; ++i) t.push_back(static_cast<float*>(arena.at(arena.reserve(bytes, "tensor"), bytes)));
+  float* scratch = static_cast<float*>(arena.at(arena.reserve(attention_backward_scratch_bytes(s), "scratch"),
+                                                attention_backward_scratch_bytes(s)));
+  std::mt19937 rng(std::random_device{}());
+  for (int i = 0; i < 5; ++i) upload(t[i], to_bytes(random_values(bytes / 4, DType::f32, rng), DType::f32));
+  DeviceStream stream(0);
+  attention_forward(s, t[0], t[1], t[2], t[3], false, stream.stream());
+  attention_backward(s, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], scratch, false, stream.stream());
+  attention_backward(s, t[0], t[1], t[2], t[3], t[4], nullptr, t[8], nullptr, scratch, false, stream.stream());
+  stream.synchronize("attention test");
+  EXPECT_EQ(download(t[8], bytes), download(t[6], bytes));
+}
+
+TEST(CudaAttention, UnsupportedShapesAreErrors) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  EXPECT_FALSE(fused_attention_supports(65, 65));
+  EXPECT_FALSE(fused_attention_supports(32, 16));
+  EXPECT_TRUE(fused_attention_supports(64, 64));
+  AttentionShape s{2, 8, 80, false, 0.1f};
+  try {
+    attention_forward(s, nullptr, nullptr, nullptr, nullptr, false, nullptr);
+    ADD_FAILURE() << "dim 80 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[2 x 8 x 80]"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace tessera::cuda
