@@ -3,7 +3,7 @@
 // kept on the device (set_feed_back): the step time as a CUDA Graph replay
 // and as direct launches, the device arena, and every step of the plan timed
 // alone, with the achieved bandwidth of the Halide kernels and the TFLOP/s
-// of the GEMMs; the GPT-2-sized step again with TF32 GEMMs. The machine's limit comes from the same run: device-to-device
+// of the GEMMs and fused attention calls; the GPT-2-sized step again with TF32 GEMMs. The machine's limit comes from the same run: device-to-device
 // copy bandwidth (cudaMemcpyAsync of 1 GiB, read + write).
 //
 // The PyTorch baselines of the same models are bench/pytorch_steps.py (run
@@ -134,7 +134,7 @@ void bench(const char* label, const std::string& out_dir, double copy, std::vect
   const std::string csv = step.profile_device(std::min(n, 20));
   std::ofstream f(out_dir + "/profile_" + label + ".csv");
   f << "what,kind,ms,bytes,flops,gbps,fraction_of_copy,tflops\n";
-  double halide_ms = 0, gemm_ms = 0;
+  double halide_ms = 0, gemm_ms = 0, attention_ms = 0;
   size_t pos = 0;
   std::printf("  steps of %s (Halide kernels: GB/s and fraction of copy bandwidth %.0f GB/s; GEMMs: TFLOP/s):\n", label,
               copy);
@@ -149,13 +149,14 @@ void bench(const char* label, const std::string& out_dir, double copy, std::vect
     unsigned long long bytes = 0;
     std::sscanf(line.c_str() + q + 2, "%15[^,],%lf,%llu,%lf", kind, &ms, &bytes, &flops);
     const double gbps = bytes / (ms * 1e-3) / 1e9, tflops = flops / (ms * 1e-3) / 1e12;
-    (std::string(kind) == "gemm" ? gemm_ms : halide_ms) += ms;
+    (std::string(kind) == "gemm" ? gemm_ms : std::string(kind) == "attention" ? attention_ms : halide_ms) += ms;
     f << '"' << what << "\"," << kind << "," << ms << "," << bytes << "," << flops << "," << gbps << ","
       << gbps / copy << "," << tflops << "\n";
-    std::printf("    %-44s %-6s %9.4f ms %10llu B %8.1f GB/s (%5.1f%%) %7.2f TF/s\n", what.c_str(), kind, ms, bytes,
+    std::printf("    %-44s %-9s %9.4f ms %10llu B %8.1f GB/s (%5.1f%%) %7.2f TF/s\n", what.c_str(), kind, ms, bytes,
                 gbps, 100 * gbps / copy, tflops);
   }
-  std::printf("  %s: Halide kernels %.4f ms, GEMMs %.4f ms per step (timed alone)\n", label, halide_ms, gemm_ms);
+  std::printf("  %s: Halide kernels %.4f ms, GEMMs %.4f ms, fused attention %.4f ms per step (timed alone)\n", label,
+              halide_ms, gemm_ms, attention_ms);
 }
 
 }  // namespace

@@ -11,9 +11,13 @@
 //  - products the library cannot take (f64, i32) stay Halide kernels;
 //  - compile_cuda's plan (what tessera-opt prints) reports those GEMMs as
 //    library calls and compiles the rest;
-//  - decompose_attention leaves no attention node and computes what the
-//    graph did (reference interpreter on both; it rounds every node to f32,
-//    so the two orders of operations agree to f32 rounding).
+//  - decompose_attention leaves no attention or attention_grad node and
+//    computes what the graph did (reference interpreter on both; it rounds
+//    every node to f32, so the two orders of operations agree to f32
+//    rounding);
+//  - the GPT step's attention becomes fused attention calls (one forward,
+//    and one backward writing dq, dk, dv, per layer), and attention the
+//    kernels do not take is decomposed (library_attention.h).
 #include <gtest/gtest.h>
 #include <tessera/models.h>
 #include <tessera/tessera.h>
@@ -23,6 +27,7 @@
 #include "compile_cuda.h"
 #include "cost_model.h"
 #include "decompose_attention.h"
+#include "library_attention.h"
 #include "library_gemm.h"
 #include "partition.h"
 #include "reference/reference.h"
@@ -205,6 +210,91 @@ TEST(DecomposeAttention, ComputesWhatAttentionComputes) {
         ASSERT_NEAR(got.data[i], want.data[i], 1e-5 * (1 + std::fabs(want.data[i])))
             << "causal " << causal << " scale " << scale << " element " << i;
     }
+}
+
+TEST(DecomposeAttention, ComputesWhatAttentionGradComputes) {
+  for (bool causal : {true, false})
+    for (double scale : {0.0, 0.3}) {
+      GraphBuilder b("attg");
+      Tensor q = b.input("q", {2, 3, 7, 5}), k = b.input("k", {2, 3, 7, 5}), v = b.input("v", {2, 3, 7, 4});
+      Tensor g = b.input("g", {2, 3, 7, 4});
+      Tensor o = attention(q, k, v, causal, scale);
+      for (int wrt = 0; wrt < 3; ++wrt)
+        b.output("d" + std::to_string(wrt), attention_grad(q, k, v, o, g, wrt, causal, scale));
+      const Graph graph = b.build();
+      const Graph d = decompose_attention(graph);
+      verify(d, {true});
+      int softmaxes = 0;
+      for (const Node& n : d.nodes) {
+        EXPECT_NE(n.op, "attention_grad");
+        softmaxes += n.op == "softmax";
+      }
+      EXPECT_EQ(softmaxes, 2);  // the forward's, and one shared by the three gradients
+      std::mt19937 rng(std::random_device{}());
+      std::map<std::string, ref::RefTensor> args;
+      for (const char* name : {"q", "k", "v", "g"}) args[name] = random_tensor(graph.node(name).type, rng);
+      const auto want = ref::evaluate(graph, args), got = ref::evaluate(d, args);
+      for (const char* out : {"d0", "d1", "d2"})
+        for (size_t i = 0; i < want.at(out).data.size(); ++i)
+          ASSERT_NEAR(got.at(out).data[i], want.at(out).data[i], 1e-5 * (1 + std::fabs(want.at(out).data[i])))
+              << out << " causal " << causal << " scale " << scale << " element " << i;
+    }
+}
+
+// In a GPU plan the GPT step's attention runs in the fused kernels: per
+// layer one forward call and one backward call writing dq, dk and dv.
+TEST(LibraryAttention, TheGptStepCallsTheFusedKernels) {
+  const Graph step = registered_model(
+      "gpt_train_step",
+      {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "2"}, {"n_head", "2"}, {"n_embd", "6"}, {"batch", "3"}});
+  const Graph g = prepare_gpu_attention(step);
+  EXPECT_EQ(g.nodes.size(), step.nodes.size());  // nothing decomposed
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  int forward = 0, backward = 0;
+  for (const Kernel& k : partition(g, &cost, nullptr, true)) {
+    const std::optional<LibraryAttention> a = match_library_attention(k);
+    if (!a) continue;
+    EXPECT_EQ(a->batch, 3 * 2);
+    EXPECT_EQ(a->seq, 5);
+    EXPECT_EQ(a->dim, 3);
+    EXPECT_TRUE(a->causal);
+    EXPECT_DOUBLE_EQ(a->scale, 1 / std::sqrt(3.0));
+    if (a->backward) {
+      ++backward;
+      EXPECT_EQ(k.roots.size(), 3u);
+      EXPECT_TRUE(a->dq >= 0 && a->dk >= 0 && a->dv >= 0) << a->text();
+      EXPECT_EQ(a->text(), "fused attention backward f32 [6 x 5 x 3] causal scale 0.57735 (dq, dk, dv)");
+    } else {
+      ++forward;
+    }
+  }
+  EXPECT_EQ(forward, 2);
+  EXPECT_EQ(backward, 2);
+  const std::string text = compile_cuda(step, Target::parse("host-cuda-sm90"), {.library_gemm = true}).text();
+  EXPECT_NE(text.find("4 fused attention calls"), std::string::npos) << text;
+}
+
+// What the kernels do not take (f16, a head dim above 64, a value dim of its own) is decomposed.
+TEST(LibraryAttention, OtherAttentionIsDecomposed) {
+  GraphBuilder b("att");
+  auto add = [&](const std::string& name, Shape qs, int64_t dv, DType t) {
+    Shape vs = qs;
+    vs.back() = dv;
+    b.output(name, attention(b.input(name + ".q", qs, t), b.input(name + ".k", qs, t), b.input(name + ".v", vs, t)));
+  };
+  add("fused", {2, 9, 64}, 64, DType::f32);
+  add("wide", {2, 9, 65}, 65, DType::f32);
+  add("half", {2, 9, 16}, 16, DType::f16);
+  add("dv", {2, 9, 16}, 8, DType::f32);
+  const Graph g = prepare_gpu_attention(b.build());
+  int attention_nodes = 0, softmaxes = 0;
+  for (const Node& n : g.nodes) {
+    attention_nodes += n.op == "attention";
+    softmaxes += n.op == "softmax";
+  }
+  EXPECT_EQ(attention_nodes, 1);
+  EXPECT_EQ(softmaxes, 3);
+  EXPECT_EQ(g.node(g.outputs[0].node).op, "attention");
 }
 
 TEST(DecomposeAttention, TheGptStepKeepsItsOutputs) {

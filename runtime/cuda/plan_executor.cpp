@@ -15,6 +15,7 @@
 
 #include "tessera/cuda/check.h"
 #include "tessera/cuda/device_arena.h"
+#include "tessera/cuda/attention.h"
 #include "tessera/cuda/gemm.h"
 #include "tessera/error.h"
 
@@ -149,6 +150,8 @@ struct PlanExecutor::State {
   std::vector<halide_buffer_t> buffers;
   std::vector<std::vector<halide_dimension_t>> dims;
   std::vector<GemmShape> shapes;                     // per step (GEMM steps)
+  std::vector<AttentionShape> attention;             // per step (attention steps)
+  size_t scratch_offset = 0;                         // attention backward's row statistics
   std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
   bool counted = false;  // among scratch().executors
 
@@ -178,6 +181,32 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       end += round_up(e.bytes ? e.bytes : 1, DeviceArena::kDefaultAlignment);
     }
   }
+  size_t attention_scratch = 0;
+  s.attention.resize(spec.num_steps);
+  for (int k = 0; k < spec.num_steps; ++k)
+    if (const PlanAttention* a = spec.steps[k].attention) {
+      AttentionShape& sh = s.attention[k];
+      sh.batch = a->batch;
+      sh.seq = a->seq;
+      sh.dim = a->dim;
+      sh.causal = a->causal;
+      sh.scale = static_cast<float>(a->scale);
+      const std::string where = "plan '" + plan + "' " + spec.steps[k].what;
+      if (!fused_attention_supports(a->dim, a->dim) || a->batch < 1 || a->seq < 1)
+        fail(where, ": the fused attention kernels do not take ", sh.text());
+      const size_t bytes = static_cast<size_t>(a->batch * a->seq * a->dim) * 4;
+      for (int t : {a->q, a->k, a->v, a->out, a->grad, a->dq, a->dk, a->dv})
+        if (t >= spec.num_tensors || (t >= 0 && spec.tensors[t].bytes != bytes))
+          fail(where, ": attention ", sh.text(), " needs tensors of ", bytes, " bytes, tensor ",
+               t < spec.num_tensors ? std::string("'") + spec.tensors[t].name + "' has " +
+                                          std::to_string(spec.tensors[t].bytes)
+                                    : std::string("missing"));
+      if (a->q < 0 || a->k < 0 || a->v < 0 || a->out < 0 || (a->backward && a->grad < 0))
+        fail(where, ": attention ", sh.text(), " lacks an operand");
+      if (a->backward) attention_scratch = std::max(attention_scratch, attention_backward_scratch_bytes(sh));
+    }
+  s.scratch_offset = end;
+  end += round_up(attention_scratch, DeviceArena::kDefaultAlignment);
   s.arena = std::make_unique<DeviceArena>(end, plan + " arena");
   s.gemm = std::make_unique<CublasLtGemm>(s.stream);
   // Two direct runs before the capture: see ScratchPool.
@@ -190,7 +219,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
     const PlanStep& step = spec.steps[k];
     const std::string where = "plan '" + plan + "' " + step.what;
     if (!step.gemm) {
-      if (!step.kernel) fail(where, ": neither a kernel nor a GEMM");
+      if (!step.kernel && !step.attention) fail(where, ": neither a kernel, a GEMM nor attention");
       continue;
     }
     const PlanGemm& g = *step.gemm;
@@ -332,6 +361,23 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       }
       continue;
     }
+    if (const PlanAttention* at = step.attention) {
+      auto ptr = [&](int t) { return t < 0 ? nullptr : static_cast<float*>(device_ptr(t)); };
+      try {
+        if (at->backward)
+          attention_backward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), ptr(at->grad),
+                             ptr(at->dq), ptr(at->dk), ptr(at->dv),
+                             static_cast<float*>(s.arena->at(s.scratch_offset, attention_backward_scratch_bytes(
+                                                                                   s.attention[k]))),
+                             s.options.allow_tf32, stream);
+        else
+          attention_forward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), s.options.allow_tf32,
+                            stream);
+      } catch (const Error& e) {
+        fail("plan '", spec.name, "' ", step.what, ": ", e.what());
+      }
+      continue;
+    }
     int n = 0;
     for (const int* t = step.tensors; *t >= 0; ++t) {
       if (n == 64) fail("plan '", spec.name, "' ", step.what, ": more than 64 buffers");
@@ -427,6 +473,12 @@ std::vector<PlanExecutor::StepProfile> PlanExecutor::profile(int reps) {
       p.flops = 2.0 * g.m * g.n * g.k * g.batch;
       touched = {g.a, g.b, g.c};
       if (g.bias >= 0) touched.push_back(g.bias);
+    } else if (const PlanAttention* a = step.attention) {
+      p.attention = true;
+      const double forward = 4.0 * a->batch * a->seq * a->seq * a->dim * (a->causal ? 0.5 : 1.0);
+      p.flops = a->backward ? 2.5 * forward : forward;
+      for (int t : {a->q, a->k, a->v, a->out, a->grad, a->dq, a->dk, a->dv})
+        if (t >= 0) touched.push_back(t);
     } else {
       for (const int* t = step.tensors; *t >= 0; ++t) touched.push_back(*t);
     }
@@ -444,6 +496,9 @@ std::string PlanExecutor::describe() const {
     const PlanStep& step = spec.steps[k];
     o << step.what << ": ";
     if (step.gemm) o << s_->shapes[k].describe() << "\n";
+    else if (step.attention)
+      o << "fused attention " << (step.attention->backward ? "backward " : "forward ") << s_->attention[k].text()
+        << (s_->options.allow_tf32 ? " (TF32)" : "") << "\n";
     else o << "Halide CUDA kernel\n";
   }
   o << spec.num_copies << " output copies, " << s_->feedback.size() << " state copies fed back; arena "

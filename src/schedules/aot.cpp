@@ -4,14 +4,15 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iomanip>
 #include <map>
 #include <optional>
 #include <sstream>
 
 #include "cpu_x86.h"
 #include "cuda_common.h"
-#include "decompose_attention.h"
 #include "halide_util.h"
+#include "library_attention.h"
 #include "library_gemm.h"
 #include "lower_to_halide.h"
 #include "memory_plan.h"
@@ -92,7 +93,7 @@ std::vector<std::string> cpu_feature_checks(const Halide::Target& t) {
 
 // The kernels, memory plan and tensor table that a set of variants shares.
 struct Family {
-  Graph graph;  // the graph the family compiles (GPU: attention decomposed, decompose_attention.h)
+  Graph graph;  // the graph the family compiles (GPU: prepare_gpu_attention, library_attention.h)
   std::vector<Kernel> kernels;
   MemoryPlan plan;
   int num_inputs = 0, num_outputs = 0;
@@ -103,6 +104,8 @@ struct Family {
   std::vector<std::pair<int, int>> copies;  // (output tensor, source tensor) copied after the kernels
   std::vector<std::string> kernel_text;     // per kernel: its graph printed (equal texts compile once)
   std::vector<std::optional<LibraryGemm>> gemm;  // per kernel: the cuBLASLt GEMM it is, if any
+  std::vector<std::optional<LibraryAttention>> attention;  // per kernel: the fused attention call it is, if any
+  bool library(size_t k) const { return gemm[k] || attention[k]; }
   // Per kernel: the tensors of its Halide arguments (in Halide's order), then
   // of its outputs; filled when its first variant lowers it.
   std::vector<std::vector<int>> call_args;
@@ -110,7 +113,7 @@ struct Family {
 
 Family build_family(const Graph& source, const CostModel& cost, bool library_gemm) {
   Family f;
-  f.graph = library_gemm ? decompose_attention(source) : source;
+  f.graph = library_gemm ? prepare_gpu_attention(source) : source;
   const Graph& graph = f.graph;
   f.kernels = partition(graph, &cost, nullptr, library_gemm);
   f.plan = plan_memory(graph, f.kernels);
@@ -135,6 +138,7 @@ Family build_family(const Graph& source, const CostModel& cost, bool library_gem
   for (const Kernel& k : f.kernels) {
     f.kernel_text.push_back(print(k.graph));
     f.gemm.push_back(library_gemm ? match_library_gemm(k) : std::nullopt);
+    f.attention.push_back(library_gemm ? match_library_attention(k) : std::nullopt);
   }
   f.call_args.resize(f.kernels.size());
   return f;
@@ -144,6 +148,13 @@ void write_file(const std::string& path, const std::string& text) {
   std::ofstream f(path);
   f << text;
   if (!f) fail("compile_aot: cannot write ", path);
+}
+
+// `x` printed so that it reads back as the same double.
+std::string exact(double x) {
+  std::ostringstream o;
+  o << std::setprecision(17) << x;
+  return o.str();
 }
 
 // The CUDA variants' plans, as tessera::cuda::PlanSpec tables (plan_executor.h):
@@ -174,6 +185,14 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
         << ", " << g->k << ", " << g->batch << ", " << g->stride_a << ", " << g->stride_b << ", " << tensor(g->a) << ", "
         << tensor(g->b) << ", " << f.buffer_of[kernel.roots[0]] << ", " << tensor(g->bias) << "};  // "
         << g->text() << "\n";
+    } else if (const std::optional<LibraryAttention>& a = f.attention[k]) {
+      auto input = [&](int i) { return i < 0 ? -1 : f.buffer_of[kernel.inputs[i]]; };
+      auto root = [&](int r) { return r < 0 ? -1 : f.buffer_of[kernel.roots[r]]; };
+      c << "const tessera::cuda::PlanAttention kCudaAttention" << k << " = {" << (a->backward ? "true" : "false")
+        << ", " << a->batch << ", " << a->seq << ", " << a->dim << ", " << (a->causal ? "true" : "false") << ", "
+        << exact(a->scale) << ", " << input(a->q) << ", " << input(a->k) << ", " << input(a->v) << ", "
+        << (a->backward ? input(a->out) : root(0)) << ", " << input(a->grad) << ", " << root(a->dq) << ", "
+        << root(a->dk) << ", " << root(a->dv) << "};  // " << a->text() << "\n";
     } else {
       c << "const int kCudaArgs" << k << "[] = {";
       for (int a : f.call_args[k]) c << a << ", ";
@@ -190,6 +209,7 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
       const Node& root = graph.nodes[f.kernels[k].roots.back()];
       c << "    {\"kernel " << k << " (" << root.name << ", " << root.op << ")\", ";
       if (f.gemm[k]) c << "nullptr, nullptr, &kCudaGemm" << k << "},\n";
+      else if (f.attention[k]) c << "nullptr, nullptr, nullptr, &kCudaAttention" << k << "},\n";
       else c << fn_names[v][k] << "_argv, kCudaArgs" << k << ", nullptr},\n";
     }
     c << "};\nconst tessera::cuda::PlanSpec kCudaPlan" << v << " = {\"" << name << "\", kCudaTensors, "
@@ -261,9 +281,10 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     for (size_t k = 0; k < family.kernels.size(); ++k) {
       const Kernel& kernel = family.kernels[k];
       const Node& root = family.graph.nodes[kernel.roots.back()];
-      if (family.gemm[k]) {
+      if (family.library(k)) {
         fn_names[v].push_back("");
-        schedule << "kernel " << k << ": " << root.name << " (" << root.op << "): " << family.gemm[k]->text() << "\n";
+        schedule << "kernel " << k << ": " << root.name << " (" << root.op
+                 << "): " << (family.gemm[k] ? family.gemm[k]->text() : family.attention[k]->text()) << "\n";
         continue;
       }
       std::string& fn = compiled[family.kernel_text[k]];
@@ -391,7 +412,7 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << "  std::string describe_device() const;  // one line per step: Halide kernel or cuBLASLt GEMM\n"
     << "  size_t device_arena_bytes() const;   // the one device allocation (cuBLASLt's workspace aside)\n"
     << "  // Each step timed alone with CUDA events (mean of `reps` direct runs), as CSV\n"
-    << "  // lines \"what,kind,ms,bytes,flops\" (kind: halide or gemm; bytes: tensors read\n"
+    << "  // lines \"what,kind,ms,bytes,flops\" (kind: halide, gemm or attention; bytes: tensors read\n"
     << "  // and written, each once).\n"
     << "  std::string profile_device(int reps);\n\n private:\n  struct State;\n  State* state_;\n};\n\n"
     << "}  // namespace tessera_aot\n";
@@ -703,7 +724,7 @@ std::string )" << name << R"(::profile_device(int reps) {
   std::string csv;
   if (!state_->gpu) return csv;
   for (const auto& p : state_->gpu->profile(reps))
-    csv += "\"" + p.what + "\"," + (p.gemm ? "gemm," : "halide,") + std::to_string(p.ms) + "," +
+    csv += "\"" + p.what + "\"," + (p.gemm ? "gemm," : p.attention ? "attention," : "halide,") + std::to_string(p.ms) + "," +
            std::to_string(p.bytes) + "," + std::to_string(p.flops) + "\n";
   return csv;
 }

@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "cuda_common.h"
-#include "decompose_attention.h"
+#include "library_attention.h"
 #include "library_gemm.h"
 #include "lower_to_halide.h"
 #include "partition.h"
@@ -201,7 +201,7 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
   int index = 0;
   const CostModel cost = cost_model(target);
   std::vector<RematDecision> remat;
-  const Graph decomposed = options.library_gemm ? decompose_attention(source) : Graph();
+  const Graph decomposed = options.library_gemm ? prepare_gpu_attention(source) : Graph();
   const Graph& graph = options.library_gemm ? decomposed : source;
   const std::vector<Kernel> kernels = partition(graph, &cost, &remat, options.library_gemm);
   result.remat = remat_decisions_text(graph, remat, cost);
@@ -219,9 +219,13 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
     const std::string key = print(k.graph);
     auto seen = compiled.find(key);
     std::optional<LibraryGemm> gemm;
-    if (options.library_gemm) gemm = match_library_gemm(k);
-    if (gemm) {
-      info.library = gemm->text();
+    std::optional<LibraryAttention> attention;
+    if (options.library_gemm) {
+      gemm = match_library_gemm(k);
+      attention = match_library_attention(k);
+    }
+    if (gemm || attention) {
+      info.library = gemm ? gemm->text() : attention->text();
       info.estimated_us = estimate_us(k, graph, 1, arch);
       result.kernels.push_back(std::move(info));
       ++index;
@@ -301,10 +305,14 @@ std::string CudaCompileResult::text() const {
   os << std::fixed << std::setprecision(1);
   double estimate = 0;
   for (const CudaKernelInfo& k : kernels) estimate += k.estimated_us;
-  int library = 0;
-  for (const CudaKernelInfo& k : kernels) library += !k.library.empty();
+  int gemms = 0, attention = 0;
+  for (const CudaKernelInfo& k : kernels) {
+    gemms += k.library.rfind("cuBLASLt", 0) == 0;
+    attention += k.library.rfind("fused attention", 0) == 0;
+  }
   os << "graph '" << graph << "': " << kernels.size() << " kernels (";
-  if (library) os << library << " cuBLASLt GEMMs, ";
+  if (gemms) os << gemms << " cuBLASLt GEMMs, ";
+  if (attention) os << attention << " fused attention calls, ";
   os << distinct_kernels << " compiled), " << schedule_set
      << " schedule (" << arch.gpu << ", " << arch.sm_count << " SMs) for " << halide_target << ", PTX for sm_86; "
      << "estimated " << estimate << " us per run\n"

@@ -59,16 +59,18 @@ struct CudaKernelInfo {
   // DRAM bandwidth, FLOPs at the FP32 rate). Bytes count the kernel's inputs
   // and outputs once; FLOPs count matrix products only.
   double estimated_us = 0;
-  // With CudaCompileOptions::library_gemm: the cuBLASLt GEMM this kernel is
-  // ("cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias"), or "" for a Halide kernel.
+  // With CudaCompileOptions::library_gemm: the library call this kernel is
+  // ("cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias", "fused attention
+  // forward ..."), or "" for a Halide kernel.
   std::string library;
 };
 
 struct CudaCompileOptions {
   bool keep_ptx = false;  // keep each kernel's PTX text in CudaKernelInfo::ptx
   // As the PlanExecutor runs the graph (what generated GPU variants do):
-  // attention decomposed (decompose_attention.h) and f32/f16 products as
-  // cuBLASLt GEMMs (library_gemm.h), reported rather than compiled. False
+  // f32/f16 products as cuBLASLt GEMMs (library_gemm.h) and attention in the
+  // fused kernels (library_attention.h, else decomposed), reported rather
+  // than compiled. False
   // compiles every kernel, products included, with Halide's CUDA schedules.
   bool library_gemm = false;
 };

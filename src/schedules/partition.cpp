@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 
+#include "library_attention.h"
 #include "library_gemm.h"
 #include "op_registry.h"
 #include "user_def.h"
@@ -39,11 +40,15 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     if (out.op != "input" && out.op != "param") root[o.node] = true;  // constants too
   }
   if (library_gemm)
-    for (const Node& node : g.nodes)
+    for (const Node& node : g.nodes) {
       if ((node.op == "matmul" || node.op == "linear") &&
           (node.type.dtype == DType::f32 || node.type.dtype == DType::f16))
         for (int in : node.inputs)
           if (int m = gemm_operand_to_materialize(g, in, root); m >= 0) root[m] = true;
+      if (fused_attention_takes(g, node))  // the kernels read dense buffers
+        for (int in : node.inputs)
+          if (!g.nodes[in].is_leaf() || g.nodes[in].op == "constant") root[in] = true;
+    }
   if (cost) {
     std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
     if (decisions) *decisions = std::move(remat);
@@ -77,11 +82,27 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     OpKind kind = op_def(node.op).kind;
     return kind == OpKind::elementwise || kind == OpKind::shape || kind == OpKind::random;
   };
+  // The fused attention backward computes dq, dk and dv together: the
+  // attention_grad nodes of one attention share a kernel.
+  auto same_attention = [&](int a, int b) {
+    const Node &x = g.nodes[a], &y = g.nodes[b];
+    return library_gemm && x.op == "attention_grad" && y.op == "attention_grad" && x.inputs == y.inputs &&
+           fused_attention_takes(g, x) && attr_bool(x.attrs, "causal", x.op) == attr_bool(y.attrs, "causal", y.op) &&
+           attr_float(x.attrs, "scale", x.op) == attr_float(y.attrs, "scale", y.op);
+  };
   for (int r = 0; r < n; ++r) {
     if (!root[r]) continue;
     std::vector<int> args = arguments({r}).first;
     int join = -1;
-    if (fusible(r)) {
+    if (g.nodes[r].op == "attention_grad") {
+      std::vector<bool> read_later(n, false);
+      for (int gi = static_cast<int>(groups.size()) - 1; gi >= 0 && join < 0; --gi) {
+        bool ok = same_attention(groups[gi][0], r);
+        for (int m : groups[gi]) ok = ok && !read_later[m];
+        if (ok) join = gi;
+        for (int a : group_args[gi]) read_later[a] = true;
+      }
+    } else if (fusible(r)) {
       // The latest group that r may join: all fusible, same shape, related
       // to r, and not read by any kernel after it (it will run later, at r).
       std::vector<bool> read_later(n, false);

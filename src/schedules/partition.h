@@ -51,7 +51,10 @@ struct Kernel {
 // when given, receives the decisions. `library_gemm` (GPU targets that run
 // matrix products in cuBLASLt): the operands of f32 and f16 matmul and linear
 // nodes are materialized unless they are inputs or views of kernel results,
-// so that those products become kernels of their own (library_gemm.h).
+// so that those products become kernels of their own (library_gemm.h); the
+// operands of the attention nodes the fused CUDA kernels take are
+// materialized, and the attention_grad nodes of one attention share a kernel
+// (library_attention.h).
 std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions = nullptr,
                               bool library_gemm = false);
 // With this CPU's cost model.

@@ -1,11 +1,12 @@
 // plan_report (plan.h): the kernels, schedules and memory plan of a graph
 // for a target, as text. It compiles (JIT for the CPU, PTX for CUDA) to get
 // the real schedules, and runs nothing. For CUDA it reports the plan that
-// generated GPU variants run: products as cuBLASLt GEMMs, attention decomposed.
+// generated GPU variants run: products as cuBLASLt GEMMs, attention in the
+// fused kernels or decomposed.
 #include "tessera/plan.h"
 
 #include "compile_cuda.h"
-#include "decompose_attention.h"
+#include "library_attention.h"
 #include "memory_plan.h"
 #include "partition.h"
 
@@ -22,10 +23,10 @@ PlanReport plan_report(const Graph& graph, const Target& target) {
     r.without_reuse = exe.memory_stats().without_reuse;
     return r;
   }
-  // As the PlanExecutor runs it: attention decomposed, products in cuBLASLt.
+  // As the PlanExecutor runs it: products in cuBLASLt, attention fused or decomposed.
   r.kernels = compile_cuda(graph, target, {.library_gemm = true}).text();
   const CostModel cost = cost_model(target);
-  const Graph g = decompose_attention(graph);
+  const Graph g = prepare_gpu_attention(graph);
   const MemoryPlan plan = plan_memory(g, partition(g, &cost, nullptr, true));
   r.memory = plan.text(g);
   r.peak_bytes = plan.peak;

@@ -18,7 +18,9 @@
 // A step queues each plan step in order on the stream: a Halide kernel
 // (its AOT argv function, given buffers wrapped with
 // halide_cuda_wrap_device_ptr, on the executor's context and stream through
-// Halide's CUDA hooks) or a GEMM (CublasLtGemm). Then outputs that are
+// Halide's CUDA hooks), a GEMM (CublasLtGemm) or a fused attention call
+// (attention.h; its backward's row statistics live in a scratch area after
+// the arena's tensors). Then outputs that are
 // copies of inputs or of other outputs are copied on the device, and, with
 // Options::feed_back, each output "new.X" is copied onto input "X" (an
 // optimizer's new params and moments become the next step's). The first two
@@ -65,13 +67,24 @@ struct PlanGemm {
   int a, b, c, bias;           // tensors (bias -1 when there is none)
 };
 
+// A fused attention call (attention.h): f32 [batch, seq, dim] tensors.
+struct PlanAttention {
+  bool backward;
+  int64_t batch, seq, dim;
+  bool causal;
+  double scale;
+  int q, k, v, out, grad;  // tensors (forward: out is its result, grad -1)
+  int dq, dk, dv;          // backward: the gradients it writes (-1: not wanted)
+};
+
 using HalideKernelFn = int (*)(void**);
 
 struct PlanStep {
   const char* what;       // "kernel 3 (t5, sum)" for errors and reports
-  HalideKernelFn kernel;  // a Halide kernel, or nullptr for a GEMM
+  HalideKernelFn kernel;  // a Halide kernel, or nullptr for a library call
   const int* tensors;     // the kernel's arguments then outputs, -1 ended
   const PlanGemm* gemm;   // a GEMM, or nullptr
+  const PlanAttention* attention = nullptr;  // a fused attention call, or nullptr
 };
 
 struct PlanSpec {
@@ -131,16 +144,20 @@ class PlanExecutor {
   size_t arena_bytes() const;  // the one allocation (without cuBLASLt's workspace)
   size_t high_water() const;   // bytes of the arena touched by the plan so far
   const PlanSpec& spec() const;
-  // One line per step: "kernel 3 (t5, sum): Halide" / "kernel 4 (t6, linear): cuBLASLt gemm f32 [...]".
+  // One line per step: "kernel 3 (t5, sum): Halide" / "kernel 4 (t6, linear): cuBLASLt gemm f32 [...]"
+  // / "kernel 9 (t20, attention): fused attention forward [...]".
   std::string describe() const;
 
   // Each step timed alone with CUDA events (direct launches, `reps` runs of
   // the whole plan after one warm-up; the mean per step). bytes: the sizes
   // of the tensors it reads and writes, each once (a lower bound on its
-  // traffic); flops: 2mnk per GEMM, 0 for Halide kernels.
+  // traffic); flops: 2mnk per GEMM; for attention the useful products
+  // (forward 4 B T^2 D, halved when causal; backward 2.5 times that), 0 for
+  // Halide kernels.
   struct StepProfile {
     std::string what;
     bool gemm = false;
+    bool attention = false;
     double ms = 0;
     size_t bytes = 0;
     double flops = 0;
