@@ -5,7 +5,8 @@
 // memory with rows padded by 4 floats, in blocks of 4 warps. Warp w owns
 // rows 16w.. of the block's tile and of its 64 x 64 score tiles: it computes
 // their products (strip_mm: TF32 WMMA fragments, or CUDA cores), their
-// softmax rows (lanes across the columns; row statistics in registers) and
+// softmax rows (two lanes per row, a half row each in registers, with the
+// row statistics) and
 // their share of the output, so the block synchronizes only around loads of
 // shared operand tiles. Rows and columns past seq and dim are zeros; keys
 // past seq or after the query (causal) are masked before the exponential.
@@ -154,13 +155,25 @@ __device__ void store_strip(float* dst, const float* src, int64_t row0, int64_t 
   }
 }
 
-__device__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
+
+// Row-wise work on a warp's 16 x 64 score strip: lane l takes row l / 2,
+// columns 32 (l % 2) .. + 31 (a half row, kept in registers); the two lanes
+// of a row combine with one shuffle.
+__device__ float pair_max(float v) { return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1)); }
+__device__ float pair_sum(float v) { return v + __shfl_xor_sync(0xffffffffu, v, 1); }
+__device__ void load_half(float (&x)[32], const float* p) {
+#pragma unroll
+  for (int u = 0; u < 32; u += 4) {
+    const float4 v = *reinterpret_cast<const float4*>(p + u);
+    x[u] = v.x;
+    x[u + 1] = v.y;
+    x[u + 2] = v.z;
+    x[u + 3] = v.w;
+  }
 }
-__device__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+__device__ void store_half(float* p, const float (&x)[32]) {
+#pragma unroll
+  for (int u = 0; u < 32; u += 4) *reinterpret_cast<float4*>(p + u) = make_float4(x[u], x[u + 1], x[u + 2], x[u + 3]);
 }
 
 // Key j is hidden from query i: past the sequence, or after i when causal.
@@ -193,12 +206,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const float* q, const
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTile, w0 = q0 + 16 * warp;
   load_tile<DP, kTF32>(Qs, q + base, q0, seq, dim);
   zero_strip<DP>(Ow);
-  float m_row[16], l_row[16];  // every lane holds its warp's rows
-#pragma unroll
-  for (int r = 0; r < 16; ++r) {
-    m_row[r] = -INFINITY;
-    l_row[r] = 0.0f;
-  }
+  const int hr = lane / 2, hc = 32 * (lane % 2);  // the lane's half row of the strip
+  const int64_t i = w0 + hr;
+  float m = -INFINITY, l = 0.0f;  // of row hr
   const int64_t last = key_tiles(blockIdx.x, seq, causal);
   for (int64_t t = 0; t < last; ++t) {
     const int64_t k0 = t * kTile;
@@ -208,34 +218,35 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const float* q, const
     __syncthreads();
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
     __syncwarp();
+    float x[32];
+    load_half(x, Sw + hr * kLdS + hc);
+    float mx = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < 16; ++r) {
-      const int64_t i = w0 + r;
-      float s[2];
-      for (int h = 0; h < 2; ++h) {
-        const int c = lane + 32 * h;
-        s[h] = masked(i, k0 + c, seq, causal) ? -INFINITY : Sw[r * kLdS + c] * scale;
-      }
-      const float m_new = fmaxf(m_row[r], warp_max(fmaxf(s[0], s[1])));
-      float sum = 0;
-      for (int h = 0; h < 2; ++h) {
-        const float p = s[h] == -INFINITY ? 0.0f : __expf(s[h] - m_new);
-        Sw[r * kLdS + lane + 32 * h] = round_operand<kTF32>(p);
-        sum += p;
-      }
-      const float alpha = m_row[r] == -INFINITY ? 0.0f : __expf(m_row[r] - m_new);
-      for (int c = lane; c < DP; c += 32) Ow[r * ld + c] *= alpha;
-      l_row[r] = l_row[r] * alpha + warp_sum(sum);
-      m_row[r] = m_new;
+    for (int u = 0; u < 32; ++u) {
+      x[u] = masked(i, k0 + hc + u, seq, causal) ? -INFINITY : x[u] * scale;
+      mx = fmaxf(mx, x[u]);
     }
+    const float m_new = fmaxf(m, pair_max(mx));
+    float sum = 0;
+#pragma unroll
+    for (int u = 0; u < 32; ++u) {
+      const float p = x[u] == -INFINITY ? 0.0f : __expf(x[u] - m_new);
+      sum += p;
+      x[u] = round_operand<kTF32>(p);
+    }
+    store_half(Sw + hr * kLdS + hc, x);
+    const float alpha = m == -INFINITY ? 0.0f : __expf(m - m_new);
+#pragma unroll
+    for (int c = 0; c < DP / 2; ++c) Ow[hr * ld + (lane % 2) * (DP / 2) + c] *= alpha;
+    l = l * alpha + pair_sum(sum);
+    m = m_new;
     __syncwarp();
     strip_mm<DP, kTile, kTF32, true, false>(Ow, ld, Sw, kLdS, Vs, ld);
   }
   __syncwarp();
-#pragma unroll
-  for (int r = 0; r < 16; ++r)
-    for (int c = lane; c < dim; c += 32)
-      if (w0 + r < seq) out[base + (w0 + r) * dim + c] = Ow[r * ld + c] / l_row[r];
+  if (i < seq)
+    for (int c = (lane % 2) * (DP / 2); c < (lane % 2 + 1) * (DP / 2) && c < dim; ++c)
+      out[base + i * dim + c] = Ow[hr * ld + c] / l;
 }
 
 // ---- backward, per query tile: statistics (logsumexp, rowsum(grad * out)) and dq ----
@@ -257,17 +268,14 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTile, w0 = q0 + 16 * warp;
   load_tile<DP, kTF32>(Qs, q + base, q0, seq, dim);
   load_tile<DP, kTF32>(Gs, grad + base, q0, seq, dim);
-  float dot_row[16], m_row[16], l_row[16];
-#pragma unroll
-  for (int r = 0; r < 16; ++r) {
-    const int64_t i = w0 + r;
-    float d = 0;
-    if (i < seq)
-      for (int c = lane; c < dim; c += 32) d += grad[base + i * dim + c] * out[base + i * dim + c];
-    dot_row[r] = warp_sum(d);
-    m_row[r] = -INFINITY;
-    l_row[r] = 0.0f;
-  }
+  const int hr = lane / 2, hc = 32 * (lane % 2);  // the lane's half row of the strip
+  const int64_t i = w0 + hr;
+  float dot = 0;  // rowsum(grad * out) of row hr, from the lane pair's halves
+  if (i < seq)
+    for (int c = (lane % 2) * (DP / 2); c < (lane % 2 + 1) * (DP / 2) && c < dim; ++c)
+      dot += grad[base + i * dim + c] * out[base + i * dim + c];
+  dot = pair_sum(dot);
+  float m = -INFINITY, l = 0.0f;
   const int64_t last = key_tiles(blockIdx.x, seq, causal);
   // Pass 1: each row's max and sum of exponentials, online.
   for (int64_t t = 0; t < last; ++t) {
@@ -277,30 +285,26 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
     __syncwarp();
+    float x[32];
+    load_half(x, Sw + hr * kLdS + hc);
+    float mx = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < 16; ++r) {
-      const int64_t i = w0 + r;
-      float s[2];
-      for (int h = 0; h < 2; ++h) {
-        const int c = lane + 32 * h;
-        s[h] = masked(i, k0 + c, seq, causal) ? -INFINITY : Sw[r * kLdS + c] * scale;
-      }
-      const float m_new = fmaxf(m_row[r], warp_max(fmaxf(s[0], s[1])));
-      float sum = 0;
-      for (int h = 0; h < 2; ++h) sum += s[h] == -INFINITY ? 0.0f : __expf(s[h] - m_new);
-      l_row[r] = (m_row[r] == -INFINITY ? 0.0f : l_row[r] * __expf(m_row[r] - m_new)) + warp_sum(sum);
-      m_row[r] = m_new;
+    for (int u = 0; u < 32; ++u) {
+      x[u] = masked(i, k0 + hc + u, seq, causal) ? -INFINITY : x[u] * scale;
+      mx = fmaxf(mx, x[u]);
     }
+    const float m_new = fmaxf(m, pair_max(mx));
+    float sum = 0;
+#pragma unroll
+    for (int u = 0; u < 32; ++u) sum += x[u] == -INFINITY ? 0.0f : __expf(x[u] - m_new);
+    l = (m == -INFINITY ? 0.0f : l * __expf(m - m_new)) + pair_sum(sum);
+    m = m_new;
     __syncwarp();
   }
-  float lse_row[16];
-#pragma unroll
-  for (int r = 0; r < 16; ++r) {
-    lse_row[r] = m_row[r] + __logf(l_row[r]);
-    if (lane == 0 && w0 + r < seq) {
-      lse[stat + w0 + r] = lse_row[r];
-      rowdot[stat + w0 + r] = dot_row[r];
-    }
+  const float lse_i = m + __logf(l);
+  if (lane % 2 == 0 && i < seq) {
+    lse[stat + i] = lse_i;
+    rowdot[stat + i] = dot;
   }
   if (!dq) return;
   // Pass 2: dS = P * (grad v^T - rowdot) * scale, dq = dS k.
@@ -314,17 +318,15 @@ __global__ void __launch_bounds__(kThreads)
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
     strip_mm<kTile, DP, kTF32, false, true>(dPw, kLdS, Gw, ld, Vs, ld);
     __syncwarp();
+    float x[32], d[32];
+    load_half(x, Sw + hr * kLdS + hc);
+    load_half(d, dPw + hr * kLdS + hc);
 #pragma unroll
-    for (int r = 0; r < 16; ++r) {
-      const int64_t i = w0 + r;
-      for (int h = 0; h < 2; ++h) {
-        const int c = lane + 32 * h;
-        const float p = masked(i, k0 + c, seq, causal) || i >= seq
-                            ? 0.0f
-                            : __expf(Sw[r * kLdS + c] * scale - lse_row[r]);
-        Sw[r * kLdS + c] = round_operand<kTF32>(p * (dPw[r * kLdS + c] - dot_row[r]) * scale);
-      }
+    for (int u = 0; u < 32; ++u) {
+      const float p = masked(i, k0 + hc + u, seq, causal) || i >= seq ? 0.0f : __expf(x[u] * scale - lse_i);
+      x[u] = round_operand<kTF32>(p * (d[u] - dot) * scale);
     }
+    store_half(Sw + hr * kLdS + hc, x);
     __syncwarp();
     strip_mm<DP, kTile, kTF32, true, false>(dQw, ld, Sw, kLdS, Ks, ld);
   }
@@ -369,18 +371,21 @@ __global__ void __launch_bounds__(kThreads)
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Kw, ld, Qs, ld);   // S^T[j][i]
     strip_mm<kTile, DP, kTF32, false, true>(dPw, kLdS, Vw, ld, Gs, ld);  // dP^T[j][i]
     __syncwarp();
+    {
+      const int hr = lane / 2, hc = 32 * (lane % 2);  // key w0 + hr, queries q0 + hc ..
+      const int64_t j = w0 + hr;
+      float x[32], d[32];
+      load_half(x, Sw + hr * kLdS + hc);
+      load_half(d, dPw + hr * kLdS + hc);
 #pragma unroll
-    for (int r = 0; r < 16; ++r) {
-      const int64_t j = w0 + r;
-      for (int h = 0; h < 2; ++h) {
-        const int c = lane + 32 * h;
-        const int64_t i = q0 + c;
-        const float p = masked(i, j, seq, causal) || i >= seq
-                            ? 0.0f
-                            : __expf(Sw[r * kLdS + c] * scale - lse_s[c]);
-        Sw[r * kLdS + c] = round_operand<kTF32>(p);
-        dPw[r * kLdS + c] = round_operand<kTF32>(p * (dPw[r * kLdS + c] - dot_s[c]) * scale);  // dS^T
+      for (int u = 0; u < 32; ++u) {
+        const int64_t i = q0 + hc + u;
+        const float p = masked(i, j, seq, causal) || i >= seq ? 0.0f : __expf(x[u] * scale - lse_s[hc + u]);
+        x[u] = round_operand<kTF32>(p);
+        d[u] = round_operand<kTF32>(p * (d[u] - dot_s[hc + u]) * scale);  // dS^T
       }
+      store_half(Sw + hr * kLdS + hc, x);
+      store_half(dPw + hr * kLdS + hc, d);
     }
     __syncwarp();
     if (dv) strip_mm<DP, kTile, kTF32, true, false>(dVw, ld, Sw, kLdS, Gs, ld);
