@@ -9,8 +9,10 @@
 #include <optional>
 #include <sstream>
 
+#include "compile_cuda.h"
 #include "cpu_x86.h"
 #include "cuda_common.h"
+#include "decompose_attention.h"
 #include "halide_util.h"
 #include "library_attention.h"
 #include "library_gemm.h"
@@ -93,7 +95,7 @@ std::vector<std::string> cpu_feature_checks(const Halide::Target& t) {
 
 // The kernels, memory plan and tensor table that a set of variants shares.
 struct Family {
-  Graph graph;  // the graph the family compiles (GPU: prepare_gpu_attention, library_attention.h)
+  Graph graph;  // the graph the family compiles (prepare_cpu_attention / prepare_gpu_attention)
   std::vector<Kernel> kernels;
   MemoryPlan plan;
   int num_inputs = 0, num_outputs = 0;
@@ -113,7 +115,7 @@ struct Family {
 
 Family build_family(const Graph& source, const CostModel& cost, bool library_gemm) {
   Family f;
-  f.graph = library_gemm ? prepare_gpu_attention(source) : source;
+  f.graph = library_gemm ? prepare_gpu_attention(source) : prepare_cpu_attention(source);
   const Graph& graph = f.graph;
   f.kernels = partition(graph, &cost, nullptr, library_gemm);
   f.plan = plan_memory(graph, f.kernels);
@@ -253,6 +255,7 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
   const std::vector<TensorEntry>& tensors = cpu.tensors;  // the public ones are the same in both
   const std::vector<Kernel>& kernels = cpu.kernels;
   const MemoryPlan& plan = cpu.plan;
+  const Graph& cpu_graph = cpu.graph;  // the CPU tables' node ids are this graph's (attention_grad decomposed)
 
   AotResult result;
   result.kernels = static_cast<int>(kernels.size());
@@ -305,6 +308,7 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
         std::vector<Halide::Argument> args(L.args.begin(), L.args.end());
         Halide::Module m =
             Halide::Pipeline(L.outputs).compile_to_module(args, fn, ht.with_feature(Halide::Target::NoRuntime));
+        if (t.cuda_sm) check_cuda_module(m, L, kernel.graph, describe_kernel(family.graph, kernel.roots), t.cuda_sm);
         // One object per kernel: the GPU code of several pipelines in one
         // object would share one CUDA module holding one pipeline's kernels.
         kernel_objects.push_back(out_dir + "/" + fn + ".o");
@@ -359,14 +363,14 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     return count ? f + "_" + std::to_string(count) : f;
   };
   for (int i = 0; i < num_inputs; ++i) {
-    const Node& n = graph.nodes[tensors[i].node];
+    const Node& n = cpu_graph.nodes[tensors[i].node];
     h << "    const " << c_type(n.type.dtype) << "* " << unique_field(tensors[i].name) << " = nullptr;  // "
       << to_string(n.type) << " '" << tensors[i].name << "'\n";
   }
   h << "  };\n  struct Outputs {\n";
   used_fields.clear();
   for (int i = num_inputs; i < num_inputs + num_outputs; ++i) {
-    const Node& n = graph.nodes[tensors[i].node];
+    const Node& n = cpu_graph.nodes[tensors[i].node];
     h << "    " << c_type(n.type.dtype) << "* " << unique_field(tensors[i].name) << " = nullptr;  // "
       << to_string(n.type) << " '" << tensors[i].name << "'\n";
   }
@@ -442,7 +446,7 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << "struct Entry {\n  TensorSpec spec;\n  char kind;  // 'i' input, 'o' output, 't' intermediate\n"
     << "  uint8_t code, bits;\n  size_t offset;\n};\n\nconst Entry kTensors[] = {\n";
   for (const TensorEntry& t : tensors) {
-    const Node& n = graph.nodes[t.node];
+    const Node& n = cpu_graph.nodes[t.node];
     Halide::Type ht = halide_type(n.type.dtype);
     c << "    {{\"" << t.name << "\", \"" << dtype_name(n.type.dtype) << "\", " << n.type.rank() << ", {";
     for (size_t d = 0; d < n.type.shape.size(); ++d) c << (d ? ", " : "") << n.type.shape[d];
@@ -458,7 +462,7 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
        }()
     << "];\n};\nconst Call kCalls[] = {\n";
   for (size_t k = 0; k < kernels.size(); ++k) {
-    const Node& root = graph.nodes[kernels[k].roots.back()];
+    const Node& root = cpu_graph.nodes[kernels[k].roots.back()];
     c << "    {\"kernel " << k << " (" << root.name << ", " << root.op << ")\", {";
     for (int a : cpu.call_args[k]) c << a << ", ";
     c << "-1}},\n";

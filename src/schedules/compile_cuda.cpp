@@ -183,6 +183,29 @@ void check_buffer_regions(const Halide::Module& module, const std::map<std::stri
   }
 }
 
+std::vector<CudaLaunch> check_cuda_module(const Halide::Module& module, const LoweredGraph& L, const Graph& kernel,
+                                          const std::string& context, int sm) {
+  const CudaArch& arch = cuda_arch(sm);
+  std::map<std::string, Shape> shapes;
+  for (size_t i = 0; i < L.args.size(); ++i)
+    shapes["Input buffer " + L.args[i].name()] = kernel.node(L.arg_nodes[i]).type.shape;
+  for (size_t i = 0; i < L.outputs.size(); ++i)
+    shapes["Output buffer " + L.outputs[i].name()] = kernel.node(L.output_nodes[i]).type.shape;
+  check_buffer_regions(module, shapes, context, arch.name);
+  std::set<std::string> buffers;
+  for (const Halide::ImageParam& p : L.args) buffers.insert(p.name());
+  for (const Halide::Func& out : L.outputs) buffers.insert(out.name());
+  HostReads reads(buffers);
+  for (const Halide::Internal::LoweredFunc& f : module.functions()) f.body.accept(&reads);
+  for (const std::string& b : reads.found)
+    fail("compile_cuda: the ", arch.name, " schedule of ", context, " reads elements of ", b,
+         " in host code, where a GPU plan's buffers have no host memory (a bound that depends on data?)");
+  Launches launches;
+  for (const Halide::Internal::LoweredFunc& f : module.functions()) f.body.accept(&launches);
+  check_launches(launches.found, arch, context);
+  return launches.found;
+}
+
 CudaCompileResult compile_cuda(const Graph& source, const Target& target, const CudaCompileOptions& options) {
   const auto start = Clock::now();
   if (!target.cuda_sm)
@@ -257,26 +280,9 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
           pipeline.compile_to_lowered_stmt(std::string(dir) + "/" + graph.name + "_" + std::to_string(index) + "_" +
                                                arch.name + ".stmt",
                                            args, Halide::StmtOutputFormat::Text, ht);
-        std::map<std::string, Shape> shapes;
-        for (size_t i = 0; i < L.args.size(); ++i)
-          shapes["Input buffer " + L.args[i].name()] = k.graph.node(L.arg_nodes[i]).type.shape;
-        for (size_t i = 0; i < L.outputs.size(); ++i)
-          shapes["Output buffer " + L.outputs[i].name()] = k.graph.node(L.output_nodes[i]).type.shape;
-        check_buffer_regions(module, shapes, context, arch.name);
-        std::set<std::string> buffers;
-        for (const Halide::ImageParam& p : L.args) buffers.insert(p.name());
-        for (const Halide::Func& out : L.outputs) buffers.insert(out.name());
-        HostReads reads(buffers);
-        for (const Halide::Internal::LoweredFunc& f : module.functions()) f.body.accept(&reads);
-        for (const std::string& b : reads.found)
-          fail("compile_cuda: the ", arch.name, " schedule of ", context, " reads elements of ", b,
-               " in host code, where a GPU plan's buffers have no host memory (a bound that depends on data?)");
+        info.launches = check_cuda_module(module, L, k.graph, context, arch.sm);
         const std::string ptx = ptx_of(module);
         info.gpu_kernels = count_entries(ptx);
-        Launches launches;
-        for (const Halide::Internal::LoweredFunc& f : module.functions()) f.body.accept(&launches);
-        info.launches = launches.found;
-        check_launches(info.launches, arch, context);
         HostLoops loops;
         for (const Halide::Internal::LoweredFunc& f : module.functions()) f.body.accept(&loops);
         info.host_loops = loops.count;

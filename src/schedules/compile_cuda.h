@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "lower_to_halide.h"
 #include "tessera/graph.h"
 #include "tessera/runtime.h"
 
@@ -64,6 +65,14 @@ struct CudaKernelInfo {
   // forward ..."), or "" for a Halide kernel.
   std::string library;
 };
+
+// The static checks above for one compiled kernel (`L` lowered from
+// `kernel`, `module` compiled for the cuda_sm<sm> schedule set): regions,
+// host reads, launch limits. Throws Error naming `context` and the set;
+// returns the launches. compile_cuda runs it, and so do the generated
+// libraries' CUDA variants (aot.cpp), at build time.
+std::vector<CudaLaunch> check_cuda_module(const Halide::Module& module, const LoweredGraph& L, const Graph& kernel,
+                                          const std::string& context, int sm);
 
 struct CudaCompileOptions {
   bool keep_ptx = false;  // keep each kernel's PTX text in CudaKernelInfo::ptx

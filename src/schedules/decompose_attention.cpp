@@ -135,4 +135,8 @@ Graph decompose_attention(const Graph& g, const std::function<bool(const Node&)>
   return std::move(rw).finish();
 }
 
+Graph prepare_cpu_attention(const Graph& g) {
+  return decompose_attention(g, [](const Node& n) { return n.op == "attention"; });
+}
+
 }  // namespace tessera

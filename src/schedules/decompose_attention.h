@@ -1,7 +1,8 @@
 // decompose_attention: rewrites attention and attention_grad nodes as the
-// products, softmax and elementwise ops they stand for, for GPU plans whose
+// products, softmax and elementwise ops they stand for: for GPU plans whose
 // matrix products run in a GEMM library (cuBLASLt) where no fused attention
-// kernel takes them (library_attention.h says which it takes):
+// kernel takes them (library_attention.h says which it takes), and for the
+// gradient on the CPU, whose GEMM schedules the products then get:
 //
 //   S = (q @ k^T) * scale;  S = where(causal mask, S, -inf);  P = softmax(S);  out = P @ v
 //   dv = P^T @ g;  dS = P * (g @ v^T - sum(g * out, -1)) * scale;  dq = dS @ k;  dk = dS^T @ q
@@ -20,5 +21,11 @@
 namespace tessera {
 
 Graph decompose_attention(const Graph& g, const std::function<bool(const Node&)>& keep = nullptr);
+
+// The graph a CPU plan partitions: attention kept (its own Halide kernel),
+// attention_grad decomposed, so that its products get the CPU's GEMM
+// schedules (the op's own definition computes its stages at root, which
+// made the GPT step's backward slower).
+Graph prepare_cpu_attention(const Graph& g);
 
 }  // namespace tessera

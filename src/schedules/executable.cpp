@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cpu_x86.h"
+#include "decompose_attention.h"
 #include "halide_util.h"
 #include "lower_to_halide.h"
 #include "memory_plan.h"
@@ -134,10 +135,11 @@ std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const 
   return kernel_cache().emplace(key, k).first->second;
 }
 
-std::shared_ptr<CompiledGraph> build(const Graph& graph, const Target& target, const CompileOptions& options) {
+std::shared_ptr<CompiledGraph> build(const Graph& source, const Target& target, const CompileOptions& options) {
   auto start = std::chrono::steady_clock::now();
-  verify(graph, {true});
-  if (graph.outputs.empty()) fail("compile: graph '", graph.name, "' has no outputs");
+  verify(source, {true});
+  if (source.outputs.empty()) fail("compile: graph '", source.name, "' has no outputs");
+  const Graph graph = prepare_cpu_attention(source);
   auto c = std::make_shared<CompiledGraph>();
   std::set<std::string> overridden;
   c->graph = graph;

@@ -25,6 +25,7 @@
 #include <set>
 #include <sstream>
 
+#include "decompose_attention.h"
 #include "graph_rewrite.h"
 #include "max_flow.h"
 #include "memory_plan.h"
@@ -40,12 +41,18 @@ size_t arena_bytes(const Node& n) {
   return std::max<size_t>(1, (n.type.bytes() + kArenaAlignment - 1) / kArenaAlignment) * kArenaAlignment;
 }
 
-size_t planned_peak(const Graph& g) { return plan_memory(g, partition(g)).peak; }
+// The arena a CPU plan of `g` needs, as compile() plans it (attention's
+// gradient decomposed first).
+size_t planned_peak(const Graph& g) {
+  const Graph p = prepare_cpu_attention(g);
+  return plan_memory(p, partition(p)).peak;
+}
 
 // What the arena holds at the step where the most bytes are live in `g`
-// (the rematerialized graph): saved activations (forward nodes), recomputed
-// clones and backward intermediates.
-std::string peak_breakdown(const Graph& g, const std::vector<bool>& forward_of_new) {
+// (the rematerialized graph) as compile() plans it: saved activations
+// (forward nodes of `g`), recomputed clones and backward intermediates.
+std::string peak_breakdown(const Graph& graph, const std::vector<bool>& forward_of_new) {
+  const Graph g = prepare_cpu_attention(graph);
   std::vector<Kernel> kernels = partition(g);
   MemoryPlan plan = plan_memory(g, kernels);
   size_t most = 0;
@@ -63,7 +70,8 @@ std::string peak_breakdown(const Graph& g, const std::vector<bool>& forward_of_n
   for (const MemoryPlan::Slot& slot : plan.slots) {
     if (slot.first > at || at > slot.last) continue;
     const Node& node = g.nodes[slot.node];
-    (node.attrs.count("remat") ? recomputed : forward_of_new[slot.node] ? saved : backward) += slot.bytes;
+    const int id = graph.find(node.name);  // -1: a node of a decomposed attention gradient
+    (node.attrs.count("remat") ? recomputed : id >= 0 && forward_of_new[id] ? saved : backward) += slot.bytes;
   }
   std::ostringstream os;
   os << "at kernel " << at << " (" << kernel_name(g, kernels[at].roots) << ") " << most << " bytes are live: " << saved
