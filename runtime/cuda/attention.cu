@@ -181,6 +181,21 @@ __device__ bool masked(int64_t i, int64_t j, int64_t seq, bool causal) { return 
 
 constexpr int kLdS = kTile + kPad;  // a 64 x 64 score tile's row stride
 
+// The lane's half row of scores at `p` (query i, keys j0..j0+31) into x,
+// scaled, -inf where masked; returns the max of the whole row.
+__device__ float scaled_half_row(float (&x)[32], const float* p, int64_t i, int64_t j0, int64_t seq, bool causal,
+                                 float scale) {
+  load_half(x, p);
+  float mx = -INFINITY;
+#pragma unroll
+  for (int u = 0; u < 32; ++u) {
+    x[u] = masked(i, j0 + u, seq, causal) ? -INFINITY : x[u] * scale;
+    mx = fmaxf(mx, x[u]);
+  }
+  return pair_max(mx);
+}
+
+
 // The key tiles a query tile reads: up to its own when causal.
 __device__ int64_t key_tiles(int64_t query_tile, int64_t seq, bool causal) {
   const int64_t tiles = (seq + kTile - 1) / kTile;
@@ -219,14 +234,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const float* q, const
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
     __syncwarp();
     float x[32];
-    load_half(x, Sw + hr * kLdS + hc);
-    float mx = -INFINITY;
-#pragma unroll
-    for (int u = 0; u < 32; ++u) {
-      x[u] = masked(i, k0 + hc + u, seq, causal) ? -INFINITY : x[u] * scale;
-      mx = fmaxf(mx, x[u]);
-    }
-    const float m_new = fmaxf(m, pair_max(mx));
+    const float m_new = fmaxf(m, scaled_half_row(x, Sw + hr * kLdS + hc, i, k0 + hc, seq, causal, scale));
     float sum = 0;
 #pragma unroll
     for (int u = 0; u < 32; ++u) {
@@ -286,14 +294,7 @@ __global__ void __launch_bounds__(kThreads)
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
     __syncwarp();
     float x[32];
-    load_half(x, Sw + hr * kLdS + hc);
-    float mx = -INFINITY;
-#pragma unroll
-    for (int u = 0; u < 32; ++u) {
-      x[u] = masked(i, k0 + hc + u, seq, causal) ? -INFINITY : x[u] * scale;
-      mx = fmaxf(mx, x[u]);
-    }
-    const float m_new = fmaxf(m, pair_max(mx));
+    const float m_new = fmaxf(m, scaled_half_row(x, Sw + hr * kLdS + hc, i, k0 + hc, seq, causal, scale));
     float sum = 0;
 #pragma unroll
     for (int u = 0; u < 32; ++u) sum += x[u] == -INFINITY ? 0.0f : __expf(x[u] - m_new);
