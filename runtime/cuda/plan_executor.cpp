@@ -151,7 +151,7 @@ struct PlanExecutor::State {
   std::vector<std::vector<halide_dimension_t>> dims;
   std::vector<GemmShape> shapes;                     // per step (GEMM steps)
   std::vector<AttentionShape> attention;             // per step (attention steps)
-  size_t scratch_offset = 0;                         // attention backward's row statistics
+  float* attention_scratch = nullptr;                // attention backward's row statistics, after the tensors
   std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
   bool counted = false;  // among scratch().executors
 
@@ -181,73 +181,70 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       end += round_up(e.bytes ? e.bytes : 1, DeviceArena::kDefaultAlignment);
     }
   }
+  // Library steps validated now rather than in the first step, and before
+  // anything is allocated or wrapped (which only the destructor undoes).
+  // Each operand is a tensor of the plan of at least the bytes it needs
+  // (an attention operand: exactly).
+  auto check_operand = [&](const std::string& where, int t, size_t bytes, const char* operand, bool exact) {
+    const bool present = t >= 0 && t < spec.num_tensors;
+    if (!present || spec.tensors[t].bytes < bytes || (exact && spec.tensors[t].bytes != bytes))
+      fail(where, ": operand ", operand, " needs ", bytes, " bytes, tensor ",
+           present ? std::string("'") + spec.tensors[t].name + "' has " + std::to_string(spec.tensors[t].bytes)
+                   : std::string("missing"));
+  };
   size_t attention_scratch = 0;
-  s.attention.resize(spec.num_steps);
-  for (int k = 0; k < spec.num_steps; ++k)
-    if (const PlanAttention* a = spec.steps[k].attention) {
-      AttentionShape& sh = s.attention[k];
-      sh.batch = a->batch;
-      sh.seq = a->seq;
-      sh.dim = a->dim;
-      sh.causal = a->causal;
-      sh.scale = static_cast<float>(a->scale);
-      const std::string where = "plan '" + plan + "' " + spec.steps[k].what;
-      if (!fused_attention_supports(a->dim, a->dim) || a->batch < 1 || a->seq < 1)
-        fail(where, ": the fused attention kernels do not take ", sh.text());
-      const size_t bytes = static_cast<size_t>(a->batch * a->seq * a->dim) * 4;
-      for (int t : {a->q, a->k, a->v, a->out, a->grad, a->dq, a->dk, a->dv})
-        if (t >= spec.num_tensors || (t >= 0 && spec.tensors[t].bytes != bytes))
-          fail(where, ": attention ", sh.text(), " needs tensors of ", bytes, " bytes, tensor ",
-               t < spec.num_tensors ? std::string("'") + spec.tensors[t].name + "' has " +
-                                          std::to_string(spec.tensors[t].bytes)
-                                    : std::string("missing"));
-      if (a->q < 0 || a->k < 0 || a->v < 0 || a->out < 0 || (a->backward && a->grad < 0))
-        fail(where, ": attention ", sh.text(), " lacks an operand");
-      if (a->backward) attention_scratch = std::max(attention_scratch, attention_backward_scratch_bytes(sh));
-    }
-  s.scratch_offset = end;
-  end += round_up(attention_scratch, DeviceArena::kDefaultAlignment);
-  s.arena = std::make_unique<DeviceArena>(end, plan + " arena");
-  s.gemm = std::make_unique<CublasLtGemm>(s.stream);
-  // Two direct runs before the capture: see ScratchPool.
-  s.graphs = std::make_unique<StepGraphs>(s.stream, 2, options.graphs);
-
-  // GEMM shapes, validated now rather than in the first step (and before
-  // anything is wrapped, which only the destructor undoes).
   s.shapes.resize(spec.num_steps);
+  s.attention.resize(spec.num_steps);
   for (int k = 0; k < spec.num_steps; ++k) {
     const PlanStep& step = spec.steps[k];
     const std::string where = "plan '" + plan + "' " + step.what;
-    if (!step.gemm) {
-      if (!step.kernel && !step.attention) fail(where, ": neither a kernel, a GEMM nor attention");
-      continue;
+    if (const PlanGemm* g = step.gemm) {
+      GemmShape& sh = s.shapes[k];
+      sh.dtype = parse_gemm_dtype(g->dtype, where);
+      sh.allow_tf32 = options.allow_tf32 && sh.dtype == DType::f32;
+      sh.trans_a = g->trans_a;
+      sh.trans_b = g->trans_b;
+      sh.m = g->m;
+      sh.n = g->n;
+      sh.k = g->k;
+      sh.batch = g->batch;
+      sh.stride_a = g->stride_a;
+      sh.stride_b = g->stride_b;
+      sh.epilogue = g->bias >= 0 ? GemmEpilogue::bias : GemmEpilogue::none;
+      sh.validate();
+      check_operand(where, g->a, sh.a_bytes(), "A", false);
+      check_operand(where, g->b, sh.b_bytes(), "B", false);
+      check_operand(where, g->c, sh.c_bytes(), "C", false);
+      if (g->bias >= 0)
+        check_operand(where, g->bias, static_cast<size_t>(sh.n) * (sh.dtype == DType::f32 ? 4 : 2), "bias", false);
+    } else if (const PlanAttention* at = step.attention) {
+      AttentionShape& sh = s.attention[k];
+      sh.batch = at->batch;
+      sh.seq = at->seq;
+      sh.dim = at->dim;
+      sh.causal = at->causal;
+      sh.scale = static_cast<float>(at->scale);
+      if (!fused_attention_supports(at->dim, at->dim) || at->batch < 1 || at->seq < 1)
+        fail(where, ": the fused attention kernels do not take ", sh.text());
+      const size_t bytes = static_cast<size_t>(at->batch * at->seq * at->dim) * 4;
+      for (auto [t, operand] : {std::pair{at->q, "q"}, {at->k, "k"}, {at->v, "v"}, {at->out, "out"}})
+        check_operand(where, t, bytes, operand, true);
+      if (at->backward) check_operand(where, at->grad, bytes, "grad", true);
+      for (auto [t, operand] : {std::pair{at->dq, "dq"}, {at->dk, "dk"}, {at->dv, "dv"}})
+        if (t >= 0) check_operand(where, t, bytes, operand, true);  // the gradients not wanted are -1
+      if (at->backward) attention_scratch = std::max(attention_scratch, attention_backward_scratch_bytes(sh));
+    } else if (!step.kernel) {
+      fail(where, ": neither a kernel, a GEMM nor attention");
     }
-    const PlanGemm& g = *step.gemm;
-    GemmShape& sh = s.shapes[k];
-    sh.dtype = parse_gemm_dtype(g.dtype, where);
-    sh.allow_tf32 = options.allow_tf32 && sh.dtype == DType::f32;
-    sh.trans_a = g.trans_a;
-    sh.trans_b = g.trans_b;
-    sh.m = g.m;
-    sh.n = g.n;
-    sh.k = g.k;
-    sh.batch = g.batch;
-    sh.stride_a = g.stride_a;
-    sh.stride_b = g.stride_b;
-    sh.epilogue = g.bias >= 0 ? GemmEpilogue::bias : GemmEpilogue::none;
-    sh.validate();
-    auto check_span = [&](int t, size_t bytes, const char* operand) {
-      if (t < 0 || t >= spec.num_tensors || spec.tensors[t].bytes < bytes)
-        fail(where, ": operand ", operand, " needs ", bytes, " bytes, tensor ",
-             t >= 0 && t < spec.num_tensors ? std::string("'") + spec.tensors[t].name + "' has " +
-                                                  std::to_string(spec.tensors[t].bytes)
-                                            : std::string("missing"));
-    };
-    check_span(g.a, sh.a_bytes(), "A");
-    check_span(g.b, sh.b_bytes(), "B");
-    check_span(g.c, sh.c_bytes(), "C");
-    if (g.bias >= 0) check_span(g.bias, static_cast<size_t>(sh.n) * (sh.dtype == DType::f32 ? 4 : 2), "bias");
   }
+  const size_t scratch_offset = end;
+  end += round_up(attention_scratch, DeviceArena::kDefaultAlignment);
+  s.arena = std::make_unique<DeviceArena>(end, plan + " arena");
+  if (attention_scratch)
+    s.attention_scratch = static_cast<float*>(s.arena->at(scratch_offset, attention_scratch));
+  s.gemm = std::make_unique<CublasLtGemm>(s.stream);
+  // Two direct runs before the capture: see ScratchPool.
+  s.graphs = std::make_unique<StepGraphs>(s.stream, 2, options.graphs);
 
   // Every tensor as a Halide buffer on its device address.
   s.buffers.assign(spec.num_tensors, halide_buffer_t{});
@@ -366,10 +363,8 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       try {
         if (at->backward)
           attention_backward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), ptr(at->grad),
-                             ptr(at->dq), ptr(at->dk), ptr(at->dv),
-                             static_cast<float*>(s.arena->at(s.scratch_offset, attention_backward_scratch_bytes(
-                                                                                   s.attention[k]))),
-                             s.options.allow_tf32, stream);
+                             ptr(at->dq), ptr(at->dk), ptr(at->dv), s.attention_scratch, s.options.allow_tf32,
+                             stream);
         else
           attention_forward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), s.options.allow_tf32,
                             stream);

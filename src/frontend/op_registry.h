@@ -58,6 +58,10 @@ struct OpDef {
 };
 
 void register_op(OpDef def);
+
+// The scale an attention or attention_grad node applies to q k^T: its
+// attribute, or 1/sqrt(dim) (the key dim) where that is <= 0.
+double attention_scale(const Node& node, int64_t dim);
 // Throws Error "unknown op 'x'" if absent.
 const OpDef& op_def(const std::string& name);
 const OpDef* find_op(const std::string& name);

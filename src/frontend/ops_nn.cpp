@@ -309,8 +309,7 @@ AttentionRows attention_rows(const DefineContext& c) {
   const int64_t seq = qs[rank - 2], dim = qs[rank - 1];
   const bool causal = attr_bool(c.node.attrs, "causal", c.node.op);
   AttentionRows a;
-  a.scale = attr_float(c.node.attrs, "scale", c.node.op);
-  if (a.scale <= 0.0) a.scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  a.scale = attention_scale(c.node, dim);
   a.ct = compute_type(c.input_types[0].dtype);
   const std::string& name = c.node.name;
   const Halide::Type ct = a.ct;
@@ -524,6 +523,11 @@ const bool registered = [] {
 }  // namespace
 
 void link_nn_ops() { (void)registered; }
+
+double attention_scale(const Node& node, int64_t dim) {
+  const double scale = attr_float(node.attrs, "scale", node.op);
+  return scale > 0.0 ? scale : 1.0 / std::sqrt(static_cast<double>(dim));
+}
 
 Tensor embedding(Tensor indices, Tensor weight) {
   builder_of(weight, "embedding");

@@ -2,8 +2,8 @@
 #include "decompose_attention.h"
 
 #include <algorithm>
-#include <cmath>
 #include <map>
+#include <tuple>
 
 #include "graph_rewrite.h"
 #include "op_registry.h"
@@ -59,8 +59,7 @@ Attention attention_of(const GraphRewriter& rw, const Node& n) {
   const TensorType& qt = rw.result().nodes[a.q].type;
   a.seq = qt.shape[qt.rank() - 2];
   a.dtype = qt.dtype;
-  a.scale = attr_float(n.attrs, "scale", n.op);
-  if (a.scale <= 0.0) a.scale = 1.0 / std::sqrt(static_cast<double>(qt.shape.back()));
+  a.scale = attention_scale(n, qt.shape.back());
   a.causal = attr_bool(n.attrs, "causal", n.op);
   return a;
 }
@@ -99,8 +98,9 @@ Graph decompose_attention(const Graph& g, const std::function<bool(const Node&)>
   };
   if (std::none_of(g.nodes.begin(), g.nodes.end(), decomposed)) return g;
   GraphRewriter rw(g);
-  // P and dS of the attention_grad nodes seen so far, by their inputs and attributes.
-  std::map<std::string, std::pair<int, int>> shared;
+  // P and dS of the attention_grad nodes seen so far, by their inputs (q, k,
+  // v, out, grad in the rewrite), scale and causal flag.
+  std::map<std::tuple<int, int, int, int, int, double, bool>, std::pair<int, int>> shared;
   for (const Node& n : g.nodes) {
     if (!decomposed(n)) {
       rw.copy(n.id);
@@ -112,9 +112,7 @@ Graph decompose_attention(const Graph& g, const std::function<bool(const Node&)>
       continue;
     }
     const int out = rw.mapped(n.inputs[3]), grad = rw.mapped(n.inputs[4]);
-    std::string key;
-    for (int i : {a.q, a.k, a.v, out, grad}) key += std::to_string(i) + ",";
-    key += std::to_string(a.scale) + (a.causal ? "c" : "");
+    const auto key = std::make_tuple(a.q, a.k, a.v, out, grad, a.scale, a.causal);
     auto it = shared.find(key);
     if (it == shared.end()) {
       const int p = emit_probs(rw, a);

@@ -1,7 +1,6 @@
 // Fused attention as library calls of GPU plans (see library_attention.h).
 #include "library_attention.h"
 
-#include <cmath>
 #include <sstream>
 
 #include "decompose_attention.h"
@@ -14,6 +13,12 @@ bool fused_attention_takes(const Graph& g, const Node& n) {
   const TensorType &q = g.nodes[n.inputs[0]].type, &v = g.nodes[n.inputs[2]].type;
   return q.dtype == DType::f32 && q.rank() >= 2 && q.shape.back() >= 1 && q.shape.back() <= 64 &&
          v.shape.back() == q.shape.back();
+}
+
+bool one_backward_call(const Graph& g, const Node& x, const Node& y) {
+  return x.op == "attention_grad" && y.op == "attention_grad" && x.inputs == y.inputs && fused_attention_takes(g, x) &&
+         attr_bool(x.attrs, "causal", x.op) == attr_bool(y.attrs, "causal", y.op) &&
+         attr_float(x.attrs, "scale", x.op) == attr_float(y.attrs, "scale", y.op);
 }
 
 Graph prepare_gpu_attention(const Graph& g) {
@@ -29,11 +34,8 @@ std::optional<LibraryAttention> match_library_attention(const Kernel& kernel) {
     if (!fused_attention_takes(kg, n)) return std::nullopt;
     for (int in : n.inputs)
       if (kg.nodes[in].op != "input") return std::nullopt;
-    if (!first) {
-      first = &n;
-    } else if (n.op != "attention_grad" || first->op != "attention_grad" || n.inputs != first->inputs) {
-      return std::nullopt;
-    }
+    if (!first) first = &n;
+    else if (!one_backward_call(kg, *first, n)) return std::nullopt;
   }
   if (!first) return std::nullopt;
   const TensorType& q = kg.nodes[first->inputs[0]].type;
@@ -42,8 +44,7 @@ std::optional<LibraryAttention> match_library_attention(const Kernel& kernel) {
   a.dim = q.shape.back();
   a.batch = q.numel() / (a.seq * a.dim);
   a.causal = attr_bool(first->attrs, "causal", first->op);
-  a.scale = attr_float(first->attrs, "scale", first->op);
-  if (a.scale <= 0) a.scale = 1.0 / std::sqrt(static_cast<double>(a.dim));
+  a.scale = attention_scale(*first, a.dim);
   // Kernel inputs are the kernel graph's first nodes, in order.
   a.q = first->inputs[0];
   a.k = first->inputs[1];
@@ -51,12 +52,8 @@ std::optional<LibraryAttention> match_library_attention(const Kernel& kernel) {
   if (a.backward) {
     a.out = first->inputs[3];
     a.grad = first->inputs[4];
-    for (size_t r = 0; r < kg.outputs.size(); ++r) {
-      const Node& n = kg.nodes[kg.outputs[r].node];
-      if (n.op != "attention_grad" || attr_bool(n.attrs, "causal", n.op) != a.causal ||
-          attr_float(n.attrs, "scale", n.op) != attr_float(first->attrs, "scale", first->op))
-        return std::nullopt;
-      const int64_t wrt = attr_int(n.attrs, "wrt", n.op);
+    for (size_t r = 0; r < kg.outputs.size(); ++r) {  // every output is one of the nodes checked above
+      const int64_t wrt = attr_int(kg.nodes[kg.outputs[r].node].attrs, "wrt", "attention_grad");
       int& slot = wrt == 0 ? a.dq : wrt == 1 ? a.dk : a.dv;
       if (slot >= 0) return std::nullopt;
       slot = static_cast<int>(r);

@@ -24,6 +24,11 @@ namespace tessera {
 // Whether attention or attention_grad node `n` of `g` runs in the fused kernels.
 bool fused_attention_takes(const Graph& g, const Node& n);
 
+// Whether attention_grad nodes x and y of `g` are gradients of one attention
+// the fused kernels take (equal inputs, causal flag and scale): one backward
+// call computes both.
+bool one_backward_call(const Graph& g, const Node& x, const Node& y);
+
 // The graph a GPU plan partitions: attention the fused kernels do not take
 // decomposed (decompose_attention.h), the rest as it is.
 Graph prepare_gpu_attention(const Graph& g);

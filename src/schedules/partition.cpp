@@ -2,6 +2,7 @@
 #include "partition.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 
 #include "library_attention.h"
@@ -82,46 +83,38 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     OpKind kind = op_def(node.op).kind;
     return kind == OpKind::elementwise || kind == OpKind::shape || kind == OpKind::random;
   };
-  // The fused attention backward computes dq, dk and dv together: the
-  // attention_grad nodes of one attention share a kernel.
-  auto same_attention = [&](int a, int b) {
-    const Node &x = g.nodes[a], &y = g.nodes[b];
-    return library_gemm && x.op == "attention_grad" && y.op == "attention_grad" && x.inputs == y.inputs &&
-           fused_attention_takes(g, x) && attr_bool(x.attrs, "causal", x.op) == attr_bool(y.attrs, "causal", y.op) &&
-           attr_float(x.attrs, "scale", x.op) == attr_float(y.attrs, "scale", y.op);
+  // The latest group for which may_join holds and whose members no kernel
+  // after it reads (a joined group runs later, where its last member is); -1 if none.
+  auto latest_group = [&](const std::function<bool(const std::vector<int>&, const std::vector<int>&)>& may_join) {
+    std::vector<bool> read_later(n, false);
+    for (int gi = static_cast<int>(groups.size()) - 1; gi >= 0; --gi) {
+      bool ok = true;
+      for (int m : groups[gi]) ok = ok && !read_later[m];
+      if (ok && may_join(groups[gi], group_args[gi])) return gi;
+      for (int a : group_args[gi]) read_later[a] = true;
+    }
+    return -1;
   };
   for (int r = 0; r < n; ++r) {
     if (!root[r]) continue;
     std::vector<int> args = arguments({r}).first;
     int join = -1;
-    if (g.nodes[r].op == "attention_grad") {
-      std::vector<bool> read_later(n, false);
-      for (int gi = static_cast<int>(groups.size()) - 1; gi >= 0 && join < 0; --gi) {
-        bool ok = same_attention(groups[gi][0], r);
-        for (int m : groups[gi]) ok = ok && !read_later[m];
-        if (ok) join = gi;
-        for (int a : group_args[gi]) read_later[a] = true;
-      }
+    if (library_gemm && g.nodes[r].op == "attention_grad") {
+      // The fused attention backward computes dq, dk and dv together: the
+      // attention_grad nodes of one attention share a kernel.
+      join = latest_group([&](const std::vector<int>& members, const std::vector<int>&) {
+        return one_backward_call(g, g.nodes[members[0]], g.nodes[r]);
+      });
     } else if (fusible(r)) {
-      // The latest group that r may join: all fusible, same shape, related
-      // to r, and not read by any kernel after it (it will run later, at r).
-      std::vector<bool> read_later(n, false);
-      for (int gi = static_cast<int>(groups.size()) - 1; gi >= 0; --gi) {
-        const std::vector<int>& members = groups[gi];
-        bool ok = fusible(members[0]) && g.nodes[members[0]].type.shape == g.nodes[r].type.shape;
-        for (int m : members) ok = ok && !read_later[m];
-        if (ok) {
-          bool related = false;
-          for (int a : args)
-            related = related || std::find(members.begin(), members.end(), a) != members.end() ||
-                      std::find(group_args[gi].begin(), group_args[gi].end(), a) != group_args[gi].end();
-          if (related) {
-            join = gi;
-            break;
-          }
-        }
-        for (int a : group_args[gi]) read_later[a] = true;
-      }
+      // A group of fusible nodes of r's shape, related to r.
+      join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
+        if (!fusible(members[0]) || g.nodes[members[0]].type.shape != g.nodes[r].type.shape) return false;
+        for (int a : args)
+          if (std::find(members.begin(), members.end(), a) != members.end() ||
+              std::find(member_args.begin(), member_args.end(), a) != member_args.end())
+            return true;
+        return false;
+      });
     }
     if (join < 0) {
       groups.push_back({r});
