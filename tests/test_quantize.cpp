@@ -273,9 +273,21 @@ QuantParams add_quantized(GraphBuilder& g, std::map<std::string, Buffer>& args, 
     p.nf4.nested_offset = g.param(m + ".weight.nested_offset", {});
   }
   p.dequantized = nf4_dequantized(q, N * K);
-  const std::vector<double> absmax = nf4_absmax(q);
-  // Half the largest NF4 gap times the (reconstructed) block absmax.
-  for (int64_t e = 0; e < N * K; ++e) p.bound[e] = 0.5 * (1 - 0.7229568362236023) * absmax[e / 64] * (1 + 1e-5);
+  // Codes are chosen against the block's exact absmax; the stored one (after
+  // double quantization) may differ from it. So the error is at most half the
+  // largest NF4 gap (between -1 and the next value, 0.30) times the exact
+  // absmax, plus |code| <= 1 times the difference between the exact and the
+  // stored absmax. (The code book is checked against the paper above.)
+  const std::array<float, 16>& book = nf4_code_book();
+  double gap = 0;
+  for (int i = 0; i + 1 < 16; ++i) gap = std::max(gap, double(book[i + 1]) - book[i]);
+  const std::vector<double> stored = nf4_absmax(q), wv = w.to_f64();
+  std::vector<double> exact(stored.size(), 0.0);
+  for (int64_t e = 0; e < N * K; ++e) exact[e / 64] = std::max(exact[e / 64], std::fabs(wv[e]));
+  for (int64_t e = 0; e < N * K; ++e) {
+    const double a = exact[e / 64];
+    p.bound[e] = (0.5 * gap * a + std::fabs(a - stored[e / 64])) * (1 + 1e-5) + 1e-7;
+  }
   return p;
 }
 
