@@ -2,7 +2,9 @@
 // variant, on the same random inputs: the MLP and GPT training steps of
 // tests/CMakeLists.txt, one step (direct, captured and replayed as a CUDA
 // Graph: all bitwise equal) and a 30-step loss curve with the state kept on
-// the device; and every op (op_zoo) once. Links only the generated libraries (no libHalide, no
+// the device; and every op (op_zoo) once. The same in bf16 (every op, and the
+// GPT step under bf16 autocast): uint16 storage in the Halide kernels, bf16
+// cuBLASLt products. Links only the generated libraries (no libHalide, no
 // libtessera), so the binary runs on a GPU machine without Halide. Skips
 // when no CUDA device is present.
 #include <gtest/gtest.h>
@@ -14,8 +16,10 @@
 #include <vector>
 
 #include "aot_gpt_step.h"
+#include "aot_gpt_step_bf16.h"
 #include "aot_mlp_step.h"
 #include "aot_op_zoo.h"
+#include "aot_op_zoo_bf16.h"
 #include "aot_qlora_step.h"
 
 namespace {
@@ -178,6 +182,12 @@ TEST(AotGpu, GptTrainingStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::ao
 // Every op of the library (op_zoo) on the GPU against the CPU: Halide CUDA
 // kernels, cuBLASLt products, decomposed attention, quantized linears.
 TEST(AotGpu, EveryOpMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_op_zoo>(2e-4); }
+// bf16: the GPU rounds the same values to bf16 as the CPU, but its exp/tanh
+// approximations and cuBLASLt's summation order can move a result by one
+// bf16 ulp (2^-8 relative).
+TEST(AotGpu, EveryOpBf16MatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_op_zoo_bf16>(2e-2); }
+TEST(AotGpu, GptBf16TrainingStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_gpt_step_bf16>(2e-2); }
+TEST(AotGpu, GptBf16LossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_gpt_step_bf16>(30, 2e-2); }
 TEST(AotGpu, MlpLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_mlp_step>(30, 1e-3); }
 TEST(AotGpu, QloraStepMatchesCpu) { expect_gpu_matches_cpu<tessera_aot::aot_qlora_step>(1e-3); }
 TEST(AotGpu, QloraLossCurveMatchesCpu) { expect_loss_curve_matches_cpu<tessera_aot::aot_qlora_step>(30, 2e-3); }

@@ -112,19 +112,23 @@ std::map<std::string, Buffer> init_params(const Graph& g, const InitMap& init, u
 std::map<std::string, Init> trainer_init(const InitMap& init);
 
 // Every op of the library at awkward sizes, each result a named f32 output
-// (src/models/op_zoo.cpp): for checking one target against another.
-Graph op_zoo();
+// (src/models/op_zoo.cpp): for checking one target against another. With
+// dtype bf16 or f16 the f32 inputs and params are cast to it first and the
+// ops run on it.
+Graph op_zoo(DType dtype = DType::f32);
 
 // ---- Registered models (for generators) -----------------------------------------
 // "mlp" and "gpt" (forward graphs), "mlp_train_step" and "gpt_train_step"
 // (adamw(differentiate(model)): forward, backward and AdamW update in one
 // graph), "gpt_qlora_train_step" (the GPT with its linears but the LM head
 // in NF4, LoRA adapters, gradients and AdamW for the adapters only), and
-// "op_zoo" (no parameters); sized by key=value parameters: mlp:
+// "op_zoo" (dtype=f32); sized by key=value parameters: mlp:
 // sizes=784,256,10 batch=64 activation=relu; gpt: vocab_size=96
 // block_size=64 n_layer=1 n_head=4 n_embd=64 batch=8; train steps also
 // beta1, beta2, eps, weight_decay, max_grad_norm (lr is the step's input
-// "optim.lr"); the QLoRA step also r=8 alpha=16 targets=c_attn (comma-
+// "optim.lr") and autocast=none (bf16: autocast.h on the joint graph, before
+// the optimizer; f16 adds loss scaling, so the step has autocast.h's
+// "amp.*" params and "optim.skip" output); the QLoRA step also r=8 alpha=16 targets=c_attn (comma-
 // separated patterns, lora.h) double_quant=false, and weight_decay 0. Throws Error for an
 // unknown model or parameter, or a bad value.
 std::vector<std::string> registered_models();

@@ -53,6 +53,10 @@ struct CompileOptions {
   // target's cost model says is cheaper (the plan prints each decision and
   // its estimates). false: always recomputed (the partitioner's fallback).
   bool kernel_remat = true;
+  // Keep bf16 values in uint16 storage with integer conversions, as CUDA
+  // targets always do (Halide 14 cannot generate PTX for bf16). Bitwise the
+  // same results; for checking that path on the CPU.
+  bool bf16_as_u16 = false;
 };
 
 // compile() with overrides (see above).

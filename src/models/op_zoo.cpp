@@ -4,6 +4,9 @@
 // CUDA variant against its CPU variant). Inputs may be any values in
 // [-1, 1] (integers: in [0, 5)): ops that need a domain (log, sqrt, pow)
 // get one from abs() and offsets. It trains nothing and has no meaning.
+// op_zoo(bf16 or f16) reads the same f32 inputs and params, casts the float
+// ones to that type first and runs every op on it (quantized weights and
+// their scales keep their own types).
 #include "tessera/builder.h"
 #include "tessera/models.h"
 #include "tessera/ops.h"
@@ -32,14 +35,18 @@ NF4Tensors nf4_param(GraphBuilder& g, const std::string& name, int64_t out, int6
 
 }  // namespace
 
-Graph op_zoo() {
-  GraphBuilder g("op_zoo");
+Graph op_zoo(DType dtype) {
+  if (!is_float(dtype) || dtype == DType::f64) fail("op_zoo: dtype ", dtype_name(dtype), " is not f32, f16 or bf16");
+  GraphBuilder g(dtype == DType::f32 ? "op_zoo" : std::string("op_zoo_") + dtype_name(dtype));
   auto out = [&](const std::string& name, Tensor t) { g.output(name, f32(t)); };
-  Tensor a = g.input("a", {7, 13});
-  Tensor b = g.input("b", {7, 13});
-  Tensor row = g.input("row", {13});
-  Tensor one = g.input("one", {1, 5});
-  Tensor x3 = g.input("x3", {3, 5, 33});
+  auto low = [&](Tensor t) { return t.dtype() == dtype ? t : cast(t, dtype); };
+  auto input = [&](const std::string& name, Shape shape) { return low(g.input(name, std::move(shape))); };
+  auto param = [&](const std::string& name, Shape shape) { return low(g.param(name, std::move(shape))); };
+  Tensor a = input("a", {7, 13});
+  Tensor b = input("b", {7, 13});
+  Tensor row = input("row", {13});
+  Tensor one = input("one", {1, 5});
+  Tensor x3 = input("x3", {3, 5, 33});
   Tensor ids = g.input("ids", {3, 5}, DType::i32);
 
   // Elementwise, with broadcasting.
@@ -85,41 +92,42 @@ Graph op_zoo() {
   out("unsqueeze", unsqueeze(row, 1) * 5.0);
 
   // Products (cuBLASLt on CUDA) and the ops around them.
-  Tensor w = g.param("w", {17, 33});
-  Tensor bias = g.param("bias", {17});
+  Tensor w = param("w", {17, 33});
+  Tensor bias = param("bias", {17});
   out("matmul", matmul(a, transpose(b, 0, 1)));
   out("matmul_batched", matmul(x3, transpose(x3, 1, 2)));
   out("linear", linear(x3, w, bias));
-  out("linear_vector", linear(row, g.param("w_vec", {3, 13})));
+  out("linear_vector", linear(row, param("w_vec", {3, 13})));
 
   // Networks' ops.
-  Tensor table = g.param("table", {5, 9});
+  Tensor table = param("table", {5, 9});
   out("embedding", embedding(ids, table));
-  out("embedding_grad", embedding_grad(ids, g.input("emb_grad", {3, 5, 9}), 5));
+  out("embedding_grad", embedding_grad(ids, input("emb_grad", {3, 5, 9}), 5));
   out("softmax", softmax(x3, -1));
   out("softmax_mid", softmax(x3, 1));
   out("log_softmax", log_softmax(x3));
-  out("layer_norm", layer_norm(x3, g.param("ln.weight", {33}), g.param("ln.bias", {33})));
-  out("rms_norm", rms_norm(x3, g.param("rms.weight", {33})));
+  out("layer_norm", layer_norm(x3, param("ln.weight", {33}), param("ln.bias", {33})));
+  out("rms_norm", rms_norm(x3, param("rms.weight", {33})));
   out("cross_entropy", cross_entropy(reshape(x3, {15, 33}), reshape(ids, {15})));
   out("dropout", dropout(x3, 0.25, 1234, 77));
   out("gelu_grad", gelu_grad(a, b));
-  Tensor q = g.input("q", {2, 3, 9, 8}), k = g.input("k", {2, 3, 9, 8}), v = g.input("v", {2, 3, 9, 5});
+  Tensor q = input("q", {2, 3, 9, 8}), k = input("k", {2, 3, 9, 8}), v = input("v", {2, 3, 9, 5});
   out("attention_causal", attention(q, k, v, true));
   out("attention_full", attention(q, k, v, false, 0.3));
 
-  // Weight-only quantization.
+  // Weight-only quantization (f32 activations).
+  Tensor xq = f32(x3);
   Tensor wi8 = g.param("w_int8", {17, 33}, DType::i8);
   Tensor si8 = g.param("w_int8.scale", {17});
   out("dequantize_int8", dequantize_int8(wi8, si8));
-  out("linear_int8", linear_int8(x3, wi8, si8, bias));
-  out("linear_int8_grad_input", linear_int8_grad_input(g.input("g17", {3, 5, 17}), wi8, si8));
+  out("linear_int8", linear_int8(xq, wi8, si8, f32(bias)));
+  out("linear_int8_grad_input", linear_int8_grad_input(f32(input("g17", {3, 5, 17})), wi8, si8));
   const NF4Tensors nf4 = nf4_param(g, "w_nf4", 17, 33, false);
   const NF4Tensors nested = nf4_param(g, "w_nf4_nested", 17, 33, true);
   out("dequantize_nf4", dequantize_nf4(nf4));
-  out("linear_nf4", linear_nf4(x3, nf4, bias));
-  out("linear_nf4_gemv", linear_nf4(reshape(slice(x3, 0, 0, 1, 1), {5, 33}), nested));
-  out("linear_nf4_grad_input", linear_nf4_grad_input(g.input("h17", {3, 5, 17}), nested));
+  out("linear_nf4", linear_nf4(xq, nf4, f32(bias)));
+  out("linear_nf4_gemv", linear_nf4(reshape(slice(xq, 0, 0, 1, 1), {5, 33}), nested));
+  out("linear_nf4_grad_input", linear_nf4_grad_input(f32(input("h17", {3, 5, 17})), nested));
   return g.build();
 }
 

@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "tessera/autocast.h"
 #include "tessera/autodiff.h"
 #include "tessera/error.h"
 #include "tessera/lora.h"
@@ -96,6 +97,16 @@ GptConfig gpt_config(Params& p) {
   return c;
 }
 
+// The joint graph (autodiff) of `forward`, under autocast=none|bf16|f16.
+Graph joint_graph(Params& p, const Graph& forward, const AutodiffOptions& options = {}) {
+  Graph joint = differentiate(forward, options);
+  const std::string a = p.text("autocast", "none");
+  if (a == "none") return joint;
+  if (a != "bf16" && a != "f16") fail("model '", forward.name, "': autocast=", a, " is not none, bf16 or f16");
+  joint = apply_autocast(joint, {.dtype = a == "bf16" ? DType::bf16 : DType::f16});
+  return a == "f16" ? apply_loss_scaling(joint, {}) : joint;
+}
+
 AdamWOptions adamw_options(Params& p, AdamWOptions o = {}) {
   o.beta1 = p.real("beta1", o.beta1);
   o.beta2 = p.real("beta2", o.beta2);
@@ -125,7 +136,7 @@ Graph gpt_qlora_train_step(Params& p) {
   AdamWOptions o;
   o.weight_decay = 0;
   o = adamw_options(p, o);
-  return adamw(differentiate(forward, lora_autodiff_options(forward)), o);
+  return adamw(joint_graph(p, forward, lora_autodiff_options(forward)), o);
 }
 
 }  // namespace
@@ -141,16 +152,17 @@ Graph registered_model(const std::string& name, const std::map<std::string, std:
     g = mlp(mlp_config(p));
   } else if (name == "mlp_train_step") {
     MlpConfig c = mlp_config(p);
-    g = adamw(differentiate(mlp(c)), adamw_options(p));
+    g = adamw(joint_graph(p, mlp(c)), adamw_options(p));
   } else if (name == "gpt") {
     g = gpt(gpt_config(p));
   } else if (name == "gpt_train_step") {
     GptConfig c = gpt_config(p);
-    g = adamw(differentiate(gpt(c)), adamw_options(p));
+    g = adamw(joint_graph(p, gpt(c)), adamw_options(p));
   } else if (name == "gpt_qlora_train_step") {
     g = gpt_qlora_train_step(p);
   } else if (name == "op_zoo") {
-    g = op_zoo();
+    const std::string d = p.text("dtype", "f32");
+    g = op_zoo(parse_dtype(d));
   } else {
     std::string known;
     for (const std::string& m : registered_models()) known += (known.empty() ? "" : ", ") + m;

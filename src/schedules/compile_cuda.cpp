@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "bf16_storage.h"
 #include "cuda_common.h"
 #include "library_attention.h"
 #include "library_gemm.h"
@@ -265,16 +266,13 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
       info.reused = true;
     } else {
       const std::string context = describe_kernel(graph, k.roots);
-      for (const Node& n : k.graph.nodes)
-        if (n.type.dtype == DType::bf16)
-          fail("compile_cuda: ", context, ": bf16 tensors cannot be compiled for CUDA yet (Halide 14's PTX backend ",
-               "crashes on BFloat(16); they need u16 storage with integer conversions, see DESIGN.md)");
       const auto t0 = Clock::now();
       try {
         LoweredGraph L = lower_to_halide(k.graph);
         info.schedule = arch.sm == 80 ? schedule_cuda_sm80(L, k.graph, ht) : schedule_cuda_sm90(L, k.graph, ht);
         std::vector<Halide::Argument> args(L.args.begin(), L.args.end());
         Halide::Pipeline pipeline(L.outputs);
+        store_bf16_as_u16(pipeline);
         Halide::Module module = pipeline.compile_to_module(args, "tessera_kernel" + std::to_string(index), ht);
         if (const char* dir = std::getenv("TESSERA_CUDA_STMT"))
           pipeline.compile_to_lowered_stmt(std::string(dir) + "/" + graph.name + "_" + std::to_string(index) + "_" +

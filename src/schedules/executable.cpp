@@ -16,6 +16,7 @@
 #include <set>
 #include <unistd.h>
 
+#include "bf16_storage.h"
 #include "cpu_x86.h"
 #include "decompose_attention.h"
 #include "halide_util.h"
@@ -104,8 +105,9 @@ int do_par_for(Halide::JITUserContext* ctx, int (*fn)(Halide::JITUserContext*, i
 
 // Compiles one kernel, with the default schedule or `custom` (not cached).
 std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const Target& target,
-                                                     const std::string& context, const ScheduleOverride* custom) {
-  std::string key = target.str() + "\n" + print(kernel);
+                                                     const std::string& context, const ScheduleOverride* custom,
+                                                     bool bf16_as_u16) {
+  std::string key = target.str() + (bf16_as_u16 ? " bf16_as_u16" : "") + "\n" + print(kernel);
   if (!custom) {
     std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = kernel_cache().find(key);
@@ -124,6 +126,7 @@ std::shared_ptr<const CompiledKernel> compile_kernel(const Graph& kernel, const 
       k->schedule = schedule_cpu_x86(k->lowered, kernel, k->halide_target);
     }
     k->pipeline = Halide::Pipeline(k->lowered.outputs);
+    if (bf16_as_u16) store_bf16_as_u16(k->pipeline);
     k->pipeline.jit_handlers().custom_do_par_for = &do_par_for;
     k->pipeline.compile_jit(k->halide_target);
   } catch (const Halide::Error& e) {
@@ -170,7 +173,8 @@ std::shared_ptr<CompiledGraph> build(const Graph& source, const Target& target, 
     auto custom = options.schedules.find(graph.nodes[k.roots.back()].name);
     if (custom != options.schedules.end()) overridden.insert(custom->first);
     c->steps.push_back({compile_kernel(k.graph, target, context,
-                                       custom != options.schedules.end() ? &custom->second : nullptr),
+                                       custom != options.schedules.end() ? &custom->second : nullptr,
+                                       options.bf16_as_u16),
                         std::move(k.inputs), std::move(k.roots)});
     c->schedule += header + "\n" + c->steps.back().kernel->schedule;
   }
@@ -214,7 +218,7 @@ Buffer& ensure(Buffer& b, const TensorType& type) {
 }  // namespace
 
 Executable compile(const Graph& graph, const Target& target, const CompileOptions& options) {
-  if (options.schedules.empty() && options.kernel_remat) return compile(graph, target);
+  if (options.schedules.empty() && options.kernel_remat && !options.bf16_as_u16) return compile(graph, target);
   if (target.cuda_sm) return compile(graph, target);  // refused there
   std::shared_ptr<CompiledGraph> c = build(graph, target, options);
   Executable e(c);

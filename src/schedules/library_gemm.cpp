@@ -50,6 +50,8 @@ std::optional<Operand> operand(const Graph& kg, int id) {
 
 }  // namespace
 
+bool library_gemm_dtype(DType d) { return d == DType::f32 || d == DType::f16 || d == DType::bf16; }
+
 int gemm_operand_to_materialize(const Graph& g, int id, const std::vector<bool>& root) {
   if (is_swap_of_last_two(g.nodes[id]) && !root[id]) id = g.nodes[id].inputs[0];
   if (g.nodes[id].op == "reshape" && !root[id]) id = g.nodes[id].inputs[0];
@@ -61,7 +63,7 @@ std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel) {
   if (kernel.roots.size() != 1 || kg.outputs.size() != 1) return std::nullopt;
   const Node& p = kg.node(kg.outputs[0].node);
   if (p.op != "matmul" && p.op != "linear") return std::nullopt;
-  if (p.type.dtype != DType::f32 && p.type.dtype != DType::f16) return std::nullopt;
+  if (!library_gemm_dtype(p.type.dtype)) return std::nullopt;
   std::optional<Operand> a = operand(kg, p.inputs[0]), b = operand(kg, p.inputs[1]);
   if (!a || !b) return std::nullopt;
   LibraryGemm m;

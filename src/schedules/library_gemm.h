@@ -2,7 +2,7 @@
 // cuBLASLt GEMM instead of a Halide pipeline, and the GEMM's shape.
 //
 // A kernel is a library GEMM when it computes one matmul or linear node of
-// dtype f32 or f16 whose operands are kernel inputs read directly, through a
+// dtype f32, f16 or bf16 whose operands are kernel inputs read directly, through a
 // reshape (a view of a dense tensor), or through a permute that swaps the
 // last two dimensions (cuBLASLt's transpose). Batched matmuls must have
 // equal batch dimensions, or one operand of rank 2 (its stride is 0: shared
@@ -24,6 +24,9 @@
 #include "tessera/dtype.h"
 
 namespace tessera {
+
+// The element types cuBLASLt takes here (f32, f16, bf16; f32 accumulation).
+bool library_gemm_dtype(DType d);
 
 struct LibraryGemm {
   // Operands, as positions in Kernel::inputs (bias -1 when there is none).

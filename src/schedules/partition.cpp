@@ -42,8 +42,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   }
   if (library_gemm)
     for (const Node& node : g.nodes) {
-      if ((node.op == "matmul" || node.op == "linear") &&
-          (node.type.dtype == DType::f32 || node.type.dtype == DType::f16))
+      if ((node.op == "matmul" || node.op == "linear") && library_gemm_dtype(node.type.dtype))
         for (int in : node.inputs)
           if (int m = gemm_operand_to_materialize(g, in, root); m >= 0) root[m] = true;
       if (fused_attention_takes(g, node))  // the kernels read dense buffers

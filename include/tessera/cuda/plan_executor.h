@@ -60,7 +60,7 @@ struct PlanTensor {
 };
 
 struct PlanGemm {
-  const char* dtype;  // "f32" or "f16"
+  const char* dtype;  // "f32", "f16" or "bf16"
   bool trans_a, trans_b;
   int64_t m, n, k, batch;
   int64_t stride_a, stride_b;  // elements; 0 broadcasts; -1 packed
