@@ -11,7 +11,9 @@
 // shared operand tiles. Rows and columns past seq and dim are zeros; keys
 // past seq or after the query (causal) are masked before the exponential.
 // With causal masking, a query tile reads key tiles up to its own and a key
-// tile query tiles from its own.
+// tile query tiles from its own. Tensors in device memory are T (float or
+// bf16); tiles in shared memory and every computation are f32.
+#include <cuda_bf16.h>
 #include <mma.h>
 
 #include <cmath>
@@ -93,6 +95,23 @@ __device__ void strip_mm(float* C, int ldc, const float* A, int lda, const float
   }
 }
 
+// Device-memory elements to and from f32 (bf16: round to nearest even).
+__device__ float to_f32(float x) { return x; }
+__device__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ T from_f32(float x) {
+  if constexpr (std::is_same_v<T, float>) return x;
+  else return __float2bfloat16_rn(x);
+}
+// Four consecutive elements (16-byte aligned floats, 8-byte aligned bf16).
+__device__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ float4 load4(const __nv_bfloat16* p) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+
 // A value stored as a product operand: rounded to TF32 for the tensor cores.
 template <bool kTF32>
 __device__ float round_operand(float x) {
@@ -104,9 +123,9 @@ __device__ float round_operand(float x) {
 // (product operands: rounded for the tensor cores), zeros outside. Every
 // load of a thread is issued before its first store (the loop is unrolled
 // into registers), so a tile costs about one memory latency, not one per
-// element; whole rows (dim == DP) move as float4.
-template <int DP, bool kTF32>
-__device__ void load_tile(float* dst, const float* src, int64_t row0, int64_t seq, int dim) {
+// element; whole rows (dim == DP) move four elements at a time.
+template <int DP, bool kTF32, typename T>
+__device__ void load_tile(float* dst, const T* src, int64_t row0, int64_t seq, int dim) {
   constexpr int ld = DP + kPad;
   if (dim == DP) {
     constexpr int kRowVecs = DP / 4, kPer = kTile * kRowVecs / kThreads;
@@ -114,8 +133,7 @@ __device__ void load_tile(float* dst, const float* src, int64_t row0, int64_t se
 #pragma unroll
     for (int u = 0; u < kPer; ++u) {
       const int e = threadIdx.x + u * kThreads, r = e / kRowVecs;
-      v[u] = row0 + r < seq ? *reinterpret_cast<const float4*>(src + (row0 + r) * DP + (e % kRowVecs) * 4)
-                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      v[u] = row0 + r < seq ? load4(src + (row0 + r) * DP + (e % kRowVecs) * 4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
 #pragma unroll
     for (int u = 0; u < kPer; ++u) {
@@ -132,7 +150,7 @@ __device__ void load_tile(float* dst, const float* src, int64_t row0, int64_t se
 #pragma unroll
     for (int u = 0; u < kChunk; ++u) {
       const int e = threadIdx.x + (u0 + u) * kThreads, r = e / DP, c = e % DP;
-      v[u] = row0 + r < seq && c < dim ? src[(row0 + r) * dim + c] : 0.0f;
+      v[u] = row0 + r < seq && c < dim ? to_f32(src[(row0 + r) * dim + c]) : 0.0f;
     }
 #pragma unroll
     for (int u = 0; u < kChunk; ++u) {
@@ -147,11 +165,11 @@ template <int DP>
 __device__ void zero_strip(float* dst) {
   for (int e = threadIdx.x % 32; e < 16 * DP; e += 32) dst[(e / DP) * (DP + kPad) + e % DP] = 0.0f;
 }
-template <int DP>
-__device__ void store_strip(float* dst, const float* src, int64_t row0, int64_t seq, int dim) {
+template <int DP, typename T>
+__device__ void store_strip(T* dst, const float* src, int64_t row0, int64_t seq, int dim) {
   for (int e = threadIdx.x % 32; e < 16 * DP; e += 32) {
     const int r = e / DP, c = e % DP;
-    if (row0 + r < seq && c < dim) dst[(row0 + r) * dim + c] = src[r * (DP + kPad) + c];
+    if (row0 + r < seq && c < dim) dst[(row0 + r) * dim + c] = from_f32<T>(src[r * (DP + kPad) + c]);
   }
 }
 
@@ -208,8 +226,8 @@ __device__ int64_t key_tiles(int64_t query_tile, int64_t seq, bool causal) {
 
 // ---- forward: one block per (query tile, batch); online softmax per row ----
 
-template <int DP, bool kTF32>
-__global__ void __launch_bounds__(kThreads) forward_kernel(const float* q, const float* k, const float* v, float* out,
+template <int DP, bool kTF32, typename T>
+__global__ void __launch_bounds__(kThreads) forward_kernel(const T* q, const T* k, const T* v, T* out, float* lse,
                                                            int64_t seq, int dim, float scale, bool causal) {
   extern __shared__ __align__(128) float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -219,7 +237,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const float* q, const
   float *Qw = Qs + 16 * warp * ld, *Ow = Os + 16 * warp * ld, *Sw = Ss + 16 * warp * kLdS;
   const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * dim;
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTile, w0 = q0 + 16 * warp;
-  load_tile<DP, kTF32>(Qs, q + base, q0, seq, dim);
+  load_tile<DP, kTF32, T>(Qs, q + base, q0, seq, dim);
   zero_strip<DP>(Ow);
   const int hr = lane / 2, hc = 32 * (lane % 2);  // the lane's half row of the strip
   const int64_t i = w0 + hr;
@@ -228,8 +246,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const float* q, const
   for (int64_t t = 0; t < last; ++t) {
     const int64_t k0 = t * kTile;
     __syncthreads();  // every warp is done with the previous K and V
-    load_tile<DP, kTF32>(Ks, k + base, k0, seq, dim);
-    load_tile<DP, kTF32>(Vs, v + base, k0, seq, dim);
+    load_tile<DP, kTF32, T>(Ks, k + base, k0, seq, dim);
+    load_tile<DP, kTF32, T>(Vs, v + base, k0, seq, dim);
     __syncthreads();
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
     __syncwarp();
@@ -254,15 +272,17 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const float* q, const
   __syncwarp();
   if (i < seq)
     for (int c = (lane % 2) * (DP / 2); c < (lane % 2 + 1) * (DP / 2) && c < dim; ++c)
-      out[base + i * dim + c] = Ow[hr * ld + c] / l;
+      out[base + i * dim + c] = from_f32<T>(Ow[hr * ld + c] / l);
+  if (lse && lane % 2 == 0 && i < seq) lse[static_cast<int64_t>(blockIdx.y) * seq + i] = m + __logf(l);
 }
 
-// ---- backward, per query tile: statistics (logsumexp, rowsum(grad * out)) and dq ----
+// ---- backward, per query tile: statistics (logsumexp unless the forward
+// gave it, rowsum(grad * out)) and dq ----
 
-template <int DP, bool kTF32>
+template <int DP, bool kTF32, typename T>
 __global__ void __launch_bounds__(kThreads)
-    backward_dq_kernel(const float* q, const float* k, const float* v, const float* out, const float* grad, float* dq,
-                       float* lse, float* rowdot, int64_t seq, int dim, float scale, bool causal) {
+    backward_dq_kernel(const T* q, const T* k, const T* v, const T* out, const T* grad, T* dq, float* lse,
+                       bool lse_known, float* rowdot, int64_t seq, int dim, float scale, bool causal) {
   extern __shared__ __align__(128) float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   constexpr int ld = DP + kPad;
@@ -274,22 +294,22 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * dim;
   const int64_t stat = static_cast<int64_t>(blockIdx.y) * seq;
   const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTile, w0 = q0 + 16 * warp;
-  load_tile<DP, kTF32>(Qs, q + base, q0, seq, dim);
-  load_tile<DP, kTF32>(Gs, grad + base, q0, seq, dim);
+  load_tile<DP, kTF32, T>(Qs, q + base, q0, seq, dim);
+  load_tile<DP, kTF32, T>(Gs, grad + base, q0, seq, dim);
   const int hr = lane / 2, hc = 32 * (lane % 2);  // the lane's half row of the strip
   const int64_t i = w0 + hr;
   float dot = 0;  // rowsum(grad * out) of row hr, from the lane pair's halves
   if (i < seq)
     for (int c = (lane % 2) * (DP / 2); c < (lane % 2 + 1) * (DP / 2) && c < dim; ++c)
-      dot += grad[base + i * dim + c] * out[base + i * dim + c];
+      dot += to_f32(grad[base + i * dim + c]) * to_f32(out[base + i * dim + c]);
   dot = pair_sum(dot);
   float m = -INFINITY, l = 0.0f;
   const int64_t last = key_tiles(blockIdx.x, seq, causal);
-  // Pass 1: each row's max and sum of exponentials, online.
-  for (int64_t t = 0; t < last; ++t) {
+  // Pass 1 (unless the forward wrote lse): each row's max and sum of exponentials, online.
+  for (int64_t t = 0; t < (lse_known ? 0 : last); ++t) {
     const int64_t k0 = t * kTile;
     __syncthreads();
-    load_tile<DP, kTF32>(Ks, k + base, k0, seq, dim);
+    load_tile<DP, kTF32, T>(Ks, k + base, k0, seq, dim);
     __syncthreads();
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
     __syncwarp();
@@ -302,9 +322,9 @@ __global__ void __launch_bounds__(kThreads)
     m = m_new;
     __syncwarp();
   }
-  const float lse_i = m + __logf(l);
+  const float lse_i = lse_known ? (i < seq ? lse[stat + i] : 0.0f) : m + __logf(l);
   if (lane % 2 == 0 && i < seq) {
-    lse[stat + i] = lse_i;
+    if (!lse_known) lse[stat + i] = lse_i;
     rowdot[stat + i] = dot;
   }
   if (!dq) return;
@@ -313,8 +333,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t t = 0; t < last; ++t) {
     const int64_t k0 = t * kTile;
     __syncthreads();
-    load_tile<DP, kTF32>(Ks, k + base, k0, seq, dim);
-    load_tile<DP, kTF32>(Vs, v + base, k0, seq, dim);
+    load_tile<DP, kTF32, T>(Ks, k + base, k0, seq, dim);
+    load_tile<DP, kTF32, T>(Vs, v + base, k0, seq, dim);
     __syncthreads();
     strip_mm<kTile, DP, kTF32, false, true>(Sw, kLdS, Qw, ld, Ks, ld);
     strip_mm<kTile, DP, kTF32, false, true>(dPw, kLdS, Gw, ld, Vs, ld);
@@ -337,10 +357,10 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- backward, per key tile: dk and dv (scores transposed: rows are keys) ----
 
-template <int DP, bool kTF32>
+template <int DP, bool kTF32, typename T>
 __global__ void __launch_bounds__(kThreads)
-    backward_dkdv_kernel(const float* q, const float* k, const float* v, const float* grad, const float* lse,
-                         const float* rowdot, float* dk, float* dv, int64_t seq, int dim, float scale, bool causal) {
+    backward_dkdv_kernel(const T* q, const T* k, const T* v, const T* grad, const float* lse, const float* rowdot,
+                         T* dk, T* dv, int64_t seq, int dim, float scale, bool causal) {
   extern __shared__ __align__(128) float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   constexpr int ld = DP + kPad;
@@ -353,16 +373,16 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * dim;
   const int64_t stat = static_cast<int64_t>(blockIdx.y) * seq;
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTile, w0 = k0 + 16 * warp;
-  load_tile<DP, kTF32>(Ks, k + base, k0, seq, dim);
-  load_tile<DP, kTF32>(Vs, v + base, k0, seq, dim);
+  load_tile<DP, kTF32, T>(Ks, k + base, k0, seq, dim);
+  load_tile<DP, kTF32, T>(Vs, v + base, k0, seq, dim);
   zero_strip<DP>(dKw);
   zero_strip<DP>(dVw);
   const int64_t tiles = (seq + kTile - 1) / kTile;
   for (int64_t t = causal ? blockIdx.x : 0; t < tiles; ++t) {
     const int64_t q0 = t * kTile;
     __syncthreads();
-    load_tile<DP, kTF32>(Qs, q + base, q0, seq, dim);
-    load_tile<DP, kTF32>(Gs, grad + base, q0, seq, dim);
+    load_tile<DP, kTF32, T>(Qs, q + base, q0, seq, dim);
+    load_tile<DP, kTF32, T>(Gs, grad + base, q0, seq, dim);
     for (int r = threadIdx.x; r < kTile; r += kThreads) {
       const bool in = q0 + r < seq;
       lse_s[r] = in ? lse[stat + q0 + r] : 0.0f;
@@ -416,42 +436,67 @@ void launch(Kernel kernel, std::once_flag& allowed, size_t bytes, dim3 grid, cud
   TESSERA_CUDA_CHECK(cudaGetLastError(), where);
 }
 
-template <int DP, bool kTF32>
-void run_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+template <int DP, bool kTF32, typename T>
+void run_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out, float* lse,
                  cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((s.seq + kTile - 1) / kTile), static_cast<unsigned>(s.batch));
   static std::once_flag allowed;
-  launch(forward_kernel<DP, kTF32>, allowed, shared_bytes(DP, 4, 1, 0), grid, stream, "fused attention forward " + s.text(), q,
-         k, v, out, s.seq, static_cast<int>(s.dim), s.scale, s.causal);
+  launch(forward_kernel<DP, kTF32, T>, allowed, shared_bytes(DP, 4, 1, 0), grid, stream,
+         "fused attention forward " + s.text(), static_cast<const T*>(q), static_cast<const T*>(k),
+         static_cast<const T*>(v), static_cast<T*>(out), lse, s.seq, static_cast<int>(s.dim), s.scale, s.causal);
 }
 
-template <int DP, bool kTF32>
-void run_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
-                  const float* grad, float* dq, float* dk, float* dv, float* scratch, cudaStream_t stream) {
+template <int DP, bool kTF32, typename T>
+void run_backward(const AttentionShape& s, const void* q_, const void* k_, const void* v_, const void* out_,
+                  const void* grad_, void* dq, void* dk, void* dv, float* scratch, const float* forward_lse,
+                  cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((s.seq + kTile - 1) / kTile), static_cast<unsigned>(s.batch));
-  float *lse = scratch, *rowdot = scratch + s.batch * s.seq;
+  const T *q = static_cast<const T*>(q_), *k = static_cast<const T*>(k_), *v = static_cast<const T*>(v_);
+  const T *out = static_cast<const T*>(out_), *grad = static_cast<const T*>(grad_);
+  // The forward's logsumexp, read only, or the dq kernel's own in scratch.
+  float *lse = forward_lse ? const_cast<float*>(forward_lse) : scratch, *rowdot = scratch + s.batch * s.seq;
   const int dim = static_cast<int>(s.dim);
   static std::once_flag allowed_dq, allowed_dkdv;
-  launch(backward_dq_kernel<DP, kTF32>, allowed_dq, shared_bytes(DP, 5, 2, 0), grid, stream,
-         "fused attention backward (dq) " + s.text(), q, k, v, out, grad, dq, lse, rowdot, s.seq, dim, s.scale,
-         s.causal);
+  launch(backward_dq_kernel<DP, kTF32, T>, allowed_dq, shared_bytes(DP, 5, 2, 0), grid, stream,
+         "fused attention backward (dq) " + s.text(), q, k, v, out, grad, static_cast<T*>(dq), lse,
+         forward_lse != nullptr, rowdot, s.seq, dim, s.scale, s.causal);
   if (dk || dv)
-    launch(backward_dkdv_kernel<DP, kTF32>, allowed_dkdv, shared_bytes(DP, 6, 2, 2), grid, stream,
+    launch(backward_dkdv_kernel<DP, kTF32, T>, allowed_dkdv, shared_bytes(DP, 6, 2, 2), grid, stream,
            "fused attention backward (dk, dv) " + s.text(), q, k, v, grad, static_cast<const float*>(lse),
-           static_cast<const float*>(rowdot), dk, dv, s.seq, dim, s.scale, s.causal);
+           static_cast<const float*>(rowdot), static_cast<T*>(dk), static_cast<T*>(dv), s.seq, dim, s.scale,
+           s.causal);
+}
+
+// Calls f(DP, kTF32, element) with the kernels' compile-time parameters for
+// `s`: DP the dim rounded up to 16, 32 or 64, and a value of the element
+// type. bf16 tensors always take the TF32 tensor cores (their values are
+// exact in TF32).
+template <typename F>
+void dispatch(const AttentionShape& s, bool tf32, F&& f) {
+  auto by_dim = [&](auto kTF32, auto element) {
+    if (s.dim <= 16) f(std::integral_constant<int, 16>{}, kTF32, element);
+    else if (s.dim <= 32) f(std::integral_constant<int, 32>{}, kTF32, element);
+    else f(std::integral_constant<int, 64>{}, kTF32, element);
+  };
+  if (s.dtype == DType::bf16) by_dim(std::true_type{}, __nv_bfloat16{});
+  else if (tf32) by_dim(std::true_type{}, float{});
+  else by_dim(std::false_type{}, float{});
 }
 
 void check_shape(const AttentionShape& s, const char* what) {
-  if (s.batch < 1 || s.seq < 1 || !fused_attention_supports(s.dim, s.dim) || !(s.scale > 0) || s.batch > 65535)
+  if (s.batch < 1 || s.seq < 1 || !fused_attention_supports(s.dim, s.dim) || !(s.scale > 0) || s.batch > 65535 ||
+      (s.dtype != DType::f32 && s.dtype != DType::bf16))
     throw Error(std::string("fused attention ") + what + ": unsupported shape " + s.text() +
-                " (batch 1..65535, seq >= 1, dim 1..64, scale > 0)");
+                " (f32 or bf16, batch 1..65535, seq >= 1, dim 1..64, scale > 0)");
 }
 
 }  // namespace
 
 std::string AttentionShape::text() const {
   std::ostringstream o;
-  o << "[" << batch << " x " << seq << " x " << dim << "]" << (causal ? " causal" : "") << " scale " << scale;
+  // tessera_cuda links no libtessera, whose dtype_name this mirrors.
+  o << (dtype == DType::f32 ? "f32" : dtype == DType::bf16 ? "bf16" : dtype == DType::f16 ? "f16" : "?") << " [" << batch << " x " << seq << " x " << dim << "]" << (causal ? " causal" : "")
+    << " scale " << scale;
   return o.str();
 }
 
@@ -461,35 +506,22 @@ size_t attention_backward_scratch_bytes(const AttentionShape& s) {
   return 2 * sizeof(float) * static_cast<size_t>(s.batch * s.seq);
 }
 
-void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+void attention_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out, float* lse,
                        bool tf32, cudaStream_t stream) {
   check_shape(s, "forward");
-  const int dp = s.dim <= 16 ? 16 : s.dim <= 32 ? 32 : 64;
-  if (tf32) {
-    if (dp == 16) run_forward<16, true>(s, q, k, v, out, stream);
-    else if (dp == 32) run_forward<32, true>(s, q, k, v, out, stream);
-    else run_forward<64, true>(s, q, k, v, out, stream);
-  } else {
-    if (dp == 16) run_forward<16, false>(s, q, k, v, out, stream);
-    else if (dp == 32) run_forward<32, false>(s, q, k, v, out, stream);
-    else run_forward<64, false>(s, q, k, v, out, stream);
-  }
+  dispatch(s, tf32, [&](auto dp, auto kTF32, auto element) {
+    run_forward<decltype(dp)::value, decltype(kTF32)::value, decltype(element)>(s, q, k, v, out, lse, stream);
+  });
 }
 
-void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
-                        const float* grad, float* dq, float* dk, float* dv, float* scratch, bool tf32,
-                        cudaStream_t stream) {
+void attention_backward(const AttentionShape& s, const void* q, const void* k, const void* v, const void* out,
+                        const void* grad, void* dq, void* dk, void* dv, float* scratch, const float* forward_lse,
+                        bool tf32, cudaStream_t stream) {
   check_shape(s, "backward");
-  const int dp = s.dim <= 16 ? 16 : s.dim <= 32 ? 32 : 64;
-  if (tf32) {
-    if (dp == 16) run_backward<16, true>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
-    else if (dp == 32) run_backward<32, true>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
-    else run_backward<64, true>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
-  } else {
-    if (dp == 16) run_backward<16, false>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
-    else if (dp == 32) run_backward<32, false>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
-    else run_backward<64, false>(s, q, k, v, out, grad, dq, dk, dv, scratch, stream);
-  }
+  dispatch(s, tf32, [&](auto dp, auto kTF32, auto element) {
+    run_backward<decltype(dp)::value, decltype(kTF32)::value, decltype(element)>(s, q, k, v, out, grad, dq, dk, dv,
+                                                                                 scratch, forward_lse, stream);
+  });
 }
 
 }  // namespace tessera::cuda

@@ -77,12 +77,13 @@ ScratchPool& scratch() {
   return *pool;
 }
 
-// The dtype of a PlanGemm (tessera_cuda links no libtessera, whose dtype_name this mirrors).
-DType parse_gemm_dtype(const std::string& name, const std::string& where) {
+// The dtype of a PlanGemm or PlanAttention (tessera_cuda links no
+// libtessera, whose dtype_name this mirrors).
+DType parse_float_dtype(const std::string& name, const std::string& where) {
   if (name == "f32") return DType::f32;
   if (name == "f16") return DType::f16;
   if (name == "bf16") return DType::bf16;
-  fail(where, ": GEMM dtype '", name, "' is not f32, f16 or bf16");
+  fail(where, ": dtype '", name, "' is not f32, f16 or bf16");
 }
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
@@ -152,6 +153,7 @@ struct PlanExecutor::State {
   std::vector<GemmShape> shapes;                     // per step (GEMM steps)
   std::vector<AttentionShape> attention;             // per step (attention steps)
   float* attention_scratch = nullptr;                // attention backward's row statistics, after the tensors
+  std::vector<float*> attention_lse;                 // per step: the forward's logsumexp that a backward reuses, or null
   std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
   bool counted = false;  // among scratch().executors
 
@@ -200,7 +202,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
     const std::string where = "plan '" + plan + "' " + step.what;
     if (const PlanGemm* g = step.gemm) {
       GemmShape& sh = s.shapes[k];
-      sh.dtype = parse_gemm_dtype(g->dtype, where);
+      sh.dtype = parse_float_dtype(g->dtype, where);
       sh.allow_tf32 = options.allow_tf32 && sh.dtype == DType::f32;
       sh.trans_a = g->trans_a;
       sh.trans_b = g->trans_b;
@@ -224,9 +226,10 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       sh.dim = at->dim;
       sh.causal = at->causal;
       sh.scale = static_cast<float>(at->scale);
-      if (!fused_attention_supports(at->dim, at->dim) || at->batch < 1 || at->seq < 1)
+      sh.dtype = parse_float_dtype(at->dtype, where);
+      if (!fused_attention_supports(at->dim, at->dim) || at->batch < 1 || at->seq < 1 || sh.dtype == DType::f16)
         fail(where, ": the fused attention kernels do not take ", sh.text());
-      const size_t bytes = static_cast<size_t>(at->batch * at->seq * at->dim) * 4;
+      const size_t bytes = static_cast<size_t>(at->batch * at->seq * at->dim) * (sh.dtype == DType::f32 ? 4 : 2);
       for (auto [t, operand] : {std::pair{at->q, "q"}, {at->k, "k"}, {at->v, "v"}, {at->out, "out"}})
         check_operand(where, t, bytes, operand, true);
       if (at->backward) check_operand(where, at->grad, bytes, "grad", true);
@@ -239,9 +242,33 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
   }
   const size_t scratch_offset = end;
   end += round_up(attention_scratch, DeviceArena::kDefaultAlignment);
+  // A forward attention whose q, k, v and out a later backward reads (its own forward)
+  // writes each row's logsumexp to a region of its own, which that backward
+  // reads instead of recomputing it.
+  std::vector<std::pair<int, size_t>> lse_offset(spec.num_steps, {-1, 0});  // (forward step, offset)
+  for (int k = 0; k < spec.num_steps; ++k) {
+    const PlanAttention* b = spec.steps[k].attention;
+    if (!b || !b->backward) continue;
+    for (int f = k - 1; f >= 0; --f) {
+      const PlanAttention* a = spec.steps[f].attention;
+      if (!a || a->backward || a->out != b->out || a->q != b->q || a->k != b->k || a->v != b->v) continue;
+      if (lse_offset[f].first < 0) {
+        lse_offset[f] = {f, end};
+        end += round_up(static_cast<size_t>(a->batch * a->seq) * sizeof(float), DeviceArena::kDefaultAlignment);
+      }
+      lse_offset[k] = lse_offset[f];
+      break;
+    }
+  }
   s.arena = std::make_unique<DeviceArena>(end, plan + " arena");
   if (attention_scratch)
     s.attention_scratch = static_cast<float*>(s.arena->at(scratch_offset, attention_scratch));
+  s.attention_lse.assign(spec.num_steps, nullptr);
+  for (int k = 0; k < spec.num_steps; ++k)
+    if (auto [f, at] = lse_offset[k]; f >= 0) {
+      const PlanAttention* a = spec.steps[f].attention;
+      s.attention_lse[k] = static_cast<float*>(s.arena->at(at, static_cast<size_t>(a->batch * a->seq) * sizeof(float)));
+    }
   s.gemm = std::make_unique<CublasLtGemm>(s.stream);
   // Two direct runs before the capture: see ScratchPool.
   s.graphs = std::make_unique<StepGraphs>(s.stream, 2, options.graphs);
@@ -359,15 +386,15 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       continue;
     }
     if (const PlanAttention* at = step.attention) {
-      auto ptr = [&](int t) { return t < 0 ? nullptr : static_cast<float*>(device_ptr(t)); };
+      auto ptr = [&](int t) { return t < 0 ? nullptr : device_ptr(t); };
       try {
         if (at->backward)
           attention_backward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), ptr(at->grad),
-                             ptr(at->dq), ptr(at->dk), ptr(at->dv), s.attention_scratch, s.options.allow_tf32,
-                             stream);
+                             ptr(at->dq), ptr(at->dk), ptr(at->dv), s.attention_scratch, s.attention_lse[k],
+                             s.options.allow_tf32, stream);
         else
-          attention_forward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), s.options.allow_tf32,
-                            stream);
+          attention_forward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), s.attention_lse[k],
+                            s.options.allow_tf32, stream);
       } catch (const Error& e) {
         fail("plan '", spec.name, "' ", step.what, ": ", e.what());
       }

@@ -191,7 +191,8 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
     } else if (const std::optional<LibraryAttention>& a = f.attention[k]) {
       auto input = [&](int i) { return i < 0 ? -1 : f.buffer_of[kernel.inputs[i]]; };
       auto root = [&](int r) { return r < 0 ? -1 : f.buffer_of[kernel.roots[r]]; };
-      c << "const tessera::cuda::PlanAttention kCudaAttention" << k << " = {" << (a->backward ? "true" : "false")
+      c << "const tessera::cuda::PlanAttention kCudaAttention" << k << " = {\"" << dtype_name(a->dtype) << "\", "
+        << (a->backward ? "true" : "false")
         << ", " << a->batch << ", " << a->seq << ", " << a->dim << ", " << (a->causal ? "true" : "false") << ", "
         << exact(a->scale) << ", " << input(a->q) << ", " << input(a->k) << ", " << input(a->v) << ", "
         << (a->backward ? input(a->out) : root(0)) << ", " << input(a->grad) << ", " << root(a->dq) << ", "

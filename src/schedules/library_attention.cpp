@@ -11,7 +11,10 @@ namespace tessera {
 bool fused_attention_takes(const Graph& g, const Node& n) {
   if (n.op != "attention" && n.op != "attention_grad") return false;
   const TensorType &q = g.nodes[n.inputs[0]].type, &v = g.nodes[n.inputs[2]].type;
-  return q.dtype == DType::f32 && q.rank() >= 2 && q.shape.back() >= 1 && q.shape.back() <= 64 &&
+  if (q.dtype != DType::f32 && q.dtype != DType::bf16) return false;
+  for (int in : n.inputs)
+    if (g.nodes[in].type.dtype != q.dtype) return false;
+  return n.type.dtype == q.dtype && q.rank() >= 2 && q.shape.back() >= 1 && q.shape.back() <= 64 &&
          v.shape.back() == q.shape.back();
 }
 
@@ -39,6 +42,7 @@ std::optional<LibraryAttention> match_library_attention(const Kernel& kernel) {
   }
   if (!first) return std::nullopt;
   const TensorType& q = kg.nodes[first->inputs[0]].type;
+  a.dtype = q.dtype;
   a.backward = first->op == "attention_grad";
   a.seq = q.shape[q.rank() - 2];
   a.dim = q.shape.back();
@@ -66,7 +70,7 @@ std::optional<LibraryAttention> match_library_attention(const Kernel& kernel) {
 
 std::string LibraryAttention::text() const {
   std::ostringstream o;
-  o << "fused attention " << (backward ? "backward" : "forward") << " f32 [" << batch << " x " << seq << " x " << dim
+  o << "fused attention " << (backward ? "backward " : "forward ") << dtype_name(dtype) << " [" << batch << " x " << seq << " x " << dim
     << "]" << (causal ? " causal" : "") << " scale " << scale;
   if (backward) {
     std::string what;

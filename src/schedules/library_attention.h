@@ -3,8 +3,8 @@
 // them into products and a softmax (decompose_attention.h), and the call
 // each such kernel is.
 //
-// The kernels take f32 attention whose key and value dims are equal and at
-// most 64 (tessera::cuda::fused_attention_supports says the same; this file
+// The kernels take f32 or bf16 attention (every operand of one type) whose
+// key and value dims are equal and at most 64 (tessera::cuda::fused_attention_supports says the same; this file
 // builds without the CUDA toolkit). partition() materializes their operands
 // (dense [batch..., T, D] buffers) and puts the attention_grad nodes of one
 // attention (equal inputs and attributes, wrt 0, 1, 2) in one kernel, which
@@ -34,6 +34,7 @@ bool one_backward_call(const Graph& g, const Node& x, const Node& y);
 Graph prepare_gpu_attention(const Graph& g);
 
 struct LibraryAttention {
+  DType dtype = DType::f32;  // of every operand: f32 or bf16
   bool backward = false;
   int64_t batch = 1, seq = 0, dim = 0;  // batch: the product of the leading dims
   bool causal = true;

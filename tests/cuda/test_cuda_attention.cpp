@@ -2,8 +2,11 @@
 // double-precision CPU computation of attention and its gradient, written
 // here from the definitions: random q, k, v and cotangent at awkward sizes
 // (seq 1, odd, 64 +- 1, 200; dim 1, odd, 16, 64), causal or not, full f32
-// (tight tolerance) and TF32 (loose). Every output element is poisoned with
-// NaN first, so each must be written. Also: unsupported shapes are Errors
+// (tight tolerance), TF32 and bf16 tensors (loose; the reference reads the
+// same bf16-rounded inputs). Every output element is poisoned with
+// NaN first, so each must be written. The backward runs twice: computing
+// the row logsumexp itself, and reusing the one the forward wrote (the two
+// agree to 1e-5). Also: unsupported shapes are Errors
 // naming the shape. Label gpu; skips without a CUDA device. Times nothing.
 #include <gtest/gtest.h>
 
@@ -99,13 +102,14 @@ double error_of(const std::vector<double>& got, const std::vector<double>& want)
   return worst / scale;
 }
 
-void check_case(const Case& c, bool tf32, std::mt19937& rng) {
+// dtype f32 (with or without tf32) or bf16.
+void check_case(const Case& c, DType dtype, bool tf32, std::mt19937& rng) {
   SCOPED_TRACE("batch " + std::to_string(c.batch) + " seq " + std::to_string(c.seq) + " dim " +
-               std::to_string(c.dim) + (c.causal ? " causal" : "") + (tf32 ? " tf32" : " f32"));
-  const size_t n = static_cast<size_t>(c.batch * c.seq * c.dim), bytes = n * 4;
+               std::to_string(c.dim) + (c.causal ? " causal" : "") + (dtype == DType::bf16 ? " bf16" : tf32 ? " tf32" : " f32"));
+  const size_t n = static_cast<size_t>(c.batch * c.seq * c.dim), bytes = n * (dtype == DType::f32 ? 4 : 2);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim)) * 1.7;
-  std::vector<double> q = random_values(n, DType::f32, rng, -2, 2), k = random_values(n, DType::f32, rng, -2, 2),
-                      v = random_values(n, DType::f32, rng), g = random_values(n, DType::f32, rng);
+  std::vector<double> q = random_values(n, dtype, rng, -2, 2), k = random_values(n, dtype, rng, -2, 2),
+                      v = random_values(n, dtype, rng), g = random_values(n, dtype, rng);
   const Reference want = reference(c, scale, q, k, v, g);
   AttentionShape s;
   s.batch = c.batch;
@@ -113,25 +117,37 @@ void check_case(const Case& c, bool tf32, std::mt19937& rng) {
   s.dim = c.dim;
   s.causal = c.causal;
   s.scale = static_cast<float>(scale);
+  s.dtype = dtype;
   const size_t scratch_bytes = attention_backward_scratch_bytes(s);
-  DeviceArena arena(9 * (bytes + DeviceArena::kDefaultAlignment) + scratch_bytes, "attention test");
-  auto take = [&](size_t b) { return static_cast<float*>(arena.at(arena.reserve(b, "tensor"), b)); };
-  float *dq_ = take(4 * bytes), *dk_ = dq_ + n, *dv_ = dk_ + n, *out_ = dv_ + n;  // adjacent: one NaN fill
-  float *q_ = take(bytes), *k_ = take(bytes), *v_ = take(bytes), *g_ = take(bytes), *scratch = take(scratch_bytes);
-  upload(q_, to_bytes(q, DType::f32));
-  upload(k_, to_bytes(k, DType::f32));
-  upload(v_, to_bytes(v, DType::f32));
-  upload(g_, to_bytes(g, DType::f32));
+  const size_t lse_bytes = static_cast<size_t>(c.batch * c.seq) * 4;
+  DeviceArena arena(13 * (bytes + DeviceArena::kDefaultAlignment) + scratch_bytes + lse_bytes, "attention test");
+  auto take = [&](size_t b) { return static_cast<char*>(arena.at(arena.reserve(b, "tensor"), b)); };
+  char *dq_ = take(4 * bytes), *dk_ = dq_ + bytes, *dv_ = dk_ + bytes, *out_ = dv_ + bytes;  // adjacent: one NaN fill
+  char *q_ = take(bytes), *k_ = take(bytes), *v_ = take(bytes), *g_ = take(bytes);
+  float* scratch = reinterpret_cast<float*>(take(scratch_bytes));
+  float* lse = reinterpret_cast<float*>(take(lse_bytes));
+  char* reused = take(3 * bytes);  // dq, dk, dv from the forward's logsumexp
+  upload(q_, to_bytes(q, dtype));
+  upload(k_, to_bytes(k, dtype));
+  upload(v_, to_bytes(v, dtype));
+  upload(g_, to_bytes(g, dtype));
   testing::fill_bytes(dq_, 0xff, 4 * bytes);  // NaN in dq, dk, dv and out
   DeviceStream stream(0);
-  attention_forward(s, q_, k_, v_, out_, tf32, stream.stream());
-  attention_backward(s, q_, k_, v_, out_, g_, dq_, dk_, dv_, scratch, tf32, stream.stream());
+  attention_forward(s, q_, k_, v_, out_, lse, tf32, stream.stream());
+  attention_backward(s, q_, k_, v_, out_, g_, dq_, dk_, dv_, scratch, nullptr, tf32, stream.stream());
+  attention_backward(s, q_, k_, v_, out_, g_, reused, reused + bytes, reused + 2 * bytes, scratch, lse, tf32,
+                     stream.stream());
   stream.synchronize("attention test");
-  const double tol = tf32 ? 2e-2 : 2e-5;
-  EXPECT_LT(error_of(from_bytes(download(out_, bytes), DType::f32), want.out), tol) << "out";
-  EXPECT_LT(error_of(from_bytes(download(dq_, bytes), DType::f32), want.dq), tol) << "dq";
-  EXPECT_LT(error_of(from_bytes(download(dk_, bytes), DType::f32), want.dk), tol) << "dk";
-  EXPECT_LT(error_of(from_bytes(download(dv_, bytes), DType::f32), want.dv), tol) << "dv";
+  for (int w = 0; w < 3; ++w) {
+    const std::vector<double> own = from_bytes(download(dq_ + w * bytes, bytes), dtype);
+    EXPECT_LT(error_of(from_bytes(download(reused + w * bytes, bytes), dtype), own), dtype == DType::bf16 ? 8e-3 : 1e-5)
+        << "gradient " << w << " with the forward's logsumexp";
+  }
+  const double tol = tf32 || dtype == DType::bf16 ? 2e-2 : 2e-5;
+  EXPECT_LT(error_of(from_bytes(download(out_, bytes), dtype), want.out), tol) << "out";
+  EXPECT_LT(error_of(from_bytes(download(dq_, bytes), dtype), want.dq), tol) << "dq";
+  EXPECT_LT(error_of(from_bytes(download(dk_, bytes), dtype), want.dk), tol) << "dk";
+  EXPECT_LT(error_of(from_bytes(download(dv_, bytes), dtype), want.dv), tol) << "dv";
 }
 
 const std::vector<Case> kCases = {{1, 1, 1, true},    {2, 7, 5, true},    {1, 64, 16, true},  {3, 65, 33, false},
@@ -140,13 +156,19 @@ const std::vector<Case> kCases = {{1, 1, 1, true},    {2, 7, 5, true},    {1, 64
 TEST(CudaAttention, F32MatchesDoubleReference) {
   TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
   std::mt19937 rng(std::random_device{}());
-  for (const Case& c : kCases) check_case(c, false, rng);
+  for (const Case& c : kCases) check_case(c, DType::f32, false, rng);
 }
 
 TEST(CudaAttention, Tf32MatchesDoubleReference) {
   TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
   std::mt19937 rng(std::random_device{}());
-  for (const Case& c : kCases) check_case(c, true, rng);
+  for (const Case& c : kCases) check_case(c, DType::f32, true, rng);
+}
+
+TEST(CudaAttention, Bf16MatchesDoubleReference) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  for (const Case& c : kCases) check_case(c, DType::bf16, false, rng);
 }
 
 TEST(CudaAttention, OnlySomeGradients) {
@@ -162,9 +184,10 @@ TEST(CudaAttention, OnlySomeGradients) {
   std::mt19937 rng(std::random_device{}());
   for (int i = 0; i < 5; ++i) upload(t[i], to_bytes(random_values(bytes / 4, DType::f32, rng), DType::f32));
   DeviceStream stream(0);
-  attention_forward(s, t[0], t[1], t[2], t[3], false, stream.stream());
-  attention_backward(s, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], scratch, false, stream.stream());
-  attention_backward(s, t[0], t[1], t[2], t[3], t[4], nullptr, t[8], nullptr, scratch, false, stream.stream());
+  attention_forward(s, t[0], t[1], t[2], t[3], nullptr, false, stream.stream());
+  attention_backward(s, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], scratch, nullptr, false, stream.stream());
+  attention_backward(s, t[0], t[1], t[2], t[3], t[4], nullptr, t[8], nullptr, scratch, nullptr, false,
+                     stream.stream());
   stream.synchronize("attention test");
   EXPECT_EQ(download(t[8], bytes), download(t[6], bytes));
 }
@@ -176,10 +199,18 @@ TEST(CudaAttention, UnsupportedShapesAreErrors) {
   EXPECT_TRUE(fused_attention_supports(64, 64));
   AttentionShape s{2, 8, 80, false, 0.1f};
   try {
-    attention_forward(s, nullptr, nullptr, nullptr, nullptr, false, nullptr);
+    attention_forward(s, nullptr, nullptr, nullptr, nullptr, nullptr, false, nullptr);
     ADD_FAILURE() << "dim 80 accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("[2 x 8 x 80]"), std::string::npos) << e.what();
+  }
+  s.dim = 16;
+  s.dtype = DType::f16;
+  try {
+    attention_forward(s, nullptr, nullptr, nullptr, nullptr, nullptr, false, nullptr);
+    ADD_FAILURE() << "f16 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("f16 [2 x 8 x 16]"), std::string::npos) << e.what();
   }
 }
 

@@ -1,8 +1,12 @@
 // Fused causal/full attention on CUDA (flash-attention style): the forward
 // and its gradient in tiles of 64 rows, with the score matrix kept in shared
-// memory, never in device memory. f32 tensors, computed in f32; with `tf32`
-// the tile products run on TF32 tensor cores (WMMA), as cuBLASLt's TF32
-// GEMMs do, otherwise on CUDA cores in full f32.
+// memory, never in device memory. f32 or bf16 tensors, computed in f32; with
+// `tf32` the tile products run on TF32 tensor cores (WMMA), as cuBLASLt's
+// TF32 GEMMs do, otherwise on CUDA cores in full f32. bf16 tensors always
+// take the tensor cores (bf16 values are exact in TF32; the probabilities
+// and score gradients are rounded to TF32, finer than the bf16 that
+// bf16 flash-attention kernels round them to); results are rounded to bf16
+// once, to nearest even.
 //
 // Layout: q, k, v, out, grad and the gradients are contiguous
 // [batch, seq, dim] (batch: every leading dim of the graph's tensors, e.g.
@@ -11,9 +15,11 @@
 //
 // The backward runs two kernels: one per query tile (the row statistics
 // logsumexp and rowsum(grad * out), and dq), then one per key tile (dk, dv),
-// which reads the statistics from `scratch`. Nothing here allocates; every
+// which reads the statistics from `scratch`. The forward can write each
+// query row's logsumexp for the backward, which then skips recomputing it
+// (a third of the query-tile kernel's products). Nothing here allocates; every
 // launch is checked and reported as a tessera::Error naming the shape. This
-// does not handle f16/bf16, a value dim unlike the key dim, or dim > 64
+// does not handle f16, a value dim unlike the key dim, or dim > 64
 // (fused_attention_supports says which shapes it takes).
 #pragma once
 
@@ -23,6 +29,8 @@
 #include <cstdint>
 #include <string>
 
+#include "tessera/dtype.h"
+
 namespace tessera::cuda {
 
 struct AttentionShape {
@@ -31,7 +39,8 @@ struct AttentionShape {
   int64_t dim = 0;    // D: of q, k and v
   bool causal = true;
   float scale = 0;    // > 0 (the caller resolves "1/sqrt(D)")
-  std::string text() const;  // "[96 x 1024 x 64] causal scale 0.125"
+  DType dtype = DType::f32;  // of every tensor: f32 or bf16
+  std::string text() const;  // "f32 [96 x 1024 x 64] causal scale 0.125"
 };
 
 // Whether the kernels take attention of this key/value dim.
@@ -40,14 +49,17 @@ bool fused_attention_supports(int64_t dim, int64_t value_dim);
 // Bytes of `scratch` attention_backward needs: two floats per query row.
 size_t attention_backward_scratch_bytes(const AttentionShape& s);
 
-// out = attention(q, k, v).
-void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+// out = attention(q, k, v). Tensors hold s.dtype elements. With `lse`
+// (batch * seq floats; may be null) also each query row's logsumexp of its
+// scaled, masked scores, for attention_backward's `forward_lse`.
+void attention_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out, float* lse,
                        bool tf32, cudaStream_t stream);
 
 // dq, dk, dv (each may be null: not computed) from q, k, v, the forward's
-// out and the cotangent grad of out.
-void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
-                        const float* grad, float* dq, float* dk, float* dv, float* scratch, bool tf32,
-                        cudaStream_t stream);
+// out and the cotangent grad of out. forward_lse: what attention_forward
+// wrote for these q, k, v (same tf32 flag), or null.
+void attention_backward(const AttentionShape& s, const void* q, const void* k, const void* v, const void* out,
+                        const void* grad, void* dq, void* dk, void* dv, float* scratch, const float* forward_lse,
+                        bool tf32, cudaStream_t stream);
 
 }  // namespace tessera::cuda

@@ -69,6 +69,7 @@ struct PlanGemm {
 
 // A fused attention call (attention.h): f32 [batch, seq, dim] tensors.
 struct PlanAttention {
+  const char* dtype;  // of every tensor: "f32" or "bf16"
   bool backward;
   int64_t batch, seq, dim;
   bool causal;
