@@ -176,6 +176,47 @@ TEST(Autocast, CastPairsAndScalarConstants) {
   }));
 }
 
+// A product reading a transposed view of an f32 tensor (a weight gradient's
+// dy^T) gets the view redone on a cast of the tensor itself: the cast reads
+// and writes in the tensor's own layout and the GEMM reads the view as a
+// transposed operand. A slice of that view reuses the cast; a slice of a
+// tensor with no cast (fewer elements) is cast as it is.
+TEST(Autocast, CastsGoBelowViewsThatMoveEveryElement) {
+  GraphBuilder b("views");
+  Tensor dy = b.input("dy", {2, 3, 4});
+  Tensor x = b.input("x", {6, 5});
+  Tensor z = b.input("z", {4, 6});
+  Tensor dyt = permute(reshape(dy, {6, 4}), {1, 0});      // t0, t1
+  b.output("dw", matmul(dyt, x));                          // t2
+  b.output("part", matmul(slice(dyt, 0, 0, 2, 1), x));    // t3, t4
+  b.output("zpart", matmul(slice(z, 0, 1, 3, 1), x));     // t5, t6
+  const Graph g = apply_autocast(b.build(), with_dtype(DType::bf16));
+  EXPECT_EQ(print(g), lines({
+      "graph views {",
+      "  dy = input()  # f32[2, 3, 4]",
+      "  x = input()  # f32[6, 5]",
+      "  z = input()  # f32[4, 6]",
+      "  t7 = cast(dy, dtype=\"bf16\")  # bf16[2, 3, 4]",
+      "  t8 = reshape(t7, shape=[6, 4])  # bf16[6, 4]",
+      "  t9 = permute(t8, dims=[1, 0])  # bf16[4, 6]",
+      "  t10 = cast(x, dtype=\"bf16\")  # bf16[6, 5]",
+      "  t2 = matmul(t9, t10)  # bf16[4, 5]",
+      "  t11 = slice(t9, axis=0, end=2, start=0, step=1)  # bf16[2, 6]",
+      "  t4 = matmul(t11, t10)  # bf16[2, 5]",
+      "  t5 = slice(z, axis=0, end=3, start=1, step=1)  # f32[2, 6]",
+      "  t12 = cast(t5, dtype=\"bf16\")  # bf16[2, 6]",
+      "  t6 = matmul(t12, t10)  # bf16[2, 5]",
+      "  t13 = cast(t2, dtype=\"f32\")  # f32[4, 5]",
+      "  t14 = cast(t4, dtype=\"f32\")  # f32[2, 5]",
+      "  t15 = cast(t6, dtype=\"f32\")  # f32[2, 5]",
+      "  output dw = t13",
+      "  output part = t14",
+      "  output zpart = t15",
+      "}",
+  }));
+  expect_matches_reference(g, 3e-2, 43);
+}
+
 // A user op keeps the types it was written for: its bf16 input is cast back
 // to f32; and the compiled graph and its gradient match the reference.
 TEST(Autocast, UserOpsKeepTheirTypes) {

@@ -90,17 +90,24 @@ class Autocaster {
   }
 
   // Node `x` of the result as type `d`. A shape op (permute, reshape, ...)
-  // of a tensor that already has a cast to `d` is redone on that cast
-  // (casting commutes with moving data), so that W^T in the backward reuses
-  // the forward's cast of W.
+  // is redone on the cast of its input (casting commutes with moving data)
+  // when that input already has a cast to `d`, so that W^T in the backward
+  // reuses the forward's cast of W, or when the op moves every element once
+  // (same element count), so that the cast reads and writes in the input's
+  // own layout and the shape op stays a view (a GEMM reads a transposed
+  // operand as it is: library_gemm.h). Chains of such ops are followed.
   int cast_to(int x, DType d) {
     auto [y, found] = reduce(x, d);
     if (found) return y;
     int id = -1;
-    const Node& n = at(y);
+    const Node n = at(y);  // a copy: the recursion below may grow the node list
     const OpDef* def = find_op(n.op);
     if (def && def->kind == OpKind::shape && n.inputs.size() == 1) {
       auto [z, z_found] = reduce(n.inputs[0], d);
+      if (!z_found && at(n.inputs[0]).type.numel() == n.type.numel() && is_float(at(n.inputs[0]).type.dtype)) {
+        z = cast_to(n.inputs[0], d);
+        z_found = true;
+      }
       if (z_found) {
         Node m = n;
         m.name.clear();
