@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <map>
@@ -316,6 +317,11 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
         // object would share one CUDA module holding one pipeline's kernels.
         kernel_objects.push_back(out_dir + "/" + fn + ".o");
         m.compile({{Halide::OutputFileType::object, kernel_objects.back()}});
+        std::error_code ec;
+        const auto size = std::filesystem::file_size(kernel_objects.back(), ec);
+        if (ec || size == 0)
+          fail("compile_aot: Halide left ", kernel_objects.back(), ec ? " missing" : " empty",
+               " (is another generator writing into ", out_dir, "?)");
       } catch (const Halide::Error& e) {
         fail("compile_aot: Halide rejected kernel ", k, " (node '", root.name, "', ", root.op, ") of graph '",
              family.graph.name, "' for ", targets[v], ": ", e.what());
