@@ -1,15 +1,18 @@
 // GPU training steps from the generated libraries (generators/: mlp_step,
-// gpt_step; gpt2_step when built), run by the PlanExecutor with the state
-// kept on the device (set_feed_back): the step time as a CUDA Graph replay
-// and as direct launches, the device arena, and every step of the plan timed
-// alone, with the achieved bandwidth of the Halide kernels and the TFLOP/s
-// of the GEMMs and fused attention calls; the GPT-2-sized step again with TF32 GEMMs. The machine's limit comes from the same run: device-to-device
-// copy bandwidth (cudaMemcpyAsync of 1 GiB, read + write).
+// gpt_step; gpt2_step and gpt2_bf16_step when built), run by the
+// PlanExecutor with the state kept on the device (set_feed_back): the step
+// time as a CUDA Graph replay and as direct launches, the device arena, and
+// every step of the plan timed alone, with the achieved bandwidth of the
+// Halide kernels and the TFLOP/s of the GEMMs and fused attention calls; the
+// GPT-2-sized step again with TF32 GEMMs, and under bf16 autocast. The
+// machine's limit comes from the same run: device-to-device copy bandwidth
+// (cudaMemcpyAsync of 1 GiB, read + write).
 //
 // The PyTorch baselines of the same models are bench/pytorch_steps.py (run
 // in the same session on the same GPU; scripts/gpu_steps.sh runs both).
-// Usage: bench_steps_gpu [out_dir [label]]  (writes steps_gpu.csv and
-// profile_<label>.csv; label: mlp, gpt, gpt2 or gpt2_tf32 to run only that one)
+// Usage: bench_steps_gpu [out_dir [label]]  (writes steps_gpu.csv, or
+// steps_gpu_<label>.csv with a label, and profile_<label>.csv; label: mlp,
+// gpt, gpt2, gpt2_tf32 or gpt2_bf16 to run only that one)
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include "gpt_step.h"
 #include "mlp_step.h"
 #ifdef TESSERA_BENCH_GPT2
+#include "gpt2_bf16_step.h"
 #include "gpt2_step.h"
 #endif
 
@@ -180,8 +184,9 @@ int main(int argc, char** argv) try {
 #ifdef TESSERA_BENCH_GPT2
   bench<tessera_aot::gpt2_step>("gpt2", out_dir, copy, rows);
   bench<tessera_aot::gpt2_step>("gpt2_tf32", out_dir, copy, rows, true);
+  bench<tessera_aot::gpt2_bf16_step>("gpt2_bf16", out_dir, copy, rows);
 #endif
-  std::ofstream f(out_dir + "/steps_gpu.csv");
+  std::ofstream f(out_dir + (g_only.empty() ? "/steps_gpu.csv" : "/steps_gpu_" + g_only + ".csv"));
   f << "step,mode,median_ms,min_ms,arena_bytes,device,copy_gbps\n";
   for (const Row& r : rows)
     f << r.step << "," << r.mode << "," << r.median_ms << "," << r.min_ms << "," << r.arena << ",\"" << prop.name
