@@ -28,14 +28,10 @@
 #include "tessera/autodiff.h"
 #include "tessera/tessera.h"
 #include "vjp.h"
+#include "test_util.h"
 
 namespace tessera {
 namespace {
-
-uint32_t fresh_seed() {
-  if (const char* s = std::getenv("TESSERA_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 0));
-  return std::random_device{}();
-}
 
 struct Arg {
   Shape shape;
@@ -175,10 +171,6 @@ class GradCheck {
   std::vector<Case> cases_;
   std::map<std::string, std::vector<double>> got_;
 };
-
-#define SEEDED(seed)                  \
-  const uint32_t seed = fresh_seed(); \
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with TESSERA_TEST_SEED=" + std::to_string(seed) + ")")
 
 TEST(GradNN, Softmax) {
   SEEDED(seed);

@@ -25,14 +25,6 @@
 namespace tessera {
 namespace {
 
-uint32_t fresh_seed() {
-  if (const char* s = std::getenv("TESSERA_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 0));
-  return std::random_device{}();
-}
-#define SEEDED(var)                  \
-  const uint32_t var = fresh_seed(); \
-  SCOPED_TRACE("seed " + std::to_string(var) + " (rerun with TESSERA_TEST_SEED=" + std::to_string(var) + ")")
-
 CompileOptions u16_storage() {
   CompileOptions o;
   o.bf16_as_u16 = true;

@@ -30,15 +30,6 @@ namespace {
 
 using Halide::Expr;
 
-uint32_t fresh_seed() {
-  if (const char* s = std::getenv("TESSERA_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 0));
-  return std::random_device{}();
-}
-
-#define SEEDED(seed)                  \
-  const uint32_t seed = fresh_seed(); \
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with TESSERA_TEST_SEED=" + std::to_string(seed) + ")")
-
 using test_util::error_of;
 using test_util::has_output;
 

@@ -46,10 +46,15 @@ const RematDecision* decision_for(const Graph& g, const std::vector<RematDecisio
   return found;
 }
 
+// The outputs are f32 sums of up to 300 terms of magnitude up to 2 whose
+// total may cancel to near 0, so the tolerance is absolute-ish: 1e-4 (a
+// 1e-5 one failed on a row summing to 0.033 with an f32 rounding error of
+// 1.1e-5). A wrong remat decision moves results by whole terms.
 void expect_matches_reference(const Executable& exe, const Graph& g) {
-  auto args = test_util::random_args(g, std::random_device{}());
+  SEEDED(seed);
+  auto args = test_util::random_args(g, seed);
   auto want = ref::evaluate(g, ref::from_buffers(args));
-  test_util::expect_outputs_close(exe.run(args), want, 1e-5, "kernel remat");
+  test_util::expect_outputs_close(exe.run(args), want, 1e-4, "kernel remat");
 }
 
 }  // namespace

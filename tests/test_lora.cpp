@@ -32,15 +32,6 @@ namespace {
 using test_util::error_of;
 using test_util::has_output;
 
-uint32_t fresh_seed() {
-  if (const char* s = std::getenv("TESSERA_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 0));
-  return std::random_device{}();
-}
-
-#define SEEDED(seed)                  \
-  const uint32_t seed = fresh_seed(); \
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with TESSERA_TEST_SEED=" + std::to_string(seed) + ")")
-
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // x [lead..., 7] -> fc1 (6, with bias) -> gelu -> fc2 (3, no bias) = y;

@@ -32,16 +32,14 @@
 #include "reference/reference.h"
 #include "tessera/quant_ops.h"
 #include "tessera/tessera.h"
+#include "test_util.h"
 
 namespace tessera {
 namespace {
 
-// ---- seeds, distributions, tolerances --------------------------------------------
+using test_util::fresh_seed;
 
-uint32_t fresh_seed() {
-  if (const char* s = std::getenv("TESSERA_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 0));
-  return std::random_device{}();
-}
+// ---- seeds, distributions, tolerances --------------------------------------------
 
 std::string seed_note(uint32_t seed) {
   return "seed " + std::to_string(seed) + " (rerun with TESSERA_TEST_SEED=" + std::to_string(seed) + ")";

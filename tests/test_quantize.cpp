@@ -33,14 +33,6 @@ namespace {
 
 using test_util::error_of;
 
-uint32_t fresh_seed() {
-  if (const char* s = std::getenv("TESSERA_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 0));
-  return std::random_device{}();
-}
-#define SEEDED(var)                  \
-  const uint32_t var = fresh_seed(); \
-  SCOPED_TRACE("seed " + std::to_string(var) + " (rerun with TESSERA_TEST_SEED=" + std::to_string(var) + ")")
-
 Buffer random_buffer(std::mt19937& rng, Shape shape, double lo = -1, double hi = 1) {
   std::uniform_real_distribution<double> u(lo, hi);
   std::vector<double> v(static_cast<size_t>(numel(shape)));

@@ -1,12 +1,15 @@
-// Small helpers shared by test files: random arguments for a graph (training
-// steps included), output comparison with the float64 reference, and the
-// message of an expected Error. Header-only; nothing here is under test.
+// Small helpers shared by test files: fresh random seeds that a failure
+// prints (SEEDED), random arguments for a graph (training steps included),
+// output comparison with the float64 reference, and the message of an
+// expected Error. Header-only; nothing here is under test.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <tessera/tessera.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <random>
@@ -15,6 +18,12 @@
 #include "reference/reference.h"
 
 namespace tessera::test_util {
+
+// A fresh random seed for each run; TESSERA_TEST_SEED=N replays run N.
+inline uint32_t fresh_seed() {
+  if (const char* s = std::getenv("TESSERA_TEST_SEED")) return static_cast<uint32_t>(std::strtoul(s, nullptr, 0));
+  return std::random_device{}();
+}
 
 // Every input and param of `g`: floats U(-1, 1), integers in [0, 5);
 // a training step's "optim.step" is 3 and its second moments are
@@ -66,3 +75,9 @@ inline bool has_output(const Graph& g, const std::string& name) {
 }
 
 }  // namespace tessera::test_util
+
+// Declares `var`, a fresh seed (test_util::fresh_seed), and traces it so
+// that a failure prints how to replay it.
+#define SEEDED(var)                                      \
+  const uint32_t var = ::tessera::test_util::fresh_seed(); \
+  SCOPED_TRACE("seed " + std::to_string(var) + " (rerun with TESSERA_TEST_SEED=" + std::to_string(var) + ")")
