@@ -46,7 +46,8 @@ void expect_valid(const Graph& g, const MemoryPlan& plan) {
 // with the reference; checks the plan and the measured high-water mark.
 void check_graph(const Graph& g, double tol) {
   expect_valid(g, plan_memory(g, partition(g)));
-  auto args = test_util::random_args(g, std::random_device{}());
+  SEEDED(seed);
+  auto args = test_util::random_args(g, seed);
   auto want = ref::evaluate(g, ref::from_buffers(args));
   Executable exe = compile(g);
   setenv("TESSERA_POISON_FREED", "1", 1);
