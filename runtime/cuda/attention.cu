@@ -21,6 +21,7 @@
 #include <sstream>
 #include <type_traits>
 
+#include "float_dtype.h"
 #include "tessera/cuda/attention.h"
 #include "tessera/cuda/check.h"
 #include "tessera/error.h"
@@ -494,8 +495,7 @@ void check_shape(const AttentionShape& s, const char* what) {
 
 std::string AttentionShape::text() const {
   std::ostringstream o;
-  // tessera_cuda links no libtessera, whose dtype_name this mirrors.
-  o << (dtype == DType::f32 ? "f32" : dtype == DType::bf16 ? "bf16" : dtype == DType::f16 ? "f16" : "?") << " [" << batch << " x " << seq << " x " << dim << "]" << (causal ? " causal" : "")
+  o << float_dtype_name(dtype) << " [" << batch << " x " << seq << " x " << dim << "]" << (causal ? " causal" : "")
     << " scale " << scale;
   return o.str();
 }

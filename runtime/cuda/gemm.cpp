@@ -10,6 +10,7 @@
 
 #include <sstream>
 
+#include "float_dtype.h"
 #include "tessera/cuda/check.h"
 #include "tessera/error.h"
 
@@ -45,19 +46,6 @@ cublasLtEpilogue_t to_cublaslt(GemmEpilogue e) {
   return CUBLASLT_EPILOGUE_DEFAULT;
 }
 
-const char* gemm_dtype_name(DType t) {
-  switch (t) {
-    case DType::f32: return "f32";
-    case DType::f16: return "f16";
-    case DType::bf16: return "bf16";
-    default: return "unsupported dtype";
-  }
-}
-
-size_t gemm_dtype_size(DType t) {
-  return t == DType::f32 ? 4 : 2;
-}
-
 cudaDataType_t to_cuda(DType t) {
   return t == DType::f32 ? CUDA_R_32F : t == DType::f16 ? CUDA_R_16F : CUDA_R_16BF;
 }
@@ -73,7 +61,7 @@ int alignment_of(const void* p) {
 
 // Bytes spanned by `batch` matrices of `elems` elements each, `stride` apart.
 size_t span_bytes(int64_t batch, int64_t stride, int64_t elems, DType t) {
-  return static_cast<size_t>((batch - 1) * stride + elems) * gemm_dtype_size(t);
+  return static_cast<size_t>((batch - 1) * stride + elems) * float_dtype_size(t);
 }
 
 void validate(const GemmShape& s, const GemmArgs& args) {
@@ -133,7 +121,7 @@ std::string GemmShape::describe() const {
     d << r << ", " << c << "]";
     return d.str();
   };
-  os << "gemm " << gemm_dtype_name(dtype) << (allow_tf32 ? " (tf32)" : "");
+  os << "gemm " << float_dtype_name(dtype) << (allow_tf32 ? " (tf32)" : "");
   if (batch > 1)
     os << " batch " << batch << " strides (" << a_stride() << ", " << b_stride() << ", " << c_stride() << ")";
   os << ": A" << (trans_a ? dims(k, m) + "^T" : dims(m, k)) << " @ B" << (trans_b ? dims(n, k) + "^T" : dims(k, n))

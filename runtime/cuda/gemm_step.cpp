@@ -2,6 +2,7 @@
 // device pointers, then CublasLtGemm::run. Errors gain the step's name.
 #include "tessera/cuda/gemm_step.h"
 
+#include "float_dtype.h"
 #include "tessera/error.h"
 
 namespace tessera::cuda {
@@ -21,7 +22,7 @@ void run_gemm_step(CublasLtGemm& gemm, DeviceArena& arena, const GemmStep& step)
     args.c = arena.at(step.c, s.c_bytes());
     operand = "bias";
     if (step.bias != GemmStep::kNoBias)
-      args.bias = arena.at(step.bias, static_cast<size_t>(s.n) * (s.dtype == DType::f32 ? 4 : 2));
+      args.bias = arena.at(step.bias, static_cast<size_t>(s.n) * float_dtype_size(s.dtype));
     operand = nullptr;
     gemm.run(s, args);
   } catch (const Error& e) {

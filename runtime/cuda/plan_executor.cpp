@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "float_dtype.h"
 #include "tessera/cuda/check.h"
 #include "tessera/cuda/device_arena.h"
 #include "tessera/cuda/attention.h"
@@ -77,8 +78,7 @@ ScratchPool& scratch() {
   return *pool;
 }
 
-// The dtype of a PlanGemm or PlanAttention (tessera_cuda links no
-// libtessera, whose dtype_name this mirrors).
+// The dtype of a PlanGemm or PlanAttention (the inverse of float_dtype_name).
 DType parse_float_dtype(const std::string& name, const std::string& where) {
   if (name == "f32") return DType::f32;
   if (name == "f16") return DType::f16;
@@ -218,7 +218,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       check_operand(where, g->b, sh.b_bytes(), "B", false);
       check_operand(where, g->c, sh.c_bytes(), "C", false);
       if (g->bias >= 0)
-        check_operand(where, g->bias, static_cast<size_t>(sh.n) * (sh.dtype == DType::f32 ? 4 : 2), "bias", false);
+        check_operand(where, g->bias, static_cast<size_t>(sh.n) * float_dtype_size(sh.dtype), "bias", false);
     } else if (const PlanAttention* at = step.attention) {
       AttentionShape& sh = s.attention[k];
       sh.batch = at->batch;
@@ -229,7 +229,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       sh.dtype = parse_float_dtype(at->dtype, where);
       if (!fused_attention_supports(at->dim, at->dim) || at->batch < 1 || at->seq < 1 || sh.dtype == DType::f16)
         fail(where, ": the fused attention kernels do not take ", sh.text());
-      const size_t bytes = static_cast<size_t>(at->batch * at->seq * at->dim) * (sh.dtype == DType::f32 ? 4 : 2);
+      const size_t bytes = static_cast<size_t>(at->batch * at->seq * at->dim) * float_dtype_size(sh.dtype);
       for (auto [t, operand] : {std::pair{at->q, "q"}, {at->k, "k"}, {at->v, "v"}, {at->out, "out"}})
         check_operand(where, t, bytes, operand, true);
       if (at->backward) check_operand(where, at->grad, bytes, "grad", true);
