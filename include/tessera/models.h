@@ -128,9 +128,10 @@ Graph op_zoo(DType dtype = DType::f32);
 // beta1, beta2, eps, weight_decay, max_grad_norm (lr is the step's input
 // "optim.lr") and autocast=none (bf16: autocast.h on the joint graph, before
 // the optimizer; f16 adds loss scaling, so the step has autocast.h's
-// "amp.*" params and "optim.skip" output); the QLoRA step also r=8 alpha=16 targets=c_attn (comma-
-// separated patterns, lora.h) double_quant=false, and weight_decay 0. Throws Error for an
-// unknown model or parameter, or a bad value.
+// "amp.*" params and "optim.skip" output); the QLoRA step also r=8
+// alpha=16 targets=c_attn (comma-separated patterns, lora.h)
+// double_quant=false, and weight_decay 0. Throws Error for an unknown model
+// or parameter, or a bad value.
 std::vector<std::string> registered_models();
 Graph registered_model(const std::string& name, const std::map<std::string, std::string>& params = {});
 
