@@ -12,7 +12,9 @@
 // past seq or after the query (causal) are masked before the exponential.
 // With causal masking, a query tile reads key tiles up to its own and a key
 // tile query tiles from its own. Tensors in device memory are T (float or
-// bf16); tiles in shared memory and every computation are f32.
+// bf16); tiles in shared memory and every computation are f32. bf16 tensors
+// of head dim 16, 32 or 64 take the tensor-core kernels of attention_mma.cu
+// instead; these kernels serve every other shape.
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -21,7 +23,9 @@
 #include <sstream>
 #include <type_traits>
 
+#include "attention_mma.h"
 #include "float_dtype.h"
+#include "kernel_launch.h"
 #include "tessera/cuda/attention.h"
 #include "tessera/cuda/check.h"
 #include "tessera/error.h"
@@ -424,25 +428,12 @@ constexpr size_t shared_bytes(int DP, int tiles, int scores, int vectors) {
                           static_cast<size_t>(scores) * kTile * kLdS + static_cast<size_t>(vectors) * kTile);
 }
 
-// Launches `kernel` with `bytes` of dynamic shared memory, which `allowed`
-// (one flag per kernel) permits once, before any capture.
-template <typename Kernel, typename... Args>
-void launch(Kernel kernel, std::once_flag& allowed, size_t bytes, dim3 grid, cudaStream_t stream,
-            const std::string& where, Args... args) {
-  std::call_once(allowed, [&] {
-    TESSERA_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), where);
-  });
-  kernel<<<grid, kThreads, bytes, stream>>>(args...);
-  TESSERA_CUDA_CHECK(cudaGetLastError(), where);
-}
-
 template <int DP, bool kTF32, typename T>
 void run_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out, float* lse,
                  cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((s.seq + kTile - 1) / kTile), static_cast<unsigned>(s.batch));
   static std::once_flag allowed;
-  launch(forward_kernel<DP, kTF32, T>, allowed, shared_bytes(DP, 4, 1, 0), grid, stream,
+  launch_kernel(forward_kernel<DP, kTF32, T>, allowed, shared_bytes(DP, 4, 1, 0), grid, dim3(kThreads), stream,
          "fused attention forward " + s.text(), static_cast<const T*>(q), static_cast<const T*>(k),
          static_cast<const T*>(v), static_cast<T*>(out), lse, s.seq, static_cast<int>(s.dim), s.scale, s.causal);
 }
@@ -458,11 +449,12 @@ void run_backward(const AttentionShape& s, const void* q_, const void* k_, const
   float *lse = forward_lse ? const_cast<float*>(forward_lse) : scratch, *rowdot = scratch + s.batch * s.seq;
   const int dim = static_cast<int>(s.dim);
   static std::once_flag allowed_dq, allowed_dkdv;
-  launch(backward_dq_kernel<DP, kTF32, T>, allowed_dq, shared_bytes(DP, 5, 2, 0), grid, stream,
+  launch_kernel(backward_dq_kernel<DP, kTF32, T>, allowed_dq, shared_bytes(DP, 5, 2, 0), grid, dim3(kThreads), stream,
          "fused attention backward (dq) " + s.text(), q, k, v, out, grad, static_cast<T*>(dq), lse,
          forward_lse != nullptr, rowdot, s.seq, dim, s.scale, s.causal);
   if (dk || dv)
-    launch(backward_dkdv_kernel<DP, kTF32, T>, allowed_dkdv, shared_bytes(DP, 6, 2, 2), grid, stream,
+    launch_kernel(backward_dkdv_kernel<DP, kTF32, T>, allowed_dkdv, shared_bytes(DP, 6, 2, 2), grid, dim3(kThreads),
+                  stream,
            "fused attention backward (dk, dv) " + s.text(), q, k, v, grad, static_cast<const float*>(lse),
            static_cast<const float*>(rowdot), static_cast<T*>(dk), static_cast<T*>(dv), s.seq, dim, s.scale,
            s.causal);
@@ -509,6 +501,7 @@ size_t attention_backward_scratch_bytes(const AttentionShape& s) {
 void attention_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out, float* lse,
                        bool tf32, cudaStream_t stream) {
   check_shape(s, "forward");
+  if (mma_attention_takes(s, {q, k, v, out})) return mma_attention_forward(s, q, k, v, out, lse, stream);
   dispatch(s, tf32, [&](auto dp, auto kTF32, auto element) {
     run_forward<decltype(dp)::value, decltype(kTF32)::value, decltype(element)>(s, q, k, v, out, lse, stream);
   });
@@ -518,6 +511,8 @@ void attention_backward(const AttentionShape& s, const void* q, const void* k, c
                         const void* grad, void* dq, void* dk, void* dv, float* scratch, const float* forward_lse,
                         bool tf32, cudaStream_t stream) {
   check_shape(s, "backward");
+  if (mma_attention_takes(s, {q, k, v, out, grad, dq, dk, dv}))
+    return mma_attention_backward(s, q, k, v, out, grad, dq, dk, dv, scratch, forward_lse, stream);
   dispatch(s, tf32, [&](auto dp, auto kTF32, auto element) {
     run_backward<decltype(dp)::value, decltype(kTF32)::value, decltype(element)>(s, q, k, v, out, grad, dq, dk, dv,
                                                                                  scratch, forward_lse, stream);

@@ -3,7 +3,8 @@
 // here from the definitions: random q, k, v and cotangent at awkward sizes
 // (seq 1, odd, 64 +- 1, 200; dim 1, odd, 16, 64), causal or not, full f32
 // (tight tolerance), TF32 and bf16 tensors (loose; the reference reads the
-// same bf16-rounded inputs). Every output element is poisoned with
+// same bf16-rounded inputs), and bf16 at the head dims of the tensor-core
+// kernels over several tiles. Every output element is poisoned with
 // NaN first, so each must be written. The backward runs twice: computing
 // the row logsumexp itself, and reusing the one the forward wrote (the two
 // agree to 1e-5). Also: unsupported shapes are Errors
@@ -169,6 +170,17 @@ TEST(CudaAttention, Bf16MatchesDoubleReference) {
   TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
   std::mt19937 rng(std::random_device{}());
   for (const Case& c : kCases) check_case(c, DType::bf16, false, rng);
+}
+
+// bf16 at head dims 16, 32 and 64 takes the tensor-core kernels
+// (attention_mma.cu): awkward sequence lengths around their 64-row tiles,
+// several tiles (the double-buffered loads), causal or not.
+TEST(CudaAttention, Bf16TensorCoreKernelsMatchDoubleReference) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  const std::vector<Case> cases = {{1, 1, 16, true},   {2, 7, 32, false}, {1, 64, 64, true},  {2, 65, 64, true},
+                                   {1, 127, 16, true}, {3, 200, 32, true}, {1, 257, 64, false}, {2, 320, 64, true}};
+  for (const Case& c : cases) check_case(c, DType::bf16, false, rng);
 }
 
 TEST(CudaAttention, OnlySomeGradients) {

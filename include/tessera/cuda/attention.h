@@ -1,12 +1,15 @@
 // Fused causal/full attention on CUDA (flash-attention style): the forward
-// and its gradient in tiles of 64 rows, with the score matrix kept in shared
-// memory, never in device memory. f32 or bf16 tensors, computed in f32; with
-// `tf32` the tile products run on TF32 tensor cores (WMMA), as cuBLASLt's
-// TF32 GEMMs do, otherwise on CUDA cores in full f32. bf16 tensors always
-// take the tensor cores (bf16 values are exact in TF32; the probabilities
-// and score gradients are rounded to TF32, finer than the bf16 that
-// bf16 flash-attention kernels round them to); results are rounded to bf16
-// once, to nearest even.
+// and its gradient in tiles of 64 rows, with the score matrix kept on chip,
+// never in device memory.
+// - bf16 tensors of head dim 16, 32 or 64 (16-byte aligned) run on bf16
+//   tensor cores (mma.sync, f32 accumulation; runtime/cuda/attention_mma.cu).
+//   As in bf16 flash-attention kernels, the probabilities and score
+//   gradients are rounded to bf16 as product operands.
+// - Other shapes, and f32 tensors, run kernels that compute in f32; with
+//   `tf32` their tile products run on TF32 tensor cores (WMMA), as
+//   cuBLASLt's TF32 GEMMs do, otherwise on CUDA cores in full f32; bf16
+//   tensors of other head dims take the TF32 tensor cores.
+// Results are rounded to the tensors' type once (bf16: nearest even).
 //
 // Layout: q, k, v, out, grad and the gradients are contiguous
 // [batch, seq, dim] (batch: every leading dim of the graph's tensors, e.g.

@@ -1,0 +1,34 @@
+// The bf16 tensor-core path of the fused attention kernels (attention.h):
+// flash-attention-2 style kernels whose tile products are mma.sync
+// m16n8k16 bf16 instructions with f32 accumulation, score tiles kept in
+// registers, and operand tiles double-buffered in shared memory with
+// cp.async. Internal to runtime/cuda: attention.cu calls it for the shapes
+// mma_attention_takes accepts and keeps its own kernels for the others
+// (f32, TF32, head dims that are not 16, 32 or 64, unaligned tensors).
+//
+// Numerics as bf16 flash-attention kernels: the probabilities and the score
+// gradients are rounded to bf16 as product operands; statistics, sums and
+// accumulators are f32; results are rounded to bf16 once. Deterministic: no
+// atomics (dq has its own kernel), so replays are bitwise equal.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <initializer_list>
+
+#include "tessera/cuda/attention.h"
+
+namespace tessera::cuda {
+
+// Whether the mma path takes `s` with these device tensors: bf16, dim 16,
+// 32 or 64, and every tensor 16-byte aligned (rows move as 16-byte copies).
+bool mma_attention_takes(const AttentionShape& s, std::initializer_list<const void*> tensors);
+
+// As attention_forward and attention_backward, for shapes mma_attention_takes.
+void mma_attention_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out,
+                           float* lse, cudaStream_t stream);
+void mma_attention_backward(const AttentionShape& s, const void* q, const void* k, const void* v, const void* out,
+                            const void* grad, void* dq, void* dk, void* dv, float* scratch, const float* forward_lse,
+                            cudaStream_t stream);
+
+}  // namespace tessera::cuda
