@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_timing.h"
 #include "half.h"
 #include "tessera/cuda/check.h"
 #include "tessera/cuda/device_arena.h"
@@ -30,35 +31,6 @@ using namespace tessera;
 using namespace tessera::cuda;
 
 namespace {
-
-constexpr int kWarmup = 5, kReps = 25;
-
-struct Timing {
-  double median_ms, min_ms, max_ms;
-};
-
-// Times `launch` (which queues work on `s`) with an event pair per repetition.
-template <typename F>
-Timing time_on_stream(cudaStream_t s, F&& launch) {
-  for (int i = 0; i < kWarmup; ++i) launch();
-  std::vector<cudaEvent_t> ev(2 * kReps);
-  for (auto& e : ev) TESSERA_CUDA_CHECK(cudaEventCreate(&e), "bench events");
-  for (int i = 0; i < kReps; ++i) {
-    TESSERA_CUDA_CHECK(cudaEventRecord(ev[2 * i], s), "bench");
-    launch();
-    TESSERA_CUDA_CHECK(cudaEventRecord(ev[2 * i + 1], s), "bench");
-  }
-  TESSERA_CUDA_CHECK(cudaStreamSynchronize(s), "bench");
-  std::vector<double> ms(kReps);
-  for (int i = 0; i < kReps; ++i) {
-    float t = 0;
-    TESSERA_CUDA_CHECK(cudaEventElapsedTime(&t, ev[2 * i], ev[2 * i + 1]), "bench");
-    ms[i] = t;
-  }
-  for (auto& e : ev) cudaEventDestroy(e);
-  std::sort(ms.begin(), ms.end());
-  return {ms[kReps / 2], ms.front(), ms.back()};
-}
 
 void check_cublas(cublasStatus_t s, const char* call) {
   if (s != CUBLAS_STATUS_SUCCESS) fail("cuBLAS call ", call, " failed: ", cublasGetStatusName(s));
