@@ -10,6 +10,7 @@
 // the forward node's attributes before adding any node: adding nodes may move
 // the graph's node storage that VjpContext::node refers to.
 #include <cmath>
+#include <limits>
 
 #include "tessera/error.h"
 #include "tessera/ops.h"
@@ -74,16 +75,27 @@ std::vector<Tensor> cross_entropy_vjp(const VjpContext& c) {
   Tensor logits = c.inputs[0], target = c.inputs[1], g = c.cotangent;
   const int64_t classes = logits.shape()[1];
   GraphBuilder& b = c.b;
-  Tensor t64 = target.dtype() == DType::i64 ? target : cast(target, DType::i64);
-  Tensor valid = cast(ne(t64, b.constant(static_cast<double>(ignore), DType::i64)), logits.dtype());
-  Tensor cls =
-      maximum(minimum(t64, b.constant(static_cast<double>(classes - 1), DType::i64)), b.constant(0.0, DType::i64));
+  // Targets are compared in their own integer type and the class ids as
+  // i32: the one-hot term, evaluated per logit, then reads a 4-byte class id
+  // table and does no 64-bit integer work when the targets are i32.
+  const bool ignore_fits_i32 = ignore >= std::numeric_limits<int32_t>::min() && ignore <= std::numeric_limits<int32_t>::max();
+  const DType ti = target.dtype() == DType::i64 || !ignore_fits_i32 ? DType::i64 : DType::i32;
+  Tensor t = target.dtype() == ti ? target : cast(target, ti);
+  Tensor valid = cast(ne(t, b.constant(static_cast<double>(ignore), ti)), logits.dtype());
+  Tensor cls = maximum(minimum(t, b.constant(static_cast<double>(classes - 1), ti)), b.constant(0.0, ti));
+  if (ti != DType::i32) cls = cast(cls, DType::i32);
   std::vector<double> iota(static_cast<size_t>(classes));
   for (int64_t k = 0; k < classes; ++k) iota[static_cast<size_t>(k)] = static_cast<double>(k);
-  Tensor onehot = cast(eq(unsqueeze(cls, 1), b.constant(iota, {classes}, DType::i64)), logits.dtype());
+  Tensor onehot = cast(eq(unsqueeze(cls, 1), b.constant(iota, {classes}, DType::i32)), logits.dtype());
   Tensor scale = g / maximum(sum(valid), scalar(c, 1.0, logits));
   Tensor row_scale = unsqueeze(valid, 1) * scale;  // [N, 1]
-  return {(softmax(logits, -1) - onehot) * row_scale, Tensor()};
+  // softmax as exp(logits - logsumexp): the row statistics are two row
+  // reductions and the probabilities a pointwise term that fuses into the
+  // gradient's kernel, so no probability matrix is written (at GPT-2's LM
+  // head a softmax kernel wrote 1.6 GB that one more kernel then read).
+  Tensor m = max(logits, {-1}, true);
+  Tensor lse = m + log(sum(exp(logits - m), {-1}, true));
+  return {(exp(logits - lse) - onehot) * row_scale, Tensor()};
 }
 
 std::vector<Tensor> dropout_vjp(const VjpContext& c) {
