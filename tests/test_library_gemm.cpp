@@ -125,6 +125,7 @@ Graph products() {
   g.output("b_t_shared", matmul(in({3, 5, 4}), transpose(in({6, 4}), 0, 1)));
   g.output("elementwise_operand", matmul(relu(in({5, 4})), exp(in({4, 3}))));
   g.output("reshaped", matmul(reshape(in({2, 10}), {5, 4}), in({4, 3})));
+  g.output("reshaped_twice_t", matmul(transpose(reshape(reshape(in({2, 3, 4}), {6, 4}), {3, 8}), 0, 1), in({3, 5})));
   g.output("linear_bias", linear(in({13, 17}), g.param("w0", {5, 17}), g.param("b0", {5})));
   g.output("linear_rank3", linear(in({2, 3, 9}), g.param("w1", {4, 9})));
   g.output("linear_rank1", linear(in({9}), g.param("w2", {4, 9}), g.param("b2", {4})));
@@ -144,7 +145,23 @@ Graph non_library_products() {
 
 TEST(LibraryGemm, HandMadeProductsAllMatchAndComputeTheReference) {
   SEEDED(seed);
-  EXPECT_EQ(check_products(products(), true, seed), 16);
+  EXPECT_EQ(check_products(products(), true, seed), 17);
+}
+
+TEST(LibraryGemm, ReshapesOfAComputedOperandAreViewsNotCopies) {
+  // The LM head's backward reads its cast gradient through two reshapes and
+  // a transpose; only the cast is materialized, the GEMM reads it as a view.
+  GraphBuilder g("views");
+  Tensor x = exp(g.input("x", {2, 3, 4}));
+  g.output("y", matmul(transpose(reshape(reshape(x, {6, 4}), {3, 8}), 0, 1), g.input("w", {3, 5})));
+  const Graph graph = g.build();
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  const std::vector<Kernel> kernels = partition(graph, &cost, nullptr, /*library_gemm=*/true);
+  ASSERT_EQ(kernels.size(), 2u);
+  EXPECT_EQ(graph.nodes[kernels[0].roots.back()].op, "exp");
+  EXPECT_TRUE(match_library_gemm(kernels[1]).has_value());
+  SEEDED(seed);
+  EXPECT_EQ(check_products(graph, true, seed), 1);
 }
 
 TEST(LibraryGemm, F64AndIntegerProductsStayHalideKernels) {

@@ -40,9 +40,7 @@ std::optional<Operand> operand(const Graph& kg, int id) {
     o.transposed = true;
     id = kg.nodes[id].inputs[0];
   }
-  if (kg.nodes[id].op == "reshape") {
-    id = kg.nodes[id].inputs[0];
-  }
+  while (kg.nodes[id].op == "reshape") id = kg.nodes[id].inputs[0];  // views, however many
   if (kg.nodes[id].op != "input") return std::nullopt;
   o.input = id;  // kernel graphs put their inputs first, in order
   return o;
@@ -54,7 +52,7 @@ bool library_gemm_dtype(DType d) { return d == DType::f32 || d == DType::f16 || 
 
 int gemm_operand_to_materialize(const Graph& g, int id, const std::vector<bool>& root) {
   if (is_swap_of_last_two(g.nodes[id]) && !root[id]) id = g.nodes[id].inputs[0];
-  if (g.nodes[id].op == "reshape" && !root[id]) id = g.nodes[id].inputs[0];
+  while (g.nodes[id].op == "reshape" && !root[id]) id = g.nodes[id].inputs[0];
   return is_tensor_leaf(g.nodes[id]) || root[id] ? -1 : id;
 }
 

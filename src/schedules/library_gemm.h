@@ -46,7 +46,7 @@ std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel);
 // On a GPU target, the node partition() materializes for operand `id` of a
 // matrix product so that the product can be a library GEMM: -1 when the
 // operand is already a kernel input or a view of one (a permute that swaps
-// the last two dimensions, of a reshape, of an input or materialized node),
+// the last two dimensions, of reshapes, of an input or materialized node),
 // else the node under those views. `root` marks the materialized nodes.
 int gemm_operand_to_materialize(const Graph& g, int id, const std::vector<bool>& root);
 
