@@ -21,13 +21,25 @@ Func lower_constant(const Node& n) {
   auto v = make_vars(n.type.rank());
   Type t = halide_type(n.type.dtype);
   if (n.values.size() == 1) return make_func(func_name(n), v, cast(t, Expr(n.values[0])));
-  // A tensor constant: embed its values as a Halide buffer.
+  // A tensor constant: embed its values as a Halide buffer, of the
+  // constant's own type where C++ has it (a kernel reading a table per
+  // element then loads 4 bytes for i32/f32, not 8, and converts nothing;
+  // the values convert as Halide's cast would), else of double.
   std::vector<int> sizes(n.type.shape.rbegin(), n.type.shape.rend());
-  Halide::Buffer<double> data(sizes);
-  for (int64_t i = 0; i < n.type.numel(); ++i) data.data()[i] = n.values[i];
   std::vector<Expr> idx = as_exprs(v);
   std::vector<Expr> rev(idx.rbegin(), idx.rend());
-  return make_func(func_name(n), v, cast(t, data(rev)));
+  auto table = [&](auto element) {
+    using E = decltype(element);
+    Halide::Buffer<E> data(sizes);
+    for (int64_t i = 0; i < n.type.numel(); ++i) data.data()[i] = static_cast<E>(n.values[i]);
+    return make_func(func_name(n), v, cast(t, data(rev)));
+  };
+  switch (n.type.dtype) {
+    case DType::f32: return table(float{});
+    case DType::i32: return table(int32_t{});
+    case DType::i64: return table(int64_t{});
+    default: return table(double{});
+  }
 }
 
 }  // namespace
