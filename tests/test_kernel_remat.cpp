@@ -1,7 +1,8 @@
 // The auto-scheduler's kernel-level remat decisions (kernel_remat.h): an
 // expensive intermediate read by several kernels is materialized once, a
 // cheap one is recomputed by each reader, the decisions and their estimates
-// are printed in the plan, the estimates follow the documented formula, and
+// are printed in the plan, the estimates follow the documented formula, a
+// row statistic broadcast over wide rows is materialized, and
 // results equal the float64 reference either way (and with remat off).
 #include <gtest/gtest.h>
 #include <tessera/models.h>
@@ -101,6 +102,32 @@ TEST(KernelRemat, EstimatesFollowTheDocumentedFormula) {
   EXPECT_NEAR(cheap->recompute_us, 3 * (reads * us_per_byte + flops * us_per_flop), 1e-9);
   EXPECT_NEAR(cheap->materialize_us, 5.0 + (reads + bytes + 3 * bytes) * us_per_byte + flops * us_per_flop, 1e-9);
   EXPECT_EQ(cheap->materialize, cheap->materialize_us < cheap->recompute_us);
+}
+
+// A row statistic (log of a row sum: a logsumexp) read by one kernel that
+// broadcasts it over wide rows is recomputed per element of that kernel:
+// its FLOPs count once per element read, so with wide rows it gets a kernel
+// of its own; with one column there is nothing to save and it stays inline.
+TEST(KernelRemat, BroadcastStatisticIsMaterializedForWideRows) {
+  for (auto [cols, wide] : {std::pair<int64_t, bool>{1, false}, {4096, true}}) {
+    GraphBuilder b("lse");
+    Tensor x = b.input("x", {64, cols});
+    Tensor lse = log(sum(exp(x), {1}, true));
+    b.output("p", exp(x - lse));
+    const Graph g = b.build();
+    const CostModel cost = cpu_x86_cost_model();
+    std::vector<RematDecision> ds;
+    partition(g, &cost, &ds);
+    const RematDecision* d = decision_for(g, ds, "log");
+    if (!wide) {
+      EXPECT_TRUE(d == nullptr || !d->materialize) << cols;
+    } else {
+      ASSERT_NE(d, nullptr);
+      EXPECT_EQ(d->readers, 1);
+      EXPECT_TRUE(d->materialize) << d->recompute_us << " vs " << d->materialize_us;
+    }
+    expect_matches_reference(compile(g), g);
+  }
 }
 
 TEST(KernelRemat, PlanPrintsEachDecisionWithItsEstimates) {

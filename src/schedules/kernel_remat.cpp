@@ -43,13 +43,18 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
     }
     std::set<int> readers;
     for (int c : consumers[id]) readers.insert(kernels_of[c].begin(), kernels_of[c].end());
-    if (readers.size() < 2 || node.type.rank() == 0) {
+    // A reader that broadcasts the node (more elements than it) recomputes
+    // it per element of its own.
+    const double elements = static_cast<double>(numel(node.type.shape));
+    double broadcast = 1;
+    for (int c : consumers[id])
+      broadcast = std::max(broadcast, static_cast<double>(numel(g.nodes[c].type.shape)) / std::max(elements, 1.0));
+    if ((readers.size() < 2 && broadcast <= 1) || readers.empty() || node.type.rank() == 0) {
       kernels_of[id] = readers;
       continue;
     }
     // The subtree each reader would inline: id and its inlined inputs, and what it reads.
     double flops = 0, reads = 0;
-    const double elements = static_cast<double>(numel(node.type.shape));
     std::vector<int> stack{id};
     std::set<int> seen{id};
     while (!stack.empty()) {
@@ -69,7 +74,7 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
     RematDecision d;
     d.node = id;
     d.readers = static_cast<int>(readers.size());
-    d.recompute_us = k * (cost.memory_us(reads) + cost.compute_us(flops));
+    d.recompute_us = k * (cost.memory_us(reads) + cost.compute_us(flops * broadcast));
     d.materialize_us = cost.launch_us + cost.memory_us(reads + own + k * own) + cost.compute_us(flops);
     d.materialize = d.materialize_us < d.recompute_us;
     if (d.materialize) {

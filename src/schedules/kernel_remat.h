@@ -11,6 +11,11 @@
 //   recompute    k * (bytes N's subtree reads + its FLOPs)
 //   materialize  launch + bytes it reads + its FLOPs + write N + k * read N
 // (bytes at the model's bandwidth, FLOPs at its rate). The cheaper wins.
+// A reader that broadcasts N (a row statistic [rows, 1] read by a
+// [rows, cols] kernel) recomputes N's subtree per element of its own, so
+// its FLOPs count that many times, and such a node is decided even when one
+// kernel reads it (a logsumexp read by GPT-2's 50304-wide LM head gradient
+// costs a log per logit inlined, one kernel of 8192 logs materialized).
 // Nodes are decided from the last to the first, so a node's readers are
 // final when it is decided. A clone made by the remat pass (attribute remat =
 // its original's name) is decided together with its original, so remat
@@ -36,7 +41,8 @@ struct RematDecision {
 };
 
 // Updates `root` (node id -> materialized) with the nodes the model says to
-// materialize, and returns a decision for every node read by several kernels.
+// materialize, and returns a decision for every node read by several kernels
+// or broadcast by one.
 std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>& root, const CostModel& cost);
 
 // One line per decision, for the printed plan:
