@@ -234,7 +234,7 @@ TEST_F(CheckpointErrors, MismatchedTrainer) {
   tensors["params/extra"] = Buffer(DType::f32, {2});
   save_safetensors(dir.file("extra"), tensors, meta);
   EXPECT_HAS(error_of([&] { load_checkpoint(*trainer, dir.file("extra")); }),
-             "param 'extra' (f32[2]) is not one of this trainer's");
+             "param 'extra' (f32[2]) is not one of this run's");
   tensors.erase("params/extra");
   tensors["loose"] = Buffer(DType::f32, {2});
   save_safetensors(dir.file("loose"), tensors, meta);

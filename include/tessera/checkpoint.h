@@ -30,4 +30,11 @@ inline const char* const kCheckpointFormat = "tessera.checkpoint.v1";
 void save_checkpoint(const Trainer& trainer, const std::string& path);
 void load_checkpoint(Trainer& trainer, const std::string& path);
 
+// The same file for a training state held outside a Trainer (a generated
+// step's, downloaded from a GPU), so that either kind of run resumes the
+// other's checkpoints. read_checkpoint checks the file only; the caller
+// checks the state against its step (check_training_state, trainer.h).
+void save_checkpoint(const TrainingState& state, const std::string& path);
+TrainingState read_checkpoint(const std::string& path);
+
 }  // namespace tessera

@@ -155,4 +155,17 @@ class Trainer {
 // The default initialization of every param of `g` (rule 2 and 3 above), for inspection.
 std::map<std::string, Init> default_inits(const Graph& g);
 
+// The params a Trainer built from `joint` with `options` starts from
+// (options.init over default_inits, options.seed), computed without
+// building a Trainer: for a step that trains elsewhere (a generated GPU
+// step) and must start where a Trainer would. Throws Error if options.init
+// names something that is not a param of `joint`.
+std::map<std::string, Buffer> initial_params(const Graph& joint, const TrainerOptions& options);
+
+// Throws Error, its message starting with `who`, unless `given` holds
+// exactly the params and optimizer state tensors of `expected` (names,
+// dtypes, shapes), with steps_done >= 0 and lr >= 0. What
+// Trainer::restore checks, for a state restored elsewhere.
+void check_training_state(const TrainingState& expected, const TrainingState& given, const std::string& who);
+
 }  // namespace tessera

@@ -1,6 +1,7 @@
-// save_checkpoint / load_checkpoint (checkpoint.h): a Trainer's TrainingState
-// to and from a safetensors file. The file format itself is safetensors.cpp's;
-// the Trainer checks what it is given (Trainer::restore).
+// save_checkpoint / load_checkpoint / read_checkpoint (checkpoint.h): a
+// TrainingState, a Trainer's or one held elsewhere, to and from a
+// safetensors file. The file format itself is safetensors.cpp's; the Trainer
+// checks what it is given (Trainer::restore).
 #include "tessera/checkpoint.h"
 
 #include <cerrno>
@@ -42,20 +43,34 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.com
 
 }  // namespace
 
-void save_checkpoint(const Trainer& trainer, const std::string& path) {
+namespace {
+
+void write_checkpoint(const std::map<std::string, Buffer>& params, const std::map<std::string, Buffer>& state,
+                      int64_t steps_done, double lr, double last_grad_norm, const std::string& path) {
   std::map<std::string, Buffer> tensors;
-  for (const auto& [name, b] : trainer.params()) tensors[kParamPrefix + name] = b;
-  for (const auto& [name, b] : trainer.state()) tensors[kStatePrefix + name] = b;
+  for (const auto& [name, b] : params) tensors[kParamPrefix + name] = b;
+  for (const auto& [name, b] : state) tensors[kStatePrefix + name] = b;
   const std::map<std::string, std::string> metadata = {
       {"format", kCheckpointFormat},
-      {"steps_done", std::to_string(trainer.steps_done())},
-      {"lr", hex_double(trainer.lr())},
-      {"last_grad_norm", hex_double(trainer.last_grad_norm())},
+      {"steps_done", std::to_string(steps_done)},
+      {"lr", hex_double(lr)},
+      {"last_grad_norm", hex_double(last_grad_norm)},
   };
   save_safetensors(path, tensors, metadata);
 }
 
-void load_checkpoint(Trainer& trainer, const std::string& path) {
+}  // namespace
+
+void save_checkpoint(const Trainer& trainer, const std::string& path) {
+  write_checkpoint(trainer.params(), trainer.state(), trainer.steps_done(), trainer.lr(), trainer.last_grad_norm(),
+                   path);
+}
+
+void save_checkpoint(const TrainingState& s, const std::string& path) {
+  write_checkpoint(s.params, s.state, s.steps_done, s.lr, s.last_grad_norm, path);
+}
+
+TrainingState read_checkpoint(const std::string& path) {
   std::map<std::string, std::string> metadata;
   std::map<std::string, Buffer> tensors;
   try {
@@ -83,6 +98,11 @@ void load_checkpoint(Trainer& trainer, const std::string& path) {
     else if (starts_with(name, kStatePrefix)) s.state[name.substr(std::string(kStatePrefix).size())] = std::move(b);
     else fail("checkpoint '", path, "': tensor '", name, "' is neither \"", kParamPrefix, "...\" nor \"", kStatePrefix, "...\"");
   }
+  return s;
+}
+
+void load_checkpoint(Trainer& trainer, const std::string& path) {
+  TrainingState s = read_checkpoint(path);
   try {
     trainer.restore(std::move(s));
   } catch (const Error& e) {

@@ -104,6 +104,42 @@ std::map<std::string, Init> default_inits(const Graph& g) {
   return out;
 }
 
+std::map<std::string, Buffer> initial_params(const Graph& joint, const TrainerOptions& options) {
+  std::map<std::string, Init> inits = default_inits(joint);
+  for (const auto& [name, init] : options.init) {
+    const int id = joint.find(name);
+    if (id < 0 || joint.nodes[id].op != "param") fail("Trainer: init names '", name, "', which is not a param");
+    inits[name] = init;
+  }
+  std::map<std::string, Buffer> params;
+  for (int id : joint.params()) {
+    const Node& p = joint.nodes[id];
+    params[p.name] = is_float(p.type.dtype) ? make_init(p, inits.at(p.name), options.seed)
+                                             : Buffer(p.type.dtype, p.type.shape);
+  }
+  return params;
+}
+
+void check_training_state(const TrainingState& expected, const TrainingState& given, const std::string& who) {
+  auto check = [&](const char* what, const std::map<std::string, Buffer>& have,
+                   const std::map<std::string, Buffer>& got) {
+    for (const auto& [name, b] : have) {
+      auto it = got.find(name);
+      if (it == got.end()) fail(who, ": no ", what, " '", name, "' (", to_string(b.type()), ")");
+      if (!it->second.defined() || it->second.type() != b.type())
+        fail(who, ": ", what, " '", name, "' is ",
+             it->second.defined() ? to_string(it->second.type()) : std::string("undefined"), ", expected ",
+             to_string(b.type()));
+    }
+    for (const auto& [name, b] : got)
+      if (!have.count(name)) fail(who, ": ", what, " '", name, "' (", to_string(b.type()), ") is not one of this run's");
+  };
+  check("param", expected.params, given.params);
+  check("optimizer state", expected.state, given.state);
+  if (given.steps_done < 0) fail(who, ": steps_done = ", given.steps_done, " (need >= 0)");
+  if (!(given.lr >= 0)) fail(who, ": lr = ", given.lr, " is invalid (need lr >= 0)");
+}
+
 Trainer::Trainer(const Graph& joint, TrainerOptions options) : options_(std::move(options)), joint_(joint) {
   const int loss = [&] {
     for (const GraphOutput& o : joint.outputs)
@@ -115,10 +151,6 @@ Trainer::Trainer(const Graph& joint, TrainerOptions options) : options_(std::mov
     fail("Trainer: the loss '", options_.loss, "' must be a float scalar, not ", to_string(lt));
   if (options_.accumulation_steps < 1)
     fail("Trainer: accumulation_steps = ", options_.accumulation_steps, " (need >= 1)");
-  for (const auto& [name, init] : options_.init) {
-    const int id = joint.find(name);
-    if (id < 0 || joint.nodes[id].op != "param") fail("Trainer: init names '", name, "', which is not a param");
-  }
   lr_ = std::visit([](const auto& o) { return o.lr; }, options_.optimizer);
   for (int id : joint.inputs()) graph_inputs_.push_back(joint.nodes[id].name);
 
@@ -149,13 +181,7 @@ Trainer::Trainer(const Graph& joint, TrainerOptions options) : options_(std::mov
 }
 
 void Trainer::init_params(const Graph& joint) {
-  std::map<std::string, Init> inits = default_inits(joint);
-  for (const auto& [name, init] : options_.init) inits[name] = init;
-  for (int id : joint.params()) {
-    const Node& p = joint.nodes[id];
-    if (is_float(p.type.dtype)) params_[p.name] = make_init(p, inits.at(p.name), options_.seed);
-    else params_[p.name] = Buffer(p.type.dtype, p.type.shape);
-  }
+  params_ = initial_params(joint, options_);
   for (int id : step_graph_.params()) {
     const Node& p = step_graph_.nodes[id];
     if (!params_.count(p.name)) state_[p.name] = Buffer(p.type.dtype, p.type.shape);
@@ -180,24 +206,7 @@ void Trainer::set_lr(double lr) {
 }
 
 void Trainer::restore(TrainingState s) {
-  auto check = [](const char* what, const std::map<std::string, Buffer>& have,
-                  const std::map<std::string, Buffer>& given) {
-    for (const auto& [name, b] : have) {
-      auto it = given.find(name);
-      if (it == given.end()) fail("Trainer::restore: no ", what, " '", name, "' (", to_string(b.type()), ")");
-      if (!it->second.defined() || it->second.type() != b.type())
-        fail("Trainer::restore: ", what, " '", name, "' is ",
-             it->second.defined() ? to_string(it->second.type()) : std::string("undefined"), ", expected ",
-             to_string(b.type()));
-    }
-    for (const auto& [name, b] : given)
-      if (!have.count(name))
-        fail("Trainer::restore: ", what, " '", name, "' (", to_string(b.type()), ") is not one of this trainer's");
-  };
-  check("param", params_, s.params);
-  check("optimizer state", state_, s.state);
-  if (s.steps_done < 0) fail("Trainer::restore: steps_done = ", s.steps_done, " (need >= 0)");
-  if (!(s.lr >= 0)) fail("Trainer::restore: lr = ", s.lr, " is invalid (need lr >= 0)");
+  check_training_state(TrainingState{params_, state_}, s, "Trainer::restore");
   params_ = std::move(s.params);
   state_ = std::move(s.state);
   steps_ = s.steps_done;
