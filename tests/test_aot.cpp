@@ -3,18 +3,23 @@
 // of the same registered model. The same executable runs once per CPU variant
 // (ctest sets TESSERA_AOT_VARIANT), so each variant's code is checked; the
 // CUDA variants are compiled (they are in the library) but run only on a GPU.
+// Also the registry's parameters that generators pass (remat=, bad values).
 #include <gtest/gtest.h>
 #include <tessera/models.h>
 #include <tessera/tessera.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <random>
+#include <tuple>
 
 #include "aot_gpt_step.h"
 #include "aot_mlp_step.h"
 #include "aot_op_zoo.h"
 #include "aot_qlora_step.h"
+#include "test_util.h"
 
 using namespace tessera;
 
@@ -161,6 +166,79 @@ TEST(Aot, RegisteredModelErrors) {
   EXPECT_THROW(registered_model("resnet"), Error);
   EXPECT_THROW(registered_model("mlp", {{"widths", "3"}}), Error);
   EXPECT_THROW(registered_model("mlp", {{"batch", "-1"}}), Error);
+}
+
+// Nodes that rematerialize() cloned into the backward (they carry "remat").
+int remat_clones(const Graph& g) {
+  int n = 0;
+  for (const Node& node : g.nodes) n += node.attrs.count("remat") ? 1 : 0;
+  return n;
+}
+
+// remat=<fraction> on a training step: the backward recomputes forward
+// tensors (clones marked "remat"), and the step computes bitwise what the
+// step without remat computes (loss, new params and moments) on the CPU JIT:
+// the GPT under bf16 autocast (as the GPU benchmark bench_remat_gpu runs it)
+// and the MLP in f32. (The remat pass itself, f32 GPT steps included, is
+// test_remat.cpp's.) The JIT does not depend on the AOT variant, so the
+// per-variant runs of this executable (TESSERA_AOT_VARIANT set) skip it.
+TEST(RegisteredModel, RematStepsComputeTheSameAsWithout) {
+  if (std::getenv("TESSERA_AOT_VARIANT")) GTEST_SKIP() << "runs once, without TESSERA_AOT_VARIANT";
+  using Params = std::map<std::string, std::string>;
+  const Params gpt = {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"}, {"n_head", "2"},
+                      {"n_embd", "8"},      {"batch", "3"},      {"autocast", "bf16"}};
+  const std::vector<std::tuple<std::string, Params, std::string>> cases = {
+      {"gpt_train_step", gpt, "0.5"},
+      {"mlp_train_step", {{"sizes", "13,33,7"}, {"batch", "5"}}, "0"},
+  };
+  SEEDED(seed);
+  for (const auto& [model, params, budget] : cases) {
+    SCOPED_TRACE(model + " remat=" + budget);
+    const Graph plain = registered_model(model, params);
+    Params with = params;
+    with["remat"] = budget;
+    const Graph remat = registered_model(model, with);
+    EXPECT_EQ(remat_clones(plain), 0);
+    EXPECT_GT(remat_clones(remat), 0) << "no node was rematerialized";
+    // remat=none is the step as it is.
+    with["remat"] = "none";
+    EXPECT_EQ(print(registered_model(model, with)), print(plain));
+    const auto args = test_util::random_args(plain, seed);
+    const auto want = compile(plain).run(args);
+    const auto got = compile(remat).run(args);
+    ASSERT_EQ(got.size(), want.size());
+    for (const auto& [name, w] : want) {
+      const Buffer& g = got.at(name);
+      ASSERT_EQ(g.type(), w.type()) << name;
+      EXPECT_EQ(std::memcmp(g.data(), w.data(), w.bytes()), 0) << "output " << name << " differs with remat";
+    }
+  }
+  // In f32 too, at every budget the GPU benchmark builds (graphs only).
+  Params f32 = gpt;
+  f32.erase("autocast");
+  for (const std::string budget : {"1.0", "0.5", "0.25"}) {
+    f32["remat"] = budget;
+    EXPECT_GT(remat_clones(registered_model("gpt_train_step", f32)), 0) << "remat=" << budget;
+  }
+}
+
+TEST(RegisteredModel, RematBadValuesNameTheModelAndParameter) {
+  const std::map<std::string, std::string> gpt = {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"},
+                                                  {"n_head", "2"},      {"n_embd", "8"},     {"batch", "3"}};
+  for (const std::string bad : {"1.5", "-0.1", "half", "0.5x", "nan", ""}) {
+    auto params = gpt;
+    params["remat"] = bad;
+    const std::string e = test_util::error_of([&] { registered_model("gpt_train_step", params); });
+    EXPECT_NE(e.find("model 'gpt_train_step': parameter remat=" + bad + " is not none or a budget fraction in [0, 1]"),
+              std::string::npos)
+        << e;
+  }
+  const std::string e = test_util::error_of(
+      [] { registered_model("mlp_train_step", {{"sizes", "13,33,7"}, {"remat", "2"}}); });
+  EXPECT_NE(e.find("model 'mlp_train_step': parameter remat=2 "), std::string::npos) << e;
+  // Only the MLP and GPT steps take it.
+  const std::string forward = test_util::error_of([] { registered_model("gpt", {{"remat", "0.5"}}); });
+  EXPECT_NE(forward.find("model 'gpt' has no parameter 'remat'"), std::string::npos) << forward;
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Named models for generators (see registered_model in models.h): the MLP
 // and GPT training steps (forward, backward, AdamW update in one graph),
 // their forward graphs, the GPT's QLoRA fine-tuning step and the op zoo,
-// sized by key=value parameters. Building graphs only;
+// sized by key=value parameters; the MLP and GPT steps optionally
+// rematerialized under a memory budget (remat.h). Building graphs only;
 // nothing here compiles or runs them.
 #include <set>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include "tessera/models.h"
 #include "tessera/optimizer.h"
 #include "tessera/quantize.h"
+#include "tessera/remat.h"
 
 namespace tessera {
 
@@ -45,6 +47,7 @@ class Params {
     }
     fail("model '", model_, "': parameter ", key, "=", *v, " is not a number");
   }
+  const std::string& model() const { return model_; }
   std::string text(const std::string& key, const std::string& fallback) {
     const std::string* v = take(key);
     return v ? *v : fallback;
@@ -97,9 +100,34 @@ GptConfig gpt_config(Params& p) {
   return c;
 }
 
-// The joint graph (autodiff) of `forward`, under autocast=none|bf16|f16.
-Graph joint_graph(Params& p, const Graph& forward, const AutodiffOptions& options = {}) {
+// remat=<fraction> (remat.h's budget, in [0, 1]) rematerializes the joint
+// graph: the backward recomputes forward tensors instead of keeping them, so
+// that the saved bytes fit that fraction of the save-everything figure.
+// Absent or remat=none: the joint graph as it is. Lenient (remat.h's strict
+// false): a budget that cannot be met is not an error. It runs on the f32
+// joint graph, before autocast: after autocast it would count a cast as
+// free to recompute, yet the backward's copy of GPT-2's f32 logits cast
+// took 1.65 GB of its own and the planned peak rose at every budget.
+Graph rematerialized(Params& p, const Graph& joint) {
+  const std::string v = p.text("remat", "none");
+  if (v == "none") return joint;
+  double budget = -1;
+  try {
+    size_t used = 0;
+    budget = std::stod(v, &used);
+    if (used != v.size()) budget = -1;
+  } catch (const std::exception&) {
+  }
+  if (!(budget >= 0 && budget <= 1))
+    fail("model '", p.model(), "': parameter remat=", v, " is not none or a budget fraction in [0, 1]");
+  return rematerialize(joint, {.budget = budget}).graph;
+}
+
+// The joint graph (autodiff) of `forward`, rematerialized (when the model
+// takes remat=), under autocast=none|bf16|f16.
+Graph joint_graph(Params& p, const Graph& forward, bool takes_remat, const AutodiffOptions& options = {}) {
   Graph joint = differentiate(forward, options);
+  if (takes_remat) joint = rematerialized(p, joint);
   const std::string a = p.text("autocast", "none");
   if (a == "none") return joint;
   if (a != "bf16" && a != "f16") fail("model '", forward.name, "': autocast=", a, " is not none, bf16 or f16");
@@ -136,7 +164,7 @@ Graph gpt_qlora_train_step(Params& p) {
   AdamWOptions o;
   o.weight_decay = 0;
   o = adamw_options(p, o);
-  return adamw(joint_graph(p, forward, lora_autodiff_options(forward)), o);
+  return adamw(joint_graph(p, forward, /*takes_remat=*/false, lora_autodiff_options(forward)), o);
 }
 
 }  // namespace
@@ -152,12 +180,12 @@ Graph registered_model(const std::string& name, const std::map<std::string, std:
     g = mlp(mlp_config(p));
   } else if (name == "mlp_train_step") {
     MlpConfig c = mlp_config(p);
-    g = adamw(joint_graph(p, mlp(c)), adamw_options(p));
+    g = adamw(joint_graph(p, mlp(c), /*takes_remat=*/true), adamw_options(p));
   } else if (name == "gpt") {
     g = gpt(gpt_config(p));
   } else if (name == "gpt_train_step") {
     GptConfig c = gpt_config(p);
-    g = adamw(joint_graph(p, gpt(c)), adamw_options(p));
+    g = adamw(joint_graph(p, gpt(c), /*takes_remat=*/true), adamw_options(p));
   } else if (name == "gpt_qlora_train_step") {
     g = gpt_qlora_train_step(p);
   } else if (name == "op_zoo") {
