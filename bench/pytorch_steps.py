@@ -5,7 +5,8 @@ What it does
 ------------
 Runs the same training steps as Tessera's generated `*_train_step` models
 (src/models/{mlp,gpt}.cpp, src/models/registry.cpp, src/transforms/optimizer.cpp)
-in PyTorch, on one CUDA GPU, in three modes in the same process:
+in PyTorch, on one CUDA GPU, in these modes in the same process (the first
+three by default):
 
   eager            plain PyTorch; AdamW with its default implementation
                    (foreach=None, which picks the multi-tensor "foreach"
@@ -13,6 +14,11 @@ in PyTorch, on one CUDA GPU, in three modes in the same process:
   compile          torch.compile(step) in the default mode.
   reduce-overhead  torch.compile(step, mode="reduce-overhead") (CUDA Graphs
                    through cudagraph trees).
+  checkpoint       eager, with torch.utils.checkpoint(use_reentrant=False)
+                   around every transformer block (the MLP: every layer with
+                   its activation), so the backward recomputes each block's
+                   activations from its input: the baseline for Tessera's
+                   remat (issue 7).
 
 One "step" is zero_grad(set_to_none=True), forward, loss, backward,
 optimizer.step(), on inputs (x, y) created once on the GPU (static,
@@ -90,7 +96,8 @@ What it does not do
   * Token ids and class labels are int64 here (PyTorch's cross_entropy needs
     Long targets); Tessera's graphs take int32. This does not change the work.
   * No data loading, LR schedule, gradient accumulation, clipping,
-    mixed-precision loss scaling, multi-GPU, or checkpointing.
+    mixed-precision loss scaling, multi-GPU, or checkpoint files; activation
+    checkpointing only in the checkpoint mode (per block, not selective).
   * --dtype bf16 is torch.autocast(bfloat16) around forward+loss with f32
     params and f32 AdamW; --dtype tf32 allows TF32 for f32 matmuls (cuBLAS)
     and cuDNN. Whether these match a given Tessera precision policy is up to
@@ -102,7 +109,8 @@ Usage
   python3 bench/pytorch_steps.py --models mlp,gpt_small_test,gpt2_small --steps 200 --warmup 20 --csv pytorch_steps.csv
   python3 bench/pytorch_steps.py --models gpt2_small --dtype bf16 --csv pytorch_steps_bf16.csv
   python3 bench/pytorch_steps.py --models none --gpt "vocab=50304,block=1024,layers=12,heads=12,embd=768,batch=4"
-Other flags: --modes (subset of eager,compile,reduce-overhead), --attn sdpa|math,
+  python3 bench/pytorch_steps.py --models gpt2_small --dtype bf16 --modes eager,compile,checkpoint
+Other flags: --modes (subset of eager,compile,reduce-overhead,checkpoint), --attn sdpa|math,
 --compile-scope step|model (model: compile only forward+loss), --seed, --device.
 The timings on a shared or virtualized host are CPU-launch bound for the small
 models (mlp, gpt_small_test): compare modes and Tessera only within one run on
@@ -126,6 +134,7 @@ try:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
+    import torch.utils.checkpoint
 except ImportError as e:  # pragma: no cover - the target machine has torch
     sys.exit(f"pytorch_steps.py needs PyTorch: {e}")
 
@@ -147,7 +156,8 @@ MODELS = {
     "gpt2_small": dict(kind="gpt", vocab=50304, block=1024, layers=12, heads=12, embd=768, batch=8),
 }
 
-MODES = ("eager", "compile", "reduce-overhead")
+MODES = ("eager", "compile", "reduce-overhead", "checkpoint")
+DEFAULT_MODES = ("eager", "compile", "reduce-overhead")
 
 CSV_COLUMNS = [
     # required
@@ -193,6 +203,17 @@ def describe(cfg):
 # Models (same structure, param names and init as src/models/*.cpp)
 # ---------------------------------------------------------------------------
 
+def checkpointed(fn, enabled, *args):
+    """fn(*args), under torch.utils.checkpoint when enabled (and autograd records).
+
+    Non-reentrant: autocast's state is saved with the inputs and restored for
+    the recompute, so the recomputed block runs in the same dtypes.
+    """
+    if enabled and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
 class MLP(nn.Module):
     """src/models/mlp.cpp: linear layers with bias, activation between them."""
 
@@ -201,6 +222,7 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1))
         # Tessera's "gelu" for the MLP is the exact erf form.
         self.act = nn.ReLU() if activation == "relu" else nn.GELU(approximate="none")
+        self.checkpoint_blocks = False  # the checkpoint mode: each layer with its activation
         # mlp_init: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
         with torch.no_grad():
             for lin in self.layers:
@@ -208,12 +230,13 @@ class MLP(nn.Module):
                 nn.init.uniform_(lin.weight, -bound, bound)
                 nn.init.uniform_(lin.bias, -bound, bound)
 
+    def layer(self, i, x):
+        x = self.layers[i](x)
+        return self.act(x) if i + 1 < len(self.layers) else x
+
     def forward(self, x):
-        n = len(self.layers)
-        for i, lin in enumerate(self.layers):
-            x = lin(x)
-            if i + 1 < n:
-                x = self.act(x)
+        for i in range(len(self.layers)):
+            x = checkpointed(self.layer, self.checkpoint_blocks, i, x)
         return x
 
     @staticmethod
@@ -292,6 +315,7 @@ class GPT(nn.Module):
             ln_f=nn.LayerNorm(embd, eps=1e-5, elementwise_affine=True, bias=True),
         ))
         self.lm_head = nn.Linear(embd, vocab, bias=False)  # NOT tied to wte (tie_weights=false)
+        self.checkpoint_blocks = False  # the checkpoint mode: torch.utils.checkpoint per block
         # gpt_init (GPT-2 / nanoGPT).
         std = 0.02
         proj_std = 0.02 / math.sqrt(2.0 * layers)
@@ -313,7 +337,7 @@ class GPT(nn.Module):
         # Tessera's graph is static: T == block_size and it adds the whole wpe table.
         x = self.transformer.wte(idx) + self.transformer.wpe.weight  # [B, T, C] + [T, C]
         for blk in self.transformer.h:
-            x = blk(x)
+            x = checkpointed(blk, self.checkpoint_blocks, x)
         x = self.transformer.ln_f(x)
         return self.lm_head(x)  # [B, T, V]
 
@@ -321,7 +345,7 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.reshape(-1, self.vocab), targets.reshape(-1))
 
 
-def build(cfg, device, attn_impl, seed):
+def build(cfg, device, attn_impl, seed, checkpoint_blocks=False):
     """A fresh model, AdamW and static inputs on `device`, seeded."""
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
@@ -335,6 +359,7 @@ def build(cfg, device, attn_impl, seed):
         loss_fn = model.loss
         x = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["block"]), dtype=torch.int64)
         y = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["block"]), dtype=torch.int64)
+    model.checkpoint_blocks = checkpoint_blocks
     model = model.to(device)
     model.train()
     x = x.to(device)
@@ -373,6 +398,8 @@ def make_step(model, loss_fn, opt, mode, scope, use_autocast):
 
     if mode == "eager":
         return step, "nothing", "AdamW eager"
+    if mode == "checkpoint":
+        return step, "nothing; torch.utils.checkpoint on every block", "AdamW eager"
 
     compile_mode = None if mode == "compile" else "reduce-overhead"
     if scope == "step":
@@ -439,7 +466,7 @@ def attempt(cfg, mode, scope, args, device):
     """Builds, warms up and times one (model, mode, scope). Raises on failure."""
     cleanup()
     base = torch.cuda.memory_allocated(device)
-    model, loss_fn, opt, x, y = build(cfg, device, args.attn, args.seed)
+    model, loss_fn, opt, x, y = build(cfg, device, args.attn, args.seed, checkpoint_blocks=mode == "checkpoint")
     step, compiled, optimizer = make_step(model, loss_fn, opt, mode, scope, args.dtype == "bf16")
     mark = mark_step_fn(mode)
 
@@ -502,7 +529,7 @@ def attempt(cfg, mode, scope, args, device):
     group = opt.param_groups[0]
     capturable = bool(group.get("capturable", False))
     foreach = group.get("foreach", None)
-    if mode == "eager" or scope == "model":
+    if mode in ("eager", "checkpoint") or scope == "model":
         optimizer += (f" (foreach={foreach}, fused={group.get('fused', None)}"
                       + ("; None picks foreach kernels on CUDA)" if foreach is None else ")"))
 
@@ -533,7 +560,7 @@ def run_mode(cfg, mode, args, device):
     nan = float("nan")
     failed = dict(median_ms=nan, min_ms=nan, mean_ms=nan, peak_mib=nan, peak_reserved_mib=nan,
                   compiled="", optimizer="", capturable="", first_loss=nan, last_loss=nan, note="")
-    scopes = ["step"] if mode == "eager" else ([args.compile_scope] if args.compile_scope == "model"
+    scopes = ["step"] if mode in ("eager", "checkpoint") else ([args.compile_scope] if args.compile_scope == "model"
                                                else ["step", "model"])
     errors = []
     for scope in scopes:
@@ -646,7 +673,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="mlp,gpt_small_test",
                     help="comma list of: " + ", ".join(MODELS) + " (or 'none' with --gpt); default mlp,gpt_small_test")
-    ap.add_argument("--modes", default=",".join(MODES), help="comma list of: " + ", ".join(MODES))
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                    help="comma list of: " + ", ".join(MODES) + " (default " + ",".join(DEFAULT_MODES) + ")")
     ap.add_argument("--steps", type=int, default=200, help="timed steps (default 200)")
     ap.add_argument("--warmup", type=int, default=20, help="warm-up steps before timing (default 20)")
     ap.add_argument("--csv", default="pytorch_steps.csv", help="CSV output path (default pytorch_steps.csv)")

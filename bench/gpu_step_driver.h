@@ -1,0 +1,119 @@
+// Driving one generated training step (a tessera_add_generator class) on a
+// GPU for a benchmark: fills its inputs on the device with fixed values (each
+// tensor's values depend only on its name, so steps of one model compiled
+// differently, with and without remat say, get the same inputs), runs steps
+// with the optimizer's outputs fed back, reads a scalar output, and reads the
+// device memory in use and the memory plan's peak. It times nothing and
+// writes no files; the benchmarks do (bench_remat_gpu.cpp).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tessera_bench {
+
+inline void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+// Device memory in use on the current device (cudaMemGetInfo: total - free),
+// every process and the CUDA context included; differences of it are what a
+// step allocates.
+inline size_t device_memory_used() {
+  size_t free = 0, total = 0;
+  check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return total - free;
+}
+
+// The memory plan's peak of a GPU variant (its intermediates in the device
+// arena), from describe_device()'s last line "... arena N bytes
+// (intermediates M)"; 0 when it is not there.
+inline size_t planned_intermediate_bytes(const std::string& describe_device) {
+  const std::string key = "(intermediates ";
+  const size_t at = describe_device.rfind(key);
+  return at == std::string::npos ? 0 : std::strtoull(describe_device.c_str() + at + key.size(), nullptr, 10);
+}
+
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return static_cast<uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16);  // round to nearest even
+}
+
+inline float from_bf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Uploads every input of `step`: "optim.lr" 1e-3, "optim.step" 1, AdamW
+// moments 0, other floats U(-0.05, 0.05), integers (token ids, labels) in
+// [0, 10); the values of each tensor drawn from a generator seeded by its
+// name. Returns the position of "optim.step" (to advance it each step), or -1.
+template <typename Step>
+int upload_inputs(Step& step) {
+  int step_input = -1;
+  for (int i = 0; i < Step::kNumInputs; ++i) {
+    const auto& s = Step::inputs()[i];
+    const std::string name = s.name, dtype = s.dtype;
+    std::mt19937 rng(static_cast<uint32_t>(std::hash<std::string>{}(name)));
+    std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+    int64_t n = 1;
+    for (int d = 0; d < s.rank; ++d) n *= s.shape[d];
+    std::vector<uint8_t> bytes(s.bytes);
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = name == "optim.lr" ? 1e-3f : name == "optim.step" ? 1.0f
+                      : name.find(".exp_avg") != std::string::npos ? 0.0f : u(rng);
+      if (dtype == "f32") {
+        std::memcpy(&bytes[j * 4], &v, 4);
+      } else if (dtype == "bf16") {
+        const uint16_t b = to_bf16(v);
+        std::memcpy(&bytes[j * 2], &b, 2);
+      } else if (dtype == "i32") {
+        const int32_t t = static_cast<int32_t>(rng() % 10);
+        std::memcpy(&bytes[j * 4], &t, 4);
+      }
+    }
+    if (name == "optim.step") step_input = i;
+    step.upload(i, bytes.data());
+  }
+  step.synchronize();
+  return step_input;
+}
+
+// The scalar output `name` (f32 or bf16) of the last step, read back.
+template <typename Step>
+float read_scalar_output(Step& step, const std::string& name) {
+  for (int o = 0; o < Step::kNumOutputs; ++o) {
+    const auto& s = Step::outputs()[o];
+    if (name != s.name) continue;
+    if (s.bytes > 8) throw std::runtime_error("output '" + name + "' is not a scalar");
+    uint8_t bytes[8] = {0};
+    step.download(Step::kNumInputs + o, bytes);
+    step.synchronize();
+    if (std::string(s.dtype) == "bf16") {
+      uint16_t b;
+      std::memcpy(&b, bytes, 2);
+      return from_bf16(b);
+    }
+    float f;
+    std::memcpy(&f, bytes, 4);
+    return f;
+  }
+  throw std::runtime_error(std::string("the step has no output '") + name + "'");
+}
+
+}  // namespace tessera_bench
