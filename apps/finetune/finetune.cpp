@@ -13,6 +13,11 @@
 // deterministic for a seed: a resumed run ends with the same loss as an
 // uninterrupted one.
 //
+// With --device cuda the training steps are the generated GPU steps of the
+// build (gpu_steps.h; presets tiny and gpu), and evaluation and generation
+// run on the GPU as well; the base, the checkpoints and the adapter are the
+// same files either way.
+//
 // This file is the command-line driver; the model set-up (quantize + LoRA),
 // checkpoints and text data live in the files beside it.
 #include <tessera/atomic_file.h>
@@ -20,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -52,7 +58,13 @@ constexpr int kInterruptedStatus = 130;
 
 void declare_flags(Flags& f) {
   f.add_string("preset", "cpu", "model and run size: tiny (seconds, for tests), cpu (about two minutes on 2 cores), gpu (a larger model for a GPU)", {"tiny", "cpu", "gpu"});
-  f.add_string("device", "auto", "where to run: auto (a GPU when one is present), cpu, cuda", {"auto", "cpu", "cuda"});
+  f.add_string("device", "auto",
+               "where to run: cpu; cuda (the build's generated GPU steps, which exist for --preset tiny and gpu with "
+               "the default --lora-* flags; params and AdamW state stay on the GPU, and evaluation and generation "
+               "run there too); auto (cuda when this build has GPU steps for the run's settings and a CUDA device "
+               "is present, else cpu)",
+               {"auto", "cpu", "cuda"});
+  f.add_bool("tf32", false, "with --device cuda: f32 matrix products on TF32 tensor cores (as PyTorch's allow_tf32)");
   f.add_string("task", "reverse", "the fine-tuning task: reverse or upper-case short words", {"reverse", "upper"});
   f.add_string("out", "runs/finetune", "folder for checkpoints, the adapter, the loss curve");
   f.add_string("base", "", "base model checkpoint (safetensors); default <out>/base.safetensors, pretrained and saved there when missing");
@@ -76,6 +88,29 @@ void declare_flags(Flags& f) {
   f.add_int("log-every", 50, "without a terminal, print a progress line every N steps", 1);
 }
 
+// Wall time spent in training steps alone (not evaluation or checkpoints),
+// for the throughput line after each phase.
+class StepTimer {
+ public:
+  template <typename F>
+  double time(F&& step) {
+    const auto start = std::chrono::steady_clock::now();
+    const double loss = step();
+    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ++steps_;
+    return loss;
+  }
+  void report(const char* phase, long long tokens_per_step) const {
+    if (steps_ == 0 || seconds_ <= 0) return;
+    std::printf("%s: %lld steps in %.2f s of training steps: %.0f tokens/s, %.2f ms/step\n", phase, steps_, seconds_,
+                static_cast<double>(steps_ * tokens_per_step) / seconds_, 1e3 * seconds_ / steps_);
+  }
+
+ private:
+  double seconds_ = 0;
+  long long steps_ = 0;
+};
+
 std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
@@ -98,7 +133,10 @@ int run(const Flags& flags) {
   if (rc.lora.targets.empty()) throw FlagError("--lora-targets names no module");
   if (!(rc.finetune_lr > 0)) throw FlagError("--lr must be > 0 (or -1 for the preset's)");
   rc.seed = static_cast<uint64_t>(flags.integer("seed"));
-  rc.device = pick_device(flags.str("device"));
+  rc.tf32 = flags.boolean("tf32");
+  std::string device_note;
+  rc.device = pick_device(flags.str("device"), rc, &device_note);
+  if (!device_note.empty()) std::printf("%s\n", device_note.c_str());
 
   const fs::path out = flags.str("out");
   std::error_code ec;
@@ -134,13 +172,15 @@ int run(const Flags& flags) {
     std::printf("base: pretraining on %s (%zu characters) for %d steps\n", flags.str("corpus").c_str(), corpus.size(),
                 rc.pretrain_steps);
     Pretrainer pre(rc, out.string(), resume);
+    std::printf("base: training on %s\n", pre.where().c_str());
     if (pre.step() > 0) {
       std::printf("base: resuming pretraining at step %d\n", pre.step());
       if (fs::exists(curve_path)) curve = parse_curve_csv(read_file(curve_path.string()));
     }
     Progress bar("pretrain", rc.pretrain_steps, log_every, stdout);
+    StepTimer timer;
     while (pre.step() < rc.pretrain_steps) {
-      const double loss = pre.train_step(corpus);
+      const double loss = timer.time([&] { return pre.train_step(corpus); });
       curve.push_back({"pretrain", pre.step(), loss, -1});
       bar.update(pre.step(), loss, rc.gpt.batch * rc.gpt.block_size);
       if (g_interrupted || pre.step() % checkpoint_every == 0) {
@@ -155,6 +195,8 @@ int run(const Flags& flags) {
       }
     }
     bar.finish();
+    timer.report("pretrain", rc.gpt.batch * rc.gpt.block_size);
+    if (!pre.summary().empty()) std::printf("pretrain: %s\n", pre.summary().c_str());
     base = pre.params();
     save_base(base_path.string(), base, rc.gpt);
     pre.remove_checkpoint();
@@ -163,7 +205,7 @@ int run(const Flags& flags) {
 
   // 2-3. Quantize the base to NF4, add adapters, fine-tune.
   Finetuner ft(rc, base, out.string());
-  std::printf("finetune: %s\n", ft.describe().c_str());
+  std::printf("finetune: %s, on %s\n", ft.describe().c_str(), ft.where().c_str());
   auto generate = [&](const std::vector<std::string>& prompts) { return ft.answers(prompts); };
   const double base_accuracy = ft.base_accuracy(task, held_out);
   std::printf("held-out accuracy of the NF4 base (no adapter): %.1f%%\n", 100 * base_accuracy);
@@ -186,9 +228,10 @@ int run(const Flags& flags) {
   }
   const int offset = rc.pretrain_steps;
   Progress bar("finetune", rc.finetune_steps, log_every, stdout);
+  StepTimer timer;
   double accuracy = -1;
   while (ft.step() < rc.finetune_steps) {
-    const double loss = ft.train_step(task);
+    const double loss = timer.time([&] { return ft.train_step(task); });
     CurvePoint p{"finetune", offset + ft.step(), loss, -1};
     bar.update(ft.step(), loss, rc.gpt.batch * rc.gpt.block_size);
     if (ft.step() % rc.eval_every == 0 || ft.step() == rc.finetune_steps) {
@@ -210,7 +253,9 @@ int run(const Flags& flags) {
     }
   }
   bar.finish();
+  timer.report("finetune", rc.gpt.batch * rc.gpt.block_size);
   if (accuracy < 0) accuracy = task.accuracy(held_out, generate);
+  if (!ft.summary().empty()) std::printf("finetune: %s\n", ft.summary().c_str());
 
   // 4. Report and save.
   std::printf("final loss %.9g\n", curve.empty() ? 0.0 : curve.back().loss);

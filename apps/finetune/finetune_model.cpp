@@ -1,6 +1,7 @@
 // Presets, pretraining, QLoRA fine-tuning, decoding and checkpoint files of
-// tessera-finetune (finetune_model.h). The training steps are compiled by
-// the Trainer (trainer.h); the QLoRA graph is the GPT of models.h through
+// tessera-finetune (finetune_model.h). The training steps run on a
+// TrainingBackend: the Trainer (trainer.h) on the CPU, or a generated step
+// on a GPU (gpu_steps.h); the QLoRA graph is the GPT of models.h through
 // quantize (NF4, quantize.h) and lora (lora.h), differentiated for the
 // adapters only.
 #include "finetune_model.h"
@@ -20,6 +21,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "gpu_steps.h"
 #include "text_data.h"
 
 using namespace tessera;
@@ -77,18 +79,40 @@ Graph qlora_forward(const RunConfig& rc, bool training) {
 
 }  // namespace
 
-Device pick_device(const std::string& name) {
-  if (name == "cpu" || name == "auto") return Device::cpu;
-  if (name == "cuda")
-    throw Error("--device cuda: this build runs training steps through the CPU JIT only; CUDA execution of "
-                "the fine-tune is not available yet (use --device cpu or auto)");
-  throw Error("unknown device '" + name + "' (auto, cpu, cuda)");
+Device pick_device(const std::string& name, const RunConfig& rc, std::string* note) {
+  if (name == "cpu") return Device::cpu;
+  if (name != "auto" && name != "cuda") throw Error("unknown device '" + name + "' (auto, cpu, cuda)");
+  const bool must = name == "cuda";
+  if (generated_gpu_configs().empty()) {
+    if (must)
+      throw Error("--device cuda: this build has no GPU training steps (it was built without the CUDA toolkit); "
+                  "use --device cpu or auto");
+    return Device::cpu;
+  }
+  const std::string mismatch = gpu_config_mismatch(rc);
+  if (must && !mismatch.empty()) throw Error("--device cuda: " + mismatch);
+  const CudaDevice d = cuda_device();
+  if (d.capability == 0) {
+    if (must) throw Error("--device cuda: " + d.why_not + " (use --device cpu or auto)");
+    return Device::cpu;
+  }
+  std::string unusable = mismatch;
+  if (d.capability < 80)
+    unusable = d.name + " has compute capability " + std::to_string(d.capability / 10) + "." +
+               std::to_string(d.capability % 10) + "; the generated GPU steps need 8.0 or newer";
+  if (!unusable.empty()) {
+    if (must) throw Error("--device cuda: " + unusable);
+    if (note) *note = "--device auto: " + d.name + " is present, but " + unusable + "; running on the CPU";
+    return Device::cpu;
+  }
+  return Device::cuda;
 }
 
 std::string device_name(Device d) { return d == Device::cpu ? "the CPU" : "CUDA"; }
 
 RunConfig preset(const std::string& name) {
   RunConfig rc;
+  rc.preset = name;
   rc.gpt.vocab_size = kVocabSize;
   rc.gpt.bias = true;
   rc.lora.targets = {"c_attn", "c_proj", "c_fc"};
@@ -103,8 +127,11 @@ RunConfig preset(const std::string& name) {
     rc.pretrain_lr = 3e-3, rc.finetune_lr = 1e-2;
   } else if (name == "gpu") {
     rc.gpt.block_size = 128, rc.gpt.n_layer = 6, rc.gpt.n_head = 6, rc.gpt.n_embd = 384, rc.gpt.batch = 32;
-    rc.pretrain_steps = 2000, rc.finetune_steps = 1000, rc.eval_every = 200;
-    rc.pretrain_lr = 1e-3, rc.finetune_lr = 5e-3;
+    // On an H200 the fine-tune reaches 100% held-out accuracy by step 200-400
+    // and, once its loss is near 0, AdamW's steps blow it up again (lr 5e-3:
+    // from step 800; lr 3e-3: at step 500): stop at 300.
+    rc.pretrain_steps = 2000, rc.finetune_steps = 300, rc.eval_every = 100;
+    rc.pretrain_lr = 1e-3, rc.finetune_lr = 3e-3;
   } else {
     throw Error("unknown preset '" + name + "' (tiny, cpu, gpu)");
   }
@@ -169,20 +196,21 @@ Pretrainer::Pretrainer(const RunConfig& rc, const std::string& out_dir, bool res
   o.optimizer = AdamWOptions{.lr = rc.pretrain_lr};
   o.seed = rc.seed;
   o.init = trainer_init(gpt_init(rc.gpt));
-  trainer_ = std::make_unique<Trainer>(differentiate(gpt(rc.gpt)), o);
-  if (resume && fs::exists(path_)) load_checkpoint(*trainer_, path_);
+  const Graph joint = differentiate(gpt(rc.gpt));
+  backend_ = rc.device == Device::cuda ? gpu_backend(StepKind::pretrain, rc, joint, o, rc.tf32) : cpu_backend(joint, o);
+  if (resume && fs::exists(path_)) backend_->load_checkpoint(path_);
 }
 
-int Pretrainer::step() const { return static_cast<int>(trainer_->steps_done()); }
+int Pretrainer::step() const { return static_cast<int>(backend_->steps_done()); }
 
 double Pretrainer::train_step(const std::vector<int32_t>& corpus) {
   Rng rng = step_rng(rc_.seed, step() + 1, 1);
-  return trainer_->step(batch_buffers(corpus_batch(corpus, rc_.gpt.batch, rc_.gpt.block_size, rng), rc_.gpt));
+  return backend_->step(batch_buffers(corpus_batch(corpus, rc_.gpt.batch, rc_.gpt.block_size, rng), rc_.gpt));
 }
 
-void Pretrainer::save_checkpoint() const { tessera::save_checkpoint(*trainer_, path_); }
+void Pretrainer::save_checkpoint() { backend_->save_checkpoint(path_); }
 void Pretrainer::remove_checkpoint() const { std::remove(path_.c_str()); }
-std::map<std::string, Buffer> Pretrainer::params() const { return clone_all(trainer_->params()); }
+std::map<std::string, Buffer> Pretrainer::params() { return clone_all(backend_->params()); }
 
 // ---- Finetuner --------------------------------------------------------------------
 
@@ -196,29 +224,32 @@ Finetuner::Finetuner(const RunConfig& rc, const std::map<std::string, Buffer>& b
   o.optimizer = AdamWOptions{.lr = rc.finetune_lr, .weight_decay = 0};
   o.seed = rc.seed + 1;
   o.init = trainer_init(init);
-  trainer_ = std::make_unique<Trainer>(differentiate(forward, lora_autodiff_options(forward)), o);
+  const Graph joint = differentiate(forward, lora_autodiff_options(forward));
+  backend_ = rc.device == Device::cuda ? gpu_backend(StepKind::qlora, rc, joint, o, rc.tf32)
+                                       : cpu_backend(joint, o, qlora_forward(rc, /*training=*/false));
   // The frozen base: every non-adapter param from the quantized base.
   const std::map<std::string, Buffer> quantized = quantize_state_dict(gpt(rc.gpt), base, QuantizeOptions{});
-  for (const auto& [name, value] : trainer_->params()) {
-    if (std::find(adapters_.begin(), adapters_.end(), name) != adapters_.end()) continue;
+  std::vector<std::string> frozen;
+  for (const auto& [name, value] : backend_->params())
+    if (std::find(adapters_.begin(), adapters_.end(), name) == adapters_.end()) frozen.push_back(name);
+  for (const std::string& name : frozen) {
     auto it = quantized.find(name);
     if (it == quantized.end()) throw Error("fine-tune: the quantized base has no tensor '" + name + "'");
-    trainer_->param(name) = it->second.clone();
+    backend_->set_param(name, it->second);
   }
-  eval_ = compile(qlora_forward(rc, /*training=*/false));
 }
 
 bool Finetuner::resume() {
   if (!fs::exists(path_)) return false;
-  load_checkpoint(*trainer_, path_);
+  backend_->load_checkpoint(path_);
   return true;
 }
 
-int Finetuner::step() const { return static_cast<int>(trainer_->steps_done()); }
+int Finetuner::step() const { return static_cast<int>(backend_->steps_done()); }
 
-std::string Finetuner::describe() const {
+std::string Finetuner::describe() {
   size_t trainable = 0, frozen_bytes = 0;
-  for (const auto& [name, b] : trainer_->params()) {
+  for (const auto& [name, b] : backend_->params()) {
     if (std::find(adapters_.begin(), adapters_.end(), name) != adapters_.end()) trainable += numel(b.type().shape);
     else frozen_bytes += b.bytes();
   }
@@ -230,17 +261,14 @@ std::string Finetuner::describe() const {
 
 double Finetuner::train_step(const Task& task) {
   Rng rng = step_rng(rc_.seed, step() + 1, 2);
-  return trainer_->step(batch_buffers(task.batch(rc_.gpt.batch, rc_.gpt.block_size, rng), rc_.gpt));
+  return backend_->step(batch_buffers(task.batch(rc_.gpt.batch, rc_.gpt.block_size, rng), rc_.gpt));
 }
 
 std::vector<std::vector<int32_t>> Finetuner::greedy(const std::vector<std::string>& prompts, int max_new,
                                                     bool stop_at_newline) {
   const int64_t B = rc_.gpt.batch, T = rc_.gpt.block_size, V = rc_.gpt.vocab_size;
   std::vector<std::vector<int32_t>> out(prompts.size());
-  std::map<std::string, Buffer> args = trainer_->params();
-  Buffer idx(DType::i32, {B, T}), targets(DType::i32, {B, T});
-  args["idx"] = idx;
-  args["targets"] = targets;
+  Buffer idx(DType::i32, {B, T});
   for (size_t first = 0; first < prompts.size(); first += B) {
     const size_t rows = std::min<size_t>(B, prompts.size() - first);
     std::vector<std::vector<int32_t>> seq(rows);
@@ -255,7 +283,7 @@ std::vector<std::vector<int32_t>> Finetuner::greedy(const std::vector<std::strin
         std::copy(seq[r].begin() + from, seq[r].end(), x + r * T);
         last[r] = static_cast<int64_t>(n) - 1;
       }
-      const Buffer logits = eval_.run(args).at("logits");
+      const Buffer logits = backend_->logits(idx);
       const float* l = logits.data_as<float>();
       bool all_done = true;
       for (size_t r = 0; r < rows; ++r) {
@@ -290,11 +318,11 @@ std::string Finetuner::generate(const std::string& prompt, int n) {
   return prompt + decode(greedy({prompt}, n, false)[0]);
 }
 
-void Finetuner::save_checkpoint() const { tessera::save_checkpoint(*trainer_, path_); }
+void Finetuner::save_checkpoint() { backend_->save_checkpoint(path_); }
 
-void Finetuner::save_adapter(const std::string& dir, const std::string& base_name) const {
+void Finetuner::save_adapter(const std::string& dir, const std::string& base_name) {
   std::map<std::string, Buffer> params;
-  for (const std::string& name : adapters_) params[name] = trainer_->params().at(name);
+  for (const std::string& name : adapters_) params[name] = backend_->params().at(name);
   LoraAdapterConfig c;
   c.r = rc_.lora.r;
   c.lora_alpha = rc_.lora.alpha;
@@ -314,10 +342,11 @@ void Finetuner::load_adapter(const std::string& dir) {
   for (const std::string& name : adapters_) {
     auto it = a.params.find(name);
     if (it == a.params.end()) throw Error("adapter '" + dir + "' has no tensor for '" + name + "'");
-    if (it->second.type() != trainer_->params().at(name).type())
+    const TensorType want = backend_->params().at(name).type();
+    if (it->second.type() != want)
       throw Error("adapter '" + dir + "': '" + name + "' is " + to_string(it->second.type()) + ", the model needs " +
-                  to_string(trainer_->params().at(name).type()));
-    trainer_->param(name) = it->second.clone();
+                  to_string(want));
+    backend_->set_param(name, it->second);
   }
   if (a.params.size() != adapters_.size())
     throw Error("adapter '" + dir + "' has " + std::to_string(a.params.size()) + " tensors, this model has " +

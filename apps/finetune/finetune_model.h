@@ -1,8 +1,9 @@
 // The models tessera-finetune trains, and their files: the run presets, the
 // base GPT's pretraining (Pretrainer), the QLoRA fine-tune (Finetuner:
 // NF4-quantized frozen base + LoRA adapters), greedy decoding, and the
-// checkpoints (safetensors, written atomically). It does not parse flags or
-// print progress (finetune.cpp does).
+// checkpoints (safetensors, written atomically). Steps run on the CPU or a
+// GPU (training_backend.h). It does not parse flags or print progress
+// (finetune.cpp does).
 #pragma once
 
 #include <tessera/models.h>
@@ -14,13 +15,11 @@
 #include <vector>
 
 #include "task.h"
+#include "training_backend.h"
 
 namespace finetune {
 
 enum class Device { cpu, cuda };
-// "auto" picks CUDA when a GPU is usable by this build, else the CPU; "cuda"
-// without one is an error saying why.
-Device pick_device(const std::string& name);
 std::string device_name(Device d);
 
 struct LoraSettings {
@@ -31,15 +30,25 @@ struct LoraSettings {
 };
 
 struct RunConfig {
+  std::string preset;  // its name: tiny, cpu, gpu
   tessera::GptConfig gpt;
   int pretrain_steps = 0, finetune_steps = 0, eval_every = 0;
   double pretrain_lr = 0, finetune_lr = 0;
   LoraSettings lora;
   uint64_t seed = 0;
   Device device = Device::cpu;
+  bool tf32 = false;  // on CUDA: f32 matrix products on TF32 tensor cores
 };
 // "tiny", "cpu" or "gpu"; throws tessera::Error otherwise.
 RunConfig preset(const std::string& name);
+
+// Where `rc` runs. "cpu" is the CPU. "cuda" is the GPU when this build has
+// generated GPU steps equal to `rc` (gpu_steps.h) and a CUDA device of
+// compute capability 8.0 or newer is present; otherwise an Error saying
+// which is missing (or which flag differs from the generated steps). "auto"
+// is "cuda" when all that holds, else the CPU; when a device is present but
+// unusable for `rc`, *note says why.
+Device pick_device(const std::string& name, const RunConfig& rc, std::string* note = nullptr);
 
 std::vector<std::string> split_list(const std::string& comma_separated);
 std::string read_file(const std::string& path);
@@ -58,27 +67,33 @@ void check_checkpoint_file(const std::string& path);
 class Pretrainer {
  public:
   Pretrainer(const RunConfig& rc, const std::string& out_dir, bool resume);
+  std::string where() const { return backend_->where(); }  // the device and, on a GPU, the step's variant
+  std::string summary() const { return backend_->summary(); }
   int step() const;
   double train_step(const std::vector<int32_t>& corpus);  // one AdamW step on a random batch
-  void save_checkpoint() const;
+  void save_checkpoint();
   void remove_checkpoint() const;
-  std::map<std::string, tessera::Buffer> params() const;  // copies
+  std::map<std::string, tessera::Buffer> params();  // copies
 
  private:
   RunConfig rc_;
   std::string path_;
-  std::unique_ptr<tessera::Trainer> trainer_;
+  std::unique_ptr<TrainingBackend> backend_;
 };
 
 // QLoRA fine-tuning: the base's linears (all but lm_head) in NF4, frozen;
-// LoRA adapters on the target modules, trained with AdamW.
+// LoRA adapters on the target modules, trained with AdamW. Evaluation and
+// generation run where training does (on a GPU: the generated step without
+// its update).
 class Finetuner {
  public:
   Finetuner(const RunConfig& rc, const std::map<std::string, tessera::Buffer>& base, const std::string& out_dir);
+  std::string where() const { return backend_->where(); }
+  std::string summary() const { return backend_->summary(); }
   // Loads <out>/finetune.ckpt.safetensors when present; returns whether it did.
   bool resume();
   int step() const;
-  std::string describe() const;
+  std::string describe();
   double train_step(const Task& task);
   // Held-out accuracy of the quantized base alone (adapters contribute 0 at
   // initialization, since B = 0); call before training.
@@ -87,9 +102,9 @@ class Finetuner {
   std::vector<std::string> answers(const std::vector<std::string>& prompts);
   // Greedy continuation of `prompt`, `n` characters.
   std::string generate(const std::string& prompt, int n);
-  void save_checkpoint() const;
+  void save_checkpoint();
   // The adapter in PEFT's layout (adapter_model.safetensors, adapter_config.json).
-  void save_adapter(const std::string& dir, const std::string& base_name) const;
+  void save_adapter(const std::string& dir, const std::string& base_name);
   // Loads an adapter saved by save_adapter (or PEFT) into the adapter params;
   // its rank and modules must match this run's.
   void load_adapter(const std::string& dir);
@@ -98,9 +113,8 @@ class Finetuner {
   std::vector<std::vector<int32_t>> greedy(const std::vector<std::string>& prompts, int max_new, bool stop_at_newline);
   RunConfig rc_;
   std::string path_;
-  std::unique_ptr<tessera::Trainer> trainer_;
+  std::unique_ptr<TrainingBackend> backend_;
   std::vector<std::string> adapters_;
-  tessera::Executable eval_;  // the adapted model without dropout
 };
 
 }  // namespace finetune
