@@ -172,6 +172,26 @@ __device__ void load_tile_async(bf16* tile, const bf16* src, int64_t row0, int64
   }
 }
 
+// The key and value tiles t of a loop over `last` of them, double-buffered
+// (tile t in buffer t & 1): starts copying tile t + 1 into the other
+// buffer, then waits for tile t (copies of every thread, then the block).
+// The caller's loop ends with __syncthreads(), so no warp still reads the
+// buffer being refilled.
+template <int D>
+__device__ void await_key_tile(bf16* Ks, bf16* Vs, const bf16* k, const bf16* v, int64_t t, int64_t last,
+                               int64_t seq) {
+  if (t + 1 < last) {
+    const int next = (t + 1) & 1;
+    load_tile_async<D>(Ks + next * kTileElems<D>, k, (t + 1) * kRows, seq);
+    load_tile_async<D>(Vs + next * kTileElems<D>, v, (t + 1) * kRows, seq);
+    async_commit();
+    async_wait<1>();
+  } else {
+    async_wait<0>();
+  }
+  __syncthreads();
+}
+
 // The lane's two rows (g, g + 8) of its warp's strip, from row0 of the tile.
 struct LaneRows {
   int64_t row[2];
@@ -246,15 +266,7 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t qa[D / 16][4];
   for (int64_t t = 0; t < last; ++t) {
     const int buf = t & 1;
-    if (t + 1 < last) {
-      load_tile_async<D>(Ks + (buf ^ 1) * kTileElems<D>, k + base, (t + 1) * kRows, seq);
-      load_tile_async<D>(Vs + (buf ^ 1) * kTileElems<D>, v + base, (t + 1) * kRows, seq);
-      async_commit();
-      async_wait<1>();
-    } else {
-      async_wait<0>();
-    }
-    __syncthreads();
+    await_key_tile<D>(Ks, Vs, k + base, v + base, t, last, seq);
     if (t == 0) strip_fragments<D>(qa, Qs);
     float s[8][4];
     strip_scores<D>(s, qa, Ks + buf * kTileElems<D>);
@@ -400,15 +412,7 @@ __global__ void __launch_bounds__(kThreads)
   async_commit();
   for (int64_t t = 0; t < last; ++t) {
     const int buf = t & 1;
-    if (t + 1 < last) {
-      load_tile_async<D>(Ks + (buf ^ 1) * kTileElems<D>, k + base, (t + 1) * kRows, seq);
-      load_tile_async<D>(Vs + (buf ^ 1) * kTileElems<D>, v + base, (t + 1) * kRows, seq);
-      async_commit();
-      async_wait<1>();
-    } else {
-      async_wait<0>();
-    }
-    __syncthreads();
+    await_key_tile<D>(Ks, Vs, k + base, v + base, t, last, seq);
     const bf16* Kt = Ks + buf * kTileElems<D>;
     float s[8][4], dp[8][4];
     strip_scores<D>(s, qa, Kt);
