@@ -12,6 +12,7 @@
 #include <regex>
 #include <sstream>
 
+#include "finetune_output.h"
 #include "process_util.h"
 
 namespace fs = std::filesystem;
@@ -19,6 +20,8 @@ namespace fs = std::filesystem;
 namespace {
 
 using Result = tessera::test_util::ProcessResult;
+using tessera::test_util::held_out_accuracy;
+using tessera::test_util::number_after;
 using tessera::test_util::slurp;
 
 // A fixed base folder shared by the tests of one process: pretraining it once
@@ -42,21 +45,13 @@ class FinetuneApp : public ::testing::Test {
   }
 };
 
-double number_after(const std::string& text, const std::string& label) {
-  std::smatch m;
-  if (!std::regex_search(text, m, std::regex(label + " ([-0-9.e+]+)"))) return -1;
-  return std::stod(m[1]);
-}
-
 }  // namespace
 
 TEST_F(FinetuneApp, FineTuningRaisesHeldOutAccuracyAndSavesAPeftAdapter) {
   Result r = run(tiny("full") + "--prompt 'abc>'");
   ASSERT_EQ(r.status, 0) << r.out << r.err;
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(held-out accuracy: base ([0-9.]+)% -> fine-tuned ([0-9.]+)%)")))
-      << r.out;
-  const double base = std::stod(m[1]), tuned = std::stod(m[2]);
+  double base = -1, tuned = -1;
+  ASSERT_TRUE(held_out_accuracy(r.out, base, tuned)) << r.out;
   EXPECT_LE(base, 10.0) << "the base model should not already know the task";
   EXPECT_GE(tuned, 50.0) << "the floor this test states for the tiny preset";
   EXPECT_TRUE(fs::exists(root() / "base.safetensors"));

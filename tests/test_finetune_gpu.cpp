@@ -15,9 +15,9 @@
 // (a forward pass from equal params: bounded here by 1e-4) and drift as
 // AdamW amplifies those differences (its first updates are +-lr whatever the
 // gradient's size): 2e-3 relative over 20 steps, the bound test_aot_gpu
-// measured for the same steps over 30. Links neither libHalide nor CUDA
-// (the driver is probed with dlopen); the app it runs does.
-#include <dlfcn.h>
+// measured for the same steps over 30. Links no libHalide (the app it runs
+// does); with GPU steps, it links the tiny pretraining step for its probe of
+// the GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -28,6 +28,10 @@
 #include <sstream>
 #include <unistd.h>
 
+#ifdef TESSERA_FINETUNE_HAS_GPU_STEPS
+#include "finetune_pretrain_tiny.h"
+#endif
+#include "finetune_output.h"
 #include "process_util.h"
 
 namespace fs = std::filesystem;
@@ -35,22 +39,18 @@ namespace fs = std::filesystem;
 namespace {
 
 using Result = tessera::test_util::ProcessResult;
+using tessera::test_util::held_out_accuracy;
+using tessera::test_util::number_after;
 using tessera::test_util::slurp;
 
-// Compute capability of GPU 0 (e.g. 90) through the driver, or 0.
+// Compute capability of GPU 0 (e.g. 90), or 0: what the generated steps
+// themselves pick their variant by.
 int gpu_capability() {
-  void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
-  if (!lib) return 0;
-  using Init = int (*)(unsigned);
-  using Count = int (*)(int*);
-  using Attr = int (*)(int*, int, int);
-  auto init = reinterpret_cast<Init>(dlsym(lib, "cuInit"));
-  auto count = reinterpret_cast<Count>(dlsym(lib, "cuDeviceGetCount"));
-  auto attr = reinterpret_cast<Attr>(dlsym(lib, "cuDeviceGetAttribute"));
-  int n = 0, major = 0, minor = 0;
-  if (!init || !count || !attr || init(0) != 0 || count(&n) != 0 || n < 1) return 0;
-  if (attr(&major, 75, 0) != 0 || attr(&minor, 76, 0) != 0) return 0;
-  return major * 10 + minor;
+#ifdef TESSERA_FINETUNE_HAS_GPU_STEPS
+  return tessera_aot::finetune_pretrain_tiny::gpu_capability();
+#else
+  return 0;
+#endif
 }
 
 // The app and the corpus: the environment's (TESSERA_FINETUNE, TESSERA_CORPUS_DIR)
@@ -81,12 +81,6 @@ std::map<std::string, std::map<int, double>> read_curve(const fs::path& csv) {
     if (!phase.empty()) out[phase][std::stoi(step)] = std::stod(loss);
   }
   return out;
-}
-
-double number_after(const std::string& text, const std::string& label) {
-  std::smatch m;
-  if (!std::regex_search(text, m, std::regex(label + " ([-0-9.e+]+)"))) return -1;
-  return std::stod(m[1]);
 }
 
 class FinetuneGpu : public ::testing::Test {
@@ -169,10 +163,8 @@ TEST_F(FinetuneGpu, FineTuningOnTheGpuLearnsAndItsAdapterReloads) {
   const std::string base = " --base " + (root() / "full" / "base.safetensors").string() + " ";
   Result r = run("--preset tiny --device cuda --eval-size 32 --log-every 100 --prompt 'abc>' --out " + dir("full"));
   ASSERT_EQ(r.status, 0) << r.out << r.err;
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(held-out accuracy: base ([0-9.]+)% -> fine-tuned ([0-9.]+)%)")))
-      << r.out;
-  const double base_acc = std::stod(m[1]), tuned = std::stod(m[2]);
+  double base_acc = -1, tuned = -1;
+  ASSERT_TRUE(held_out_accuracy(r.out, base_acc, tuned)) << r.out;
   EXPECT_LE(base_acc, 10.0) << "the base model should not already know the task";
   EXPECT_GE(tuned, 50.0) << "the floor test_finetune_app states for the tiny preset";
   EXPECT_TRUE(fs::exists(root() / "full" / "adapter" / "adapter_model.safetensors"));
