@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "gpt_step.h"
+#include "gpu_step_driver.h"
 #include "mlp_step.h"
 #ifdef TESSERA_BENCH_GPT2
 #include "gpt2_bf16_step.h"
@@ -82,28 +83,7 @@ void bench(const char* label, const std::string& out_dir, double copy, std::vect
     std::printf("%s: no GPU variant runs here (%s)\n", label, step.target());
     return;
   }
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
-  int step_input = -1;
-  for (int i = 0; i < Step::kNumInputs; ++i) {
-    const tessera_aot::TensorSpec& s = Step::inputs()[i];
-    int64_t n = 1;
-    for (int d = 0; d < s.rank; ++d) n *= s.shape[d];
-    std::vector<uint8_t> bytes(s.bytes);
-    const std::string name = s.name, dtype = s.dtype;
-    for (int64_t j = 0; j < n; ++j) {
-      if (dtype == "f32") {
-        float v = name == "optim.lr" ? 1e-3f : name == "optim.step" ? 1.0f
-                  : name.find(".exp_avg") != std::string::npos ? 0.0f : u(rng);
-        std::memcpy(&bytes[j * 4], &v, 4);
-      } else if (dtype == "i32") {
-        int32_t v = static_cast<int32_t>(rng() % 10);  // class labels and token ids below every vocabulary
-        std::memcpy(&bytes[j * 4], &v, 4);
-      }
-    }
-    if (name == "optim.step") step_input = i;
-    step.upload(i, bytes.data());
-  }
+  const int step_input = tessera_bench::upload_inputs(step);  // optim.step's position, or -1
   step.set_feed_back(true);
   float counter = 1;
   auto run_steps = [&](int n) {

@@ -4,7 +4,7 @@
 // differently, with and without remat say, get the same inputs), runs steps
 // with the optimizer's outputs fed back, reads a scalar output, and reads the
 // device memory in use and the memory plan's peak. It times nothing and
-// writes no files; the benchmarks do (bench_remat_gpu.cpp).
+// writes no files; the benchmarks do (bench_steps_gpu.cpp, bench_remat_gpu.cpp).
 #pragma once
 
 #include <cuda_runtime_api.h>
