@@ -1,7 +1,7 @@
 // Rematerialization on a GPU (issue 7): the GPT-2-small-like training step
 // under bf16 autocast (bench/CMakeLists.txt: gpt2_bf16_step, no remat, and
 // gpt2_bf16_remat100/50/25, registry.cpp's remat=1.0/0.5/0.25), each run by
-// the PlanExecutor with the state kept on the device (set_feed_back, the step
+// the PlanExecutor with the state kept on the device and updated in place (the step
 // a CUDA Graph replay after warm-up). Per variant: the memory plan's peak
 // (the intermediates of the device arena), the device arena, the CPU plan's
 // peak (kArenaBytes), the measured device memory the step holds (cudaMemGetInfo
@@ -58,7 +58,7 @@ void bench(const std::string& variant, std::vector<Row>& rows) {
   Row row;
   row.variant = variant;
   {
-    Step step;  // the variant for this machine
+    Step step(nullptr, /*update_in_place=*/true);  // the variant for this machine; params and moments updated in place
     if (!std::strstr(step.target(), "cuda")) {
       std::printf("remat %-5s: no GPU variant runs here (%s)\n", variant.c_str(), step.target());
       return;

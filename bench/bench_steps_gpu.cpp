@@ -1,6 +1,6 @@
 // GPU training steps from the generated libraries (generators/: mlp_step,
 // gpt_step; gpt2_step and gpt2_bf16_step when built), run by the
-// PlanExecutor with the state kept on the device (set_feed_back): the step
+// PlanExecutor with the state kept on the device and updated in place: the step
 // time as a CUDA Graph replay and as direct launches, the device arena, and
 // every step of the plan timed alone, with the achieved bandwidth of the
 // Halide kernels and the TFLOP/s of the GEMMs and fused attention calls; the
@@ -77,7 +77,7 @@ struct Row {
 template <typename Step>
 void bench(const char* label, const std::string& out_dir, double copy, std::vector<Row>& rows, bool tf32 = false) {
   if (!g_only.empty() && g_only != label) return;
-  Step step;  // the variant for this machine
+  Step step(nullptr, /*update_in_place=*/true);  // the variant for this machine; params and moments updated in place
   step.set_tf32(tf32);
   if (!std::strstr(step.target(), "cuda")) {
     std::printf("%s: no GPU variant runs here (%s)\n", label, step.target());

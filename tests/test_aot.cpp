@@ -64,6 +64,39 @@ void expect_aot_equals_jit(const Graph& g, double tol) {
                         << ", JIT " << b[j];
     }
   }
+  // Again with every output new.X written over its input X (in_place_of):
+  // the same bits as into separate arrays.
+  std::vector<std::vector<uint8_t>> own;
+  std::vector<const void*> own_in;
+  for (int i = 0; i < Step::kNumInputs; ++i) {
+    const uint8_t* p = static_cast<const uint8_t*>(in[i]);
+    own.emplace_back(p, p + Step::inputs()[i].bytes);
+    own_in.push_back(own.back().data());
+  }
+  std::vector<Buffer> fresh;
+  std::vector<void*> own_out;
+  int updates = 0, in_place = 0;
+  for (int o = 0; o < Step::kNumOutputs; ++o) {
+    const std::string name = Step::outputs()[o].name;
+    const char* x = step.in_place_of(o);
+    updates += name.rfind("new.", 0) == 0;
+    in_place += x != nullptr;
+    if (x) EXPECT_EQ(name, std::string("new.") + x);
+    int input = -1;
+    for (int i = 0; x && i < Step::kNumInputs; ++i)
+      if (std::string(Step::inputs()[i].name) == x) input = i;
+    if (input >= 0) {
+      own_out.push_back(own[input].data());
+    } else {
+      fresh.emplace_back(got[o].dtype(), got[o].shape());
+      own_out.push_back(fresh.back().data());
+    }
+  }
+  if (updates > 0) EXPECT_GT(in_place, 0) << "a training step with no output written in place";
+  step.run(own_in.data(), own_out.data());
+  for (int o = 0; o < Step::kNumOutputs; ++o)
+    EXPECT_EQ(std::memcmp(own_out[o], got[o].data(), got[o].bytes()), 0)
+        << Step::variant() << ": " << Step::outputs()[o].name << " differs when written in place";
 }
 
 TEST(Aot, MlpTrainingStepEqualsJit) {
@@ -159,6 +192,33 @@ TEST(Aot, TypedInterfaceNamesEveryTensor) {
     ADD_FAILURE() << "run with null pointers did not throw";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("no pointer for input 'x'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Aot, OutputsOverlappingInputsOtherThanInPlaceAreRefused) {
+  using Step = tessera_aot::aot_mlp_step;
+  std::vector<std::vector<float>> data;
+  std::vector<const void*> in;
+  std::vector<void*> out;
+  for (int i = 0; i < Step::kNumInputs; ++i) data.emplace_back(Step::inputs()[i].bytes / 4 + 1, 0.5f);
+  for (auto& d : data) in.push_back(d.data());
+  int moment = -1;
+  for (int i = 0; i < Step::kNumInputs; ++i)
+    if (std::string(Step::inputs()[i].name) == "layers.0.weight.exp_avg") moment = i;
+  ASSERT_GE(moment, 0);
+  std::vector<std::vector<float>> results;
+  for (int o = 0; o < Step::kNumOutputs; ++o) results.emplace_back(Step::outputs()[o].bytes / 4 + 1);
+  for (auto& r : results) out.push_back(r.data());
+  Step step;
+  for (int o = 0; o < Step::kNumOutputs; ++o)
+    if (std::string(Step::outputs()[o].name) == "new.layers.0.weight") out[o] = data[moment].data();
+  try {
+    step.run(in.data(), out.data());
+    ADD_FAILURE() << "an output over the wrong input did not throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("output 'new.layers.0.weight' overlaps input 'layers.0.weight.exp_avg'"),
+              std::string::npos)
+        << e.what();
   }
 }
 

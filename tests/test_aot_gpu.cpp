@@ -102,7 +102,8 @@ void expect_gpu_matches_cpu(double tol) {
 
 // Trains `steps` steps from the same start on the CPU variant (feeding each
 // output new.X back into input X on the host) and on the GPU (on the device,
-// set_feed_back), and compares the loss curves.
+// set_feed_back, once with copies and once updated in place), and compares
+// the loss curves; the two GPU runs must agree bitwise, final state included.
 template <typename Step>
 void expect_loss_curve_matches_cpu(int steps, double tol) {
   const int cc = Step::gpu_capability();
@@ -134,8 +135,8 @@ void expect_loss_curve_matches_cpu(int steps, double tol) {
   ASSERT_GE(loss_output, 0);
 
   const char* gpu_target = cc >= 90 ? "host-cuda-sm90" : "host-cuda-sm80";
-  Step cpu("host"), gpu(gpu_target);
-  std::vector<float> cpu_loss, gpu_loss;
+  Step cpu("host");
+  std::vector<float> cpu_loss;
   {  // CPU: the host feeds the state back
     std::vector<std::vector<uint8_t>> state = inputs;
     std::vector<std::vector<uint8_t>> outs(Step::kNumOutputs);
@@ -156,21 +157,44 @@ void expect_loss_curve_matches_cpu(int steps, double tol) {
       for (auto [i, o] : feed) std::memcpy(state[i].data(), outs[o].data(), outs[o].size());
     }
   }
-  // GPU: the state stays on the device; only the step counter goes up and the loss comes down.
-  for (int i = 0; i < Step::kNumInputs; ++i) gpu.upload(i, inputs[i].data());
-  gpu.set_feed_back(true);
-  for (int k = 0; k < steps; ++k) {
-    const float step = static_cast<float>(k + 1);
-    gpu.upload(step_input, &step);
-    gpu.run_device();
-    float loss = 0;
-    gpu.download(Step::kNumInputs + loss_output, &loss);
-    gpu.synchronize();
-    gpu_loss.push_back(loss);
-    if (k >= 3) {
-      EXPECT_TRUE(gpu.last_run_was_graph()) << "step " << k;
+  // GPU: the state stays on the device; only the step counter goes up and the
+  // loss comes down. Fed back by copies, or updated in place: the same bits.
+  struct Curve {
+    std::vector<float> loss;
+    std::vector<std::vector<uint8_t>> state;  // the inputs after the last step
+  };
+  auto gpu_curve = [&](bool in_place) {
+    Step gpu(gpu_target, in_place);
+    Curve c;
+    for (int i = 0; i < Step::kNumInputs; ++i) gpu.upload(i, inputs[i].data());
+    gpu.set_feed_back(true);
+    for (int k = 0; k < steps; ++k) {
+      const float step = static_cast<float>(k + 1);
+      gpu.upload(step_input, &step);
+      gpu.run_device();
+      float loss = 0;
+      gpu.download(Step::kNumInputs + loss_output, &loss);
+      gpu.synchronize();
+      c.loss.push_back(loss);
+      if (k >= 3) {
+        EXPECT_TRUE(gpu.last_run_was_graph()) << "step " << k;
+      }
     }
-  }
+    for (int i = 0; i < Step::kNumInputs; ++i) {
+      c.state.emplace_back(inputs[i].size());
+      gpu.download(i, c.state.back().data());
+    }
+    gpu.synchronize();
+    int in_place_outputs = 0;
+    for (int o = 0; o < Step::kNumOutputs; ++o) in_place_outputs += gpu.in_place_of(o) != nullptr;
+    EXPECT_GT(in_place_outputs, 0) << "no new.X is written over X";
+    return c;
+  };
+  const Curve copied = gpu_curve(false), in_place = gpu_curve(true);
+  const std::vector<float>& gpu_loss = copied.loss;
+  EXPECT_EQ(std::memcmp(in_place.loss.data(), copied.loss.data(), 4 * steps), 0) << "losses differ in place";
+  for (int i = 0; i < Step::kNumInputs; ++i)
+    EXPECT_TRUE(in_place.state[i] == copied.state[i]) << Step::inputs()[i].name << " differs after training in place";
   for (int k = 0; k < steps; ++k)
     EXPECT_NEAR(gpu_loss[k], cpu_loss[k], tol * std::fabs(cpu_loss[k])) << "step " << k;
   EXPECT_LT(cpu_loss.back(), cpu_loss.front()) << "the CPU run did not learn";

@@ -95,8 +95,16 @@ class Executable {
   std::map<std::string, Buffer> run(const std::map<std::string, Buffer>& args) const;
   // The same, writing into caller-owned output Buffers (allocated here if
   // absent or of the wrong type, reused otherwise): steady-state loops
-  // then allocate nothing.
+  // then allocate nothing. An output Buffer may share its bytes with an
+  // argument only as in_place_updates() allows (an optimizer's "new.X"
+  // written over X); any other overlap is an Error naming both.
   void run(const std::map<std::string, Buffer>& args, std::map<std::string, Buffer>& outputs) const;
+  // Outputs that may be given their argument's Buffer, output name -> input
+  // or param name: the memory plan found that the step reads X for the last
+  // time, at each element's own index, where it writes "new.X"
+  // (memory_plan.h). A training loop that does so keeps one copy of its
+  // params and optimizer state, updated in place, as torch.optim does.
+  std::map<std::string, std::string> in_place_updates() const;
 
   const Graph& graph() const;
   const Target& target() const;

@@ -3,9 +3,11 @@
 // Built from a joint graph (differentiate()'s result: outputs `loss` and
 // "grad.<param>"), it applies the optimizer transform (optimizer.h), compiles
 // the step graph once, and then each step(batch) is one run (forward,
-// backward, update) after which every "new.X" output is swapped into X's
-// buffer (the old buffer becomes the next run's output buffer, so steady
-// state allocates nothing). evaluate(batch) runs the forward graph (the joint
+// backward, update) that writes every "new.X" output over X's own buffer
+// where the plan allows it (Executable::in_place_updates(): one copy of the
+// params and moments, as torch.optim keeps), and otherwise into a buffer of
+// its own that is then swapped with X's (the old buffer becomes the next
+// run's output buffer). Either way steady state allocates nothing. evaluate(batch) runs the forward graph (the joint
 // graph without gradient outputs) with the current params, without updating.
 //
 // Initialization, per param, first match wins:
@@ -139,6 +141,8 @@ class Trainer {
  private:
   void init_params(const Graph& joint);
   std::map<std::string, Buffer> args_for(const std::map<std::string, Buffer>& batch, bool with_state) const;
+  Buffer* param_or_state(const std::string& name);
+  void share_in_place_outputs();
   void swap_in(std::map<std::string, Buffer>& outputs);
 
   TrainerOptions options_;

@@ -155,6 +155,7 @@ struct PlanExecutor::State {
   float* attention_scratch = nullptr;                // attention backward's row statistics, after the tensors
   std::vector<float*> attention_lse;                 // per step: the forward's logsumexp that a backward reuses, or null
   std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
+  std::vector<int> alias;                            // per tensor: the input an in-place output shares, or -1
   bool counted = false;  // among scratch().executors
 
   explicit State(int device) : stream(device) {}
@@ -168,12 +169,24 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
   const std::string plan = spec.name;
   s.context = current_context(plan);
 
+  // In-place outputs (Options::update_in_place) share their input's tensor.
+  s.alias.assign(spec.num_tensors, -1);
+  if (options.update_in_place)
+    for (int p = 0; p < spec.num_in_place; ++p) {
+      const int out = spec.in_place[p][0], in = spec.in_place[p][1];
+      const bool valid = out >= spec.num_inputs && out < spec.num_inputs + spec.num_outputs && in >= 0 &&
+                         in < spec.num_inputs && spec.tensors[out].bytes == spec.tensors[in].bytes;
+      if (!valid) fail("plan '", plan, "': in-place pair ", p, " (tensors ", out, " over ", in, ") is not an output over an input of its size");
+      s.alias[out] = in;
+    }
   // Intermediates where the memory plan puts them; inputs and outputs after.
   s.offset.assign(spec.num_tensors, 0);
   size_t end = round_up(spec.intermediate_bytes, DeviceArena::kDefaultAlignment);
   for (int t = 0; t < spec.num_tensors; ++t) {
     const PlanTensor& e = spec.tensors[t];
-    if (e.kind == 't') {
+    if (s.alias[t] >= 0) {
+      s.offset[t] = s.offset[s.alias[t]];  // inputs come first
+    } else if (e.kind == 't') {
       s.offset[t] = e.offset;
       if (e.offset + e.bytes > spec.intermediate_bytes)
         fail("plan '", plan, "': intermediate '", e.name, "' at ", e.offset, " + ", e.bytes,
@@ -306,7 +319,8 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
     const std::string name = spec.tensors[o].name;
     if (name.rfind("new.", 0) != 0) continue;
     const int i = find(name.substr(4));
-    if (i >= 0 && i < spec.num_inputs && spec.tensors[i].bytes == spec.tensors[o].bytes) s.feedback.emplace_back(i, o);
+    if (i >= 0 && i < spec.num_inputs && spec.tensors[i].bytes == spec.tensors[o].bytes && s.alias[o] != i)
+      s.feedback.emplace_back(i, o);
   }
   std::lock_guard<std::mutex> lock(scratch().mutex);
   ++scratch().executors;
@@ -449,6 +463,9 @@ bool PlanExecutor::last_run_was_graph() const { return s_->graphs->last_ran_as_g
 StepGraphs::Ran PlanExecutor::last_run() const { return s_->graphs->last_run(); }
 void PlanExecutor::set_graphs(bool enabled) { s_->graphs->set_enabled(enabled); }
 void PlanExecutor::set_feed_back(bool enabled) { s_->options.feed_back = enabled; }
+bool PlanExecutor::updated_in_place(int t) const {
+  return t >= 0 && t < s_->spec->num_inputs && std::count(s_->alias.begin(), s_->alias.end(), t) > 0;
+}
 void PlanExecutor::set_allow_tf32(bool enabled) {
   s_->options.allow_tf32 = enabled;
   for (GemmShape& sh : s_->shapes) sh.allow_tf32 = enabled && sh.dtype == DType::f32;
@@ -523,7 +540,9 @@ std::string PlanExecutor::describe() const {
         << (s_->options.allow_tf32 ? " (TF32)" : "") << "\n";
     else o << "Halide CUDA kernel\n";
   }
-  o << spec.num_copies << " output copies, " << s_->feedback.size() << " state copies fed back; arena "
+  const auto in_place = std::count_if(s_->alias.begin(), s_->alias.end(), [](int a) { return a >= 0; });
+  o << spec.num_copies << " output copies, " << s_->feedback.size() << " state copies fed back, " << in_place
+    << " updated in place; arena "
     << s_->arena->size() << " bytes (intermediates " << spec.intermediate_bytes << ")\n";
   return o.str();
 }

@@ -106,6 +106,7 @@ struct Family {
   std::vector<TensorEntry> tensors;
   std::vector<int> buffer_of;
   std::vector<std::pair<int, int>> copies;  // (output tensor, source tensor) copied after the kernels
+  std::vector<std::pair<int, int>> in_place;  // (output tensor, input tensor) it may be written over
   std::vector<std::string> kernel_text;     // per kernel: its graph printed (equal texts compile once)
   std::vector<std::optional<LibraryGemm>> gemm;  // per kernel: the cuBLASLt GEMM it is, if any
   std::vector<std::optional<LibraryAttention>> attention;  // per kernel: the fused attention call it is, if any
@@ -135,6 +136,8 @@ Family build_family(const Graph& source, const CostModel& cost, bool library_gem
     else f.buffer_of[o.node] = index;
   }
   f.num_outputs = static_cast<int>(f.tensors.size()) - f.num_inputs;
+  for (const MemoryPlan::InPlaceUpdate& u : f.plan.updates)
+    f.in_place.emplace_back(f.num_inputs + u.output, f.buffer_of[u.input]);
   for (const MemoryPlan::Slot& slot : f.plan.slots) {
     f.buffer_of[slot.node] = static_cast<int>(f.tensors.size());
     f.tensors.push_back({graph.nodes[slot.node].name, slot.node, 't', slot.offset});
@@ -206,6 +209,8 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
   }
   c << "const int kCudaCopies[][2] = {";
   for (const auto& [dst, src] : f.copies) c << "{" << dst << ", " << src << "}, ";
+  c << "{-1, -1}};\nconst int kCudaInPlace[][2] = {";
+  for (const auto& [out, in] : f.in_place) c << "{" << out << ", " << in << "}, ";
   c << "{-1, -1}};\n";
   for (size_t v = 0; v < targets.size(); ++v) {
     if (!cuda_sm[v]) continue;
@@ -219,7 +224,8 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
     }
     c << "};\nconst tessera::cuda::PlanSpec kCudaPlan" << v << " = {\"" << name << "\", kCudaTensors, "
       << f.tensors.size() << ", " << f.num_inputs << ", " << f.num_outputs << ", kCudaSteps" << v << ", "
-      << f.kernels.size() << ", kCudaCopies, " << f.copies.size() << ", " << f.plan.peak << "};\n";
+      << f.kernels.size() << ", kCudaCopies, " << f.copies.size() << ", " << f.plan.peak << ", kCudaInPlace, "
+      << f.in_place.size() << "};\n";
   }
   c << "const tessera::cuda::PlanSpec* cuda_plan(const char* target) {\n";
   for (size_t v = 0; v < targets.size(); ++v)
@@ -385,13 +391,21 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
   }
   h << "  };\n\n  // The variant chosen for this machine (see variant()), or the one whose\n"
     << "  // target is given (throws std::runtime_error if there is none or it cannot run).\n"
-    << "  " << name << "();\n  explicit " << name << "(const char* target);\n  ~" << name << "();\n  " << name << "(const " << name << "&) = delete;\n  "
+    << "  // update_in_place: GPU variants write the outputs in_place_of() names over\n"
+    << "  // those inputs' device tensors, so every step overwrites its params and\n"
+    << "  // moments (PlanExecutor::Options::update_in_place); CPU variants ignore it.\n"
+    << "  " << name << "();\n  explicit " << name << "(const char* target, bool update_in_place = false);\n  ~" << name
+    << "();\n  " << name << "(const " << name << "&) = delete;\n  "
     << name << "& operator=(const " << name << "&) = delete;\n\n"
-    << "  // Runs the graph; throws std::runtime_error naming the kernel that failed\n"
-    << "  // or a missing pointer.\n"
+    << "  // Runs the graph; throws std::runtime_error naming the kernel that failed,\n"
+    << "  // a missing pointer, or an output that overlaps an input other than as\n"
+    << "  // in_place_of() allows.\n"
     << "  void run(const Inputs& in, const Outputs& out);\n"
     << "  // The same by position (inputs(), outputs() order).\n"
     << "  void run(const void* const* inputs, void* const* outputs);\n\n"
+    << "  // The input that output i may be written over by this object's variant (an\n"
+    << "  // optimizer's new.X over X: run() may be given one pointer for both), or nullptr.\n"
+    << "  const char* in_place_of(int output) const;\n"
     << "  // The variant this machine runs (chosen once, printed to stderr once;\n"
     << "  // the environment variable TESSERA_AOT_VARIANT=<target> forces one).\n"
     << "  static const char* variant();\n"
@@ -479,6 +493,9 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
   c << "};\nconstexpr int kNumCalls = " << kernels.size() << ";\n\n// Outputs that are copies of inputs or of other outputs.\n"
     << "const int kCopies[][2] = {";
   for (const auto& [dst, src] : cpu.copies) c << "{" << dst << ", " << src << "}, ";
+  c << "{-1, -1}};\n// Outputs the CPU variants may write over an input (output tensor, input tensor).\n"
+    << "const int kInPlace[][2] = {";
+  for (const auto& [out, in] : cpu.in_place) c << "{" << out << ", " << in << "}, ";
   c << "{-1, -1}};\n\n";
   c << "using KernelFn = int (*)(void**);\nstruct Variant {\n  const char* target;\n  int cuda_sm;  // 0: CPU only\n"
     << "  bool (*cpu_ok)();\n  KernelFn fns[" << kernels.size() + 1 << "];\n};\n\n";
@@ -550,6 +567,31 @@ const Variant& chosen() {
   return *v;
 }
 
+bool listed(const int (*pairs)[2], int a, int b) {
+  for (; (*pairs)[0] >= 0; ++pairs)
+    if ((*pairs)[0] == a && (*pairs)[1] == b) return true;
+  return false;
+}
+
+// The CPU kernels may write an output over an input only where the memory
+// plan allows it (kInPlace) and in the same array; an output that is a copy
+// of an input may be that input.
+void check_overlaps(const void* const* inputs, void* const* outputs) {
+  constexpr int kNumInputs = )" << name << R"(::kNumInputs, kNumOutputs = )" << name << R"(::kNumOutputs;
+  for (int o = kNumInputs; o < kNumInputs + kNumOutputs; ++o) {
+    const char* po = static_cast<const char*>(outputs[o - kNumInputs]);
+    const size_t bo = kTensors[o].spec.bytes;
+    for (int i = 0; i < kNumInputs && bo; ++i) {
+      const char* pi = static_cast<const char*>(inputs[i]);
+      const size_t bi = kTensors[i].spec.bytes;
+      if (!bi || po >= pi + bi || pi >= po + bo) continue;
+      if (po == pi && bo == bi && (listed(kInPlace, o, i) || listed(kCopies, o, i))) continue;
+      throw std::runtime_error(std::string(")" << name << R"(::run: output '") + kTensors[o].spec.name +
+                               "' overlaps input '" + kTensors[i].spec.name + "', which it may not be written over");
+    }
+  }
+}
+
 }  // namespace
 
 struct )" << name << R"(::State {
@@ -564,7 +606,7 @@ struct )" << name << R"(::State {
 
 )" << name << "::" << name << R"(() : )" << name << R"((nullptr) {}
 
-)" << name << "::" << name << R"((const char* target) : state_(new State()) {
+)" << name << "::" << name << R"((const char* target, bool update_in_place) : state_(new State()) {
   if (!target) {
     state_->variant = &chosen();
   } else {
@@ -583,7 +625,9 @@ struct )" << name << R"(::State {
 #if TESSERA_AOT_CUDA
   if (state_->variant->cuda_sm) {
     try {
-      state_->gpu.reset(new tessera::cuda::PlanExecutor(*cuda_plan(state_->variant->target), {}));
+      tessera::cuda::PlanExecutor::Options options;
+      options.update_in_place = update_in_place;
+      state_->gpu.reset(new tessera::cuda::PlanExecutor(*cuda_plan(state_->variant->target), options));
     } catch (...) {
       delete state_;
       throw;
@@ -591,6 +635,7 @@ struct )" << name << R"(::State {
     return;
   }
 #endif
+  (void)update_in_place;
   if (kArenaBytes) {
     state_->arena = static_cast<uint8_t*>(std::aligned_alloc(64, (kArenaBytes + 63) / 64 * 64));
     if (!state_->arena) {
@@ -636,6 +681,16 @@ int )" << name << R"(::gpu_capability() {
 }
 
 bool )" << name << R"(::gpu_variants_run() { return TESSERA_AOT_CUDA && gpu_capability() > 0; }
+
+const char* )" << name << R"(::in_place_of(int output) const {
+  const int (*pairs)[2] = kInPlace;
+#if TESSERA_AOT_CUDA
+  if (state_->gpu) pairs = state_->gpu->spec().in_place;
+#endif
+  for (; pairs && (*pairs)[0] >= 0; ++pairs)
+    if ((*pairs)[0] == kNumInputs + output) return kTensors[(*pairs)[1]].spec.name;
+  return nullptr;
+}
 
 const TensorSpec* )" << name << R"(::inputs() {
   static const TensorSpec* specs = [] {
@@ -689,6 +744,7 @@ void )" << name << R"(::run(const void* const* inputs, void* const* outputs) {
     b.host = static_cast<uint8_t*>(p);
     b.flags = input ? halide_buffer_flag_host_dirty : 0;  // a GPU variant uploads inputs again
   }
+  check_overlaps(inputs, outputs);
   void* args[)" << [&] {
          size_t most = 0;
          for (const auto& a : cpu.call_args) most = std::max(most, a.size());
@@ -710,7 +766,7 @@ void )" << name << R"(::run(const void* const* inputs, void* const* outputs) {
   for (const auto& c : kCopies)
     if (c[0] >= 0) {
       int src = c[1];
-      if (src >= kNumInputs) continue;  // copies of outputs come after the inputs' copies below
+      if (src >= kNumInputs || outputs[c[0] - kNumInputs] == inputs[src]) continue;  // outputs' copies below
       std::memcpy(outputs[c[0] - kNumInputs], inputs[src], kTensors[c[0]].spec.bytes);
     }
   for (const auto& c : kCopies)

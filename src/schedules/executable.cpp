@@ -328,6 +328,48 @@ MemoryStats Executable::memory_stats() const {
   return m;
 }
 
+namespace {
+
+bool overlap(const Buffer& a, const Buffer& b) {
+  const uint8_t* pa = static_cast<const uint8_t*>(a.data());
+  const uint8_t* pb = static_cast<const uint8_t*>(b.data());
+  return pa < pb + b.bytes() && pb < pa + a.bytes();
+}
+
+// An output Buffer may share bytes with an argument only as the memory plan's
+// in-place updates allow: exactly the argument's Buffer, for "new.X" over X.
+void check_overlaps(const CompiledGraph& c, const std::map<std::string, Buffer>& args,
+                    const std::map<std::string, Buffer>& results) {
+  const Graph& g = c.graph;
+  std::map<std::string, std::string> allowed;
+  for (const MemoryPlan::InPlaceUpdate& u : c.memory.updates) allowed[g.outputs[u.output].name] = g.nodes[u.input].name;
+  for (const GraphOutput& o : g.outputs) {
+    const std::string& out = o.name;
+    const Buffer& ob = results.at(out);
+    for (const auto& [in, ib] : args) {
+      if (!overlap(ob, ib)) continue;
+      const bool same = ob.data() == ib.data() && ob.bytes() == ib.bytes();
+      if (same && g.nodes[o.node].name == in) continue;  // an output that is this argument: nothing to copy
+      auto a = allowed.find(out);
+      if (same && a != allowed.end() && a->second == in) continue;
+      fail("run '", g.name, "': output '", out, "' (", to_string(ob.type()), ") shares bytes with argument '", in, "' (",
+           to_string(ib.type()), "); ",
+           a != allowed.end() ? "it may only be written over '" + a->second + "', in the same Buffer"
+                              : std::string("this output is not updated in place (Executable::in_place_updates())"));
+    }
+  }
+}
+
+}  // namespace
+
+std::map<std::string, std::string> Executable::in_place_updates() const {
+  if (!impl_) fail("Executable: not compiled");
+  std::map<std::string, std::string> pairs;
+  for (const MemoryPlan::InPlaceUpdate& u : impl_->memory.updates)
+    pairs[impl_->graph.outputs[u.output].name] = impl_->graph.nodes[u.input].name;
+  return pairs;
+}
+
 std::map<std::string, Buffer> Executable::run(const std::map<std::string, Buffer>& args) const {
   std::map<std::string, Buffer> outputs;
   run(args, outputs);
@@ -363,9 +405,11 @@ void Executable::run(const std::map<std::string, Buffer>& args, std::map<std::st
   // Each computed output is written straight into its result Buffer (the first
   // output of that node); every other node into its slot of the arena.
   std::vector<Buffer*> target(g.nodes.size(), nullptr);
-  for (const GraphOutput& o : g.outputs)
-    if (!target[o.node] && g.node(o.node).op != "input" && g.node(o.node).op != "param")
-      target[o.node] = &ensure(results[o.name], g.node(o.node).type);
+  for (const GraphOutput& o : g.outputs) {
+    Buffer& b = ensure(results[o.name], g.node(o.node).type);
+    if (!target[o.node] && g.node(o.node).op != "input" && g.node(o.node).op != "param") target[o.node] = &b;
+  }
+  check_overlaps(c, args, results);
   static const bool profile = std::getenv("TESSERA_PROFILE") != nullptr;
   const bool poison_freed = std::getenv("TESSERA_POISON_FREED") != nullptr;
   if (profile) c.kernel_seconds.resize(c.steps.size(), 0.0), ++c.runs;

@@ -25,6 +25,65 @@ bool pointwise_only(const Kernel& k) {
   return true;
 }
 
+// How kernel node `from` reads kernel node `leaf`: not at all, only through
+// elementwise ops (so at its own index), or otherwise.
+enum class Reads { none, pointwise, other };
+
+Reads reads(const Graph& k, int from, int leaf, std::vector<int>& memo) {
+  if (from == leaf) return Reads::pointwise;
+  int& m = memo[from];
+  if (m >= 0) return static_cast<Reads>(m);
+  const Node& n = k.nodes[from];
+  Reads r = Reads::none;
+  if (!n.is_leaf()) {
+    OpKind kind = op_def(n.op).kind;
+    const bool pointwise = kind == OpKind::elementwise || kind == OpKind::random;
+    for (int in : n.inputs) {
+      Reads i = reads(k, in, leaf, memo);
+      if (i != Reads::none) r = std::max(r, pointwise ? i : Reads::other);
+    }
+  }
+  m = static_cast<int>(r);
+  return r;
+}
+
+// The outputs "new.X" that may be written over X (memory_plan.h).
+std::vector<MemoryPlan::InPlaceUpdate> plan_updates(const Graph& g, const std::vector<Kernel>& kernels) {
+  const int n = static_cast<int>(g.nodes.size());
+  std::vector<int> writer(n, -1), last_reader(n, -1), output_count(n, 0);
+  for (int s = 0; s < static_cast<int>(kernels.size()); ++s) {
+    for (int r : kernels[s].roots) writer[r] = s;
+    for (int in : kernels[s].inputs) last_reader[in] = s;
+  }
+  for (const GraphOutput& o : g.outputs) ++output_count[o.node];
+  std::vector<MemoryPlan::InPlaceUpdate> updates;
+  std::vector<bool> taken(n, false);
+  for (int i = 0; i < static_cast<int>(g.outputs.size()); ++i) {
+    const GraphOutput& o = g.outputs[i];
+    if (o.name.rfind("new.", 0) != 0) continue;
+    const int x = g.find(o.name.substr(4));
+    if (x < 0 || (g.nodes[x].op != "input" && g.nodes[x].op != "param") || taken[x] || output_count[x] > 0) continue;
+    const int s = writer[o.node];
+    if (s < 0 || output_count[o.node] != 1 || g.nodes[x].type != g.nodes[o.node].type || last_reader[x] > s) continue;
+    const Kernel& k = kernels[s];
+    const int outs = static_cast<int>(k.roots.size());
+    const int j = static_cast<int>(std::find(k.roots.begin(), k.roots.end(), o.node) - k.roots.begin());
+    const auto at = std::find(k.inputs.begin(), k.inputs.end(), x);
+    if (at == k.inputs.end()) continue;  // not read at all: then nothing orders the write (kept simple)
+    const int leaf = static_cast<int>(at - k.inputs.begin());  // kernel inputs are its first nodes
+    std::vector<int> memo(k.graph.nodes.size(), -1);
+    bool ok = true;
+    for (int m = 0; m < outs && ok; ++m) {
+      Reads r = reads(k.graph, k.graph.outputs[m].node, leaf, memo);
+      ok = r != Reads::other && (r == Reads::none || m == j || m == outs - 1);
+    }
+    if (!ok) continue;
+    updates.push_back({i, x});
+    taken[x] = true;
+  }
+  return updates;
+}
+
 }  // namespace
 
 MemoryPlan plan_memory(const Graph& g, const std::vector<Kernel>& kernels) {
@@ -106,6 +165,7 @@ MemoryPlan plan_memory(const Graph& g, const std::vector<Kernel>& kernels) {
     plan.total += slot.bytes;
     if (last[alloc[i]] == slot.last) plan.dead_after[slot.last].push_back(i);  // its bytes are free after this step
   }
+  plan.updates = plan_updates(g, kernels);
   return plan;
 }
 
@@ -120,6 +180,14 @@ std::string MemoryPlan::text(const Graph& g) const {
        << "), live steps " << s.first << ".." << s.last;
     if (s.in_place_of >= 0) os << ", in place of " << g.nodes[s.in_place_of].name;
     os << "\n";
+  }
+  if (!updates.empty()) {
+    size_t bytes = 0;
+    for (const InPlaceUpdate& u : updates) bytes += g.nodes[u.input].type.bytes();
+    os << "in place: " << updates.size() << (updates.size() == 1 ? " output" : " outputs")
+       << " may be written over their inputs (" << bytes << " bytes not needed twice)\n";
+    for (const InPlaceUpdate& u : updates)
+      os << "  " << g.outputs[u.output].name << " over " << g.nodes[u.input].name << "\n";
   }
   return os.str();
 }

@@ -8,8 +8,18 @@
 // elementwise ops writes in place over an input of its own shape that dies
 // there (each output element reads that input at its own index only).
 // Offsets come from a greedy first fit, largest buffers first; `peak` is the
-// arena's size. This does not plan graph inputs, params or outputs, and it
-// does not reorder steps to lower the peak.
+// arena's size.
+//
+// Optimizer updates in place: a graph output "new.X" (optimizer.h) may be
+// written over input or param X itself when X dies where new.X is written:
+// no later kernel reads X, X is not a graph output, the two have one type,
+// and the kernel reads X only through elementwise ops that lead to new.X or
+// to the kernel's last output (which its fused loop computes first, element
+// by element, before the others: cpu_x86.cpp, cuda_common.cpp). `updates`
+// lists those pairs; a runtime that passes X's storage as new.X's saves the
+// second copy of the params and moments and the copy back after each step.
+// This does not plan graph inputs, params or outputs otherwise, and it does
+// not reorder steps to lower the peak.
 #pragma once
 
 #include <cstddef>
@@ -35,6 +45,12 @@ struct MemoryPlan {
   std::vector<int> slot_of_node;  // node id -> index in slots, or -1
   size_t peak = 0;                // arena bytes
   size_t total = 0;               // sum of slot sizes (the arena without reuse)
+
+  struct InPlaceUpdate {
+    int output = -1;  // index into the graph's outputs ("new.X")
+    int input = -1;   // node id of the input or param X it may overwrite
+  };
+  std::vector<InPlaceUpdate> updates;  // in output order
 
   // Steps after which each slot is dead: dead_after[s] lists slots whose last reader is step s.
   std::vector<std::vector<int>> dead_after;

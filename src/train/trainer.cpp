@@ -1,5 +1,5 @@
 // Trainer (trainer.h): param initialization, the compiled step graph, the
-// buffer swap after each step, gradient accumulation and evaluation.
+// in-place update or buffer swap after each step, gradient accumulation and evaluation.
 //
 // Loss scaling's state is initialized here and skipped steps are not
 // counted. It compiles graphs as given (no simplification passes) and holds every
@@ -226,18 +226,24 @@ std::map<std::string, Buffer> Trainer::args_for(const std::map<std::string, Buff
   return args;
 }
 
+Buffer* Trainer::param_or_state(const std::string& name) {
+  auto it = params_.find(name);
+  if (it != params_.end()) return &it->second;
+  auto st = state_.find(name);
+  return st != state_.end() ? &st->second : nullptr;
+}
+
+void Trainer::share_in_place_outputs() {
+  for (const auto& [out, x] : step_exe_.in_place_updates())
+    if (Buffer* b = param_or_state(x)) outputs_[out] = *b;
+}
+
 void Trainer::swap_in(std::map<std::string, Buffer>& outputs) {
   for (auto& [name, b] : outputs) {
     if (name.rfind("new.", 0) != 0) continue;
-    const std::string x = name.substr(4);
-    auto it = params_.find(x);
-    Buffer* target = it != params_.end() ? &it->second : nullptr;
-    if (!target) {
-      auto st = state_.find(x);
-      if (st == state_.end()) fail("Trainer: output '", name, "' updates nothing");
-      target = &st->second;
-    }
-    std::swap(*target, b);  // the old buffer becomes the next run's output buffer
+    Buffer* target = param_or_state(name.substr(4));
+    if (!target) fail("Trainer: output '", name, "' updates nothing");
+    if (target->data() != b.data()) std::swap(*target, b);  // the old buffer becomes the next run's output buffer
   }
   auto gn = outputs.find(kOptimGradNorm);
   grad_norm_ = gn != outputs.end() ? gn->second.get(0) : 0.0;
@@ -249,6 +255,7 @@ void Trainer::swap_in(std::map<std::string, Buffer>& outputs) {
 double Trainer::step(const std::map<std::string, Buffer>& batch) {
   if (options_.accumulation_steps != 1) return step(std::vector<std::map<std::string, Buffer>>{batch});
   std::map<std::string, Buffer> args = args_for(batch, true);
+  share_in_place_outputs();
   step_exe_.run(args, outputs_);
   const double loss = outputs_.at(options_.loss).get(0);
   swap_in(outputs_);
@@ -291,6 +298,7 @@ double Trainer::step(const std::vector<std::map<std::string, Buffer>>& micro_bat
   // The update graph reads only the updated params; drop the others.
   for (auto it = args.begin(); it != args.end();)
     it = step_graph_.find(it->first) < 0 ? args.erase(it) : std::next(it);
+  share_in_place_outputs();
   step_exe_.run(args, outputs_);
   swap_in(outputs_);
   return loss / n;

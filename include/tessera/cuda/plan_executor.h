@@ -23,7 +23,8 @@
 // the arena's tensors). Then outputs that are
 // copies of inputs or of other outputs are copied on the device, and, with
 // Options::feed_back, each output "new.X" is copied onto input "X" (an
-// optimizer's new params and moments become the next step's). The first two
+// optimizer's new params and moments become the next step's), unless
+// Options::update_in_place made it X's own tensor. The first two
 // runs are direct (they load the CUDA modules, plan the GEMMs and fill the
 // pool of the kernels' own device buffers); the third captures the step into
 // a graph that later runs replay (StepGraphs).
@@ -97,6 +98,10 @@ struct PlanSpec {
   const int (*copies)[2];  // (output tensor, source tensor), after the steps
   int num_copies;
   size_t intermediate_bytes;  // the memory plan's peak
+  // (output tensor, input tensor) pairs the plan may write in place: the
+  // memory plan's optimizer updates, "new.X" over X (memory_plan.h).
+  const int (*in_place)[2] = nullptr;
+  int num_in_place = 0;
 };
 
 // ---- the executor ----
@@ -108,6 +113,11 @@ class PlanExecutor {
     bool graphs = true;      // capture and replay; false runs every step directly
     bool feed_back = false;  // copy each output "new.X" onto input "X" after the step
     bool allow_tf32 = false; // f32 GEMMs on TF32 tensor cores
+    // The spec's in-place outputs share their input's device tensor: each
+    // run overwrites those inputs (an optimizer's params and moments, fed
+    // back without a copy and without a second copy on the device),
+    // whatever feed_back says. Fixed for the executor's life.
+    bool update_in_place = false;
   };
 
   // Allocates the arena and wraps every tensor for Halide. Throws Error
@@ -136,6 +146,8 @@ class PlanExecutor {
   bool last_run_was_graph() const;
   StepGraphs::Ran last_run() const;
   void set_graphs(bool enabled);
+  // Whether input t is overwritten by every run (Options::update_in_place).
+  bool updated_in_place(int t) const;
   // Options::feed_back and Options::allow_tf32 for later runs (each
   // combination captures a graph of its own).
   void set_feed_back(bool enabled);
