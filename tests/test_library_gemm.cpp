@@ -17,17 +17,22 @@
 //    rounding);
 //  - the GPT step's attention becomes fused attention calls (one forward,
 //    and one backward writing dq, dk, dv, per layer), and attention the
-//    kernels do not take is decomposed (library_attention.h).
+//    kernels do not take is decomposed (library_attention.h);
+//  - its token embedding's gradient becomes a call of the CUDA
+//    embedding-gradient kernel whose descriptor, summed in a plain loop,
+//    equals the reference interpreter on the kernel (library_embedding_grad.h).
 #include <gtest/gtest.h>
 #include <tessera/models.h>
 #include <tessera/tessera.h>
 
+#include <algorithm>
 #include <random>
 
 #include "compile_cuda.h"
 #include "cost_model.h"
 #include "decompose_attention.h"
 #include "library_attention.h"
+#include "library_embedding_grad.h"
 #include "library_gemm.h"
 #include "partition.h"
 #include "reference/reference.h"
@@ -335,6 +340,47 @@ TEST(DecomposeAttention, TheGptStepKeepsItsOutputs) {
     for (size_t i = 0; i < w.data.size(); ++i)
       ASSERT_NEAR(t.data[i], w.data[i], 1e-5 * (1 + std::fabs(w.data[i]))) << name << "[" << i << "]";
   }
+}
+
+// In a GPU plan the GPT step's embedding gradient is a call of the CUDA
+// kernel; each call's descriptor, summed by position in a plain loop over the
+// kernel's inputs, equals the reference interpreter on the kernel's graph.
+TEST(LibraryEmbeddingGrad, TheGptStepsTablesAreKernelCalls) {
+  const Graph step = registered_model(
+      "gpt_train_step",
+      {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"}, {"n_head", "2"}, {"n_embd", "6"}, {"batch", "3"}});
+  const Graph g = prepare_gpu_attention(step);
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  SEEDED(seed);
+  std::mt19937 rng(seed);
+  std::vector<std::string> calls;
+  for (const Kernel& k : partition(g, &cost, nullptr, true)) {
+    const std::optional<LibraryEmbeddingGrad> e = match_library_embedding_grad(k);
+    if (!e) {
+      for (const Node& n : k.graph.nodes) EXPECT_NE(n.op, "embedding_grad") << "an embedding gradient left to Halide";
+      continue;
+    }
+    calls.push_back(e->text());
+    std::map<std::string, ref::RefTensor> args;
+    for (size_t i = 0; i < k.inputs.size(); ++i)
+      args["in" + std::to_string(i)] = random_tensor(k.graph.nodes[i].type, rng);
+    const std::vector<double>& ids = args.at("in" + std::to_string(e->indices)).data;
+    const std::vector<double>& grad = args.at("in" + std::to_string(e->grad)).data;
+    ASSERT_EQ(static_cast<int64_t>(ids.size()), e->positions);
+    ASSERT_EQ(static_cast<int64_t>(grad.size()), e->positions * e->dim);
+    std::vector<double> sum(e->vocab * e->dim, 0.0);
+    for (int64_t p = 0; p < e->positions; ++p) {
+      const int64_t row = std::clamp<int64_t>(static_cast<int64_t>(ids[p]), 0, e->vocab - 1);
+      for (int64_t d = 0; d < e->dim; ++d) sum[row * e->dim + d] += grad[p * e->dim + d];
+    }
+    const std::vector<double> want = ref::evaluate(k.graph, args).at("out").data;
+    ASSERT_EQ(want.size(), sum.size());
+    for (size_t i = 0; i < sum.size(); ++i) EXPECT_NEAR(sum[i], want[i], 1e-6) << e->text() << " element " << i;
+  }
+  // The token table's (the position table is read as a slice, whose gradient is no scatter).
+  EXPECT_EQ(calls, std::vector<std::string>{"embedding gradient f32 [15 x 6] -> [11 x 6], i32 indices"});
+  const std::string text = compile_cuda(step, Target::parse("host-cuda-sm90"), {.library_gemm = true}).text();
+  EXPECT_NE(text.find("embedding gradient f32 [15 x 6] -> [11 x 6], i32 indices"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "tessera/cuda/check.h"
 #include "tessera/cuda/device_arena.h"
 #include "tessera/cuda/attention.h"
+#include "tessera/cuda/embedding_grad.h"
 #include "tessera/cuda/gemm.h"
 #include "tessera/error.h"
 
@@ -152,6 +153,7 @@ struct PlanExecutor::State {
   std::vector<std::vector<halide_dimension_t>> dims;
   std::vector<GemmShape> shapes;                     // per step (GEMM steps)
   std::vector<AttentionShape> attention;             // per step (attention steps)
+  std::vector<EmbeddingGradShape> embedding_grad;    // per step (embedding gradient steps)
   float* attention_scratch = nullptr;                // attention backward's row statistics, after the tensors
   std::vector<float*> attention_lse;                 // per step: the forward's logsumexp that a backward reuses, or null
   std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
@@ -210,6 +212,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
   size_t attention_scratch = 0;
   s.shapes.resize(spec.num_steps);
   s.attention.resize(spec.num_steps);
+  s.embedding_grad.resize(spec.num_steps);
   for (int k = 0; k < spec.num_steps; ++k) {
     const PlanStep& step = spec.steps[k];
     const std::string where = "plan '" + plan + "' " + step.what;
@@ -249,8 +252,21 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       for (auto [t, operand] : {std::pair{at->dq, "dq"}, {at->dk, "dk"}, {at->dv, "dv"}})
         if (t >= 0) check_operand(where, t, bytes, operand, true);  // the gradients not wanted are -1
       if (at->backward) attention_scratch = std::max(attention_scratch, attention_backward_scratch_bytes(sh));
+    } else if (const PlanEmbeddingGrad* e = step.embedding_grad) {
+      EmbeddingGradShape& sh = s.embedding_grad[k];
+      sh.dtype = parse_float_dtype(e->dtype, where);
+      sh.index = std::string(e->index) == "i64" ? DType::i64 : DType::i32;
+      sh.positions = e->positions;
+      sh.vocab = e->vocab;
+      sh.dim = e->dim;
+      if (!embedding_grad_supports(sh.dtype, sh.index) || (std::string(e->index) != "i32" && std::string(e->index) != "i64"))
+        fail(where, ": the embedding gradient kernel does not take ", e->dtype, " rows with ", e->index, " indices");
+      const size_t row = static_cast<size_t>(e->dim) * float_dtype_size(sh.dtype);
+      check_operand(where, e->indices, static_cast<size_t>(e->positions) * (sh.index == DType::i64 ? 8 : 4), "indices", true);
+      check_operand(where, e->grad, e->positions * row, "grad", true);
+      check_operand(where, e->out, e->vocab * row, "out", true);
     } else if (!step.kernel) {
-      fail(where, ": neither a kernel, a GEMM nor attention");
+      fail(where, ": neither a kernel, a GEMM, attention nor an embedding gradient");
     }
   }
   const size_t scratch_offset = end;
@@ -414,6 +430,14 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       }
       continue;
     }
+    if (const PlanEmbeddingGrad* e = step.embedding_grad) {
+      try {
+        embedding_grad(s.embedding_grad[k], device_ptr(e->indices), device_ptr(e->grad), device_ptr(e->out), stream);
+      } catch (const Error& err) {
+        fail("plan '", spec.name, "' ", step.what, ": ", err.what());
+      }
+      continue;
+    }
     int n = 0;
     for (const int* t = step.tensors; *t >= 0; ++t) {
       if (n == 64) fail("plan '", spec.name, "' ", step.what, ": more than 64 buffers");
@@ -518,6 +542,9 @@ std::vector<PlanExecutor::StepProfile> PlanExecutor::profile(int reps) {
       p.flops = a->backward ? 2.5 * forward : forward;
       for (int t : {a->q, a->k, a->v, a->out, a->grad, a->dq, a->dk, a->dv})
         if (t >= 0) touched.push_back(t);
+    } else if (const PlanEmbeddingGrad* e = step.embedding_grad) {
+      p.embedding_grad = true;
+      touched = {e->indices, e->grad, e->out};
     } else {
       for (const int* t = step.tensors; *t >= 0; ++t) touched.push_back(*t);
     }
@@ -538,6 +565,7 @@ std::string PlanExecutor::describe() const {
     else if (step.attention)
       o << "fused attention " << (step.attention->backward ? "backward " : "forward ") << s_->attention[k].text()
         << (s_->options.allow_tf32 ? " (TF32)" : "") << "\n";
+    else if (step.embedding_grad) o << "embedding gradient " << s_->embedding_grad[k].text() << "\n";
     else o << "Halide CUDA kernel\n";
   }
   const auto in_place = std::count_if(s_->alias.begin(), s_->alias.end(), [](int a) { return a >= 0; });

@@ -17,6 +17,7 @@
 #include "decompose_attention.h"
 #include "halide_util.h"
 #include "library_attention.h"
+#include "library_embedding_grad.h"
 #include "library_gemm.h"
 #include "lower_to_halide.h"
 #include "memory_plan.h"
@@ -110,7 +111,8 @@ struct Family {
   std::vector<std::string> kernel_text;     // per kernel: its graph printed (equal texts compile once)
   std::vector<std::optional<LibraryGemm>> gemm;  // per kernel: the cuBLASLt GEMM it is, if any
   std::vector<std::optional<LibraryAttention>> attention;  // per kernel: the fused attention call it is, if any
-  bool library(size_t k) const { return gemm[k] || attention[k]; }
+  std::vector<std::optional<LibraryEmbeddingGrad>> embedding_grad;  // per kernel: the CUDA embedding gradient, if any
+  bool library(size_t k) const { return gemm[k] || attention[k] || embedding_grad[k]; }
   // Per kernel: the tensors of its Halide arguments (in Halide's order), then
   // of its outputs; filled when its first variant lowers it.
   std::vector<std::vector<int>> call_args;
@@ -146,6 +148,7 @@ Family build_family(const Graph& source, const CostModel& cost, bool library_gem
     f.kernel_text.push_back(print(k.graph));
     f.gemm.push_back(library_gemm ? match_library_gemm(k) : std::nullopt);
     f.attention.push_back(library_gemm ? match_library_attention(k) : std::nullopt);
+    f.embedding_grad.push_back(library_gemm ? match_library_embedding_grad(k) : std::nullopt);
   }
   f.call_args.resize(f.kernels.size());
   return f;
@@ -201,6 +204,11 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
         << exact(a->scale) << ", " << input(a->q) << ", " << input(a->k) << ", " << input(a->v) << ", "
         << (a->backward ? input(a->out) : root(0)) << ", " << input(a->grad) << ", " << root(a->dq) << ", "
         << root(a->dk) << ", " << root(a->dv) << "};  // " << a->text() << "\n";
+    } else if (const std::optional<LibraryEmbeddingGrad>& e = f.embedding_grad[k]) {
+      c << "const tessera::cuda::PlanEmbeddingGrad kCudaEmbeddingGrad" << k << " = {\"" << dtype_name(e->dtype)
+        << "\", \"" << dtype_name(e->index) << "\", " << e->positions << ", " << e->vocab << ", " << e->dim << ", "
+        << f.buffer_of[kernel.inputs[e->indices]] << ", " << f.buffer_of[kernel.inputs[e->grad]] << ", "
+        << f.buffer_of[kernel.roots[0]] << "};  // " << e->text() << "\n";
     } else {
       c << "const int kCudaArgs" << k << "[] = {";
       for (int a : f.call_args[k]) c << a << ", ";
@@ -220,6 +228,7 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
       c << "    {\"kernel " << k << " (" << root.name << ", " << root.op << ")\", ";
       if (f.gemm[k]) c << "nullptr, nullptr, &kCudaGemm" << k << "},\n";
       else if (f.attention[k]) c << "nullptr, nullptr, nullptr, &kCudaAttention" << k << "},\n";
+      else if (f.embedding_grad[k]) c << "nullptr, nullptr, nullptr, nullptr, &kCudaEmbeddingGrad" << k << "},\n";
       else c << fn_names[v][k] << "_argv, kCudaArgs" << k << ", nullptr},\n";
     }
     c << "};\nconst tessera::cuda::PlanSpec kCudaPlan" << v << " = {\"" << name << "\", kCudaTensors, "
@@ -296,7 +305,11 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
       if (family.library(k)) {
         fn_names[v].push_back("");
         schedule << "kernel " << k << ": " << root.name << " (" << root.op
-                 << "): " << (family.gemm[k] ? family.gemm[k]->text() : family.attention[k]->text()) << "\n";
+                 << "): "
+                 << (family.gemm[k]        ? family.gemm[k]->text()
+                     : family.attention[k] ? family.attention[k]->text()
+                                           : family.embedding_grad[k]->text())
+                 << "\n";
         continue;
       }
       std::string& fn = compiled[family.kernel_text[k]];
@@ -439,7 +452,8 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << "  std::string describe_device() const;  // one line per step: Halide kernel or cuBLASLt GEMM\n"
     << "  size_t device_arena_bytes() const;   // the one device allocation (cuBLASLt's workspace aside)\n"
     << "  // Each step timed alone with CUDA events (mean of `reps` direct runs), as CSV\n"
-    << "  // lines \"what,kind,ms,bytes,flops\" (kind: halide, gemm or attention; bytes: tensors read\n"
+    << "  // lines \"what,kind,ms,bytes,flops\" (kind: halide, gemm, attention or embedding_grad;\n"
+    << "  // bytes: tensors read\n"
     << "  // and written, each once).\n"
     << "  std::string profile_device(int reps);\n\n private:\n  struct State;\n  State* state_;\n};\n\n"
     << "}  // namespace tessera_aot\n";
@@ -793,7 +807,7 @@ std::string )" << name << R"(::profile_device(int reps) {
   std::string csv;
   if (!state_->gpu) return csv;
   for (const auto& p : state_->gpu->profile(reps))
-    csv += "\"" + p.what + "\"," + (p.gemm ? "gemm," : p.attention ? "attention," : "halide,") + std::to_string(p.ms) + "," +
+    csv += "\"" + p.what + "\"," + (p.gemm ? "gemm," : p.attention ? "attention," : p.embedding_grad ? "embedding_grad," : "halide,") + std::to_string(p.ms) + "," +
            std::to_string(p.bytes) + "," + std::to_string(p.flops) + "\n";
   return csv;
 }

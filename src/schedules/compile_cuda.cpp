@@ -15,6 +15,7 @@
 #include "bf16_storage.h"
 #include "cuda_common.h"
 #include "library_attention.h"
+#include "library_embedding_grad.h"
 #include "library_gemm.h"
 #include "lower_to_halide.h"
 #include "partition.h"
@@ -244,12 +245,14 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
     auto seen = compiled.find(key);
     std::optional<LibraryGemm> gemm;
     std::optional<LibraryAttention> attention;
+    std::optional<LibraryEmbeddingGrad> embedding_grad;
     if (options.library_gemm) {
       gemm = match_library_gemm(k);
       attention = match_library_attention(k);
+      embedding_grad = match_library_embedding_grad(k);
     }
-    if (gemm || attention) {
-      info.library = gemm ? gemm->text() : attention->text();
+    if (gemm || attention || embedding_grad) {
+      info.library = gemm ? gemm->text() : attention ? attention->text() : embedding_grad->text();
       info.estimated_us = estimate_us(k, graph, 1, arch);
       result.kernels.push_back(std::move(info));
       ++index;

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "library_attention.h"
+#include "library_embedding_grad.h"
 #include "library_gemm.h"
 #include "op_registry.h"
 #include "user_def.h"
@@ -45,7 +46,9 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       if ((node.op == "matmul" || node.op == "linear") && library_gemm_dtype(node.type.dtype))
         for (int in : node.inputs)
           if (int m = gemm_operand_to_materialize(g, in, root); m >= 0) root[m] = true;
-      if (fused_attention_takes(g, node))  // the kernels read dense buffers
+      const bool embedding_grad = embedding_grad_kernel_takes(g, node);
+      if (embedding_grad) root[node.id] = true;  // a kernel of its own: the CUDA kernel's call
+      if (fused_attention_takes(g, node) || embedding_grad)  // the kernels read dense buffers
         for (int in : node.inputs)
           if (!g.nodes[in].is_leaf() || g.nodes[in].op == "constant") root[in] = true;
     }

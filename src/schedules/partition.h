@@ -54,7 +54,8 @@ struct Kernel {
 // so that those products become kernels of their own (library_gemm.h); the
 // operands of the attention nodes the fused CUDA kernels take are
 // materialized, and the attention_grad nodes of one attention share a kernel
-// (library_attention.h).
+// (library_attention.h); embedding gradients the CUDA kernel takes get a
+// kernel of their own over materialized operands (library_embedding_grad.h).
 std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions = nullptr,
                               bool library_gemm = false);
 // With this CPU's cost model.

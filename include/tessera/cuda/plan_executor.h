@@ -20,7 +20,7 @@
 // halide_cuda_wrap_device_ptr, on the executor's context and stream through
 // Halide's CUDA hooks), a GEMM (CublasLtGemm) or a fused attention call
 // (attention.h; its backward's row statistics live in a scratch area after
-// the arena's tensors). Then outputs that are
+// the arena's tensors) or an embedding gradient (embedding_grad.h). Then outputs that are
 // copies of inputs or of other outputs are copied on the device, and, with
 // Options::feed_back, each output "new.X" is copied onto input "X" (an
 // optimizer's new params and moments become the next step's), unless
@@ -79,6 +79,15 @@ struct PlanAttention {
   int dq, dk, dv;          // backward: the gradients it writes (-1: not wanted)
 };
 
+// The CUDA embedding gradient (embedding_grad.h): out [vocab, dim] from
+// indices [positions] and grad [positions, dim].
+struct PlanEmbeddingGrad {
+  const char* dtype;  // grad and out: "f32" or "bf16"
+  const char* index;  // "i32" or "i64"
+  int64_t positions, vocab, dim;
+  int indices, grad, out;  // tensors
+};
+
 using HalideKernelFn = int (*)(void**);
 
 struct PlanStep {
@@ -87,6 +96,7 @@ struct PlanStep {
   const int* tensors;     // the kernel's arguments then outputs, -1 ended
   const PlanGemm* gemm;   // a GEMM, or nullptr
   const PlanAttention* attention = nullptr;  // a fused attention call, or nullptr
+  const PlanEmbeddingGrad* embedding_grad = nullptr;  // an embedding gradient, or nullptr
 };
 
 struct PlanSpec {
@@ -171,6 +181,7 @@ class PlanExecutor {
     std::string what;
     bool gemm = false;
     bool attention = false;
+    bool embedding_grad = false;
     double ms = 0;
     size_t bytes = 0;
     double flops = 0;
