@@ -18,6 +18,8 @@
 //  - the GPT step's attention becomes fused attention calls (one forward,
 //    and one backward writing dq, dk, dv, per layer), and attention the
 //    kernels do not take is decomposed (library_attention.h);
+//  - quantized linears of more than 8 rows become dequantize + a library GEMM
+//    that computes what they did (dequantize_for_gemm.h);
 //  - its token embedding's gradient becomes a call of the CUDA
 //    embedding-gradient kernel whose descriptor, summed in a plain loop,
 //    equals the reference interpreter on the kernel (library_embedding_grad.h).
@@ -31,6 +33,7 @@
 #include "compile_cuda.h"
 #include "cost_model.h"
 #include "decompose_attention.h"
+#include "dequantize_for_gemm.h"
 #include "library_attention.h"
 #include "library_embedding_grad.h"
 #include "library_gemm.h"
@@ -381,6 +384,42 @@ TEST(LibraryEmbeddingGrad, TheGptStepsTablesAreKernelCalls) {
   EXPECT_EQ(calls, std::vector<std::string>{"embedding gradient f32 [15 x 6] -> [11 x 6], i32 indices"});
   const std::string text = compile_cuda(step, Target::parse("host-cuda-sm90"), {.library_gemm = true}).text();
   EXPECT_NE(text.find("embedding gradient f32 [15 x 6] -> [11 x 6], i32 indices"), std::string::npos) << text;
+}
+
+// The QLoRA step's NF4 linears (double-quantized, 15 rows) become
+// dequantize + a cuBLASLt GEMM in a GPU plan, forward and backward, each
+// with a dequantize of its own; the rewritten step computes what the step
+// did (reference interpreter on both, which rounds each node to f32, so to
+// f32 rounding). With 8 rows or fewer they stay fused.
+TEST(DequantizeForGemm, TheQloraStepsProductsBecomeLibraryGemms) {
+  auto step = [](const char* batch) {
+    return registered_model("gpt_qlora_train_step", {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"},
+                                                     {"n_head", "2"}, {"n_embd", "8"}, {"batch", batch},
+                                                     {"r", "4"}, {"double_quant", "true"}});
+  };
+  const Graph g = step("3");
+  const Graph d = dequantize_for_gemm(g);
+  int quantized = 0, dequantized = 0;
+  for (const Node& n : g.nodes) quantized += n.op.rfind("linear_nf4", 0) == 0;
+  for (const Node& n : d.nodes) {
+    EXPECT_NE(n.op.rfind("linear_nf4", 0), 0u) << n.name << " is still " << n.op;
+    dequantized += n.op == "dequantize_nf4";
+  }
+  EXPECT_GT(quantized, 0);
+  EXPECT_EQ(dequantized, quantized);
+  SEEDED(seed);
+  const auto args = ref::from_buffers(test_util::random_args(g, seed));
+  const auto want = ref::evaluate(g, args), got = ref::evaluate(d, args);
+  for (const auto& [name, w] : want)
+    for (size_t i = 0; i < w.data.size(); ++i)
+      ASSERT_NEAR(got.at(name).data[i], w.data[i], 1e-5 * (1 + std::fabs(w.data[i]))) << name << "[" << i << "]";
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  for (const Kernel& k : partition(prepare_gpu_graph(g), &cost, nullptr, true))
+    for (const Node& n : k.graph.nodes)
+      if (n.op == "linear" || n.op == "matmul") EXPECT_TRUE(match_library_gemm(k)) << print(k.graph);
+  // Batch 1: 5 rows, the fused kernels stream the packed weight.
+  const Graph small = step("1");
+  EXPECT_EQ(print(dequantize_for_gemm(small)), print(small));
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "cuda_common.h"
 #include "decompose_attention.h"
 #include "halide_util.h"
+#include "dequantize_for_gemm.h"
 #include "library_attention.h"
 #include "library_embedding_grad.h"
 #include "library_gemm.h"
@@ -98,7 +99,7 @@ std::vector<std::string> cpu_feature_checks(const Halide::Target& t) {
 
 // The kernels, memory plan and tensor table that a set of variants shares.
 struct Family {
-  Graph graph;  // the graph the family compiles (prepare_cpu_attention / prepare_gpu_attention)
+  Graph graph;  // the graph the family compiles (prepare_cpu_attention / prepare_gpu_graph)
   std::vector<Kernel> kernels;
   MemoryPlan plan;
   int num_inputs = 0, num_outputs = 0;
@@ -120,7 +121,7 @@ struct Family {
 
 Family build_family(const Graph& source, const CostModel& cost, bool library_gemm) {
   Family f;
-  f.graph = library_gemm ? prepare_gpu_attention(source) : prepare_cpu_attention(source);
+  f.graph = library_gemm ? prepare_gpu_graph(source) : prepare_cpu_attention(source);
   const Graph& graph = f.graph;
   f.kernels = partition(graph, &cost, nullptr, library_gemm);
   f.plan = plan_memory(graph, f.kernels);
@@ -526,7 +527,10 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     c << "nullptr}},\n";
   }
   c << "};\nconstexpr int kNumVariants = " << targets.size() << ";\n\n";
-  if (first_cuda) c << cuda_plan_tables(name, cuda, targets, cuda_sm, fn_names);
+  if (first_cuda)
+    c << cuda_plan_tables(name, cuda, targets, cuda_sm, fn_names);
+  else  // built with the CUDA toolkit all the same: no GPU plan to run
+    c << "#if TESSERA_AOT_CUDA\nconst tessera::cuda::PlanSpec* cuda_plan(const char*) { return nullptr; }\n#endif\n\n";
   c << R"(// The compute capability (major * 10 + minor) of GPU 0, or 0 without a
 // driver or a device. The driver is loaded with dlopen: no link dependency.
 int gpu_capability() {

@@ -14,6 +14,7 @@
 
 #include "bf16_storage.h"
 #include "cuda_common.h"
+#include "dequantize_for_gemm.h"
 #include "library_attention.h"
 #include "library_embedding_grad.h"
 #include "library_gemm.h"
@@ -226,7 +227,7 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
   int index = 0;
   const CostModel cost = cost_model(target);
   std::vector<RematDecision> remat;
-  const Graph decomposed = options.library_gemm ? prepare_gpu_attention(source) : Graph();
+  const Graph decomposed = options.library_gemm ? prepare_gpu_graph(source) : Graph();
   const Graph& graph = options.library_gemm ? decomposed : source;
   const std::vector<Kernel> kernels = partition(graph, &cost, &remat, options.library_gemm);
   result.remat = remat_decisions_text(graph, remat, cost);

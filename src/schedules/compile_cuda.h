@@ -77,9 +77,10 @@ std::vector<CudaLaunch> check_cuda_module(const Halide::Module& module, const Lo
 struct CudaCompileOptions {
   bool keep_ptx = false;  // keep each kernel's PTX text in CudaKernelInfo::ptx
   // As the PlanExecutor runs the graph (what generated GPU variants do):
-  // f32/f16/bf16 products as cuBLASLt GEMMs (library_gemm.h) and attention in the
-  // fused kernels (library_attention.h, else decomposed), reported rather
-  // than compiled. False
+  // f32/f16/bf16 products as cuBLASLt GEMMs (library_gemm.h), attention in the
+  // fused kernels (library_attention.h, else decomposed), quantized linears
+  // dequantized before their GEMMs (dequantize_for_gemm.h) and embedding
+  // gradients in their CUDA kernel, reported rather than compiled. False
   // compiles every kernel, products included, with Halide's CUDA schedules.
   bool library_gemm = false;
 };

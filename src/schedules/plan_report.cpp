@@ -2,11 +2,12 @@
 // for a target, as text. It compiles (JIT for the CPU, PTX for CUDA) to get
 // the real schedules, and runs nothing. For CUDA it reports the plan that
 // generated GPU variants run: products as cuBLASLt GEMMs, attention in the
-// fused kernels or decomposed.
+// fused kernels or decomposed, quantized linears dequantized before their
+// GEMMs (prepare_gpu_graph).
 #include "tessera/plan.h"
 
 #include "compile_cuda.h"
-#include "library_attention.h"
+#include "dequantize_for_gemm.h"
 #include "memory_plan.h"
 #include "partition.h"
 
@@ -26,7 +27,7 @@ PlanReport plan_report(const Graph& graph, const Target& target) {
   // As the PlanExecutor runs it: products in cuBLASLt, attention fused or decomposed.
   r.kernels = compile_cuda(graph, target, {.library_gemm = true}).text();
   const CostModel cost = cost_model(target);
-  const Graph g = prepare_gpu_attention(graph);
+  const Graph g = prepare_gpu_graph(graph);
   const MemoryPlan plan = plan_memory(g, partition(g, &cost, nullptr, true));
   r.memory = plan.text(g);
   r.peak_bytes = plan.peak;
