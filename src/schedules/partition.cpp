@@ -56,23 +56,38 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
     if (decisions) *decisions = std::move(remat);
   }
+  // A widening cast of a materialized tensor (the f32 logits output of a
+  // bf16 product, say) is read by other kernels through its narrower input:
+  // they convert again rather than read twice the bytes.
+  std::vector<bool> read_through(n, false);
+  for (const Node& node : g.nodes)
+    if (root[node.id] && node.op == "cast" && node.type.rank() > 0) {
+      const Node& src = g.nodes[node.inputs[0]];
+      read_through[node.id] = node.type.bytes() > src.type.bytes() &&
+                              (root[src.id] || src.op == "input" || src.op == "param");
+    }
 
   // Arguments of the kernel computing the nodes of `members`: the roots
   // outside it and the graph inputs and params that its computation reads.
   auto arguments = [&](const std::vector<int>& members) {
     std::vector<bool> inside(n, false), member(n, false);
     for (int r : members) inside[r] = member[r] = true;
+    // Library calls (GEMMs, fused attention, the embedding gradient) read dense operands.
+    const Node& first = g.nodes[members[0]];
+    const bool library = library_gemm && (op_def(first.op).kind == OpKind::contraction || first.op == "embedding_grad");
+    auto argument = [&](int id) {
+      const Node& node = g.nodes[id];
+      return !member[id] && (!read_through[id] || library) && (root[id] || node.op == "input" || node.op == "param");
+    };
     std::vector<int> args;
     for (int id = members.back(); id >= 0; --id) {
       if (!inside[id]) continue;
       const Node& node = g.nodes[id];
-      if (!member[id] && (root[id] || node.op == "input" || node.op == "param")) continue;
+      if (argument(id)) continue;
       for (int in : node.inputs) inside[in] = true;
     }
-    for (int id = 0; id < members.back(); ++id) {
-      const Node& node = g.nodes[id];
-      if (inside[id] && !member[id] && (root[id] || node.op == "input" || node.op == "param")) args.push_back(id);
-    }
+    for (int id = 0; id < members.back(); ++id)
+      if (inside[id] && argument(id)) args.push_back(id);
     return std::make_pair(args, inside);
   };
 

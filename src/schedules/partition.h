@@ -16,6 +16,10 @@
 // them reads the earlier ones: the kernel then has several outputs, and the
 // schedule computes them in one fused loop, so shared inputs are read once.
 //
+// A widening cast that is materialized (a graph output such as the f32
+// logits of a bf16 product) is read by other kernels through its narrower
+// input, converted again in each reader.
+//
 // Which shared cheap nodes are recomputed by each reader and which are
 // materialized once is the auto-scheduler's decision by the target's cost
 // model (kernel_remat.h); partition() applies it.
