@@ -1,7 +1,8 @@
 // cpu_backend (training_backend.h): a tessera::Trainer, its checkpoints
-// through checkpoint.h, and evaluation through the CPU JIT. Behaves exactly
-// as tessera-finetune did before there were backends (same params, same
-// checkpoints, bit for bit). No GPU code.
+// through checkpoint.h, and evaluation through the CPU JIT (both compiled at
+// start-up). Behaves exactly as tessera-finetune did before there were
+// backends (same params, same checkpoints, bit for bit); runs whose settings
+// have no generated CPU step (generated_cpu_backend.cpp) use it. No GPU code.
 #include <tessera/checkpoint.h>
 #include <tessera/error.h>
 #include <tessera/runtime.h>
@@ -19,7 +20,7 @@ class CpuBackend final : public TrainingBackend {
   CpuBackend(const Graph& joint, const TrainerOptions& options, Graph eval_graph)
       : trainer_(joint, options), eval_graph_(std::move(eval_graph)) {}
 
-  std::string where() const override { return "the CPU"; }
+  std::string where() const override { return "the CPU, JIT-compiled step"; }
   int64_t steps_done() const override { return trainer_.steps_done(); }
   double step(const std::map<std::string, Buffer>& batch) override { return trainer_.step(batch); }
   const std::map<std::string, Buffer>& params() override { return trainer_.params(); }

@@ -13,10 +13,13 @@
 // deterministic for a seed: a resumed run ends with the same loss as an
 // uninterrupted one.
 //
-// With --device cuda the training steps are the generated GPU steps of the
-// build (gpu_steps.h; presets tiny and gpu), and evaluation and generation
-// run on the GPU as well; the base, the checkpoints and the adapter are the
-// same files either way.
+// On the CPU the training steps are the ones generated at build time
+// (cpu_steps.h; the default preset and LoRA flags), or, for other settings,
+// the Trainer's, compiled by the JIT at start-up (one line says why). With
+// --device cuda they are the generated GPU steps of the build (gpu_steps.h;
+// presets tiny and gpu), and evaluation and generation run on the GPU as
+// well; the base, the checkpoints and the adapter are the same files
+// whichever step ran.
 //
 // This file is the command-line driver; the model set-up (quantize + LoRA),
 // checkpoints and text data live in the files beside it.
@@ -33,6 +36,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "cpu_steps.h"
 #include "finetune_model.h"
 #include "flags.h"
 #include "loss_curve.h"
@@ -57,13 +61,20 @@ void on_sigint(int) { g_interrupted = true; }
 constexpr int kInterruptedStatus = 130;
 
 void declare_flags(Flags& f) {
-  f.add_string("preset", "cpu", "model and run size: tiny (seconds, for tests), cpu (about two minutes on 2 cores), gpu (a larger model for a GPU)", {"tiny", "cpu", "gpu"});
+  f.add_string("preset", "cpu", "model and run size: tiny (seconds, for tests), cpu (under a minute on 2 cores), gpu (a larger model for a GPU)", {"tiny", "cpu", "gpu"});
   f.add_string("device", "auto",
                "where to run: cpu; cuda (the build's generated GPU steps, which exist for --preset tiny and gpu with "
                "the default --lora-* flags; params and AdamW state stay on the GPU, and evaluation and generation "
                "run there too); auto (cuda when this build has GPU steps for the run's settings and a CUDA device "
                "is present, else cpu)",
                {"auto", "cpu", "cuda"});
+  f.add_string("cpu-steps", "auto",
+               "on the CPU, which training steps run: generated (built with the app, for " +
+                   describe_configs(generated_cpu_configs(), StepKind::pretrain) +
+                   ", the QLoRA step with the default --lora-* flags; nothing is compiled at start-up), jit "
+                   "(compiled by Halide's JIT at start-up, for any settings), auto (generated where they exist for "
+                   "the run's settings, else jit, saying why)",
+               {"auto", "generated", "jit"});
   f.add_bool("tf32", false, "with --device cuda: f32 matrix products on TF32 tensor cores (as PyTorch's allow_tf32)");
   f.add_string("task", "reverse", "the fine-tuning task: reverse or upper-case short words", {"reverse", "upper"});
   f.add_string("out", "runs/finetune", "folder for checkpoints, the adapter, the loss curve");
@@ -137,6 +148,11 @@ int run(const Flags& flags) {
   std::string device_note;
   rc.device = pick_device(flags.str("device"), rc, &device_note);
   if (!device_note.empty()) std::printf("%s\n", device_note.c_str());
+  rc.cpu_steps = parse_cpu_steps(flags.str("cpu-steps"));
+  if (rc.device == Device::cpu && rc.cpu_steps == CpuSteps::generated)
+    for (StepKind kind : {StepKind::pretrain, StepKind::qlora})
+      if (const std::string why = cpu_step_mismatch(kind, rc); !why.empty())
+        throw FlagError("--cpu-steps generated: " + why);
 
   const fs::path out = flags.str("out");
   std::error_code ec;
@@ -173,6 +189,7 @@ int run(const Flags& flags) {
                 rc.pretrain_steps);
     Pretrainer pre(rc, out.string(), resume);
     std::printf("base: training on %s\n", pre.where().c_str());
+    if (!pre.note().empty()) std::printf("base: %s\n", pre.note().c_str());
     if (pre.step() > 0) {
       std::printf("base: resuming pretraining at step %d\n", pre.step());
       if (fs::exists(curve_path)) curve = parse_curve_csv(read_file(curve_path.string()));
@@ -206,6 +223,7 @@ int run(const Flags& flags) {
   // 2-3. Quantize the base to NF4, add adapters, fine-tune.
   Finetuner ft(rc, base, out.string());
   std::printf("finetune: %s, on %s\n", ft.describe().c_str(), ft.where().c_str());
+  if (!ft.note().empty()) std::printf("finetune: %s\n", ft.note().c_str());
   auto generate = [&](const std::vector<std::string>& prompts) { return ft.answers(prompts); };
   const double base_accuracy = ft.base_accuracy(task, held_out);
   std::printf("held-out accuracy of the NF4 base (no adapter): %.1f%%\n", 100 * base_accuracy);

@@ -1,9 +1,10 @@
 // Presets, pretraining, QLoRA fine-tuning, decoding and checkpoint files of
 // tessera-finetune (finetune_model.h). The training steps run on a
-// TrainingBackend: the Trainer (trainer.h) on the CPU, or a generated step
-// on a GPU (gpu_steps.h); the QLoRA graph is the GPT of models.h through
-// quantize (NF4, quantize.h) and lora (lora.h), differentiated for the
-// adapters only.
+// TrainingBackend: on the CPU a step generated at build time (cpu_steps.h)
+// or, for settings it was not generated for, the Trainer (trainer.h); on a
+// GPU a generated step (gpu_steps.h). The QLoRA graph is the GPT of
+// models.h through quantize (NF4, quantize.h) and lora (lora.h),
+// differentiated for the adapters only.
 #include "finetune_model.h"
 
 #include <tessera/autodiff.h>
@@ -21,6 +22,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cpu_steps.h"
 #include "gpu_steps.h"
 #include "text_data.h"
 
@@ -77,7 +79,33 @@ Graph qlora_forward(const RunConfig& rc, bool training) {
   return add_lora(quantized, lo);
 }
 
+// The backend of a step of `kind`: the generated GPU step on CUDA; on the
+// CPU the generated step (and, for QLoRA, the generated evaluation graph)
+// when rc.cpu_steps allows and the build has one for `rc`, else the
+// Trainer, with *note saying why. `eval_graph` is the JIT's evaluation graph.
+std::unique_ptr<TrainingBackend> make_backend(StepKind kind, const RunConfig& rc, const Graph& joint,
+                                              const TrainerOptions& o, Graph eval_graph, std::string* note) {
+  if (rc.device == Device::cuda) return gpu_backend(kind, rc, joint, o, rc.tf32);
+  if (rc.cpu_steps != CpuSteps::jit) {
+    std::string why;
+    std::unique_ptr<CpuStep> step = CpuStep::create(kind, rc, &why), eval;
+    if (step && kind == StepKind::qlora) eval = CpuStep::create(kind, rc, &why, /*eval=*/true);
+    if (step && (kind == StepKind::pretrain || eval))
+      return generated_cpu_backend(std::move(step), std::move(eval), joint, o);
+    if (rc.cpu_steps == CpuSteps::generated) throw Error("--cpu-steps generated: " + why);
+    *note = "no generated CPU step for this run: " + why + "; JIT-compiling it";
+  }
+  return cpu_backend(joint, o, std::move(eval_graph));
+}
+
 }  // namespace
+
+CpuSteps parse_cpu_steps(const std::string& name) {
+  if (name == "auto") return CpuSteps::automatic;
+  if (name == "generated") return CpuSteps::generated;
+  if (name == "jit") return CpuSteps::jit;
+  throw Error("unknown --cpu-steps '" + name + "' (auto, generated, jit)");
+}
 
 Device pick_device(const std::string& name, const RunConfig& rc, std::string* note) {
   if (name == "cpu") return Device::cpu;
@@ -197,7 +225,7 @@ Pretrainer::Pretrainer(const RunConfig& rc, const std::string& out_dir, bool res
   o.seed = rc.seed;
   o.init = trainer_init(gpt_init(rc.gpt));
   const Graph joint = differentiate(gpt(rc.gpt));
-  backend_ = rc.device == Device::cuda ? gpu_backend(StepKind::pretrain, rc, joint, o, rc.tf32) : cpu_backend(joint, o);
+  backend_ = make_backend(StepKind::pretrain, rc, joint, o, Graph{}, &note_);
   if (resume && fs::exists(path_)) backend_->load_checkpoint(path_);
 }
 
@@ -225,8 +253,7 @@ Finetuner::Finetuner(const RunConfig& rc, const std::map<std::string, Buffer>& b
   o.seed = rc.seed + 1;
   o.init = trainer_init(init);
   const Graph joint = differentiate(forward, lora_autodiff_options(forward));
-  backend_ = rc.device == Device::cuda ? gpu_backend(StepKind::qlora, rc, joint, o, rc.tf32)
-                                       : cpu_backend(joint, o, qlora_forward(rc, /*training=*/false));
+  backend_ = make_backend(StepKind::qlora, rc, joint, o, qlora_forward(rc, /*training=*/false), &note_);
   // The frozen base: every non-adapter param from the quantized base.
   const std::map<std::string, Buffer> quantized = quantize_state_dict(gpt(rc.gpt), base, QuantizeOptions{});
   std::vector<std::string> frozen;

@@ -1,8 +1,9 @@
 // The models tessera-finetune trains, and their files: the run presets, the
 // base GPT's pretraining (Pretrainer), the QLoRA fine-tune (Finetuner:
 // NF4-quantized frozen base + LoRA adapters), greedy decoding, and the
-// checkpoints (safetensors, written atomically). Steps run on the CPU or a
-// GPU (training_backend.h). It does not parse flags or print progress
+// checkpoints (safetensors, written atomically). Steps run on the CPU (a
+// step generated at build time, or the JIT's) or a GPU (training_backend.h);
+// this file picks the backend. It does not parse flags or print progress
 // (finetune.cpp does).
 #pragma once
 
@@ -22,6 +23,14 @@ namespace finetune {
 enum class Device { cpu, cuda };
 std::string device_name(Device d);
 
+// The training steps of a run on the CPU (--cpu-steps): the ones generated
+// at build time (cpu_steps.h) when they exist for the run's settings, else
+// the JIT's, saying why (automatic); only the generated ones (an error when
+// there are none); or always the JIT's (jit: the Trainer, for any settings).
+enum class CpuSteps { automatic, generated, jit };
+// "auto", "generated", "jit"; throws tessera::Error otherwise.
+CpuSteps parse_cpu_steps(const std::string& name);
+
 struct LoraSettings {
   int r = 8;
   double alpha = 16;
@@ -37,7 +46,8 @@ struct RunConfig {
   LoraSettings lora;
   uint64_t seed = 0;
   Device device = Device::cpu;
-  bool tf32 = false;  // on CUDA: f32 matrix products on TF32 tensor cores
+  CpuSteps cpu_steps = CpuSteps::automatic;  // on the CPU
+  bool tf32 = false;                         // on CUDA: f32 matrix products on TF32 tensor cores
 };
 // "tiny", "cpu" or "gpu"; throws tessera::Error otherwise.
 RunConfig preset(const std::string& name);
@@ -67,7 +77,9 @@ void check_checkpoint_file(const std::string& path);
 class Pretrainer {
  public:
   Pretrainer(const RunConfig& rc, const std::string& out_dir, bool resume);
-  std::string where() const { return backend_->where(); }  // the device and, on a GPU, the step's variant
+  std::string where() const { return backend_->where(); }  // the device, the step and its variant
+  // Why a CPU run JIT-compiles its step (no generated one fits), or "".
+  const std::string& note() const { return note_; }
   std::string summary() const { return backend_->summary(); }
   int step() const;
   double train_step(const std::vector<int32_t>& corpus);  // one AdamW step on a random batch
@@ -78,6 +90,7 @@ class Pretrainer {
  private:
   RunConfig rc_;
   std::string path_;
+  std::string note_;
   std::unique_ptr<TrainingBackend> backend_;
 };
 
@@ -89,6 +102,7 @@ class Finetuner {
  public:
   Finetuner(const RunConfig& rc, const std::map<std::string, tessera::Buffer>& base, const std::string& out_dir);
   std::string where() const { return backend_->where(); }
+  const std::string& note() const { return note_; }  // as Pretrainer::note
   std::string summary() const { return backend_->summary(); }
   // Loads <out>/finetune.ckpt.safetensors when present; returns whether it did.
   bool resume();
@@ -113,6 +127,7 @@ class Finetuner {
   std::vector<std::vector<int32_t>> greedy(const std::vector<std::string>& prompts, int max_new, bool stop_at_newline);
   RunConfig rc_;
   std::string path_;
+  std::string note_;
   std::unique_ptr<TrainingBackend> backend_;
   std::vector<std::string> adapters_;
 };

@@ -1,17 +1,17 @@
 // gpu_backend (training_backend.h): a generated GPU step (gpu_steps.h) with
 // a host copy of its training state for checkpoints, adapters and params().
 //
-// It starts from the params a Trainer would (initial_params, trainer.h;
-// test_finetune_gpu checks equal first losses) and writes the Trainer's
-// checkpoint file (checkpoint.h), so CPU and GPU runs resume each other's.
-// It does not choose the step (gpu_steps_cuda.cpp) or draw batches.
+// It starts from the params a Trainer would and writes the Trainer's
+// checkpoint file (generated_state.h; test_finetune_gpu checks equal first
+// losses), so CPU and GPU runs resume each other's. It does not choose the
+// step (gpu_steps_cuda.cpp) or draw batches.
 #include <tessera/checkpoint.h>
 #include <tessera/error.h>
 
 #include <cstdio>
-#include <set>
 
 #include "finetune_model.h"
+#include "generated_state.h"
 #include "training_backend.h"
 
 using namespace tessera;
@@ -32,29 +32,9 @@ class GpuBackend final : public TrainingBackend {
       : step_(GpuStep::create(kind, rc)) {
     step_->set_tf32(tf32);
     device_ = cuda_device().name;
-    s_.params = initial_params(joint, options);
-    s_.lr = std::visit([](const auto& o) { return o.lr; }, options.optimizer);
-    std::set<std::string> batch_inputs;
-    for (int id : joint.inputs()) batch_inputs.insert(joint.nodes[id].name);
-    std::set<std::string> seen;
-    for (const StepTensor& t : step_->inputs()) {
-      if (t.name == kOptimStep || t.name == kOptimLr || batch_inputs.count(t.name)) continue;
-      seen.insert(t.name);
-      auto p = s_.params.find(t.name);
-      if (p != s_.params.end()) {
-        if (p->second.type() != t.type)
-          fail("GPU step ", step_->name(), ": param '", t.name, "' is ", to_string(t.type), " there, ",
-               to_string(p->second.type()), " in this run's model");
-        if (t.fed_back) trained_.push_back(t.name);
-        continue;
-      }
-      if (!t.fed_back)
-        fail("GPU step ", step_->name(), ": input '", t.name,
-             "' is neither a param of this run's model, an optimizer state tensor nor a batch input");
-      s_.state[t.name] = Buffer(t.type.dtype, t.type.shape);  // AdamW's moments start at 0
-    }
-    for (const auto& [name, b] : s_.params)
-      if (!seen.count(name)) fail("GPU step ", step_->name(), " has no input for the param '", name, "'");
+    GeneratedState g = initial_generated_state("GPU step " + step_->name(), step_->inputs(), joint, options);
+    s_ = std::move(g.state);
+    trained_ = std::move(g.trained);
     upload_state();
   }
 
@@ -102,13 +82,7 @@ class GpuBackend final : public TrainingBackend {
 
   void load_checkpoint(const std::string& path) override {
     params();
-    TrainingState loaded = read_checkpoint(path);
-    try {
-      check_training_state(s_, loaded, "GPU step " + step_->name());
-    } catch (const Error& e) {
-      fail("checkpoint '", path, "' does not match this run: ", e.what());
-    }
-    s_ = std::move(loaded);
+    s_ = read_matching_checkpoint(path, s_, "GPU step " + step_->name());
     upload_state();
   }
 

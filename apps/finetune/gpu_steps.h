@@ -13,10 +13,10 @@
 // Without the CUDA toolkit the build has no generated steps
 // (gpu_steps_none.cpp): every query answers "none" and create() throws.
 // This file does not decide where a run goes (finetune_model.cpp does) nor
-// own the host copy of the training state (gpu_backend.cpp does).
+// own the host copy of the training state (gpu_backend.cpp does); the
+// comparison of settings is generated_configs.h's.
 #pragma once
 
-#include <tessera/models.h>
 #include <tessera/runtime.h>
 
 #include <map>
@@ -24,24 +24,17 @@
 #include <string>
 #include <vector>
 
+#include "generated_configs.h"
+#include "step_tensors.h"
+
 namespace finetune {
 
 struct RunConfig;
 
-enum class StepKind { pretrain, qlora };
-
-// One generated configuration: a preset's model and batch, and the LoRA
-// settings of its QLoRA step (rank, alpha, targets; no dropout).
-struct GeneratedConfig {
-  std::string preset;  // "tiny", "gpu"
-  tessera::GptConfig gpt;
-  int lora_r = 0;
-  double lora_alpha = 0;
-  std::vector<std::string> lora_targets;
-};
-// The configurations this build has GPU steps for (empty without the CUDA toolkit).
+// The configurations this build has GPU steps for (empty without the CUDA
+// toolkit); their PARAMS come from apps/CMakeLists.txt (generated_configs.h).
 std::vector<GeneratedConfig> generated_gpu_configs();
-// "--preset tiny or gpu with --lora-r 8 --lora-alpha 16 ...", for messages.
+// "--preset tiny or gpu with --lora-r 8 ...", for messages.
 std::string describe_generated_configs();
 
 // Empty when `rc` (its model, batch and LoRA settings) equals a generated
@@ -60,13 +53,6 @@ struct CudaDevice {
   std::string why_not;
 };
 CudaDevice cuda_device();
-
-// Metadata of a generated step's input or output.
-struct StepTensor {
-  std::string name;
-  tessera::TensorType type;
-  bool fed_back = false;  // an input X that the step's output new.X replaces (params, moments)
-};
 
 class GpuStep {
  public:

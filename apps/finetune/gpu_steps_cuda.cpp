@@ -2,9 +2,10 @@
 // apps/CMakeLists.txt (finetune_{pretrain,qlora}_{tiny,gpu}, variants
 // host-cuda-sm80 and host-cuda-sm90) wrapped as GpuStep, and the CUDA
 // runtime's view of device 0. The generated configurations come from the
-// same PARAMS strings CMake passed to the generators (compile definitions),
-// so they cannot drift apart. It does not keep a host copy of the training
-// state (gpu_backend.cpp) or decide where a run goes.
+// same PARAMS strings CMake passed to the generators (compile definitions,
+// read by generated_configs.h), so they cannot drift apart. It does not keep
+// a host copy of the training state (gpu_backend.cpp) or decide where a run
+// goes.
 #include <cuda_runtime.h>
 #include <tessera/error.h>
 
@@ -33,44 +34,6 @@ namespace finetune {
 
 namespace {
 
-// "key=value key=value ..." (the generators' PARAMS, joined by spaces).
-std::map<std::string, std::string> parse_params(const std::string& text) {
-  std::map<std::string, std::string> out;
-  std::stringstream in(text);
-  for (std::string item; in >> item;) {
-    const size_t eq = item.find('=');
-    if (eq == std::string::npos) fail("generated GPU step parameters: '", item, "' is not key=value (in '", text, "')");
-    out[item.substr(0, eq)] = item.substr(eq + 1);
-  }
-  return out;
-}
-
-GeneratedConfig make_config(const std::string& preset, const std::string& model, const std::string& lora) {
-  GeneratedConfig c;
-  c.preset = preset;
-  const auto integer = [&](const std::map<std::string, std::string>& m, const char* key) -> int64_t {
-    auto it = m.find(key);
-    if (it == m.end()) fail("generated GPU step of preset ", preset, ": no parameter '", key, "'");
-    return std::stoll(it->second);
-  };
-  const auto m = parse_params(model), l = parse_params(lora);
-  c.gpt.vocab_size = integer(m, "vocab_size");
-  c.gpt.block_size = integer(m, "block_size");
-  c.gpt.n_layer = integer(m, "n_layer");
-  c.gpt.n_head = integer(m, "n_head");
-  c.gpt.n_embd = integer(m, "n_embd");
-  c.gpt.batch = integer(m, "batch");
-  c.gpt.bias = true;  // the registered models' GPT (registry.cpp) has biases
-  c.lora_r = static_cast<int>(integer(l, "r"));
-  auto alpha = l.find("alpha");
-  if (alpha == l.end()) fail("generated GPU step of preset ", preset, ": no parameter 'alpha'");
-  c.lora_alpha = std::stod(alpha->second);
-  auto targets = l.find("targets");
-  if (targets == l.end()) fail("generated GPU step of preset ", preset, ": no parameter 'targets'");
-  c.lora_targets = split_list(targets->second);
-  return c;
-}
-
 // Device memory in use beyond the CUDA context, at its highest when sampled.
 size_t g_baseline_used = 0, g_peak = 0;
 bool g_baseline_taken = false;
@@ -97,11 +60,6 @@ void sample_memory() {
   if (used > g_baseline_used) g_peak = std::max(g_peak, used - g_baseline_used);
 }
 
-tessera::TensorType spec_type(const tessera_aot::TensorSpec& s) {
-  tessera::Shape shape(s.shape, s.shape + s.rank);
-  return tessera::TensorType{tessera::parse_dtype(s.dtype), shape};
-}
-
 // One generated class behind GpuStep. The generated calls throw
 // std::runtime_error (or tessera::Error); each is rethrown as a tessera::Error
 // naming the step, its variant and what was being done.
@@ -110,13 +68,9 @@ class Generated final : public GpuStep {
  public:
   Generated(std::string lib, const std::string& target) : lib_(std::move(lib)), target_(target) {
     guard("starting", [&] { step_ = std::make_unique<Step>(target.c_str()); });
-    for (int i = 0; i < Step::kNumInputs; ++i) inputs_.push_back({Step::inputs()[i].name, spec_type(Step::inputs()[i])});
-    for (int o = 0; o < Step::kNumOutputs; ++o)
-      outputs_.push_back({Step::outputs()[o].name, spec_type(Step::outputs()[o])});
-    for (int i = 0; i < Step::kNumInputs; ++i)
-      for (int o = 0; o < Step::kNumOutputs; ++o)
-        if (outputs_[o].name == "new." + inputs_[i].name && Step::outputs()[o].bytes == Step::inputs()[i].bytes)
-          inputs_[i].fed_back = true;
+    StepTensors t = step_tensors<Step>();
+    inputs_ = std::move(t.inputs);
+    outputs_ = std::move(t.outputs);
     step_input_ = input_index("optim.step");
     lr_input_ = input_index("optim.lr");
     loss_output_ = output_index("loss");
@@ -256,7 +210,8 @@ const std::vector<Entry>& entries() {
 
 std::vector<GeneratedConfig> generated_gpu_configs() {
   std::vector<GeneratedConfig> out;
-  for (const Entry& e : entries()) out.push_back(make_config(e.preset, e.model_params, TESSERA_FINETUNE_LORA_PARAMS));
+  for (const Entry& e : entries())
+    out.push_back(parse_generated_config(e.preset, e.model_params, TESSERA_FINETUNE_LORA_PARAMS));
   return out;
 }
 

@@ -120,8 +120,9 @@ Graph op_zoo(DType dtype = DType::f32);
 // ---- Registered models (for generators) -----------------------------------------
 // "mlp" and "gpt" (forward graphs), "mlp_train_step" and "gpt_train_step"
 // (adamw(differentiate(model)): forward, backward and AdamW update in one
-// graph), "gpt_qlora_train_step" (the GPT with its linears but the LM head
-// in NF4, LoRA adapters, gradients and AdamW for the adapters only), and
+// graph), "gpt_qlora" (the GPT with its linears but the LM head in NF4 and
+// LoRA adapters: its evaluation graph, no dropout), "gpt_qlora_train_step"
+// (that model's gradients and AdamW for the adapters only), and
 // "op_zoo" (dtype=f32); sized by key=value parameters: mlp:
 // sizes=784,256,10 batch=64 activation=relu; gpt: vocab_size=96
 // block_size=64 n_layer=1 n_head=4 n_embd=64 batch=8; train steps also

@@ -1,6 +1,7 @@
 // Named models for generators (see registered_model in models.h): the MLP
 // and GPT training steps (forward, backward, AdamW update in one graph),
-// their forward graphs, the GPT's QLoRA fine-tuning step and the op zoo,
+// their forward graphs, the GPT's QLoRA model (its evaluation graph) and
+// fine-tuning step, and the op zoo,
 // sized by key=value parameters; the MLP and GPT steps optionally
 // rematerialized under a memory budget (remat.h). Building graphs only;
 // nothing here compiles or runs them.
@@ -144,14 +145,14 @@ AdamWOptions adamw_options(Params& p, AdamWOptions o = {}) {
   return o;
 }
 
-// The QLoRA fine-tuning step: the GPT with every linear but the LM head in
-// NF4 (quantize.h), LoRA adapters on `targets` (lora.h, PEFT's init), the
-// gradient of the adapters only, and AdamW on them.
-Graph gpt_qlora_train_step(Params& p) {
+// The QLoRA model: the GPT with every linear but the LM head in NF4
+// (quantize.h) and LoRA adapters on `targets` (lora.h, PEFT's init, no
+// dropout). `training` false: lora.h's evaluation graph (no dropout node).
+Graph gpt_qlora_forward(Params& p, bool training) {
   const GptConfig c = gpt_config(p);
   QuantizeOptions q;
   const std::string dq = p.text("double_quant", "false");
-  if (dq != "true" && dq != "false") fail("model 'gpt_qlora_train_step': double_quant=", dq, " is not true or false");
+  if (dq != "true" && dq != "false") fail("model '", p.model(), "': double_quant=", dq, " is not true or false");
   q.double_quant = dq == "true";
   LoraOptions lo;
   lo.r = p.integer("r", 8);
@@ -160,7 +161,14 @@ Graph gpt_qlora_train_step(Params& p) {
   lo.target_modules.clear();
   for (std::string t; std::getline(targets, t, ',');) lo.target_modules.push_back(t);
   lo.base_ops = {"linear", "linear_nf4"};
-  const Graph forward = add_lora(quantize_graph(gpt(c), q), lo);
+  lo.training = training;
+  return add_lora(quantize_graph(gpt(c), q), lo);
+}
+
+// The QLoRA fine-tuning step: gpt_qlora_forward, the gradient of the
+// adapters only, and AdamW on them.
+Graph gpt_qlora_train_step(Params& p) {
+  const Graph forward = gpt_qlora_forward(p, /*training=*/true);
   AdamWOptions o;
   o.weight_decay = 0;
   o = adamw_options(p, o);
@@ -170,7 +178,7 @@ Graph gpt_qlora_train_step(Params& p) {
 }  // namespace
 
 std::vector<std::string> registered_models() {
-  return {"gpt", "gpt_qlora_train_step", "gpt_train_step", "mlp", "mlp_train_step", "op_zoo"};
+  return {"gpt", "gpt_qlora", "gpt_qlora_train_step", "gpt_train_step", "mlp", "mlp_train_step", "op_zoo"};
 }
 
 Graph registered_model(const std::string& name, const std::map<std::string, std::string>& params) {
@@ -186,6 +194,8 @@ Graph registered_model(const std::string& name, const std::map<std::string, std:
   } else if (name == "gpt_train_step") {
     GptConfig c = gpt_config(p);
     g = adamw(joint_graph(p, gpt(c), /*takes_remat=*/true), adamw_options(p));
+  } else if (name == "gpt_qlora") {
+    g = gpt_qlora_forward(p, /*training=*/false);
   } else if (name == "gpt_qlora_train_step") {
     g = gpt_qlora_train_step(p);
   } else if (name == "op_zoo") {
