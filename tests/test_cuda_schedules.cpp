@@ -543,6 +543,23 @@ TEST(CudaSchedules, Bf16CompilesAsUint16) {
   }
 }
 
+// f32 exp inside GPU kernels runs on the special-function unit
+// (cuda_fast_exp.h): the softmax's PTX has ex2.approx and no floor of
+// Halide's polynomial; the CPU runs of the same ops are unaffected.
+TEST(CudaSchedules, ExpUsesTheSpecialFunctionUnit) {
+  GraphBuilder g("exp");
+  g.output("p", softmax(g.input("a", {64, 96})));
+  g.output("e", exp(g.input("b", {33, 7})));
+  for (const Target& t : {kSm80, kSm90}) {
+    const CudaCompileResult r = compile_checked(g.build(), t, true);
+    ASSERT_EQ(r.kernels.size(), 2u);
+    for (const CudaKernelInfo& k : r.kernels) {
+      EXPECT_NE(k.ptx.find("ex2.approx"), std::string::npos) << k.header;
+      EXPECT_EQ(k.ptx.find("cvt.rmi"), std::string::npos) << k.header;
+    }
+  }
+}
+
 TEST(CudaErrors, TargetsAndJit) {
   GraphBuilder g("small");
   g.output("y", relu(g.input("x", {7})));

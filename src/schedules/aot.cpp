@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "bf16_storage.h"
+#include "cuda_fast_exp.h"
 #include "compile_cuda.h"
 #include "cpu_x86.h"
 #include "cuda_common.h"
@@ -330,7 +331,10 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
         schedule << schedule_for(L, kernel.graph, t, ht);
         std::vector<Halide::Argument> args(L.args.begin(), L.args.end());
         Halide::Pipeline pipeline(L.outputs);
-        if (t.cuda_sm) store_bf16_as_u16(pipeline);
+        if (t.cuda_sm) {
+          store_bf16_as_u16(pipeline);
+          use_fast_exp_on_gpu(pipeline);
+        }
         Halide::Module m = pipeline.compile_to_module(args, fn, ht.with_feature(Halide::Target::NoRuntime));
         if (t.cuda_sm) check_cuda_module(m, L, kernel.graph, describe_kernel(family.graph, kernel.roots), t.cuda_sm);
         // One object per kernel: the GPU code of several pipelines in one

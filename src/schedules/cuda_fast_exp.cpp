@@ -1,0 +1,34 @@
+// f32 exp on the GPU's special-function unit (see cuda_fast_exp.h).
+#include "cuda_fast_exp.h"
+
+namespace tessera {
+
+namespace {
+
+using Halide::Expr;
+using namespace Halide::Internal;
+
+class FastExpOnGpu : public IRMutator {
+  using IRMutator::visit;
+  int gpu_loops_ = 0;  // GPU loops around the current node
+
+  Stmt visit(const For* op) override {
+    const bool gpu = op->device_api == Halide::DeviceAPI::CUDA;
+    gpu_loops_ += gpu;
+    Stmt s = IRMutator::visit(op);
+    gpu_loops_ -= gpu;
+    return s;
+  }
+
+  Expr visit(const Call* op) override {
+    if (gpu_loops_ > 0 && op->name == "exp_f32" && op->args.size() == 1)
+      return Call::make(Halide::Float(32), "__nv_fast_expf", {mutate(op->args[0])}, Call::PureExtern);
+    return IRMutator::visit(op);
+  }
+};
+
+}  // namespace
+
+void use_fast_exp_on_gpu(Halide::Pipeline& pipeline) { pipeline.add_custom_lowering_pass(new FastExpOnGpu); }
+
+}  // namespace tessera
