@@ -23,6 +23,7 @@ class CpuBackend final : public TrainingBackend {
   std::string where() const override { return "the CPU, JIT-compiled step"; }
   int64_t steps_done() const override { return trainer_.steps_done(); }
   double step(const std::map<std::string, Buffer>& batch) override { return trainer_.step(batch); }
+  void set_lr(double lr) override { trainer_.set_lr(lr); }
   const std::map<std::string, Buffer>& params() override { return trainer_.params(); }
   void set_param(const std::string& name, const Buffer& value) override {
     Buffer& p = trainer_.param(name);

@@ -82,7 +82,7 @@ void declare_flags(Flags& f) {
   f.add_string("corpus", TESSERA_CORPUS_DIR, "folder of .txt files to pretrain the base on");
   f.add_int("pretrain-steps", -1, "base pretraining steps (-1: the preset's)", -1);
   f.add_int("steps", -1, "fine-tuning steps (-1: the preset's)", -1);
-  f.add_double("lr", -1, "fine-tuning learning rate (-1: the preset's)");
+  f.add_double("lr", -1, "fine-tuning learning rate (-1: the preset's; preset gpu decays it linearly to 0)");
   f.add_int("lora-r", 8, "LoRA rank r", 1);
   f.add_double("lora-alpha", 16, "LoRA alpha (the update is scaled by alpha / r)");
   f.add_double("lora-dropout", 0, "LoRA dropout on the adapter input, in [0, 1)");

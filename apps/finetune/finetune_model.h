@@ -43,6 +43,7 @@ struct RunConfig {
   tessera::GptConfig gpt;
   int pretrain_steps = 0, finetune_steps = 0, eval_every = 0;
   double pretrain_lr = 0, finetune_lr = 0;
+  bool finetune_lr_decay = false;  // fine-tuning lr falls linearly to 0 over finetune_steps
   LoraSettings lora;
   uint64_t seed = 0;
   Device device = Device::cpu;

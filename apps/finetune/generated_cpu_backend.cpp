@@ -69,6 +69,7 @@ class GeneratedCpuBackend final : public TrainingBackend {
     return "the CPU, generated step " + step_->name() + ", variant " + step_->variant();
   }
   int64_t steps_done() const override { return s_.steps_done; }
+  void set_lr(double lr) override { s_.lr = lr; }
 
   double step(const std::map<std::string, Buffer>& batch) override {
     const Buffer optim_step = Buffer::from({static_cast<double>(s_.steps_done + 1)}, {}, DType::f32);

@@ -42,6 +42,7 @@ class GpuBackend final : public TrainingBackend {
     return "CUDA (" + device_ + ", generated step " + step_->name() + ", variant " + step_->variant() + ")";
   }
   int64_t steps_done() const override { return s_.steps_done; }
+  void set_lr(double lr) override { s_.lr = lr; }
 
   double step(const std::map<std::string, Buffer>& batch) override {
     const double loss = step_->train(batch, s_.steps_done + 1, s_.lr);

@@ -43,6 +43,8 @@ class TrainingBackend {
   virtual int64_t steps_done() const = 0;
   // One optimizer step on `batch` (idx, targets); returns the loss.
   virtual double step(const std::map<std::string, tessera::Buffer>& batch) = 0;
+  // The learning rate of the next steps (the step's optim.lr input).
+  virtual void set_lr(double lr) = 0;
   // The current params (copied from the device first when they changed
   // there). The map is valid until the next call that changes params.
   virtual const std::map<std::string, tessera::Buffer>& params() = 0;
