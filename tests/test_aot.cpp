@@ -119,13 +119,14 @@ TEST(Aot, QloraStepEqualsJit) {
       1e-4);
 }
 
-// The generated QLoRA step trains: 30 steps on one batch from zero moments,
+// The generated QLoRA step trains: 120 steps on one batch from zero moments,
 // each output new.X fed back into input X, lower the loss; only adapter
 // params and their moments are outputs (the NF4 base stays frozen). (The
 // premise of test_aot_gpu's QLoRA loss curve, checked here without a GPU.)
 TEST(Aot, QloraStepLearns) {
   using Step = tessera_aot::aot_qlora_step;
-  std::mt19937 rng(std::random_device{}());
+  SEEDED(seed);
+  std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(-1, 1);
   std::vector<std::vector<uint8_t>> in(Step::kNumInputs);
   int step_input = -1;
@@ -163,8 +164,9 @@ TEST(Aot, QloraStepLearns) {
   for (auto& t : in) ip.push_back(t.data());
   for (auto& t : out) op.push_back(t.data());
   Step step;
+  constexpr int kSteps = 120;
   float first = 0, last = 0;
-  for (int k = 0; k < 30; ++k) {
+  for (int k = 0; k < kSteps; ++k) {
     const float t = static_cast<float>(k + 1);
     std::memcpy(in[step_input].data(), &t, 4);
     step.run(ip.data(), op.data());
@@ -172,8 +174,9 @@ TEST(Aot, QloraStepLearns) {
     for (auto [i, o] : feed) std::memcpy(in[i].data(), out[o].data(), out[o].size());
   }
   // A 1-layer model whose frozen base is random and whose adapters sit on
-  // c_attn only: its loss (about ln 11 at the start) falls by 0.03-0.05 in
-  // 30 steps at this rate.
+  // c_attn only: its loss (about ln 11 at the start) fell by 0.002-0.05 in
+  // 30 steps at this rate (10 seeds of 300 below 0.01; 1 of 300 in 60
+  // steps; none of 500 in 120).
   EXPECT_LT(last, first - 0.01f) << "the QLoRA step did not learn: loss " << first << " -> " << last;
 }
 
