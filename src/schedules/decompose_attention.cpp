@@ -12,18 +12,6 @@ namespace tessera {
 
 namespace {
 
-// Appends a node of `op` (type inferred from its inputs) to the rewrite.
-int emit_op(GraphRewriter& rw, const std::string& op, const std::vector<int>& inputs, Attrs attrs = {}) {
-  Node n;
-  n.op = op;
-  n.inputs = inputs;
-  std::vector<TensorType> types;
-  for (int i : inputs) types.push_back(rw.result().nodes[i].type);
-  n.type = op_def(op).infer(types, attrs);
-  n.attrs = std::move(attrs);
-  return rw.emit(std::move(n));
-}
-
 int emit_constant(GraphRewriter& rw, std::vector<double> values, Shape shape, DType dtype) {
   Node n;
   n.op = "constant";
@@ -40,7 +28,7 @@ std::vector<int64_t> swap_last_two(int64_t rank) {
 }
 
 int emit_permute_last_two(GraphRewriter& rw, int x) {
-  return emit_op(rw, "permute", {x}, {{"dims", swap_last_two(rw.result().nodes[x].type.rank())}});
+  return rw.emit_op("permute", {x}, {{"dims", swap_last_two(rw.result().nodes[x].type.rank())}});
 }
 
 struct Attention {
@@ -66,18 +54,18 @@ Attention attention_of(const GraphRewriter& rw, const Node& n) {
 
 // P = softmax(where(mask, (q @ k^T) * scale, -inf)).
 int emit_probs(GraphRewriter& rw, const Attention& a) {
-  int s = emit_op(rw, "matmul", {a.q, emit_permute_last_two(rw, a.k)});
-  s = emit_op(rw, "mul", {s, emit_constant(rw, {a.scale}, {}, a.dtype)});
+  int s = rw.emit_op("matmul", {a.q, emit_permute_last_two(rw, a.k)});
+  s = rw.emit_op("mul", {s, emit_constant(rw, {a.scale}, {}, a.dtype)});
   if (a.causal) {
     std::vector<double> mask(static_cast<size_t>(a.seq * a.seq));
     for (int64_t i = 0; i < a.seq; ++i)
       for (int64_t j = 0; j < a.seq; ++j) mask[static_cast<size_t>(i * a.seq + j)] = j <= i ? 1.0 : 0.0;
     // A finite "minus infinity" whose exp is exactly 0 (f16 overflows above 65504).
     const double off = a.dtype == DType::f16 ? -65504.0 : -1e30;
-    s = emit_op(rw, "where", {emit_constant(rw, std::move(mask), {a.seq, a.seq}, DType::boolean), s,
+    s = rw.emit_op("where", {emit_constant(rw, std::move(mask), {a.seq, a.seq}, DType::boolean), s,
                               emit_constant(rw, {off}, {}, a.dtype)});
   }
-  return emit_op(rw, "softmax", {s}, {{"axis", int64_t{-1}}});
+  return rw.emit_op("softmax", {s}, {{"axis", int64_t{-1}}});
 }
 
 // Emits `op` for node n under n's own name (so the result keeps it).
@@ -116,11 +104,11 @@ Graph decompose_attention(const Graph& g, const std::function<bool(const Node&)>
     auto it = shared.find(key);
     if (it == shared.end()) {
       const int p = emit_probs(rw, a);
-      const int dp = emit_op(rw, "matmul", {grad, emit_permute_last_two(rw, a.v)});
-      const int rowdot = emit_op(rw, "sum", {emit_op(rw, "mul", {grad, out})},
+      const int dp = rw.emit_op("matmul", {grad, emit_permute_last_two(rw, a.v)});
+      const int rowdot = rw.emit_op("sum", {rw.emit_op("mul", {grad, out})},
                                  {{"axes", std::vector<int64_t>{-1}}, {"keepdim", true}});
-      int ds = emit_op(rw, "mul", {p, emit_op(rw, "sub", {dp, rowdot})});
-      ds = emit_op(rw, "mul", {ds, emit_constant(rw, {a.scale}, {}, a.dtype)});
+      int ds = rw.emit_op("mul", {p, rw.emit_op("sub", {dp, rowdot})});
+      ds = rw.emit_op("mul", {ds, emit_constant(rw, {a.scale}, {}, a.dtype)});
       it = shared.emplace(key, std::make_pair(p, ds)).first;
     }
     const auto [p, ds] = it->second;

@@ -3,7 +3,6 @@
 
 #include "graph_rewrite.h"
 #include "library_attention.h"
-#include "op_registry.h"
 
 namespace tessera {
 
@@ -24,18 +23,6 @@ size_t weight_inputs(const Graph& g, const Node& n) {
   return g.nodes[n.inputs[2]].type.dtype == DType::u8 ? 5 : 2;
 }
 
-int emit(GraphRewriter& rw, const std::string& op, std::vector<int> inputs, Attrs attrs, const std::string& name = "") {
-  Node n;
-  n.op = op;
-  n.name = name;
-  n.inputs = std::move(inputs);
-  std::vector<TensorType> types;
-  for (int i : n.inputs) types.push_back(rw.result().nodes[i].type);
-  n.type = op_def(op).infer(types, attrs);
-  n.attrs = std::move(attrs);
-  return rw.emit(std::move(n));
-}
-
 }  // namespace
 
 Graph dequantize_for_gemm(const Graph& g) {
@@ -52,15 +39,15 @@ Graph dequantize_for_gemm(const Graph& g) {
     const size_t w = weight_inputs(g, n);
     std::vector<int> weight;
     for (size_t i = 1; i <= w; ++i) weight.push_back(rw.mapped(n.inputs[i]));
-    const int dense = emit(rw, nf4 ? "dequantize_nf4" : "dequantize_int8", weight, nf4 ? n.attrs : Attrs{});
+    const int dense = rw.emit_op(nf4 ? "dequantize_nf4" : "dequantize_int8", weight, nf4 ? n.attrs : Attrs{});
     const int x = rw.mapped(n.inputs[0]);
     int product;
     if (n.op.find("grad_input") != std::string::npos) {
-      product = emit(rw, "matmul", {x, dense}, {}, n.name);
+      product = rw.emit_op("matmul", {x, dense}, {}, n.name);
     } else {
       std::vector<int> in = {x, dense};
       if (n.inputs.size() > 1 + w) in.push_back(rw.mapped(n.inputs[1 + w]));  // the bias
-      product = emit(rw, "linear", in, {}, n.name);
+      product = rw.emit_op("linear", in, {}, n.name);
     }
     rw.map(n.id, product);
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "op_registry.h"
 #include "tessera/error.h"
 
 namespace tessera {
@@ -38,6 +39,16 @@ int GraphRewriter::emit(Node n) {
   n.id = static_cast<int>(out_.nodes.size());
   out_.nodes.push_back(std::move(n));
   return out_.nodes.back().id;
+}
+
+int GraphRewriter::emit_op(const std::string& op, std::vector<int> inputs, Attrs attrs, std::string name) {
+  Node n;
+  n.op = op;
+  n.name = std::move(name);
+  n.inputs = std::move(inputs);
+  n.attrs = std::move(attrs);
+  n.type = infer_node_type(out_, n);
+  return emit(std::move(n));
 }
 
 int GraphRewriter::copy(int old_id) {

@@ -29,6 +29,9 @@ class GraphRewriter {
   // Appends `n` (its inputs already new ids), sets its id and returns it.
   // A node with an empty name gets a fresh one.
   int emit(Node n);
+  // Appends a node of library op `op` (inputs already new ids), its type
+  // inferred (errors name the op and its inputs); `name` empty: a fresh one.
+  int emit_op(const std::string& op, std::vector<int> inputs, Attrs attrs = {}, std::string name = "");
   // Copies source node `old_id` (inputs remapped) and maps it to the copy.
   int copy(int old_id);
   // Records that source node `old_id` is now node `new_id` of the result.

@@ -66,17 +66,6 @@ struct Adapted {
   std::vector<int> nodes;  // the linear-like nodes reading the weight
 };
 
-// Appends a node of a library op, its type inferred (errors name the op and node).
-int emit_op(GraphRewriter& rw, const std::string& op, std::vector<int> inputs, Attrs attrs = {}) {
-  Node n;
-  n.op = op;
-  n.name = rw.fresh_name();
-  n.inputs = std::move(inputs);
-  n.attrs = std::move(attrs);
-  n.type = infer_node_type(rw.result(), n);
-  return rw.emit(std::move(n));
-}
-
 int emit_leaf(GraphRewriter& rw, const std::string& op, const std::string& name, TensorType type,
               std::vector<double> values = {}) {
   Node n;
@@ -189,22 +178,22 @@ Graph add_lora(const Graph& g, const LoraOptions& options) {
     const int x = rw.mapped(n.inputs[0]);
     int d = x;
     if (with_dropout) {
-      d = emit_op(rw, "dropout", {x},
+      d = rw.emit_op("dropout", {x},
                   {{"p", options.dropout},
                    {"seed", static_cast<int64_t>(options.dropout_seed)},
                    {"offset", static_cast<int64_t>(offset)}});
       offset += static_cast<uint64_t>(rw.result().node(x).type.numel());
     }
-    const int h = emit_op(rw, "linear", {d, ai});  // [..., r]
-    const int u = emit_op(rw, "linear", {h, bi});  // [..., out]
+    const int h = rw.emit_op("linear", {d, ai});  // [..., r]
+    const int u = rw.emit_op("linear", {h, bi});  // [..., out]
     const DType ut = rw.result().node(u).type.dtype;
     const int c = emit_leaf(rw, "constant", "", {ut, {}}, {scale});
-    int s = emit_op(rw, "mul", {u, c});
-    if (ut != n.type.dtype) s = emit_op(rw, "cast", {s}, {{"dtype", std::string(dtype_name(n.type.dtype))}});
+    int s = rw.emit_op("mul", {u, c});
+    if (ut != n.type.dtype) s = rw.emit_op("cast", {s}, {{"dtype", std::string(dtype_name(n.type.dtype))}});
     if (rw.result().node(s).type != n.type)
       fail("lora: ", n.op, " '", n.name, "' (module '", it->second, "'): its output ", to_string(n.type),
            " is not [..., out] of x's leading dims; the adapter gives ", to_string(rw.result().node(s).type));
-    rw.map(n.id, emit_op(rw, "add", {copied, s}));
+    rw.map(n.id, rw.emit_op("add", {copied, s}));
   }
   Graph out = std::move(rw).finish();
   verify(out, {true});
