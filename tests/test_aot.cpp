@@ -304,4 +304,37 @@ TEST(RegisteredModel, RematBadValuesNameTheModelAndParameter) {
   EXPECT_NE(forward.find("model 'gpt' has no parameter 'remat'"), std::string::npos) << forward;
 }
 
+// logits=false: the GPT step without its logits output computes bitwise the
+// same loss, params and moments as the step with it (CPU JIT, bf16 autocast
+// as the GPU benchmark runs it), and has no [batch, block, vocab] output.
+TEST(RegisteredModel, StepWithoutLogitsComputesTheSameRest) {
+  if (std::getenv("TESSERA_AOT_VARIANT")) GTEST_SKIP() << "runs once, without TESSERA_AOT_VARIANT";
+  std::map<std::string, std::string> params = {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"},
+                                               {"n_head", "2"},      {"n_embd", "8"},     {"batch", "3"},
+                                               {"autocast", "bf16"}};
+  const Graph with = registered_model("gpt_train_step", params);
+  params["logits"] = "false";
+  const Graph without = registered_model("gpt_train_step", params);
+  auto has_output = [](const Graph& g, const std::string& name) {
+    for (const GraphOutput& o : g.outputs)
+      if (o.name == name) return true;
+    return false;
+  };
+  ASSERT_TRUE(has_output(with, "logits"));
+  EXPECT_FALSE(has_output(without, "logits"));
+  EXPECT_EQ(without.outputs.size() + 1, with.outputs.size());
+  SEEDED(seed);
+  const auto args = test_util::random_args(with, seed);
+  const auto want = compile(with).run(args);
+  const auto got = compile(without).run(args);
+  for (const auto& [name, g] : got) {
+    const Buffer& w = want.at(name);
+    ASSERT_EQ(g.type(), w.type()) << name;
+    EXPECT_EQ(std::memcmp(g.data(), w.data(), w.bytes()), 0) << "output " << name << " differs without logits";
+  }
+  params["logits"] = "no";
+  const std::string e = test_util::error_of([&] { registered_model("gpt_train_step", params); });
+  EXPECT_NE(e.find("model 'gpt_train_step': parameter logits=no is not true or false"), std::string::npos) << e;
+}
+
 }  // namespace

@@ -129,10 +129,13 @@ Graph op_zoo(DType dtype = DType::f32);
 // beta1, beta2, eps, weight_decay, max_grad_norm (lr is the step's input
 // "optim.lr") and autocast=none (bf16: autocast.h on the joint graph, before
 // the optimizer; f16 adds loss scaling, so the step has autocast.h's
-// "amp.*" params and "optim.skip" output); mlp_train_step and
-// gpt_train_step also remat=none (a fraction in [0, 1]: remat.h's
-// rematerialize() with that budget on the f32 joint graph, before autocast
-// and the optimizer; its clones carry the attribute remat); the QLoRA
+// "amp.*" params and "optim.skip" output); gpt_train_step also
+// logits=true (false: the step returns the loss but not the f32 logits
+// [batch, block_size, vocab_size], as a training loop that reads only the
+// loss wants); mlp_train_step and gpt_train_step also remat=none (a
+// fraction in [0, 1]: remat.h's rematerialize() with that budget on the f32
+// joint graph, before autocast and the optimizer; its clones carry the
+// attribute remat); the QLoRA
 // step also r=8 alpha=16 targets=c_attn (comma-separated patterns, lora.h)
 // double_quant=false, and weight_decay 0. Throws Error for an unknown model
 // or parameter, or a bad value.

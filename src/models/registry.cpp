@@ -5,6 +5,7 @@
 // sized by key=value parameters; the MLP and GPT steps optionally
 // rematerialized under a memory budget (remat.h). Building graphs only;
 // nothing here compiles or runs them.
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -47,6 +48,13 @@ class Params {
     } catch (const std::exception&) {
     }
     fail("model '", model_, "': parameter ", key, "=", *v, " is not a number");
+  }
+  bool flag(const std::string& key, bool fallback) {
+    const std::string* v = take(key);
+    if (!v) return fallback;
+    if (*v != "true" && *v != "false")
+      fail("model '", model_, "': parameter ", key, "=", *v, " is not true or false");
+    return *v == "true";
   }
   const std::string& model() const { return model_; }
   std::string text(const std::string& key, const std::string& fallback) {
@@ -145,15 +153,20 @@ AdamWOptions adamw_options(Params& p, AdamWOptions o = {}) {
   return o;
 }
 
+// Removes the graph output `name` (its node stays when other nodes read it).
+void drop_output(Graph& g, const std::string& name) {
+  auto it = std::find_if(g.outputs.begin(), g.outputs.end(), [&](const auto& o) { return o.name == name; });
+  if (it == g.outputs.end()) fail("graph '", g.name, "' has no output '", name, "'");
+  g.outputs.erase(it);
+}
+
 // The QLoRA model: the GPT with every linear but the LM head in NF4
 // (quantize.h) and LoRA adapters on `targets` (lora.h, PEFT's init, no
 // dropout). `training` false: lora.h's evaluation graph (no dropout node).
 Graph gpt_qlora_forward(Params& p, bool training) {
   const GptConfig c = gpt_config(p);
   QuantizeOptions q;
-  const std::string dq = p.text("double_quant", "false");
-  if (dq != "true" && dq != "false") fail("model '", p.model(), "': double_quant=", dq, " is not true or false");
-  q.double_quant = dq == "true";
+  q.double_quant = p.flag("double_quant", false);
   LoraOptions lo;
   lo.r = p.integer("r", 8);
   lo.alpha = p.real("alpha", 16);
@@ -193,7 +206,9 @@ Graph registered_model(const std::string& name, const std::map<std::string, std:
     g = gpt(gpt_config(p));
   } else if (name == "gpt_train_step") {
     GptConfig c = gpt_config(p);
-    g = adamw(joint_graph(p, gpt(c), /*takes_remat=*/true), adamw_options(p));
+    Graph forward = gpt(c);
+    if (!p.flag("logits", true)) drop_output(forward, "logits");
+    g = adamw(joint_graph(p, forward, /*takes_remat=*/true), adamw_options(p));
   } else if (name == "gpt_qlora") {
     g = gpt_qlora_forward(p, /*training=*/false);
   } else if (name == "gpt_qlora_train_step") {
