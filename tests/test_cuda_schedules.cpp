@@ -544,7 +544,7 @@ TEST(CudaSchedules, Bf16CompilesAsUint16) {
 }
 
 // f32 exp inside GPU kernels runs on the special-function unit
-// (cuda_fast_exp.h): the softmax's PTX has ex2.approx and no floor of
+// (cuda_fast_math.h): the softmax's PTX has ex2.approx and no floor of
 // Halide's polynomial; the CPU runs of the same ops are unaffected.
 TEST(CudaSchedules, ExpUsesTheSpecialFunctionUnit) {
   GraphBuilder g("exp");
@@ -558,6 +558,28 @@ TEST(CudaSchedules, ExpUsesTheSpecialFunctionUnit) {
       EXPECT_EQ(k.ptx.find("cvt.rmi"), std::string::npos) << k.header;
     }
   }
+}
+
+// f32 division inside GPU kernels is the approximate one (cuda_fast_math.h):
+// GELU's tanh form, x / (1 + e^-2u), and a plain division have no IEEE
+// div.rn in their PTX; f64 division keeps it.
+TEST(CudaSchedules, DivisionIsTheFastApproximateOne) {
+  GraphBuilder g("div");
+  g.output("h", gelu(g.input("a", {64, 96}), "tanh"));
+  g.output("q", g.input("b", {33, 7}) / g.input("c", {33, 7}));
+  for (const Target& t : {kSm80, kSm90}) {
+    const CudaCompileResult r = compile_checked(g.build(), t, true);
+    ASSERT_EQ(r.kernels.size(), 2u);
+    for (const CudaKernelInfo& k : r.kernels) {
+      EXPECT_NE(k.ptx.find("div.approx.ftz.f32"), std::string::npos) << k.header;
+      EXPECT_EQ(k.ptx.find("div.rn.f32"), std::string::npos) << k.header;
+    }
+  }
+  GraphBuilder d("div64");
+  d.output("q", d.input("b", {33, 7}, DType::f64) / d.input("c", {33, 7}, DType::f64));
+  const CudaCompileResult r = compile_checked(d.build(), kSm90, true);
+  ASSERT_EQ(r.kernels.size(), 1u);
+  EXPECT_NE(r.kernels[0].ptx.find("div.rn.f64"), std::string::npos) << r.kernels[0].header;
 }
 
 TEST(CudaErrors, TargetsAndJit) {

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "bf16_storage.h"
-#include "cuda_fast_exp.h"
+#include "cuda_fast_math.h"
 #include "compile_cuda.h"
 #include "cpu_x86.h"
 #include "cuda_common.h"
@@ -333,7 +333,7 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
         Halide::Pipeline pipeline(L.outputs);
         if (t.cuda_sm) {
           store_bf16_as_u16(pipeline);
-          use_fast_exp_on_gpu(pipeline);
+          use_fast_math_on_gpu(pipeline);
         }
         Halide::Module m = pipeline.compile_to_module(args, fn, ht.with_feature(Halide::Target::NoRuntime));
         if (t.cuda_sm) check_cuda_module(m, L, kernel.graph, describe_kernel(family.graph, kernel.roots), t.cuda_sm);

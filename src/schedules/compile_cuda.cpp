@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "bf16_storage.h"
-#include "cuda_fast_exp.h"
+#include "cuda_fast_math.h"
 #include "cuda_common.h"
 #include "dequantize_for_gemm.h"
 #include "library_attention.h"
@@ -278,7 +278,7 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
         std::vector<Halide::Argument> args(L.args.begin(), L.args.end());
         Halide::Pipeline pipeline(L.outputs);
         store_bf16_as_u16(pipeline);
-        use_fast_exp_on_gpu(pipeline);
+        use_fast_math_on_gpu(pipeline);
         Halide::Module module = pipeline.compile_to_module(args, "tessera_kernel" + std::to_string(index), ht);
         if (const char* dir = std::getenv("TESSERA_CUDA_STMT"))
           pipeline.compile_to_lowered_stmt(std::string(dir) + "/" + graph.name + "_" + std::to_string(index) + "_" +

@@ -1,5 +1,5 @@
-// f32 exp on the GPU's special-function unit (see cuda_fast_exp.h).
-#include "cuda_fast_exp.h"
+// f32 exp and division on the GPU's fast hardware paths (see cuda_fast_math.h).
+#include "cuda_fast_math.h"
 
 namespace tessera {
 
@@ -8,7 +8,7 @@ namespace {
 using Halide::Expr;
 using namespace Halide::Internal;
 
-class FastExpOnGpu : public IRMutator {
+class FastMathOnGpu : public IRMutator {
   using IRMutator::visit;
   int gpu_loops_ = 0;  // GPU loops around the current node
 
@@ -25,10 +25,16 @@ class FastExpOnGpu : public IRMutator {
       return Call::make(Halide::Float(32), "__nv_fast_expf", {mutate(op->args[0])}, Call::PureExtern);
     return IRMutator::visit(op);
   }
+
+  Expr visit(const Div* op) override {
+    if (gpu_loops_ > 0 && op->type == Halide::Float(32))
+      return Call::make(Halide::Float(32), "__nv_fast_fdividef", {mutate(op->a), mutate(op->b)}, Call::PureExtern);
+    return IRMutator::visit(op);
+  }
 };
 
 }  // namespace
 
-void use_fast_exp_on_gpu(Halide::Pipeline& pipeline) { pipeline.add_custom_lowering_pass(new FastExpOnGpu); }
+void use_fast_math_on_gpu(Halide::Pipeline& pipeline) { pipeline.add_custom_lowering_pass(new FastMathOnGpu); }
 
 }  // namespace tessera
