@@ -28,6 +28,7 @@
 #include <tessera/tessera.h>
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "compile_cuda.h"
@@ -83,7 +84,7 @@ int check_products(const Graph& g, bool expect_all, uint32_t seed) {
   std::mt19937 rng(seed);
   int matched = 0;
   for (const Kernel& kernel : kernels) {
-    const Node& root = g.nodes[kernel.roots.back()];
+    const Node& root = g.nodes[kernel.roots[0]];  // a GELU epilogue is the second root
     if (root.op != "matmul" && root.op != "linear") continue;
     std::optional<LibraryGemm> gemm = match_library_gemm(kernel);
     const bool library_dtype = root.type.dtype == DType::f32 || root.type.dtype == DType::f16;
@@ -101,7 +102,8 @@ int check_products(const Graph& g, bool expect_all, uint32_t seed) {
     std::map<std::string, ref::RefTensor> args;
     for (size_t i = 0; i < kernel.inputs.size(); ++i)
       args["in" + std::to_string(i)] = random_tensor(kernel.graph.nodes[i].type, rng);
-    const ref::RefTensor want = ref::evaluate(kernel.graph, args).at("out");
+    const std::map<std::string, ref::RefTensor> outs = ref::evaluate(kernel.graph, args);
+    const ref::RefTensor& want = outs.at(gemm->gelu ? "out0" : "out");
     const std::vector<double>* bias = gemm->bias >= 0 ? &args.at("in" + std::to_string(gemm->bias)).data : nullptr;
     const std::vector<double> got = gemm_from_descriptor(*gemm, args.at("in" + std::to_string(gemm->a)).data,
                                                          args.at("in" + std::to_string(gemm->b)).data, bias);
@@ -114,6 +116,19 @@ int check_products(const Graph& g, bool expect_all, uint32_t seed) {
                       << got[i] << ", the reference says " << want.data[i];
         break;
       }
+    if (!gemm->gelu) continue;
+    // The epilogue: gelu (tanh form) of the product rounded to its dtype, as cuBLASLt applies it.
+    EXPECT_EQ(kernel.roots.size(), 2u);
+    const ref::RefTensor& act = outs.at("out1");
+    for (size_t i = 0; i < got.size() && i < act.data.size(); ++i) {
+      const double x = ref::to_dtype(root.type.dtype, got[i]);
+      const double y = 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+      if (std::fabs(ref::to_dtype(root.type.dtype, y) - act.data[i]) > 2 * tol * (1 + std::fabs(act.data[i]))) {
+        ADD_FAILURE() << kernel_name(g, kernel.roots) << " as " << gemm->text() << ": gelu element " << i << " is "
+                      << y << ", the reference says " << act.data[i];
+        break;
+      }
+    }
   }
   return matched;
 }
@@ -141,6 +156,8 @@ Graph products() {
   g.output("linear_xt", linear(transpose(in({5, 6}), 0, 1), g.param("w4", {7, 5})));
   g.output("linear_relu_in", linear(relu(in({64, 33})), g.param("w5", {10, 33}), g.param("b5", {10})));
   g.output("half", matmul(in({6, 8}, DType::f16), in({8, 5}, DType::f16)));
+  g.output("linear_gelu", gelu(linear(in({9, 5}), g.param("w6", {16, 5}), g.param("b6", {16})), "tanh"));
+  g.output("linear_gelu_f16", gelu(linear(in({3, 7}, DType::f16), g.param("w7", {8, 7}, DType::f16)), "tanh"));
   return g.build();
 }
 
@@ -153,7 +170,7 @@ Graph non_library_products() {
 
 TEST(LibraryGemm, HandMadeProductsAllMatchAndComputeTheReference) {
   SEEDED(seed);
-  EXPECT_EQ(check_products(products(), true, seed), 17);
+  EXPECT_EQ(check_products(products(), true, seed), 19);
 }
 
 TEST(LibraryGemm, ReshapesOfAComputedOperandAreViewsNotCopies) {
@@ -170,6 +187,35 @@ TEST(LibraryGemm, ReshapesOfAComputedOperandAreViewsNotCopies) {
   EXPECT_TRUE(match_library_gemm(kernels[1]).has_value());
   SEEDED(seed);
   EXPECT_EQ(check_products(graph, true, seed), 1);
+}
+
+// A materialized tanh-form gelu of a linear is the GEMM's epilogue (one
+// kernel, outputs [product, gelu]); other activations, the erf form, f16,
+// rows that are not a multiple of 8 elements and CPU targets keep a kernel
+// of their own for the gelu.
+TEST(LibraryGemm, GeluOfALinearIsItsEpilogue) {
+  GraphBuilder g("gelu_epilogue");
+  Tensor x = g.input("x", {7, 5});
+  g.output("tanh", gelu(linear(x, g.param("w0", {24, 5}), g.param("b0", {24})), "tanh"));
+  g.output("erf", gelu(linear(x, g.param("w1", {24, 5}))));
+  g.output("odd", gelu(linear(x, g.param("w2", {12, 5})), "tanh"));
+  g.output("relu", relu(linear(x, g.param("w3", {24, 5}))));
+  g.output("f16", gelu(linear(cast(x, DType::f16), g.param("w4", {24, 5}, DType::f16)), "tanh"));
+  g.output("bf16", gelu(linear(cast(x, DType::bf16), g.param("w5", {16, 5}, DType::bf16)), "tanh"));
+  const Graph graph = g.build();
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  std::vector<std::string> epilogues;
+  for (const Kernel& k : partition(graph, &cost, nullptr, /*library_gemm=*/true)) {
+    const std::optional<LibraryGemm> gemm = match_library_gemm(k);
+    if (!gemm || !gemm->gelu) continue;
+    ASSERT_EQ(k.roots.size(), 2u);
+    EXPECT_EQ(graph.nodes[k.roots[1]].op, "gelu");
+    epilogues.push_back(gemm->text());
+  }
+  EXPECT_EQ(epilogues, (std::vector<std::string>{
+                           "cuBLASLt gemm f32 [7 x 5] @ [5 x 24]^T + bias, then gelu (tanh; the product kept)",
+                           "cuBLASLt gemm bf16 [7 x 5] @ [5 x 16]^T, then gelu (tanh; the product kept)"}));
+  for (const Kernel& k : partition(graph, &cost, nullptr, /*library_gemm=*/false)) EXPECT_EQ(k.roots.size(), 1u);
 }
 
 TEST(LibraryGemm, F64AndIntegerProductsStayHalideKernels) {

@@ -24,13 +24,18 @@ const char* epilogue_name(GemmEpilogue e) {
     case GemmEpilogue::relu_bias: return "relu_bias";
     case GemmEpilogue::gelu: return "gelu";
     case GemmEpilogue::gelu_bias: return "gelu_bias";
+    case GemmEpilogue::gelu_aux: return "gelu_aux";
+    case GemmEpilogue::gelu_aux_bias: return "gelu_aux_bias";
   }
   return "?";
 }
 
 bool epilogue_has_bias(GemmEpilogue e) {
-  return e == GemmEpilogue::bias || e == GemmEpilogue::relu_bias || e == GemmEpilogue::gelu_bias;
+  return e == GemmEpilogue::bias || e == GemmEpilogue::relu_bias || e == GemmEpilogue::gelu_bias ||
+         e == GemmEpilogue::gelu_aux_bias;
 }
+
+bool epilogue_has_aux(GemmEpilogue e) { return e == GemmEpilogue::gelu_aux || e == GemmEpilogue::gelu_aux_bias; }
 
 namespace {
 
@@ -42,6 +47,8 @@ cublasLtEpilogue_t to_cublaslt(GemmEpilogue e) {
     case GemmEpilogue::relu_bias: return CUBLASLT_EPILOGUE_RELU_BIAS;
     case GemmEpilogue::gelu: return CUBLASLT_EPILOGUE_GELU;
     case GemmEpilogue::gelu_bias: return CUBLASLT_EPILOGUE_GELU_BIAS;
+    case GemmEpilogue::gelu_aux: return CUBLASLT_EPILOGUE_GELU_AUX;
+    case GemmEpilogue::gelu_aux_bias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
   }
   return CUBLASLT_EPILOGUE_DEFAULT;
 }
@@ -70,6 +77,11 @@ void validate(const GemmShape& s, const GemmArgs& args) {
   if (epilogue_has_bias(s.epilogue) != (args.bias != nullptr))
     fail("CublasLtGemm: ", s.describe(), ": ",
          epilogue_has_bias(s.epilogue) ? "needs a bias pointer" : "got a bias pointer but its epilogue adds none");
+  if (epilogue_has_aux(s.epilogue) != (args.aux != nullptr))
+    fail("CublasLtGemm: ", s.describe(), ": ",
+         epilogue_has_aux(s.epilogue) ? "needs an aux pointer" : "got an aux pointer but its epilogue writes none");
+  if (args.aux && alignment_of(args.aux) < 16)
+    fail("CublasLtGemm: ", s.describe(), ": the aux pointer must be 16-byte aligned, is ", alignment_of(args.aux));
 }
 
 }  // namespace
@@ -97,6 +109,12 @@ void GemmShape::validate() const {
   if (allow_tf32 && dtype != DType::f32) fail("CublasLtGemm: ", describe(), ": allow_tf32 is for f32 only");
   if (m < 1 || n < 1 || k < 1 || batch < 1)
     fail("CublasLtGemm: ", describe(), ": m, n, k and batch must be at least 1");
+  if (epilogue_has_aux(epilogue) && n % 8 != 0)
+    fail("CublasLtGemm: ", describe(), ": the aux output's rows (n = ", n, ") must be a multiple of 8 elements");
+  // On an H200 with cuBLAS 13.0 the f16 GELU_AUX kernels were up to 6 times
+  // our tolerance off (C and aux; bf16 and f32 within it): not offered.
+  if (epilogue_has_aux(epilogue) && dtype == DType::f16)
+    fail("CublasLtGemm: ", describe(), ": the gelu_aux epilogues are for f32 and bf16, not f16");
   if (a_stride() < 0 || b_stride() < 0 || c_stride() < m * n)
     fail("CublasLtGemm: ", describe(), ": strides (", a_stride(), ", ", b_stride(), ", ", c_stride(),
          ") must be >= 0, and C's at least m*n = ", m * n);
@@ -188,7 +206,8 @@ CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& a
                     alignment_of(args.a),
                     alignment_of(args.b),
                     alignment_of(args.c),
-                    alignment_of(args.bias)};
+                    alignment_of(args.bias),
+                    alignment_of(args.aux)};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
 
@@ -209,6 +228,11 @@ CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& a
   set_desc(CUBLASLT_MATMUL_DESC_TRANSB, op_a);
   set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE, to_cublaslt(s.epilogue));
   if (args.bias) set_desc(CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);  // heuristics read its alignment
+  if (args.aux) {  // laid out as C: column-major [n, m], n apart
+    set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, args.aux);
+    set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, static_cast<int64_t>(s.n));
+    if (s.batch > 1) set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE, static_cast<int64_t>(s.c_stride()));
+  }
 
   const cudaDataType_t type = to_cuda(s.dtype);
   auto make_layout = [&](cublasLtMatrixLayout_t* layout, int64_t rows, int64_t cols, int64_t stride) {
@@ -263,6 +287,10 @@ void CublasLtGemm::run(const GemmShape& s, const GemmArgs& args) {
     TESSERA_CUDA_CHECK(
         cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &args.bias, sizeof(args.bias)),
         plan.where);
+  if (args.aux)
+    TESSERA_CUDA_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &args.aux,
+                                                      sizeof(args.aux)),
+                       plan.where);
   TESSERA_CUDA_CHECK(
       cublasLtMatmul(handle_, plan.desc, &args.alpha, args.b, plan.layout_a, args.a, plan.layout_b, &args.beta, args.c,
                      plan.layout_c, args.c, plan.layout_c, &plan.algo, workspace_, workspace_bytes_, stream_.stream()),

@@ -195,7 +195,8 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
       c << "const tessera::cuda::PlanGemm kCudaGemm" << k << " = {\"" << dtype_name(g->dtype) << "\", "
         << (g->trans_a ? "true" : "false") << ", " << (g->trans_b ? "true" : "false") << ", " << g->m << ", " << g->n
         << ", " << g->k << ", " << g->batch << ", " << g->stride_a << ", " << g->stride_b << ", " << tensor(g->a) << ", "
-        << tensor(g->b) << ", " << f.buffer_of[kernel.roots[0]] << ", " << tensor(g->bias) << "};  // "
+        << tensor(g->b) << ", " << f.buffer_of[kernel.roots[g->gelu ? 1 : 0]] << ", " << tensor(g->bias) << ", "
+        << (g->gelu ? f.buffer_of[kernel.roots[0]] : -1) << "};  // "
         << g->text() << "\n";
     } else if (const std::optional<LibraryAttention>& a = f.attention[k]) {
       auto input = [&](int i) { return i < 0 ? -1 : f.buffer_of[kernel.inputs[i]]; };

@@ -56,15 +56,33 @@ int gemm_operand_to_materialize(const Graph& g, int id, const std::vector<bool>&
   return is_tensor_leaf(g.nodes[id]) || root[id] ? -1 : id;
 }
 
+bool gemm_takes_gelu_epilogue(const Graph& g, const Node& node) {
+  if (node.op != "gelu" || node.attrs.count("approximate") == 0 ||
+      attr_str(node.attrs, "approximate", "gelu") != "tanh")
+    return false;
+  const Node& p = g.nodes[node.inputs[0]];
+  return p.op == "linear" && p.type.dtype == node.type.dtype &&
+         (p.type.dtype == DType::f32 || p.type.dtype == DType::bf16) && p.type.shape.back() % 8 == 0;
+}
+
 std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel) {
   const Graph& kg = kernel.graph;
-  if (kernel.roots.size() != 1 || kg.outputs.size() != 1) return std::nullopt;
+  if (kernel.roots.size() != kg.outputs.size()) return std::nullopt;
+  bool gelu = false;
+  if (kg.outputs.size() == 2) {  // [product, gelu(product)]
+    const Node& act = kg.node(kg.outputs[1].node);
+    gelu = act.inputs.size() == 1 && act.inputs[0] == kg.outputs[0].node && gemm_takes_gelu_epilogue(kg, act);
+    if (!gelu) return std::nullopt;
+  } else if (kg.outputs.size() != 1) {
+    return std::nullopt;
+  }
   const Node& p = kg.node(kg.outputs[0].node);
   if (p.op != "matmul" && p.op != "linear") return std::nullopt;
   if (!library_gemm_dtype(p.type.dtype)) return std::nullopt;
   std::optional<Operand> a = operand(kg, p.inputs[0]), b = operand(kg, p.inputs[1]);
   if (!a || !b) return std::nullopt;
   LibraryGemm m;
+  m.gelu = gelu;
   m.dtype = p.type.dtype;
   m.a = a->input;
   m.b = b->input;
@@ -115,7 +133,7 @@ std::string LibraryGemm::text() const {
   s << "cuBLASLt gemm " << dtype_name(dtype) << " ";
   if (batch > 1) s << batch << " x ";
   s << "[" << m << " x " << k << "]" << (trans_a ? "^T" : "") << " @ [" << k << " x " << n << "]"
-    << (trans_b ? "^T" : "") << (bias >= 0 ? " + bias" : "");
+    << (trans_b ? "^T" : "") << (bias >= 0 ? " + bias" : "") << (gelu ? ", then gelu (tanh; the product kept)" : "");
   if (stride_a == 0) s << " (A shared by every batch)";
   if (stride_b == 0) s << " (B shared by every batch)";
   return s.str();

@@ -11,6 +11,11 @@
 // partition() makes such kernels likely on GPU targets by materializing the
 // other operands of matrix products (partition.h).
 //
+// A kernel whose outputs are a linear node and the tanh-form gelu of it
+// (partition() puts them together: gemm_takes_gelu_epilogue) is one GEMM
+// with cuBLASLt's GELU_AUX epilogue: the gelu is C, the product (which the
+// gelu's gradient reads) the aux output.
+//
 // This decides nothing about speed (every matching kernel goes to the
 // library) and runs nothing: runtime/cuda's PlanExecutor does.
 #pragma once
@@ -36,9 +41,19 @@ struct LibraryGemm {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0, batch = 1;
   int64_t stride_a = -1, stride_b = -1;  // elements between batches; 0 broadcasts; -1 packed
+  // GELU epilogue: the kernel's outputs are [product, gelu(product)], C the
+  // second and cuBLASLt's aux output the first.
+  bool gelu = false;
 
   std::string text() const;  // "cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias"
 };
+
+// Whether `node` is a gelu (tanh form) that the GEMM computing its input can
+// apply as its epilogue: the input is a linear node of the gelu's dtype
+// (f32 or bf16: tessera::cuda::GemmEpilogue::gelu_aux) whose rows are a
+// multiple of 8 elements (cuBLASLt's aux output needs that). partition()
+// then computes both in one kernel.
+bool gemm_takes_gelu_epilogue(const Graph& g, const Node& node);
 
 // The GEMM that `kernel` is, or nothing.
 std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel);

@@ -122,6 +122,12 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       join = latest_group([&](const std::vector<int>& members, const std::vector<int>&) {
         return one_backward_call(g, g.nodes[members[0]], g.nodes[r]);
       });
+    } else if (library_gemm && gemm_takes_gelu_epilogue(g, g.nodes[r])) {
+      // cuBLASLt applies the gelu as the epilogue of the product it reads.
+      const int product = g.nodes[r].inputs[0];
+      join = latest_group([&](const std::vector<int>& members, const std::vector<int>&) {
+        return members.size() == 1 && members[0] == product;
+      });
     } else if (fusible(r)) {
       // A group of fusible nodes of r's shape, related to r.
       join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {

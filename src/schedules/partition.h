@@ -59,7 +59,9 @@ struct Kernel {
 // operands of the attention nodes the fused CUDA kernels take are
 // materialized, and the attention_grad nodes of one attention share a kernel
 // (library_attention.h); embedding gradients the CUDA kernel takes get a
-// kernel of their own over materialized operands (library_embedding_grad.h).
+// kernel of their own over materialized operands (library_embedding_grad.h);
+// a materialized tanh-form gelu of such a linear shares its kernel (cuBLASLt's
+// GELU epilogue: library_gemm.h).
 std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions = nullptr,
                               bool library_gemm = false);
 // With this CPU's cost model.

@@ -120,10 +120,11 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
   const std::vector<double> a = random_values(na, c.dtype, rng), b = random_values(nb, c.dtype, rng);
   const std::vector<double> bias = random_values(static_cast<size_t>(c.n), c.dtype, rng);
   const std::vector<double> c0 = random_values(nc, c.dtype, rng);
-  const bool has_bias = epilogue_has_bias(c.epilogue);
+  const bool has_bias = epilogue_has_bias(c.epilogue), has_aux = epilogue_has_aux(c.epilogue);
 
   constexpr size_t kGuard = 256;
-  DeviceArena arena(s.a_bytes() + s.b_bytes() + s.c_bytes() + kGuard + c.n * es + 4 * DeviceArena::kDefaultAlignment,
+  DeviceArena arena(2 * (s.c_bytes() + kGuard) + s.a_bytes() + s.b_bytes() + c.n * es +
+                        5 * DeviceArena::kDefaultAlignment,
                     "gemm test");
   void* da = arena.at(arena.reserve(s.a_bytes(), "A"), s.a_bytes());
   void* db = arena.at(arena.reserve(s.b_bytes(), "B"), s.b_bytes());
@@ -140,14 +141,23 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
   }
   for (size_t i = s.c_bytes(); i < c_init.size(); ++i) c_init[i] = 0xA5;
   upload(dc, c_init);
+  // The aux output (the pre-activation of a gelu_aux epilogue): NaN bytes to be overwritten, then a guard.
+  void* daux = arena.at(arena.reserve(s.c_bytes() + kGuard, "aux and guard"), s.c_bytes() + kGuard);
+  std::vector<uint8_t> aux_init(s.c_bytes() + kGuard, 0xFF);
+  for (size_t i = s.c_bytes(); i < aux_init.size(); ++i) aux_init[i] = 0xA5;
+  upload(daux, aux_init);
 
-  gemm_->run(s, {da, db, dc, has_bias ? dbias : nullptr, c.alpha, c.beta});
+  GemmArgs args{da, db, dc, has_bias ? dbias : nullptr, has_aux ? daux : nullptr, c.alpha, c.beta};
+  gemm_->run(s, args);
   stream_->synchronize("gemm test");
-  const std::vector<uint8_t> c_bytes = download(dc, s.c_bytes() + kGuard);
-  for (size_t i = s.c_bytes(); i < c_bytes.size(); ++i)
-    ASSERT_EQ(c_bytes[i], 0xA5) << "byte " << i - s.c_bytes() << " after C was written";
-  const std::vector<double> out =
-      from_bytes(std::vector<uint8_t>(c_bytes.begin(), c_bytes.begin() + s.c_bytes()), c.dtype);
+  auto written = [&](void* where, const char* what) {
+    const std::vector<uint8_t> bytes = download(where, s.c_bytes() + kGuard);
+    for (size_t i = s.c_bytes(); i < bytes.size(); ++i)
+      EXPECT_EQ(bytes[i], 0xA5) << "byte " << i - s.c_bytes() << " after " << what << " was written";
+    return from_bytes(std::vector<uint8_t>(bytes.begin(), bytes.begin() + s.c_bytes()), c.dtype);
+  };
+  const std::vector<double> out = written(dc, "C");
+  const std::vector<double> aux = has_aux ? written(daux, "aux") : std::vector<double>();
 
   // Per element: |out - ref| <= acc * S + unit * |ref| (+ epilogue terms),
   // S = sum |alpha a b| + |beta c| + |bias| bounding the accumulation error
@@ -159,7 +169,7 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
   // unit * (|product| + |bias| + |pre-activation|), twice that for GELU.
   const double f32_acc = 4 * std::sqrt(static_cast<double>(c.k) + 1) * std::ldexp(1.0, -24);
   const double acc = (c.tf32 ? 2 * std::ldexp(1.0, -10) : 0) + f32_acc;
-  const bool gelu = c.epilogue == GemmEpilogue::gelu || c.epilogue == GemmEpilogue::gelu_bias;
+  const bool gelu = c.epilogue == GemmEpilogue::gelu || c.epilogue == GemmEpilogue::gelu_bias || has_aux;
   const bool half_epilogue = c.dtype != DType::f32 && c.epilogue != GemmEpilogue::none;
   const double unit = output_unit(c.dtype);
   double err2 = 0, ref2 = 0, worst = 0, erf_err2 = 0;
@@ -191,6 +201,12 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
                  ? (gelu ? 2 : 1) * unit * (std::abs(product) + (has_bias ? std::abs(bias[j]) : 0) + std::abs(pre))
                  : 0) +
             1e-30;
+        if (has_aux) {  // the pre-activation, rounded once to the output type (+ the bias rounding, as above)
+          const double aux_tol = acc * S + unit * std::abs(pre) + (half_epilogue ? unit * std::abs(product) : 0) + 1e-30;
+          if (!(std::abs(aux[ci] - pre) <= aux_tol) && bad++ == 0)
+            first_bad << "aux[" << bi << ", " << i << ", " << j << "] = " << aux[ci] << ", reference " << pre
+                      << " (tolerance " << aux_tol << ")";
+        }
         const double err = std::abs(out[ci] - ref);
         if (!(err <= tol)) {  // NaN fails too
           if (bad++ == 0)
@@ -237,13 +253,17 @@ std::vector<GemmCase> all_cases() {
     c.trans_a = ti & 1, c.trans_b = ti & 2;
     cases.push_back(c);
   }
-  // Every epilogue, as a linear layer (trans_b), every dtype.
-  const GemmEpilogue epilogues[] = {GemmEpilogue::bias, GemmEpilogue::relu, GemmEpilogue::relu_bias, GemmEpilogue::gelu,
-                                    GemmEpilogue::gelu_bias};
+  // Every epilogue, as a linear layer (trans_b), every dtype (rows of a
+  // multiple of 8 elements where the aux output needs it).
+  const GemmEpilogue epilogues[] = {GemmEpilogue::bias,      GemmEpilogue::relu,     GemmEpilogue::relu_bias,
+                                    GemmEpilogue::gelu,      GemmEpilogue::gelu_bias, GemmEpilogue::gelu_aux,
+                                    GemmEpilogue::gelu_aux_bias};
   for (const Type& t : types)
     for (GemmEpilogue e : epilogues) {
+      if (epilogue_has_aux(e) && t.dtype == DType::f16) continue;  // refused (test_cuda_errors)
       GemmCase c;
-      c.dtype = t.dtype, c.tf32 = t.tf32, c.m = 37, c.n = 61, c.k = 129, c.trans_b = true, c.epilogue = e;
+      c.dtype = t.dtype, c.tf32 = t.tf32, c.m = 37, c.n = epilogue_has_aux(e) ? 56 : 61, c.k = 129, c.trans_b = true;
+      c.epilogue = e;
       cases.push_back(c);
     }
   // Strided batches: packed, with transposes; broadcast weights with an epilogue.
@@ -254,12 +274,13 @@ std::vector<GemmCase> all_cases() {
       c.trans_a = tr & 1, c.trans_b = tr & 2;
       cases.push_back(c);
     }
-  for (DType d : {DType::f32, DType::bf16}) {
-    GemmCase c;
-    c.dtype = d, c.m = 19, c.n = 24, c.k = 40, c.batch = 4, c.stride_b = 0, c.trans_b = true;
-    c.epilogue = GemmEpilogue::gelu_bias;
-    cases.push_back(c);
-  }
+  for (DType d : {DType::f32, DType::bf16})
+    for (GemmEpilogue e : {GemmEpilogue::gelu_bias, GemmEpilogue::gelu_aux_bias}) {
+      GemmCase c;
+      c.dtype = d, c.m = 19, c.n = 24, c.k = 40, c.batch = 4, c.stride_b = 0, c.trans_b = true;
+      c.epilogue = e;
+      cases.push_back(c);
+    }
   {
     GemmCase c;
     c.m = 9, c.n = 8, c.k = 16, c.batch = 2, c.stride_a = 0;

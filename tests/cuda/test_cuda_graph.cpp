@@ -55,7 +55,7 @@ struct MlpStep {
     gemm.run(GemmShape::linear(dt, rows, in, hidden, GemmEpilogue::gelu_bias), {x, w1, h, b1});
     gemm.run(GemmShape::linear(dt, rows, hidden, out, GemmEpilogue::relu_bias), {h, w2, y, b2});
     TESSERA_CUDA_CHECK(cudaMemsetAsync(acc, 0, bytes(rows * out), s), "graph test step");
-    gemm.run(GemmShape::matmul(dt, 1, rows, hidden, out), {h, w3, acc, nullptr, 1.0f, 1.0f});
+    gemm.run(GemmShape::matmul(dt, 1, rows, hidden, out), {h, w3, acc, nullptr, nullptr, 1.0f, 1.0f});
     TESSERA_CUDA_CHECK(cudaMemcpyAsync(y_copy, y, bytes(rows * out), cudaMemcpyDeviceToDevice, s), "graph test step");
   }
   void poison_outputs() {

@@ -7,7 +7,10 @@
 //   B is stored [k, n], or [n, k] when trans_b (op(B) = B^T);
 //   C is [m, n]; bias is [n], one value per output column, shared by batches;
 //   act is the epilogue's ReLU or GELU (tanh form, tessera's gelu with
-//   tanh_form) or nothing.
+//   tanh_form) or nothing; the gelu_aux epilogues also write the
+//   pre-activation alpha * op(A) @ op(B) + bias (what the gradient of the
+//   GELU reads) to the aux matrix [m, n] (n a multiple of 8; f32 and bf16
+//   only: cuBLASLt's f16 kernels for it were less accurate, see gemm.cpp).
 // tessera's linear, y = x @ W^T + b, is trans_b with bias (GemmShape::linear);
 // matmul [.., m, k] x [.., k, n] is GemmShape::matmul. A batch of problems is
 // strided: operand i of batch b starts at b * stride elements.
@@ -34,10 +37,13 @@
 
 namespace tessera::cuda {
 
-// The cuBLASLt epilogues offered: bias add, ReLU, GELU (tanh form), and both.
-enum class GemmEpilogue { none, bias, relu, relu_bias, gelu, gelu_bias };
-const char* epilogue_name(GemmEpilogue e);  // "none", "bias", "relu", "relu_bias", "gelu", "gelu_bias"
+// The cuBLASLt epilogues offered: bias add, ReLU, GELU (tanh form), and
+// both; GELU keeping its input (aux) for the backward, with or without bias.
+enum class GemmEpilogue { none, bias, relu, relu_bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias };
+// "none", "bias", "relu", "relu_bias", "gelu", "gelu_bias", "gelu_aux", "gelu_aux_bias"
+const char* epilogue_name(GemmEpilogue e);
 bool epilogue_has_bias(GemmEpilogue e);
+bool epilogue_has_aux(GemmEpilogue e);
 
 // One (batched) GEMM problem, in the row-major terms above.
 struct GemmShape {
@@ -70,12 +76,14 @@ struct GemmShape {
 };
 
 // Device pointers and scalars for one GemmShape. bias is needed exactly when
-// the epilogue has one. beta != 0 reads C before overwriting it.
+// the epilogue has one, aux (C's shape and strides, 16-byte aligned) when
+// it is a gelu_aux one. beta != 0 reads C before overwriting it.
 struct GemmArgs {
   const void* a = nullptr;
   const void* b = nullptr;
   void* c = nullptr;
   const void* bias = nullptr;
+  void* aux = nullptr;
   float alpha = 1.0f, beta = 0.0f;
 };
 
@@ -104,9 +112,9 @@ class CublasLtGemm {
 
  private:
   struct Plan;
-  // dtype, tf32, trans_a, trans_b, m, n, k, batch, strides a/b/c, epilogue, alignments of a/b/c/bias.
+  // dtype, tf32, trans_a, trans_b, m, n, k, batch, strides a/b/c, epilogue, alignments of a/b/c/bias/aux.
   using PlanKey = std::tuple<int, bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int,
-                             int, int, int, int>;
+                             int, int, int, int, int>;
   Plan& plan_for(const GemmShape& shape, const GemmArgs& args);
 
   const DeviceStream& stream_;

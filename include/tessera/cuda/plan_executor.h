@@ -66,6 +66,9 @@ struct PlanGemm {
   int64_t m, n, k, batch;
   int64_t stride_a, stride_b;  // elements; 0 broadcasts; -1 packed
   int a, b, c, bias;           // tensors (bias -1 when there is none)
+  // -1, or the GELU epilogue (cuBLASLt's GELU_AUX): C gets gelu (tanh form)
+  // of the product and tensor `aux` the product itself, for the backward.
+  int aux = -1;
 };
 
 // A fused attention call (attention.h): f32 [batch, seq, dim] tensors.
