@@ -218,6 +218,51 @@ TEST(LibraryGemm, GeluOfALinearIsItsEpilogue) {
   for (const Kernel& k : partition(graph, &cost, nullptr, /*library_gemm=*/false)) EXPECT_EQ(k.roots.size(), 1u);
 }
 
+// A materialized tanh-form gelu_grad whose gradient input is a product read
+// by nothing else computes the product in its own kernel, one GEMM with the
+// DGELU epilogue; from its descriptor, product * gelu'(x) equals the float64
+// reference on the kernel. A product read twice, or an erf-form gradient,
+// stays a GEMM of its own.
+TEST(LibraryGemm, GeluGradOfAProductIsItsEpilogue) {
+  GraphBuilder g("dgelu_epilogue");
+  Tensor x = g.input("x", {9, 24}), dy = g.input("dy", {9, 5}), w = g.param("w", {5, 24});
+  g.output("tanh", gelu_grad(x, matmul(dy, w), "tanh"));                                    // fused
+  g.output("linear", gelu_grad(x, linear(dy, transpose(w, 0, 1)), "tanh"));                // fused
+  g.output("erf", gelu_grad(x, matmul(dy, w)));                                             // not: erf form
+  Tensor shared = matmul(dy, w);
+  g.output("shared", gelu_grad(x, shared, "tanh") + shared);                               // not: read twice
+  const Graph graph = g.build();
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  SEEDED(seed);
+  std::mt19937 rng(seed);
+  int fused = 0;
+  for (const Kernel& k : partition(graph, &cost, nullptr, /*library_gemm=*/true)) {
+    const std::optional<LibraryGemm> gemm = match_library_gemm(k);
+    if (!gemm || gemm->dgelu < 0) continue;
+    ++fused;
+    EXPECT_EQ(graph.nodes[k.roots[0]].op, "gelu_grad");
+    EXPECT_NE(gemm->text().find(", times gelu'(in"), std::string::npos) << gemm->text();
+    std::map<std::string, ref::RefTensor> args;
+    for (size_t i = 0; i < k.inputs.size(); ++i) args["in" + std::to_string(i)] = random_tensor(k.graph.nodes[i].type, rng);
+    const ref::RefTensor want = ref::evaluate(k.graph, args).at("out");
+    const std::vector<double> product = gemm_from_descriptor(*gemm, args.at("in" + std::to_string(gemm->a)).data,
+                                                             args.at("in" + std::to_string(gemm->b)).data, nullptr);
+    const std::vector<double>& xs = args.at("in" + std::to_string(gemm->dgelu)).data;
+    ASSERT_EQ(static_cast<int64_t>(product.size()), want.numel());
+    for (size_t i = 0; i < product.size(); ++i) {
+      const double v = xs[i], kk = std::sqrt(2 / M_PI), t = std::tanh(kk * (v + 0.044715 * v * v * v));
+      const double d = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * kk * (1 + 3 * 0.044715 * v * v);
+      const double got = ref::to_dtype(DType::f32, ref::to_dtype(DType::f32, product[i]) * d);
+      if (std::fabs(got - want.data[i]) > 1e-6 * (1 + std::fabs(want.data[i]))) {
+        ADD_FAILURE() << gemm->text() << ": element " << i << " is " << got << ", the reference says "
+                      << want.data[i];
+        break;
+      }
+    }
+  }
+  EXPECT_EQ(fused, 2);
+}
+
 TEST(LibraryGemm, F64AndIntegerProductsStayHalideKernels) {
   SEEDED(seed);
   EXPECT_EQ(check_products(non_library_products(), false, seed), 0);
@@ -461,8 +506,9 @@ TEST(DequantizeForGemm, TheQloraStepsProductsBecomeLibraryGemms) {
       ASSERT_NEAR(got.at(name).data[i], w.data[i], 1e-5 * (1 + std::fabs(w.data[i]))) << name << "[" << i << "]";
   const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
   for (const Kernel& k : partition(prepare_gpu_graph(g), &cost, nullptr, true))
-    for (const Node& n : k.graph.nodes)
+    for (const Node& n : k.graph.nodes) {
       if (n.op == "linear" || n.op == "matmul") EXPECT_TRUE(match_library_gemm(k)) << print(k.graph);
+    }
   // Batch 1: 5 rows, the fused kernels stream the packed weight.
   const Graph small = step("1");
   EXPECT_EQ(print(dequantize_for_gemm(small)), print(small));

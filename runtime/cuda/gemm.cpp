@@ -26,6 +26,7 @@ const char* epilogue_name(GemmEpilogue e) {
     case GemmEpilogue::gelu_bias: return "gelu_bias";
     case GemmEpilogue::gelu_aux: return "gelu_aux";
     case GemmEpilogue::gelu_aux_bias: return "gelu_aux_bias";
+    case GemmEpilogue::dgelu: return "dgelu";
   }
   return "?";
 }
@@ -35,7 +36,9 @@ bool epilogue_has_bias(GemmEpilogue e) {
          e == GemmEpilogue::gelu_aux_bias;
 }
 
-bool epilogue_has_aux(GemmEpilogue e) { return e == GemmEpilogue::gelu_aux || e == GemmEpilogue::gelu_aux_bias; }
+bool epilogue_has_aux(GemmEpilogue e) {
+  return e == GemmEpilogue::gelu_aux || e == GemmEpilogue::gelu_aux_bias || e == GemmEpilogue::dgelu;
+}
 
 namespace {
 
@@ -49,6 +52,7 @@ cublasLtEpilogue_t to_cublaslt(GemmEpilogue e) {
     case GemmEpilogue::gelu_bias: return CUBLASLT_EPILOGUE_GELU_BIAS;
     case GemmEpilogue::gelu_aux: return CUBLASLT_EPILOGUE_GELU_AUX;
     case GemmEpilogue::gelu_aux_bias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    case GemmEpilogue::dgelu: return CUBLASLT_EPILOGUE_DGELU;
   }
   return CUBLASLT_EPILOGUE_DEFAULT;
 }
@@ -79,7 +83,7 @@ void validate(const GemmShape& s, const GemmArgs& args) {
          epilogue_has_bias(s.epilogue) ? "needs a bias pointer" : "got a bias pointer but its epilogue adds none");
   if (epilogue_has_aux(s.epilogue) != (args.aux != nullptr))
     fail("CublasLtGemm: ", s.describe(), ": ",
-         epilogue_has_aux(s.epilogue) ? "needs an aux pointer" : "got an aux pointer but its epilogue writes none");
+         epilogue_has_aux(s.epilogue) ? "needs an aux pointer" : "got an aux pointer but its epilogue uses none");
   if (args.aux && alignment_of(args.aux) < 16)
     fail("CublasLtGemm: ", s.describe(), ": the aux pointer must be 16-byte aligned, is ", alignment_of(args.aux));
 }
@@ -110,11 +114,11 @@ void GemmShape::validate() const {
   if (m < 1 || n < 1 || k < 1 || batch < 1)
     fail("CublasLtGemm: ", describe(), ": m, n, k and batch must be at least 1");
   if (epilogue_has_aux(epilogue) && n % 8 != 0)
-    fail("CublasLtGemm: ", describe(), ": the aux output's rows (n = ", n, ") must be a multiple of 8 elements");
+    fail("CublasLtGemm: ", describe(), ": the aux matrix's rows (n = ", n, ") must be a multiple of 8 elements");
   // On an H200 with cuBLAS 13.0 the f16 GELU_AUX kernels were up to 6 times
   // our tolerance off (C and aux; bf16 and f32 within it): not offered.
   if (epilogue_has_aux(epilogue) && dtype == DType::f16)
-    fail("CublasLtGemm: ", describe(), ": the gelu_aux epilogues are for f32 and bf16, not f16");
+    fail("CublasLtGemm: ", describe(), ": the epilogues with an aux matrix (gelu_aux, dgelu) are for f32 and bf16, not f16");
   if (a_stride() < 0 || b_stride() < 0 || c_stride() < m * n)
     fail("CublasLtGemm: ", describe(), ": strides (", a_stride(), ", ", b_stride(), ", ", c_stride(),
          ") must be >= 0, and C's at least m*n = ", m * n);

@@ -228,13 +228,17 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       sh.batch = g->batch;
       sh.stride_a = g->stride_a;
       sh.stride_b = g->stride_b;
+      if (g->dgelu >= 0 && (g->aux >= 0 || g->bias >= 0))
+        fail(where, ": a GELU-gradient epilogue takes no bias and no GELU");
       if (g->aux >= 0) sh.epilogue = g->bias >= 0 ? GemmEpilogue::gelu_aux_bias : GemmEpilogue::gelu_aux;
+      else if (g->dgelu >= 0) sh.epilogue = GemmEpilogue::dgelu;
       else sh.epilogue = g->bias >= 0 ? GemmEpilogue::bias : GemmEpilogue::none;
       sh.validate();
       check_operand(where, g->a, sh.a_bytes(), "A", false);
       check_operand(where, g->b, sh.b_bytes(), "B", false);
       check_operand(where, g->c, sh.c_bytes(), "C", false);
       if (g->aux >= 0) check_operand(where, g->aux, sh.c_bytes(), "aux", false);
+      if (g->dgelu >= 0) check_operand(where, g->dgelu, sh.c_bytes(), "the GELU-gradient input", false);
       if (g->bias >= 0)
         check_operand(where, g->bias, static_cast<size_t>(sh.n) * float_dtype_size(sh.dtype), "bias", false);
     } else if (const PlanAttention* at = step.attention) {
@@ -411,6 +415,7 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       a.c = device_ptr(g.c);
       if (g.bias >= 0) a.bias = device_ptr(g.bias);
       if (g.aux >= 0) a.aux = device_ptr(g.aux);
+      if (g.dgelu >= 0) a.aux = device_ptr(g.dgelu);
       try {
         s.gemm->run(s.shapes[k], a);
       } catch (const Error& e) {
@@ -540,6 +545,7 @@ std::vector<PlanExecutor::StepProfile> PlanExecutor::profile(int reps) {
       touched = {g.a, g.b, g.c};
       if (g.bias >= 0) touched.push_back(g.bias);
       if (g.aux >= 0) touched.push_back(g.aux);
+      if (g.dgelu >= 0) touched.push_back(g.dgelu);
     } else if (const PlanAttention* a = step.attention) {
       p.attention = true;
       const double forward = 4.0 * a->batch * a->seq * a->seq * a->dim * (a->causal ? 0.5 : 1.0);

@@ -65,24 +65,41 @@ bool gemm_takes_gelu_epilogue(const Graph& g, const Node& node) {
          (p.type.dtype == DType::f32 || p.type.dtype == DType::bf16) && p.type.shape.back() % 8 == 0;
 }
 
+bool gemm_takes_dgelu_epilogue(const Graph& g, const Node& node) {
+  if (node.op != "gelu_grad" || node.attrs.count("approximate") == 0 ||
+      attr_str(node.attrs, "approximate", "gelu_grad") != "tanh")
+    return false;
+  const Node& p = g.nodes[node.inputs[1]];
+  const bool product = p.op == "matmul" || (p.op == "linear" && p.inputs.size() == 2);
+  return product && p.type == node.type && g.nodes[node.inputs[0]].type == node.type &&
+         (p.type.dtype == DType::f32 || p.type.dtype == DType::bf16) && p.type.shape.back() % 8 == 0;
+}
+
 std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel) {
   const Graph& kg = kernel.graph;
   if (kernel.roots.size() != kg.outputs.size()) return std::nullopt;
   bool gelu = false;
+  int dgelu = -1;
+  int product_id = kg.outputs[0].node;
   if (kg.outputs.size() == 2) {  // [product, gelu(product)]
     const Node& act = kg.node(kg.outputs[1].node);
     gelu = act.inputs.size() == 1 && act.inputs[0] == kg.outputs[0].node && gemm_takes_gelu_epilogue(kg, act);
     if (!gelu) return std::nullopt;
   } else if (kg.outputs.size() != 1) {
     return std::nullopt;
+  } else if (const Node& act = kg.node(product_id); act.op == "gelu_grad") {  // gelu_grad(x, product)
+    if (!gemm_takes_dgelu_epilogue(kg, act) || kg.nodes[act.inputs[0]].op != "input") return std::nullopt;
+    dgelu = act.inputs[0];  // kernel graphs put their inputs first, in order
+    product_id = act.inputs[1];
   }
-  const Node& p = kg.node(kg.outputs[0].node);
+  const Node& p = kg.node(product_id);
   if (p.op != "matmul" && p.op != "linear") return std::nullopt;
   if (!library_gemm_dtype(p.type.dtype)) return std::nullopt;
   std::optional<Operand> a = operand(kg, p.inputs[0]), b = operand(kg, p.inputs[1]);
   if (!a || !b) return std::nullopt;
   LibraryGemm m;
   m.gelu = gelu;
+  m.dgelu = dgelu;
   m.dtype = p.type.dtype;
   m.a = a->input;
   m.b = b->input;
@@ -133,7 +150,8 @@ std::string LibraryGemm::text() const {
   s << "cuBLASLt gemm " << dtype_name(dtype) << " ";
   if (batch > 1) s << batch << " x ";
   s << "[" << m << " x " << k << "]" << (trans_a ? "^T" : "") << " @ [" << k << " x " << n << "]"
-    << (trans_b ? "^T" : "") << (bias >= 0 ? " + bias" : "") << (gelu ? ", then gelu (tanh; the product kept)" : "");
+    << (trans_b ? "^T" : "") << (bias >= 0 ? " + bias" : "") << (gelu ? ", then gelu (tanh; the product kept)" : "")
+    << (dgelu >= 0 ? ", times gelu'(in" + std::to_string(dgelu) + ") (tanh)" : "");
   if (stride_a == 0) s << " (A shared by every batch)";
   if (stride_b == 0) s << " (B shared by every batch)";
   return s.str();

@@ -16,6 +16,11 @@
 // with cuBLASLt's GELU_AUX epilogue: the gelu is C, the product (which the
 // gelu's gradient reads) the aux output.
 //
+// A kernel computing gelu_grad (tanh form) of an input x and of a product
+// that nothing else reads (partition() keeps that product inside the
+// kernel: gemm_takes_dgelu_epilogue) is one GEMM with cuBLASLt's DGELU
+// epilogue: C = product * gelu'(x), x the aux input.
+//
 // This decides nothing about speed (every matching kernel goes to the
 // library) and runs nothing: runtime/cuda's PlanExecutor does.
 #pragma once
@@ -44,6 +49,9 @@ struct LibraryGemm {
   // GELU epilogue: the kernel's outputs are [product, gelu(product)], C the
   // second and cuBLASLt's aux output the first.
   bool gelu = false;
+  // DGELU epilogue: the kernel's input (position) whose gelu' scales the
+  // product; C is the gelu_grad. -1: none.
+  int dgelu = -1;
 
   std::string text() const;  // "cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias"
 };
@@ -54,6 +62,13 @@ struct LibraryGemm {
 // multiple of 8 elements (cuBLASLt's aux output needs that). partition()
 // then computes both in one kernel.
 bool gemm_takes_gelu_epilogue(const Graph& g, const Node& node);
+
+// Whether `node` is a gelu_grad (tanh form) that the GEMM computing its
+// gradient input can apply as its epilogue: that input is a matmul or linear
+// (without bias) of the node's dtype, f32 or bf16, whose rows are a multiple
+// of 8 elements, and x has the product's shape. partition() then computes
+// the product inside the gelu_grad's kernel when nothing else reads it.
+bool gemm_takes_dgelu_epilogue(const Graph& g, const Node& node);
 
 // The GEMM that `kernel` is, or nothing.
 std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel);

@@ -52,6 +52,21 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
         for (int in : node.inputs)
           if (!g.nodes[in].is_leaf() || g.nodes[in].op == "constant") root[in] = true;
     }
+  // A materialized gelu_grad whose gradient input is a product read by
+  // nothing else computes that product in its own kernel: cuBLASLt's DGELU
+  // epilogue (library_gemm.h); the product is never written.
+  std::vector<bool> dgelu(n, false);
+  if (library_gemm) {
+    std::vector<int> readers(n, 0);
+    for (const Node& node : g.nodes)
+      for (int in : node.inputs) ++readers[in];
+    for (const GraphOutput& o : g.outputs) ++readers[o.node];
+    for (const Node& node : g.nodes)
+      if (root[node.id] && gemm_takes_dgelu_epilogue(g, node) && readers[node.inputs[1]] == 1) {
+        root[node.inputs[1]] = false;
+        dgelu[node.id] = true;
+      }
+  }
   if (cost) {
     std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
     if (decisions) *decisions = std::move(remat);
@@ -74,7 +89,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     for (int r : members) inside[r] = member[r] = true;
     // Library calls (GEMMs, fused attention, the embedding gradient) read dense operands.
     const Node& first = g.nodes[members[0]];
-    const bool library = library_gemm && (op_def(first.op).kind == OpKind::contraction || first.op == "embedding_grad");
+    const bool library = library_gemm && (op_def(first.op).kind == OpKind::contraction ||
+                                           first.op == "embedding_grad" || dgelu[first.id]);
     auto argument = [&](int id) {
       const Node& node = g.nodes[id];
       return !member[id] && (!read_through[id] || library) && (root[id] || node.op == "input" || node.op == "param");
@@ -96,7 +112,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   std::vector<std::vector<int>> group_args;
   auto fusible = [&](int id) {
     const Node& node = g.nodes[id];
-    if (node.type.rank() == 0 || is_materialized(node)) return false;
+    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id]) return false;  // a DGELU GEMM joins nothing
     OpKind kind = op_def(node.op).kind;
     return kind == OpKind::elementwise || kind == OpKind::shape || kind == OpKind::random;
   };

@@ -60,8 +60,9 @@ struct Kernel {
 // materialized, and the attention_grad nodes of one attention share a kernel
 // (library_attention.h); embedding gradients the CUDA kernel takes get a
 // kernel of their own over materialized operands (library_embedding_grad.h);
-// a materialized tanh-form gelu of such a linear shares its kernel (cuBLASLt's
-// GELU epilogue: library_gemm.h).
+// a materialized tanh-form gelu of such a linear shares its kernel, and a
+// product read only by a materialized tanh-form gelu_grad is computed inside
+// the gelu_grad's kernel (cuBLASLt's GELU and DGELU epilogues: library_gemm.h).
 std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions = nullptr,
                               bool library_gemm = false);
 // With this CPU's cost model.

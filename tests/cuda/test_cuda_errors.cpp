@@ -112,11 +112,14 @@ TEST(CudaErrors, GemmRefusesProblemsItCannotRunNamingTheShape) {
   expect_contains(error_of([&] { gemm.run(s, {p, p, p, nullptr, static_cast<char*>(p) + 2}); }),
                   "aux pointer must be 16-byte aligned, is 2");
   expect_contains(error_of([&] { gemm.run(GemmShape::matmul(DType::f32, 1, 2, 2, 2), {p, p, p, nullptr, p}); }),
-                  "got an aux pointer but its epilogue writes none");
+                  "got an aux pointer but its epilogue uses none");
   s = GemmShape::linear(DType::bf16, 8, 16, 12, GemmEpilogue::gelu_aux);
   expect_contains(error_of([&] { gemm.run(s, {p, p, p, nullptr, p}); }), "(n = 12) must be a multiple of 8");
   s = GemmShape::linear(DType::f16, 8, 16, 24, GemmEpilogue::gelu_aux_bias);
   expect_contains(error_of([&] { gemm.run(s, {p, p, p, p, p}); }), "are for f32 and bf16, not f16");
+  s = GemmShape::matmul(DType::bf16, 1, 8, 16, 24);
+  s.epilogue = GemmEpilogue::dgelu;
+  expect_contains(error_of([&] { gemm.run(s, {p, p, p}); }), "epilogue dgelu: needs an aux pointer");
 
   s = GemmShape::matmul(DType::f16, 1, 4, 4, 4);
   s.allow_tf32 = true;

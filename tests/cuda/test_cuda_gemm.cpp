@@ -71,6 +71,11 @@ void PrintTo(const GemmCase& c, std::ostream* os) {
 double gelu_tanh(double x) {
   return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
 }
+// Its derivative: what the dgelu epilogue multiplies the product by.
+double gelu_tanh_grad(double x) {
+  const double k = std::sqrt(2 / M_PI), u = k * (x + 0.044715 * x * x * x), t = std::tanh(u);
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
+}
 // Printed beside the tanh form's error only, to show which form cuBLASLt computes.
 double gelu_erf(double x) {
   return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
@@ -141,9 +146,16 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
   }
   for (size_t i = s.c_bytes(); i < c_init.size(); ++i) c_init[i] = 0xA5;
   upload(dc, c_init);
-  // The aux output (the pre-activation of a gelu_aux epilogue): NaN bytes to be overwritten, then a guard.
+  // The aux matrix: the pre-activation a gelu_aux epilogue writes (NaN bytes
+  // to be overwritten, then a guard), or the GELU input x that dgelu reads.
+  const bool dgelu = c.epilogue == GemmEpilogue::dgelu, writes_aux = has_aux && !dgelu;
+  const std::vector<double> x = random_values(nc, c.dtype, rng);
   void* daux = arena.at(arena.reserve(s.c_bytes() + kGuard, "aux and guard"), s.c_bytes() + kGuard);
   std::vector<uint8_t> aux_init(s.c_bytes() + kGuard, 0xFF);
+  if (dgelu) {
+    const auto bytes = to_bytes(x, c.dtype);
+    std::copy(bytes.begin(), bytes.end(), aux_init.begin());
+  }
   for (size_t i = s.c_bytes(); i < aux_init.size(); ++i) aux_init[i] = 0xA5;
   upload(daux, aux_init);
 
@@ -157,7 +169,7 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
     return from_bytes(std::vector<uint8_t>(bytes.begin(), bytes.begin() + s.c_bytes()), c.dtype);
   };
   const std::vector<double> out = written(dc, "C");
-  const std::vector<double> aux = has_aux ? written(daux, "aux") : std::vector<double>();
+  const std::vector<double> aux = writes_aux ? written(daux, "aux") : std::vector<double>();
 
   // Per element: |out - ref| <= acc * S + unit * |ref| (+ epilogue terms),
   // S = sum |alpha a b| + |beta c| + |bias| bounding the accumulation error
@@ -167,9 +179,10 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
   // rounded to the output type, in that precision (seen on H100, cuBLAS 13.0:
   // about one output ulp of the product and the bias more): allowed as
   // unit * (|product| + |bias| + |pre-activation|), twice that for GELU.
+  // dgelu: the product times gelu'(x), |gelu'| < 1.13, with the same terms.
   const double f32_acc = 4 * std::sqrt(static_cast<double>(c.k) + 1) * std::ldexp(1.0, -24);
   const double acc = (c.tf32 ? 2 * std::ldexp(1.0, -10) : 0) + f32_acc;
-  const bool gelu = c.epilogue == GemmEpilogue::gelu || c.epilogue == GemmEpilogue::gelu_bias || has_aux;
+  const bool gelu = c.epilogue == GemmEpilogue::gelu || c.epilogue == GemmEpilogue::gelu_bias || writes_aux;
   const bool half_epilogue = c.dtype != DType::f32 && c.epilogue != GemmEpilogue::none;
   const double unit = output_unit(c.dtype);
   double err2 = 0, ref2 = 0, worst = 0, erf_err2 = 0;
@@ -195,13 +208,15 @@ TEST_P(CudaGemm, MatchesDoubleReference) {
         double ref = pre;
         if (c.epilogue == GemmEpilogue::relu || c.epilogue == GemmEpilogue::relu_bias) ref = std::max(pre, 0.0);
         if (gelu) ref = gelu_tanh(pre);
+        if (dgelu) ref = pre * gelu_tanh_grad(x[ci]);
+        const bool act = gelu || dgelu;
         const double tol =
-            (gelu ? 1.2 : 1.0) * acc * S + unit * std::abs(ref) + (gelu ? 2e-5 * std::abs(pre) + 1e-6 : 0) +
+            (act ? 1.2 : 1.0) * acc * S + unit * std::abs(ref) + (act ? 2e-5 * std::abs(pre) + 1e-6 : 0) +
             (half_epilogue
-                 ? (gelu ? 2 : 1) * unit * (std::abs(product) + (has_bias ? std::abs(bias[j]) : 0) + std::abs(pre))
+                 ? (act ? 2 : 1) * unit * (std::abs(product) + (has_bias ? std::abs(bias[j]) : 0) + std::abs(pre))
                  : 0) +
             1e-30;
-        if (has_aux) {  // the pre-activation, rounded once to the output type (+ the bias rounding, as above)
+        if (writes_aux) {  // the pre-activation, rounded once to the output type (+ the bias rounding, as above)
           const double aux_tol = acc * S + unit * std::abs(pre) + (half_epilogue ? unit * std::abs(product) : 0) + 1e-30;
           if (!(std::abs(aux[ci] - pre) <= aux_tol) && bad++ == 0)
             first_bad << "aux[" << bi << ", " << i << ", " << j << "] = " << aux[ci] << ", reference " << pre
@@ -255,9 +270,9 @@ std::vector<GemmCase> all_cases() {
   }
   // Every epilogue, as a linear layer (trans_b), every dtype (rows of a
   // multiple of 8 elements where the aux output needs it).
-  const GemmEpilogue epilogues[] = {GemmEpilogue::bias,      GemmEpilogue::relu,     GemmEpilogue::relu_bias,
-                                    GemmEpilogue::gelu,      GemmEpilogue::gelu_bias, GemmEpilogue::gelu_aux,
-                                    GemmEpilogue::gelu_aux_bias};
+  const GemmEpilogue epilogues[] = {GemmEpilogue::bias,     GemmEpilogue::relu,          GemmEpilogue::relu_bias,
+                                    GemmEpilogue::gelu,     GemmEpilogue::gelu_bias,     GemmEpilogue::gelu_aux,
+                                    GemmEpilogue::gelu_aux_bias, GemmEpilogue::dgelu};
   for (const Type& t : types)
     for (GemmEpilogue e : epilogues) {
       if (epilogue_has_aux(e) && t.dtype == DType::f16) continue;  // refused (test_cuda_errors)
@@ -275,7 +290,7 @@ std::vector<GemmCase> all_cases() {
       cases.push_back(c);
     }
   for (DType d : {DType::f32, DType::bf16})
-    for (GemmEpilogue e : {GemmEpilogue::gelu_bias, GemmEpilogue::gelu_aux_bias}) {
+    for (GemmEpilogue e : {GemmEpilogue::gelu_bias, GemmEpilogue::gelu_aux_bias, GemmEpilogue::dgelu}) {
       GemmCase c;
       c.dtype = d, c.m = 19, c.n = 24, c.k = 40, c.batch = 4, c.stride_b = 0, c.trans_b = true;
       c.epilogue = e;

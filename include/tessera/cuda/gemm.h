@@ -9,8 +9,10 @@
 //   act is the epilogue's ReLU or GELU (tanh form, tessera's gelu with
 //   tanh_form) or nothing; the gelu_aux epilogues also write the
 //   pre-activation alpha * op(A) @ op(B) + bias (what the gradient of the
-//   GELU reads) to the aux matrix [m, n] (n a multiple of 8; f32 and bf16
-//   only: cuBLASLt's f16 kernels for it were less accurate, see gemm.cpp).
+//   GELU reads) to the aux matrix [m, n]; dgelu instead reads the aux matrix
+//   x and computes C = alpha * op(A) @ op(B) * gelu'(x), the GELU's gradient
+//   (n a multiple of 8 with an aux matrix; f32 and bf16 only: cuBLASLt's
+//   f16 kernels for it were less accurate, see gemm.cpp).
 // tessera's linear, y = x @ W^T + b, is trans_b with bias (GemmShape::linear);
 // matmul [.., m, k] x [.., k, n] is GemmShape::matmul. A batch of problems is
 // strided: operand i of batch b starts at b * stride elements.
@@ -19,7 +21,7 @@
 // cuBLASLt applies the epilogue to the product already rounded to that dtype
 // (seen on H100 with CUDA 13.0): about one more output ulp than rounding once.
 //
-// Not done here: backward epilogues (DRELU/DGELU/BGRAD), mixed dtypes, fp8,
+// Not done here: the other backward epilogues (DRELU, BGRAD), mixed dtypes, fp8,
 // operands with a leading dimension other than their row length. Not thread-safe.
 #pragma once
 
@@ -38,9 +40,10 @@
 namespace tessera::cuda {
 
 // The cuBLASLt epilogues offered: bias add, ReLU, GELU (tanh form), and
-// both; GELU keeping its input (aux) for the backward, with or without bias.
-enum class GemmEpilogue { none, bias, relu, relu_bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias };
-// "none", "bias", "relu", "relu_bias", "gelu", "gelu_bias", "gelu_aux", "gelu_aux_bias"
+// both; GELU keeping its input (aux) for the backward, with or without bias;
+// the GELU's gradient given that input (dgelu).
+enum class GemmEpilogue { none, bias, relu, relu_bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias, dgelu };
+// "none", "bias", "relu", "relu_bias", "gelu", "gelu_bias", "gelu_aux", "gelu_aux_bias", "dgelu"
 const char* epilogue_name(GemmEpilogue e);
 bool epilogue_has_bias(GemmEpilogue e);
 bool epilogue_has_aux(GemmEpilogue e);
@@ -77,7 +80,8 @@ struct GemmShape {
 
 // Device pointers and scalars for one GemmShape. bias is needed exactly when
 // the epilogue has one, aux (C's shape and strides, 16-byte aligned) when
-// it is a gelu_aux one. beta != 0 reads C before overwriting it.
+// it is a gelu_aux one (written) or dgelu (read). beta != 0 reads C before
+// overwriting it.
 struct GemmArgs {
   const void* a = nullptr;
   const void* b = nullptr;

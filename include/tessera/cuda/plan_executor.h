@@ -69,6 +69,9 @@ struct PlanGemm {
   // -1, or the GELU epilogue (cuBLASLt's GELU_AUX): C gets gelu (tanh form)
   // of the product and tensor `aux` the product itself, for the backward.
   int aux = -1;
+  // -1, or the GELU gradient epilogue (cuBLASLt's DGELU): C gets the product
+  // times gelu'(tensor dgelu) (tanh form), elementwise.
+  int dgelu = -1;
 };
 
 // A fused attention call (attention.h): f32 [batch, seq, dim] tensors.
