@@ -119,6 +119,10 @@ Tiled tile_stage(Stage s, const std::vector<Var>& args, const std::vector<int64_
   const int64_t inner = known ? ext[0] : -1;
   const int64_t total = known ? product(ext) : -1;
   const int threads = a.pointwise_threads;
+  // Several elements per thread keep more loads in flight, but not at the
+  // cost of a grid smaller than one block per SM (a reduction's partials).
+  while (known && per_thread > 1 && ceil_div(total, static_cast<int64_t>(threads) * per_thread) < a.sm_count)
+    per_thread /= 2;
   bool two_d = args.size() >= 2 && (!known || inner >= a.pointwise_width || (inner >= kWarp && inner % kWarp == 0));
   int tx = a.pointwise_width, ty = threads / a.pointwise_width;
   if (two_d && known) {
