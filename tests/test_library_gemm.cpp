@@ -220,14 +220,15 @@ TEST(LibraryGemm, GeluOfALinearIsItsEpilogue) {
 
 // A materialized tanh-form gelu_grad whose gradient input is a product read
 // by nothing else computes the product in its own kernel, one GEMM with the
-// DGELU epilogue; from its descriptor, product * gelu'(x) equals the float64
-// reference on the kernel. A product read twice, or an erf-form gradient,
-// stays a GEMM of its own.
+// DGELU epilogue (a computed GELU input is materialized); from its
+// descriptor, product * gelu'(x) equals the float64 reference on the kernel.
+// A product read twice, or an erf-form gradient, stays a GEMM of its own.
 TEST(LibraryGemm, GeluGradOfAProductIsItsEpilogue) {
   GraphBuilder g("dgelu_epilogue");
   Tensor x = g.input("x", {9, 24}), dy = g.input("dy", {9, 5}), w = g.param("w", {5, 24});
   g.output("tanh", gelu_grad(x, matmul(dy, w), "tanh"));                                    // fused
   g.output("linear", gelu_grad(x, linear(dy, transpose(w, 0, 1)), "tanh"));                // fused
+  g.output("computed_x", gelu_grad(exp(x), matmul(dy, w), "tanh"));                        // fused, exp(x) materialized
   g.output("erf", gelu_grad(x, matmul(dy, w)));                                             // not: erf form
   Tensor shared = matmul(dy, w);
   g.output("shared", gelu_grad(x, shared, "tanh") + shared);                               // not: read twice
@@ -260,7 +261,7 @@ TEST(LibraryGemm, GeluGradOfAProductIsItsEpilogue) {
       }
     }
   }
-  EXPECT_EQ(fused, 2);
+  EXPECT_EQ(fused, 3);
 }
 
 TEST(LibraryGemm, F64AndIntegerProductsStayHalideKernels) {
@@ -507,7 +508,9 @@ TEST(DequantizeForGemm, TheQloraStepsProductsBecomeLibraryGemms) {
   const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
   for (const Kernel& k : partition(prepare_gpu_graph(g), &cost, nullptr, true))
     for (const Node& n : k.graph.nodes) {
-      if (n.op == "linear" || n.op == "matmul") EXPECT_TRUE(match_library_gemm(k)) << print(k.graph);
+      if (n.op == "linear" || n.op == "matmul") {
+        EXPECT_TRUE(match_library_gemm(k)) << print(k.graph);
+      }
     }
   // Batch 1: 5 rows, the fused kernels stream the packed weight.
   const Graph small = step("1");

@@ -54,7 +54,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     }
   // A materialized gelu_grad whose gradient input is a product read by
   // nothing else computes that product in its own kernel: cuBLASLt's DGELU
-  // epilogue (library_gemm.h); the product is never written.
+  // epilogue (library_gemm.h); the product is never written, and the GELU
+  // input, which the epilogue reads as a dense matrix, is materialized.
   std::vector<bool> dgelu(n, false);
   if (library_gemm) {
     std::vector<int> readers(n, 0);
@@ -65,6 +66,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       if (root[node.id] && gemm_takes_dgelu_epilogue(g, node) && readers[node.inputs[1]] == 1) {
         root[node.inputs[1]] = false;
         dgelu[node.id] = true;
+        const Node& x = g.nodes[node.inputs[0]];
+        if (!x.is_leaf() || x.op == "constant") root[x.id] = true;
       }
   }
   if (cost) {
