@@ -46,6 +46,17 @@ std::optional<Operand> operand(const Graph& kg, int id) {
   return o;
 }
 
+// A gelu or gelu_grad node of the tanh form (the form cuBLASLt's epilogues compute).
+bool tanh_form(const Node& node, const std::string& op) {
+  return node.op == op && node.attrs.count("approximate") && attr_str(node.attrs, "approximate", op) == "tanh";
+}
+
+// What cuBLASLt's aux matrix takes here: f32 or bf16 (f16 is refused:
+// tessera::cuda::GemmEpilogue), rows of a multiple of 8 elements.
+bool aux_epilogue_type(const TensorType& t) {
+  return (t.dtype == DType::f32 || t.dtype == DType::bf16) && t.shape.back() % 8 == 0;
+}
+
 }  // namespace
 
 bool library_gemm_dtype(DType d) { return d == DType::f32 || d == DType::f16 || d == DType::bf16; }
@@ -57,22 +68,16 @@ int gemm_operand_to_materialize(const Graph& g, int id, const std::vector<bool>&
 }
 
 bool gemm_takes_gelu_epilogue(const Graph& g, const Node& node) {
-  if (node.op != "gelu" || node.attrs.count("approximate") == 0 ||
-      attr_str(node.attrs, "approximate", "gelu") != "tanh")
-    return false;
+  if (!tanh_form(node, "gelu")) return false;
   const Node& p = g.nodes[node.inputs[0]];
-  return p.op == "linear" && p.type.dtype == node.type.dtype &&
-         (p.type.dtype == DType::f32 || p.type.dtype == DType::bf16) && p.type.shape.back() % 8 == 0;
+  return p.op == "linear" && p.type.dtype == node.type.dtype && aux_epilogue_type(p.type);
 }
 
 bool gemm_takes_dgelu_epilogue(const Graph& g, const Node& node) {
-  if (node.op != "gelu_grad" || node.attrs.count("approximate") == 0 ||
-      attr_str(node.attrs, "approximate", "gelu_grad") != "tanh")
-    return false;
+  if (!tanh_form(node, "gelu_grad")) return false;
   const Node& p = g.nodes[node.inputs[1]];
   const bool product = p.op == "matmul" || (p.op == "linear" && p.inputs.size() == 2);
-  return product && p.type == node.type && g.nodes[node.inputs[0]].type == node.type &&
-         (p.type.dtype == DType::f32 || p.type.dtype == DType::bf16) && p.type.shape.back() % 8 == 0;
+  return product && p.type == node.type && g.nodes[node.inputs[0]].type == node.type && aux_epilogue_type(p.type);
 }
 
 std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel) {

@@ -58,10 +58,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   // input, which the epilogue reads as a dense matrix, is materialized.
   std::vector<bool> dgelu(n, false);
   if (library_gemm) {
-    std::vector<int> readers(n, 0);
-    for (const Node& node : g.nodes)
-      for (int in : node.inputs) ++readers[in];
-    for (const GraphOutput& o : g.outputs) ++readers[o.node];
+    const std::vector<int> readers = g.use_counts();
     for (const Node& node : g.nodes)
       if (root[node.id] && gemm_takes_dgelu_epilogue(g, node) && readers[node.inputs[1]] == 1) {
         root[node.inputs[1]] = false;
