@@ -543,6 +543,19 @@ TEST(CudaSchedules, Bf16CompilesAsUint16) {
   }
 }
 
+// Compiles `g` for sm_80 and sm_90: `kernels` kernels, each with `present`
+// and without `absent` in its PTX.
+void expect_every_kernel_ptx(const Graph& g, size_t kernels, const std::string& present, const std::string& absent) {
+  for (const Target& t : {kSm80, kSm90}) {
+    const CudaCompileResult r = compile_checked(g, t, true);
+    ASSERT_EQ(r.kernels.size(), kernels);
+    for (const CudaKernelInfo& k : r.kernels) {
+      EXPECT_NE(k.ptx.find(present), std::string::npos) << k.header;
+      EXPECT_EQ(k.ptx.find(absent), std::string::npos) << k.header;
+    }
+  }
+}
+
 // f32 exp inside GPU kernels runs on the special-function unit
 // (cuda_fast_math.h): the softmax's PTX has ex2.approx and no floor of
 // Halide's polynomial; the CPU runs of the same ops are unaffected.
@@ -550,14 +563,7 @@ TEST(CudaSchedules, ExpUsesTheSpecialFunctionUnit) {
   GraphBuilder g("exp");
   g.output("p", softmax(g.input("a", {64, 96})));
   g.output("e", exp(g.input("b", {33, 7})));
-  for (const Target& t : {kSm80, kSm90}) {
-    const CudaCompileResult r = compile_checked(g.build(), t, true);
-    ASSERT_EQ(r.kernels.size(), 2u);
-    for (const CudaKernelInfo& k : r.kernels) {
-      EXPECT_NE(k.ptx.find("ex2.approx"), std::string::npos) << k.header;
-      EXPECT_EQ(k.ptx.find("cvt.rmi"), std::string::npos) << k.header;
-    }
-  }
+  expect_every_kernel_ptx(g.build(), 2, "ex2.approx", "cvt.rmi");
 }
 
 // f32 division inside GPU kernels is the approximate one (cuda_fast_math.h):
@@ -567,14 +573,7 @@ TEST(CudaSchedules, DivisionIsTheFastApproximateOne) {
   GraphBuilder g("div");
   g.output("h", gelu(g.input("a", {64, 96}), "tanh"));
   g.output("q", g.input("b", {33, 7}) / g.input("c", {33, 7}));
-  for (const Target& t : {kSm80, kSm90}) {
-    const CudaCompileResult r = compile_checked(g.build(), t, true);
-    ASSERT_EQ(r.kernels.size(), 2u);
-    for (const CudaKernelInfo& k : r.kernels) {
-      EXPECT_NE(k.ptx.find("div.approx.ftz.f32"), std::string::npos) << k.header;
-      EXPECT_EQ(k.ptx.find("div.rn.f32"), std::string::npos) << k.header;
-    }
-  }
+  expect_every_kernel_ptx(g.build(), 2, "div.approx.ftz.f32", "div.rn.f32");
   GraphBuilder d("div64");
   d.output("q", d.input("b", {33, 7}, DType::f64) / d.input("c", {33, 7}, DType::f64));
   const CudaCompileResult r = compile_checked(d.build(), kSm90, true);
