@@ -489,7 +489,7 @@ TEST(CudaScheduleText, SaysWhatEachNodeGot) {
     EXPECT_NE(text.find("across lanes"), std::string::npos);
     EXPECT_NE(text.find("(cross_entropy): one GPU thread;"), std::string::npos);
     EXPECT_NE(text.find("by one block of"), std::string::npos);
-    EXPECT_NE(text.find("per output element, serial"), std::string::npos);
+    EXPECT_NE(text.find("(sum): acc down columns: 4 segments of 16 per column"), std::string::npos);
     EXPECT_NE(text.find("GPU kernel"), std::string::npos);
   }
 }

@@ -47,6 +47,7 @@ Graph op_zoo(DType dtype) {
   Tensor row = input("row", {13});
   Tensor one = input("one", {1, 5});
   Tensor x3 = input("x3", {3, 5, 33});
+  Tensor cols = input("cols", {3, 67, 29});  // 201 rows: long enough to split, no multiple of 8
   Tensor ids = g.input("ids", {3, 5}, DType::i32);
 
   // Elementwise, with broadcasting.
@@ -80,6 +81,7 @@ Graph op_zoo(DType dtype) {
   out("sum_rows", sum(x3, {2}));
   out("mean_mid", mean(x3, {1}, true));
   out("max_first", max(x3, {0}));
+  out("sum_columns", sum(cols, {0, 1}));
 
   // Shapes.
   out("reshape", reshape(x3, {15, 33}) * 2.0);

@@ -49,16 +49,6 @@ std::vector<RVar> rvars_of(Stage s) {
   return r;
 }
 
-// The constant extent of each RVar of update `u` of f (innermost first), -1 where not constant.
-std::vector<int64_t> rvar_extents(const Func& f, int u) {
-  std::vector<int64_t> e;
-  for (const Halide::Internal::ReductionVariable& rv : f.function().update(u).schedule().rvars()) {
-    const int64_t* c = Halide::Internal::as_const_int(rv.extent);
-    e.push_back(c ? *c : -1);
-  }
-  return e;
-}
-
 // A stage's name for the printed schedule: its role ("max", "sum", "acc"),
 // without the node prefix that lower_to_halide gives every Func and without
 // Halide's uniquifying "$n" suffix.
@@ -459,11 +449,65 @@ std::string reduce_grid(Func s, int64_t total, const CudaArch& a) {
          ", then one thread";
 }
 
+// A reduction across rows (the contiguous dim is kept): out(kept) reads
+// acc(kept), which sums `total` elements down each column. The reduced
+// dims, fused into one loop, are split into segments: part(kept, chunk) has
+// one thread per element, about as many as the GPU holds at once, each
+// summing its segment with a.column_unroll loads in flight (HBM needs tens
+// of KB in flight per SM; one 2-byte load per thread leaves it mostly idle).
+// out then reduces each column's segment partials as a row (schedule_rows:
+// a warp's lanes, warp shuffles). Returns "" when there are too many outputs
+// to need this, too few elements, or a reduction that cannot be split; the
+// caller then reduces each column serially.
+std::string schedule_columns(Func out, Func acc, const Shape& out_shape, const Shape& kept, int64_t total,
+                             const CudaArch& a) {
+  const int64_t outputs = numel(out_shape);
+  const int64_t resident = static_cast<int64_t>(a.sm_count) * a.max_threads_per_sm;
+  const int unroll = a.column_unroll;
+  if (2 * outputs >= resident || total < 2 * a.min_per_thread || !splittable(acc)) return "";
+  // Segments of whole unrolled steps; of those within a factor of two of
+  // the first choice, the closest that divides the column (no guard).
+  const int64_t first = round_up(std::max<int64_t>(ceil_div(total, ceil_div(resident, outputs)), a.min_per_thread), unroll);
+  int64_t seg = first;
+  double best = 2;
+  for (int64_t s = round_up(first / 2, unroll); s <= 2 * first; s += unroll) {
+    const double off = s > first ? static_cast<double>(s) / first : static_cast<double>(first) / s;
+    if (total % s == 0 && off < best) {
+      seg = s;
+      best = off;
+    }
+  }
+  const int64_t chunks = ceil_div(total, seg);
+  std::vector<RVar> rv = rvars_of(acc.update());
+  RVar r = rv[0];
+  for (size_t i = 1; i < rv.size(); ++i) {
+    RVar fused("rf" + std::to_string(i));
+    acc.update().fuse(r, rv[i], fused);
+    r = fused;
+  }
+  RVar rc("rc"), rs("rs"), rso("rso"), rsi("rsi");
+  Var chunk("chunk");
+  Func part = acc.update().split(r, rc, rs, static_cast<int>(seg), kGuard).rfactor(rc, chunk);
+  part.update().split(rs, rso, rsi, unroll).unroll(rsi);
+  std::vector<int64_t> part_ext = halide_extents(kept);
+  part_ext.push_back(chunks);
+  Func held = part.in();
+  held.compute_root();
+  Tiled t = tile_stage(held, held.args(), part_ext, 1, a);
+  part.compute_at(held, t.inner);
+  std::ostringstream how;
+  how << short_name(acc) << " down columns: " << chunks << " segments of " << seg << " per column, one per thread ("
+      << t.how << ", " << unroll << " loads in flight each); then "
+      << schedule_rows(out, false, chunks, halide_extents(out_shape), halide_extents(kept), {acc}, a)
+      << " over each column's segments";
+  return how.str();
+}
+
 // sum/mean/max: out(kept) reads acc(kept), which reduces the input's
 // `axes`. Along the contiguous dim: rows (schedule_rows). To one value: a
-// grid reduction. Across rows: one thread per output element, serial over
-// the reduced elements, after splitting the longest reduced dim into chunks
-// reduced in parallel when there are too few outputs to fill the GPU.
+// grid reduction. Across rows: schedule_columns, or, for reductions too
+// small to split, one thread per output element, serial over the reduced
+// elements.
 std::string schedule_reduction(Func out, Func acc, const Node& node, const Shape& in_shape, const CudaArch& a) {
   std::vector<int64_t> axes = attr_ints(node.attrs, "axes", node.op);
   const int rank = static_cast<int>(in_shape.size());
@@ -478,7 +522,6 @@ std::string schedule_reduction(Func out, Func acc, const Node& node, const Shape
     if (reduced(d)) total *= in_shape[d];
     else kept.push_back(in_shape[d]);
   }
-  const int64_t outputs = numel(node.type.shape);
   if (acc.num_update_definitions() == 0) return root_on_gpu(out, halide_extents(node.type.shape), a).how;
   if (kept.empty()) {
     out.compute_root().gpu_single_thread();
@@ -487,31 +530,10 @@ std::string schedule_reduction(Func out, Func acc, const Node& node, const Shape
   const int64_t row_len = rank > 0 && reduced(rank - 1) ? in_shape.back() : 0;
   if (row_len >= 8)
     return schedule_rows(out, false, row_len, halide_extents(node.type.shape), halide_extents(kept), {acc}, a);
-  // Across rows.
+  if (std::string how = schedule_columns(out, acc, node.type.shape, kept, total, a); !how.empty()) return how;
   Tiled t = root_on_gpu(out, halide_extents(node.type.shape), a);
-  std::string how = t.how;
-  const int64_t fill = static_cast<int64_t>(a.sm_count) * a.max_threads_per_sm / 2;
-  if (outputs < fill && total >= 2 * a.min_per_thread && splittable(acc)) {
-    std::vector<int64_t> ext = rvar_extents(acc, 0);
-    size_t longest = 0;
-    for (size_t i = 1; i < ext.size(); ++i)
-      if (ext[i] > ext[longest]) longest = i;
-    const int64_t e = ext[longest];
-    const int64_t chunks = std::min<int64_t>({ceil_div(fill, outputs), e, std::max<int64_t>(1, total / a.min_per_thread)});
-    if (e > 0 && chunks > 1) {
-      const int64_t chunk = ceil_div(e, chunks);
-      RVar rc("rc"), rr("rr");
-      Var u("chunk");
-      Func part = acc.update().split(rvars_of(acc.update())[longest], rc, rr, static_cast<int>(chunk), kGuard)
-                      .rfactor(rc, u);
-      std::vector<int64_t> part_ext = halide_extents(kept);
-      part_ext.push_back(ceil_div(e, chunk));
-      stage_on_gpu(part, part_ext, a);
-      how += "; " + short_name(acc) + " first in " + std::to_string(ceil_div(e, chunk)) + " chunks reduced in parallel";
-    }
-  }
   acc.compute_at(out, t.inner);
-  return how + "; " + short_name(acc) + " per output element, serial";
+  return t.how + "; " + short_name(acc) + " per output element, serial";
 }
 
 // ---- matrix products -----------------------------------------------------------------

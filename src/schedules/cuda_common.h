@@ -84,6 +84,7 @@ struct CudaArch {
   int grid_threads;           // threads per block of a grid reduction
   int grid_blocks_per_sm;     // blocks per SM of a grid reduction's first level
   int min_per_thread;         // elements each thread reduces at least
+  int column_unroll;          // loads each thread keeps in flight down a column
 
   // Matrix products (output tile per block = threads x registers per dim).
   int gemm_threads_n, gemm_threads_m;  // threads along columns n and rows m

@@ -40,10 +40,12 @@ constexpr CudaArch kSm80 = {
     /*min_per_lane=*/4,
 
     // Grid reductions: 256 threads x 2 blocks per SM (216 blocks), each
-    // thread reducing at least 16 elements.
+    // thread reducing at least 16 elements. Down columns, four loads in
+    // flight per thread.
     /*grid_threads=*/256,
     /*grid_blocks_per_sm=*/2,
     /*min_per_thread=*/16,
+    /*column_unroll=*/4,
 
     // Products: 64 x 64 output tiles, 16 x 16 threads with 4 x 4 registers
     // each, k-tiles of 16: 16 KB (acc tile) + 8 KB (operand tiles) of shared
