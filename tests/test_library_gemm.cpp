@@ -311,6 +311,41 @@ TEST(LibraryGemm, TheCudaPlanReportsTheProductsAsLibraryCalls) {
     EXPECT_TRUE(k.library.empty()) << k.name;
 }
 
+// A row-wise op read only by a cast (a layer_norm or softmax converted to
+// bf16 for a product) is computed in the cast's kernel, which owns its rows;
+// one that something else reads, or a softmax over another axis, keeps a
+// kernel of its own. Without library products nothing changes.
+TEST(RowEpilogue, ACastComputesTheRowWiseOpItConverts) {
+  GraphBuilder g("row_epilogue");
+  Tensor x = g.input("x", {37, 29});
+  Tensor w = g.param("w", {16, 29}, DType::bf16);
+  g.output("ln", linear(cast(layer_norm(x, g.param("g", {29}), g.param("b", {29})), DType::bf16), w));
+  g.output("softmax", linear(cast(softmax(x), DType::bf16), w));
+  Tensor shared = rms_norm(x, g.param("s", {29}));
+  g.output("shared", linear(cast(shared, DType::bf16), w));
+  g.output("shared_f32", shared);
+  g.output("columns", cast(softmax(x, 0), DType::bf16));
+  const Graph graph = g.build();
+  const CudaCompileResult r = compile_cuda(graph, Target::parse("host-cuda-sm90"), {.library_gemm = true});
+  const std::string text = r.text();
+  SCOPED_TRACE(text);
+  std::vector<std::string> row_kernels;
+  for (const CudaKernelInfo& k : r.kernels)
+    for (const char* op : {"(layer_norm", "(softmax", "(rms_norm"})
+      if (k.name.find(op) != std::string::npos) row_kernels.push_back(k.name);
+  EXPECT_EQ(row_kernels.size(), 2u);  // the shared rms_norm and the softmax over columns
+  for (const char* line : {"(layer_norm): inline, its rows computed with the output's",
+                           "(softmax): inline, its rows computed with the output's"})
+    EXPECT_NE(text.find(line), std::string::npos) << line;
+  EXPECT_EQ(text.find("(rms_norm): inline"), std::string::npos);
+  EXPECT_NE(text.find("out (cast): one block per row"), std::string::npos);
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  int rows = 0;
+  for (const Kernel& k : partition(graph, &cost, nullptr, /*library_gemm=*/false))
+    for (const char* op : {"layer_norm", "softmax", "rms_norm"}) rows += graph.nodes[k.roots[0]].op == op ? 1 : 0;
+  EXPECT_EQ(rows, 4);
+}
+
 TEST(DecomposeAttention, ComputesWhatAttentionComputes) {
   for (bool causal : {true, false})
     for (double scale : {0.0, 0.3}) {

@@ -678,9 +678,18 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
   std::vector<bool> is_output(g.nodes.size(), false);
   if (!fused)
     for (int o : L.output_nodes) is_output[o] = true;
+  // A row epilogue (partition.h): the output, a cast, owns the rows of the
+  // row-wise op it converts, which is inlined into it.
+  int row_op = -1;
+  if (!fused && L.output_nodes.size() == 1 && takes_row_epilogue(g, g.node(L.output_nodes[0]), g.use_counts()))
+    row_op = g.node(L.output_nodes[0]).inputs[0];
   std::ostringstream log;
   for (const Node& node : g.nodes) {
     if (node.is_leaf() && node.op != "constant") continue;
+    if (node.id == row_op) {
+      log << "  " << node.name << " (" << node.op << "): inline, its rows computed with the output's\n";
+      continue;
+    }
     Func f = L.funcs[node.id];
     const std::vector<Func>& stages = L.stages[node.id];
     const bool root = is_materialized(node) || is_output[node.id];
@@ -710,13 +719,11 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
       what = t.how + "; " + short_name(stages[0]) + " per output element, serial, weight dequantized inline" + pre;
     } else if (node.op == "sum" || node.op == "mean" || node.op == "max") {
       what = schedule_reduction(f, stages[0], node, g.node(node.inputs[0]).type.shape, a);
-    } else if (((node.op == "softmax" || node.op == "log_softmax") && node.type.rank() >= 1 &&
-                normalize_axis(attr_int(node.attrs, "axis", node.op), node.type.rank()) == node.type.rank() - 1) ||
-               ((node.op == "layer_norm" || node.op == "rms_norm") && node.type.rank() >= 1)) {
+    } else if (row_wise(node) || (row_op >= 0 && is_output[node.id])) {
       // Rows along the last dim; the stages (row max and sum, mean and
       // variance) have the row dims.
       const std::vector<int64_t> rows(ext.begin() + 1, ext.end());
-      what = schedule_rows(f, true, shape.back(), rows, rows, stages, a);
+      what = schedule_rows(f, true, shape.back(), rows, rows, row_op >= 0 ? L.stages[row_op] : stages, a);
     } else if (node.op == "cross_entropy" && stages.size() == 4) {
       what = schedule_cross_entropy(f, stages, g.node(node.inputs[0]).type.shape, a);
     } else {

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 
+#include "halide_util.h"
 #include "library_attention.h"
 #include "library_embedding_grad.h"
 #include "library_gemm.h"
@@ -19,6 +20,19 @@ bool is_materialized(const Node& node) {
   if (node.op == "define_grad") return true;  // its adjoint Funcs are stages with updates
   const OpKind kind = op_def(node.op).kind;
   return kind == OpKind::reduction || kind == OpKind::contraction;
+}
+
+bool row_wise(const Node& node) {
+  if (node.type.rank() == 0) return false;
+  if (node.op == "layer_norm" || node.op == "rms_norm") return true;
+  return (node.op == "softmax" || node.op == "log_softmax") &&
+         normalize_axis(attr_int(node.attrs, "axis", node.op), node.type.rank()) == node.type.rank() - 1;
+}
+
+bool takes_row_epilogue(const Graph& g, const Node& node, const std::vector<int>& readers) {
+  if (node.op != "cast" || node.inputs.size() != 1) return false;
+  const Node& in = g.node(node.inputs[0]);
+  return row_wise(in) && readers[in.id] == 1 && in.type.shape == node.type.shape;
 }
 
 std::vector<Kernel> partition(const Graph& g) {
@@ -56,9 +70,14 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   // nothing else computes that product in its own kernel: cuBLASLt's DGELU
   // epilogue (library_gemm.h); the product is never written, and the GELU
   // input, which the epilogue reads as a dense matrix, is materialized.
-  std::vector<bool> dgelu(n, false);
+  std::vector<bool> dgelu(n, false), row_epilogue(n, false);
   if (library_gemm) {
     const std::vector<int> readers = g.use_counts();
+    for (const Node& node : g.nodes)
+      if (root[node.id] && takes_row_epilogue(g, node, readers)) {
+        root[node.inputs[0]] = false;
+        row_epilogue[node.id] = true;
+      }
     for (const Node& node : g.nodes)
       if (root[node.id] && gemm_takes_dgelu_epilogue(g, node) && readers[node.inputs[1]] == 1) {
         root[node.inputs[1]] = false;
@@ -112,7 +131,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   std::vector<std::vector<int>> group_args;
   auto fusible = [&](int id) {
     const Node& node = g.nodes[id];
-    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id]) return false;  // a DGELU GEMM joins nothing
+    // A DGELU GEMM and a row epilogue join nothing.
+    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id] || row_epilogue[id]) return false;
     OpKind kind = op_def(node.op).kind;
     return kind == OpKind::elementwise || kind == OpKind::shape || kind == OpKind::random;
   };

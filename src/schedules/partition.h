@@ -16,6 +16,11 @@
 // them reads the earlier ones: the kernel then has several outputs, and the
 // schedule computes them in one fused loop, so shared inputs are read once.
 //
+// With library products (below), a row-wise op (row_wise) read only by a
+// materialized cast, such as a layer_norm converted to bf16 for a product,
+// is computed inside the cast's kernel, row by row: its own result is never
+// written (takes_row_epilogue).
+//
 // A widening cast that is materialized (a graph output such as the f32
 // logits of a bf16 product) is read by other kernels through its narrower
 // input, converted again in each reader.
@@ -41,6 +46,15 @@ namespace tessera {
 // Whether `node` is computed at root (materialized) rather than inlined into
 // its consumers. The CPU schedule and the partitioner agree through this.
 bool is_materialized(const Node& node);
+
+// Whether `node` is computed row by row along its last dim: softmax and
+// log_softmax over the last axis, layer_norm, rms_norm.
+bool row_wise(const Node& node);
+
+// Whether `node`, a cast, computes its input inside its own kernel: the input
+// is row-wise, of the cast's shape, and read by nothing else (`readers`:
+// Graph::use_counts). The CUDA schedule then gives the cast the rows.
+bool takes_row_epilogue(const Graph& g, const Node& node, const std::vector<int>& readers);
 
 struct Kernel {
   std::vector<int> roots;   // the nodes it materializes (ids of the full graph), one per output
