@@ -75,6 +75,7 @@ Graph op_zoo(DType dtype) {
   out("cast_i32", cast(a * 4.0, DType::i32));
   out("cast_f16", cast(a, DType::f16));
   out("one", exp(one) * 2.0);
+  out("wide", exp(input("wide", {131, 4133})) * 2.0);  // long rows, enough of them: GPU tiles along the rows
 
   // Reductions.
   out("sum_all", sum(x3));

@@ -27,6 +27,9 @@ constexpr TailStrategy kGuard = TailStrategy::GuardWithIf;
 constexpr int kWarp = 32;
 // CUDA's limit on a grid's y and z dimensions.
 constexpr int64_t kMaxGridY = 65535;
+// Pointwise rows at least this many times a tile's width times the
+// elements per thread get tiles along the rows (tile_stage).
+constexpr int64_t kWideRowTiles = 4;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -98,7 +101,8 @@ struct Tiled {
 // two innermost dims (the others fused into the second); otherwise all dims
 // are fused into one flat loop. Each thread takes `per_thread` elements,
 // strided by the block so that neighbouring threads touch neighbouring
-// elements.
+// elements: down its column in a 2-D tile, or along its row when rows are
+// long.
 Tiled tile_stage(Stage s, const std::vector<Var>& args, const std::vector<int64_t>& ext, int per_thread,
                  const CudaArch& a) {
   if (args.empty()) {
@@ -115,10 +119,15 @@ Tiled tile_stage(Stage s, const std::vector<Var>& args, const std::vector<int64_
     per_thread /= 2;
   bool two_d = args.size() >= 2 && (!known || inner >= a.pointwise_width || (inner >= kWarp && inner % kWarp == 0));
   int tx = a.pointwise_width, ty = threads / a.pointwise_width;
+  // Long rows: a thread's elements lie along its row, tx apart (else down
+  // its column, ty rows apart), so that a block reads long stretches of few
+  // rows rather than short pieces of many rows far apart in memory.
+  bool along_rows = false;
   if (two_d && known) {
     tx = static_cast<int>(std::min<int64_t>(a.pointwise_width, round_up(inner, kWarp)));
     ty = threads / tx;
-    if (ceil_div(total / inner, static_cast<int64_t>(ty) * per_thread) > kMaxGridY) two_d = false;
+    along_rows = per_thread > 1 && inner >= static_cast<int64_t>(tx) * per_thread * kWideRowTiles;
+    if (ceil_div(total / inner, static_cast<int64_t>(ty) * (along_rows ? 1 : per_thread)) > kMaxGridY) two_d = false;
   }
   // An update's reduction loops go innermost, inside each thread (rfactor
   // may have left some outside the pure loops).
@@ -137,7 +146,16 @@ Tiled tile_stage(Stage s, const std::vector<Var>& args, const std::vector<int64_
       s.fuse(y, args[d], fused);
       y = fused;
     }
-    Var bx("bx"), txv("tx"), by("by"), yi("yi"), tyv("ty"), e("e");
+    Var bx("bx"), txv("tx"), by("by"), yi("yi"), tyv("ty"), e("e"), xi("xi");
+    if (along_rows) {
+      s.split(args[0], bx, xi, tx * per_thread, kGuard).split(xi, e, txv, tx).unroll(e);
+      s.split(y, by, tyv, ty, kGuard);
+      innermost_first({e, txv, tyv, bx, by});
+      s.gpu_blocks(bx, by).gpu_threads(txv, tyv);
+      how << "GPU tiles " << tx * per_thread << "x" << ty << " (" << tx * ty << " threads, " << per_thread
+          << " elements of a row each)";
+      return {how.str(), e};
+    }
     s.split(args[0], bx, txv, tx, kGuard);
     if (per_thread > 1) {
       s.split(y, by, yi, ty * per_thread, kGuard).split(yi, e, tyv, ty).unroll(e);
