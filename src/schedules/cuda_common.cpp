@@ -52,6 +52,18 @@ std::vector<RVar> rvars_of(Stage s) {
   return r;
 }
 
+// Fuses the RVars of an update into one loop (innermost first) and returns it.
+RVar fuse_rvars(Stage s) {
+  std::vector<RVar> rv = rvars_of(s);
+  RVar r = rv[0];
+  for (size_t i = 1; i < rv.size(); ++i) {
+    RVar fused("rf" + std::to_string(i));
+    s.fuse(r, rv[i], fused);
+    r = fused;
+  }
+  return r;
+}
+
 // A stage's name for the printed schedule: its role ("max", "sum", "acc"),
 // without the node prefix that lower_to_halide gives every Func and without
 // Halide's uniquifying "$n" suffix.
@@ -431,13 +443,7 @@ std::string reduce_grid(Func s, int64_t total, const CudaArch& a) {
     for (int u = 0; u < s.num_update_definitions(); ++u) s.update(u).gpu_single_thread();
     return short_name(s) + " serial on one GPU thread";
   }
-  std::vector<RVar> rv = rvars_of(s.update());
-  RVar r = rv[0];
-  for (size_t i = 1; i < rv.size(); ++i) {
-    RVar fused("rf" + std::to_string(i));
-    s.update().fuse(r, rv[i], fused);
-    r = fused;
-  }
+  const RVar r = fuse_rvars(s.update());
   const int t = static_cast<int>(std::min<int64_t>(a.grid_threads, round_up(total, kWarp)));
   const int64_t blocks = std::clamp<int64_t>(ceil_div(total, static_cast<int64_t>(t) * a.min_per_thread), 1,
                                              static_cast<int64_t>(a.sm_count) * a.grid_blocks_per_sm);
@@ -496,13 +502,7 @@ std::string schedule_columns(Func out, Func acc, const Shape& out_shape, const S
     }
   }
   const int64_t chunks = ceil_div(total, seg);
-  std::vector<RVar> rv = rvars_of(acc.update());
-  RVar r = rv[0];
-  for (size_t i = 1; i < rv.size(); ++i) {
-    RVar fused("rf" + std::to_string(i));
-    acc.update().fuse(r, rv[i], fused);
-    r = fused;
-  }
+  const RVar r = fuse_rvars(acc.update());
   RVar rc("rc"), rs("rs"), rso("rso"), rsi("rsi");
   Var chunk("chunk");
   Func part = acc.update().split(r, rc, rs, static_cast<int>(seg), kGuard).rfactor(rc, chunk);

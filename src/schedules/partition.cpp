@@ -73,6 +73,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   std::vector<bool> dgelu(n, false), row_epilogue(n, false);
   if (library_gemm) {
     const std::vector<int> readers = g.use_counts();
+    // A row-wise op read only by a materialized cast is computed in the
+    // cast's kernel (a row epilogue: partition.h).
     for (const Node& node : g.nodes)
       if (root[node.id] && takes_row_epilogue(g, node, readers)) {
         root[node.inputs[0]] = false;
