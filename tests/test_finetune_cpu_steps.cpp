@@ -8,17 +8,21 @@
 //     generated evaluation graph and through the JIT's);
 //   - checkpoints in one format (byte-identical files after the same
 //     steps): each backend resumes the other's run with the same losses;
+//   - the portable CPU variant (TESSERA_AOT_VARIANT=x86-64-linux-sse41)
+//     gives the JIT's losses within float rounding;
 //   - the app says which step runs, falls back to the JIT in one line when
 //     the flags change the step (--lora-r), and refuses --cpu-steps
 //     generated for such flags before any training.
 // The in-process part links the app's code (tessera_finetune_core); the
 // last test runs the app as a separate process.
 #include <gtest/gtest.h>
+#include <tessera/error.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "finetune_model.h"
 #include "process_util.h"
@@ -132,6 +136,42 @@ TEST_F(FinetuneCpuSteps, QloraGivesTheJitLossesAnswersAndCheckpoints) {
   ASSERT_EQ(resumed.step(), kSteps);
   for (int k = kSteps + 1; k <= kSteps + 2; ++k)
     expect_same_loss(generated.train_step(task), resumed.train_step(task), k);
+}
+
+// The portable variant (x86-64-linux-sse41: 4-wide vectors, no FMA) is what
+// a CPU without the build machine's features runs. Its float operations are
+// contracted and vectorized differently from the host variant's, so its
+// losses match the JIT's closely but not bitwise.
+TEST_F(FinetuneCpuSteps, ThePortableVariantRunsTheSameStep) {
+  ASSERT_EQ(generated_cpu_variants(), (std::vector<std::string>{"host", "x86-64-linux-sse41"}));
+  ::setenv("TESSERA_AOT_VARIANT", "x86-64-linux-sse41", 1);
+  std::unique_ptr<Pretrainer> portable;
+  try {
+    portable = std::make_unique<Pretrainer>(config(CpuSteps::generated), dir("pre_sse41"), false);
+  } catch (...) {
+    ::unsetenv("TESSERA_AOT_VARIANT");
+    throw;
+  }
+  ::unsetenv("TESSERA_AOT_VARIANT");
+  Pretrainer jit(config(CpuSteps::jit), dir("pre_sse41_jit"), false);
+  EXPECT_EQ(portable->where(), "the CPU, generated step finetune_pretrain_cpu, variant x86-64-linux-sse41");
+  for (int k = 1; k <= 4; ++k) {
+    const double a = portable->train_step(corpus()), b = jit.train_step(corpus());
+    EXPECT_NEAR(a, b, 1e-5 * std::fabs(b)) << "step " << k;
+  }
+
+  // A variant the steps do not have is refused, naming those they have.
+  ::setenv("TESSERA_AOT_VARIANT", "x86-64-linux-avx512", 1);
+  try {
+    Pretrainer refused(config(CpuSteps::generated), dir("pre_refused"), false);
+    ADD_FAILURE() << "TESSERA_AOT_VARIANT=x86-64-linux-avx512 should be refused";
+  } catch (const tessera::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("TESSERA_AOT_VARIANT=x86-64-linux-avx512: the generated CPU steps have the "
+                                         "variants host, x86-64-linux-sse41"),
+              std::string::npos)
+        << e.what();
+  }
+  ::unsetenv("TESSERA_AOT_VARIANT");
 }
 
 TEST_F(FinetuneCpuSteps, TheAppSaysWhichStepRunsAndFallsBackToTheJitInOneLine) {

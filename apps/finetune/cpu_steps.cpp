@@ -8,6 +8,8 @@
 
 #include <tessera/error.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 
@@ -125,8 +127,14 @@ std::unique_ptr<CpuStep> CpuStep::create(StepKind kind, const RunConfig& rc, std
   }
   const Entry& entry = entries().at(static_cast<size_t>(match));
   const Maker& maker = eval ? entry.eval : kind == StepKind::pretrain ? entry.pretrain : entry.qlora;
+  std::vector<std::string> variants = generated_cpu_variants();
+  if (const char* forced = std::getenv("TESSERA_AOT_VARIANT")) {
+    if (std::find(variants.begin(), variants.end(), forced) == variants.end())
+      fail("TESSERA_AOT_VARIANT=", forced, ": the generated CPU steps have the variants ", join(variants));
+    variants = {forced};
+  }
   std::string failures;
-  for (const std::string& target : generated_cpu_variants()) {
+  for (const std::string& target : variants) {
     try {
       return maker.make(maker.lib, target);
     } catch (const std::exception& e) {
@@ -135,7 +143,7 @@ std::unique_ptr<CpuStep> CpuStep::create(StepKind kind, const RunConfig& rc, std
   }
   if (why)
     *why =
-        "no variant of the generated CPU steps (" + join(generated_cpu_variants()) + ") runs on this CPU: " + failures;
+        "no variant of the generated CPU steps (" + join(variants) + ") runs on this CPU: " + failures;
   return nullptr;
 }
 

@@ -4,8 +4,10 @@
 // (cpu) with the default --lora-* flags: the pretraining step
 // (gpt_train_step), the QLoRA step (gpt_qlora_train_step) and the QLoRA
 // model's evaluation graph (gpt_qlora: logits, no dropout), each with the
-// CPU variants listed there (host: the build machine's CPU features). The
-// variant is picked when a step is created: the first this CPU runs.
+// CPU variants listed there (host: the build machine's CPU features;
+// x86-64-linux-sse41: any x86-64 CPU with SSE4.1). The variant is picked
+// when a step is created: the first this CPU runs, or the one
+// TESSERA_AOT_VARIANT names.
 //
 // CpuStep hides the generated classes behind one interface: tensors by name
 // (step_tensors.h) and one run over caller-owned host arrays.
@@ -26,7 +28,8 @@ namespace finetune {
 
 struct RunConfig;
 
-// The configurations this build has CPU steps for, and their variants ("host").
+// The configurations this build has CPU steps for, and their variants in the
+// order they are tried ("host", "x86-64-linux-sse41").
 std::vector<GeneratedConfig> generated_cpu_configs();
 std::vector<std::string> generated_cpu_variants();
 
@@ -40,12 +43,14 @@ class CpuStep {
   // The generated step of `kind` for `rc`, or, with `eval`, the QLoRA
   // model's evaluation graph for it (kind must be qlora). nullptr when there
   // is none (cpu_step_mismatch) or none of its variants runs on this CPU;
-  // *why then says which.
+  // *why then says which. With TESSERA_AOT_VARIANT set to one of
+  // generated_cpu_variants() only that variant is tried; set to another
+  // name it throws tessera::Error listing the variants.
   static std::unique_ptr<CpuStep> create(StepKind kind, const RunConfig& rc, std::string* why, bool eval = false);
   virtual ~CpuStep() = default;
 
   virtual std::string name() const = 0;     // the generated library, e.g. "finetune_qlora_cpu"
-  virtual std::string variant() const = 0;  // "host"
+  virtual std::string variant() const = 0;  // "host" or "x86-64-linux-sse41"
   virtual const StepTensors& tensors() const = 0;
   // The input that output `output` (its position) may be written over: an
   // optimizer's new.X over X, where the memory plan allows it (run() may
