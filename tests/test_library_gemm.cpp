@@ -215,7 +215,11 @@ TEST(LibraryGemm, GeluOfALinearIsItsEpilogue) {
   EXPECT_EQ(epilogues, (std::vector<std::string>{
                            "cuBLASLt gemm f32 [7 x 5] @ [5 x 24]^T + bias, then gelu (tanh; the product kept)",
                            "cuBLASLt gemm bf16 [7 x 5] @ [5 x 16]^T, then gelu (tanh; the product kept)"}));
-  for (const Kernel& k : partition(graph, &cost, nullptr, /*library_gemm=*/false)) EXPECT_EQ(k.roots.size(), 1u);
+  // Without library products each linear is a kernel of its own (the small
+  // gelu outputs may share one: partition.h's launch-bound joins).
+  for (const Kernel& k : partition(graph, &cost, nullptr, /*library_gemm=*/false))
+    for (int r : k.roots)
+      if (graph.nodes[r].op == "linear") EXPECT_EQ(k.roots.size(), 1u);
 }
 
 // A materialized tanh-form gelu_grad whose gradient input is a product read

@@ -2,7 +2,8 @@
 // tiled products (with operands computed in the kernel, tiles that span all
 // rows or not, ragged edges), linears narrower than a vector, and kernels
 // with several fused outputs (partition.h), including the ordering rule that
-// keeps an output from being fused past a kernel that reads it.
+// keeps an output from being fused past a kernel that reads it, and small
+// unrelated outputs joined within the cost model's launch budget.
 //
 // test_ops checks every op at awkward sizes; this file picks sizes that take
 // each schedule path and asserts, through schedule_text(), that they did.
@@ -150,6 +151,28 @@ TEST(CpuSchedule, DifferentShapesDoNotFuse) {
   // a and c fuse; the reduction b and the transposed d keep kernels of their own.
   EXPECT_NE(text.find("3 kernels"), std::string::npos) << text;
   EXPECT_NE(text.find("(exp, mul) reads in0 = x; writes"), std::string::npos) << text;
+}
+
+TEST(CpuSchedule, SmallUnrelatedUpdatesJoinWithinTheLaunchBudget) {
+  // 30 updates of 5-element params, each moving 60 bytes (far below what
+  // the CPU moves in one 3 us dispatch), and two of 300000 elements that
+  // move megabytes. The small ones join in kernels of at most 64 buffers
+  // (21 updates of 3 buffers, then 9); the large ones keep their own.
+  GraphBuilder g("updates");
+  std::vector<Tensor> small;
+  for (int i = 0; i < 32; ++i) {
+    const bool large = i == 10 || i == 20;
+    const Shape shape = large ? Shape{300000} : Shape{5};
+    Tensor p = g.param("p" + std::to_string(i), shape), grad = g.input("g" + std::to_string(i), shape);
+    g.output("new.p" + std::to_string(i), sub(p, mul(grad, g.constant(0.1))));
+  }
+  const std::string text = expect_matches_reference(g.build(), 1e-6);
+  EXPECT_NE(text.find("graph 'updates': 4 kernels"), std::string::npos) << text;
+  size_t joined = 0;
+  for (size_t at = text.find("(sub, sub, "); at != std::string::npos; at = text.find("(sub, sub, ", at + 1)) ++joined;
+  EXPECT_EQ(joined, 2u) << text;
+  EXPECT_NE(text.find("writes out0 = t"), std::string::npos) << text;
+  EXPECT_EQ(text.find("out21 ="), std::string::npos) << "a kernel of more than 64 buffers:\n" << text;
 }
 
 }  // namespace

@@ -384,7 +384,9 @@ std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, int vec) {
   if (last.args().size() == 1)
     for (const Halide::Internal::Split& s : last.function().definition().schedule().splits())
       if (s.old_var == inner.name() && s.outer == inner.name() + ".task") inner = Var("in_task");
-  for (size_t i = 0; i + 1 < L.outputs.size(); ++i) L.outputs[i].compute_with(last, inner);
+  // Each output after the one that follows it: the last first, then back to
+  // the first (memory_plan.h's in-place updates rely on this order).
+  for (size_t i = L.outputs.size() - 1; i-- > 0;) L.outputs[i].compute_with(L.outputs[i + 1], inner);
   return "  outputs: " + how + ", all in one loop nest\n";
 }
 

@@ -683,7 +683,9 @@ std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, const CudaAr
   Tiled last;
   copy_outputs(L);
   for (Func out : L.outputs) last = root_on_gpu(out, ext, a);
-  for (size_t i = 0; i + 1 < L.outputs.size(); ++i) L.outputs[i].compute_with(L.outputs.back(), last.inner);
+  // Each output after the one that follows it: the last first, then back to
+  // the first (memory_plan.h's in-place updates rely on this order).
+  for (size_t i = L.outputs.size() - 1; i-- > 0;) L.outputs[i].compute_with(L.outputs[i + 1], last.inner);
   return "  outputs: " + last.how + ", all in one GPU kernel\n";
 }
 

@@ -75,7 +75,8 @@ std::vector<MemoryPlan::InPlaceUpdate> plan_updates(const Graph& g, const std::v
     bool ok = true;
     for (int m = 0; m < outs && ok; ++m) {
       Reads r = reads(k.graph, k.graph.outputs[m].node, leaf, memo);
-      ok = r != Reads::other && (r == Reads::none || m == j || m == outs - 1);
+      // Outputs after j are computed before it in each element (last first).
+      ok = r != Reads::other && (r == Reads::none || m >= j);
     }
     if (!ok) continue;
     updates.push_back({i, x});

@@ -14,8 +14,8 @@
 // written over input or param X itself when X dies where new.X is written:
 // no later kernel reads X, X is not a graph output, the two have one type,
 // and the kernel reads X only through elementwise ops that lead to new.X or
-// to the kernel's last output (which its fused loop computes first, element
-// by element, before the others: cpu_x86.cpp, cuda_common.cpp). `updates`
+// to outputs after it in the kernel (its fused loop computes the outputs
+// last to first, element by element: cpu_x86.cpp, cuda_common.cpp). `updates`
 // lists those pairs; a runtime that passes X's storage as new.X's saves the
 // second copy of the params and moments and the copy back after each step.
 // This does not plan graph inputs, params or outputs otherwise, and it does

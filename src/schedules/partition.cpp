@@ -14,6 +14,15 @@
 
 namespace tessera {
 
+namespace {
+
+// At most this many buffers (inputs and outputs) in a kernel of joined
+// groups: Halide passes each to a CUDA kernel as parameters, which must stay
+// within 4 KB.
+constexpr size_t kMaxJoinedBuffers = 64;
+
+}  // namespace
+
 bool is_materialized(const Node& node) {
   if (node.is_leaf()) return false;
   if (node.op == "define") return node.user && uses_reduction(node.user->body);
@@ -150,6 +159,18 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     }
     return -1;
   };
+  // The input or param X that a graph output "new.X" updates, per node; -1 for none.
+  std::vector<int> overwrites(n, -1);
+  for (const GraphOutput& o : g.outputs)
+    if (o.name.rfind("new.", 0) == 0)
+      if (int x = g.find(o.name.substr(4)); x >= 0 && g.nodes[x].is_leaf()) overwrites[o.node] = x;
+  // Bytes a kernel over these members and arguments moves (each once).
+  auto bytes_moved = [&](const std::vector<int>& members, const std::vector<int>& args) {
+    double b = 0;
+    for (int id : members) b += static_cast<double>(g.nodes[id].type.bytes());
+    for (int id : args) b += static_cast<double>(g.nodes[id].type.bytes());
+    return b;
+  };
   for (int r = 0; r < n; ++r) {
     if (!root[r]) continue;
     std::vector<int> args = arguments({r}).first;
@@ -167,15 +188,37 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
         return members.size() == 1 && members[0] == product;
       });
     } else if (fusible(r)) {
-      // A group of fusible nodes of r's shape, related to r.
-      join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
+      // A group of fusible nodes of r's shape, related to r (sharing an
+      // argument or reading a member), of at most kMaxJoinedBuffers buffers.
+      auto fits = [&](const std::vector<int>& members, const std::vector<int>& member_args) {
         if (!fusible(members[0]) || g.nodes[members[0]].type.shape != g.nodes[r].type.shape) return false;
+        // r, computed before the members (schedules compute outputs last to
+        // first), must not be an update "new.X" of an X they read: it could
+        // not then be written over X (memory_plan.h).
+        if (overwrites[r] >= 0 &&
+            std::find(member_args.begin(), member_args.end(), overwrites[r]) != member_args.end())
+          return false;
+        std::vector<int> joined = members;
+        joined.push_back(r);
+        return joined.size() + arguments(joined).first.size() <= kMaxJoinedBuffers;
+      };
+      join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
         for (int a : args)
           if (std::find(members.begin(), members.end(), a) != members.end() ||
               std::find(member_args.begin(), member_args.end(), a) != member_args.end())
-            return true;
+            return fits(members, member_args);
         return false;
       });
+      // Otherwise an unrelated group of r's shape, when the joined kernel
+      // still moves fewer bytes than the target moves in one kernel launch
+      // (the updates of many small params: one launch instead of dozens).
+      if (join < 0 && cost)
+        join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
+          if (!fits(members, member_args)) return false;
+          std::vector<int> joined = members;
+          joined.push_back(r);
+          return cost->memory_us(bytes_moved(joined, arguments(joined).first)) < cost->launch_us;
+        });
     }
     if (join < 0) {
       groups.push_back({r});

@@ -15,6 +15,13 @@
 // shape and read common inputs or each other, provided no kernel between
 // them reads the earlier ones: the kernel then has several outputs, and the
 // schedule computes them in one fused loop, so shared inputs are read once.
+// Unrelated groups of one shape join too when the joined kernel would still
+// move fewer bytes than the target's cost model moves in one launch (the
+// AdamW updates of a model's many bias and norm vectors: a few kernels
+// instead of one each). No join makes a kernel of more than 64 buffers, or
+// adds an optimizer output "new.X" to members that read X: the schedules
+// compute a kernel's outputs last to first, so it could not be written over
+// X (memory_plan.h's in-place updates).
 //
 // With library products (below), a row-wise op (row_wise) read only by a
 // materialized cast, such as a layer_norm converted to bf16 for a product,
