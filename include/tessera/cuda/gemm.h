@@ -21,8 +21,12 @@
 // cuBLASLt applies the epilogue to the product already rounded to that dtype
 // (seen on H100 with CUDA 13.0): about one more output ulp than rounding once.
 //
-// Not done here: the other backward epilogues (DRELU, BGRAD), mixed dtypes, fp8,
-// operands with a leading dimension other than their row length. Not thread-safe.
+// Not done here: the other backward epilogues (DRELU, and BGRAD: for bf16
+// operands cuBLASLt 13.0 offers the bias gradient only in bf16, not as the
+// f32 sum tessera's graphs compute; bench/probe_cublaslt_bgrad.cpp, run on
+// an H200 in bench/results/h200_cublaslt_bgrad_probe.txt), mixed dtypes,
+// fp8, operands with a leading dimension other than their row length. Not
+// thread-safe.
 #pragma once
 
 #include <cublasLt.h>
