@@ -79,10 +79,10 @@ TEST(InPlaceUpdates, EveryAdamWParamAndMomentOfTheMlpStep) {
   EXPECT_EQ(new_outputs(step).size(), 12u);  // 2 layers x (weight, bias) x (param, exp_avg, exp_avg_sq)
 }
 
-// Every param and moment of the GPT step, the token table included: the
-// gradient that recomputes the embedding lookup (a gather from the table,
-// kernel remat) is a kernel of its own, because partition() does not join
-// an update "new.X" to a kernel that reads X (it is computed first there).
+// Every param and moment of the GPT step, the token table included: its
+// gradient recomputes the embedding lookup (a gather from the table, kernel
+// remat), and partition() does not join an update "new.X" to a kernel whose
+// other outputs read X, so the table's update is written over the table.
 TEST(InPlaceUpdates, TheGptStepTheTableItGathersFromIncluded) {
   Graph step = adamw(differentiate(gpt(small_gpt())), AdamWOptions{});
   EXPECT_EQ(planned_in_place(step), new_outputs(step)) << plan_memory(step, partition(step)).text(step);
