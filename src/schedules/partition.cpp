@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <optional>
 
 #include "halide_util.h"
 #include "library_attention.h"
@@ -188,36 +189,41 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
         return members.size() == 1 && members[0] == product;
       });
     } else if (fusible(r)) {
-      // A group of fusible nodes of r's shape, related to r (sharing an
-      // argument or reading a member), of at most kMaxJoinedBuffers buffers.
-      auto fits = [&](const std::vector<int>& members, const std::vector<int>& member_args) {
-        if (!fusible(members[0]) || g.nodes[members[0]].type.shape != g.nodes[r].type.shape) return false;
-        // r, computed before the members (schedules compute outputs last to
-        // first), must not be an update "new.X" of an X they read: it could
-        // not then be written over X (memory_plan.h).
+      // The arguments of the kernel of `members` with r joined, or nothing
+      // when r may not join: another shape, more than kMaxJoinedBuffers
+      // buffers, or r an update "new.X" of an X the members read (computed
+      // before them, as schedules compute outputs last to first, r could
+      // not then be written over X: memory_plan.h).
+      auto joined_args = [&](const std::vector<int>& members,
+                             const std::vector<int>& member_args) -> std::optional<std::vector<int>> {
+        if (!fusible(members[0]) || g.nodes[members[0]].type.shape != g.nodes[r].type.shape) return std::nullopt;
         if (overwrites[r] >= 0 &&
             std::find(member_args.begin(), member_args.end(), overwrites[r]) != member_args.end())
-          return false;
+          return std::nullopt;
         std::vector<int> joined = members;
         joined.push_back(r);
-        return joined.size() + arguments(joined).first.size() <= kMaxJoinedBuffers;
+        std::vector<int> joined_args = arguments(joined).first;
+        if (joined.size() + joined_args.size() > kMaxJoinedBuffers) return std::nullopt;
+        return joined_args;
       };
+      // A group related to r (sharing an argument or reading a member).
       join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
         for (int a : args)
           if (std::find(members.begin(), members.end(), a) != members.end() ||
               std::find(member_args.begin(), member_args.end(), a) != member_args.end())
-            return fits(members, member_args);
+            return joined_args(members, member_args).has_value();
         return false;
       });
-      // Otherwise an unrelated group of r's shape, when the joined kernel
-      // still moves fewer bytes than the target moves in one kernel launch
-      // (the updates of many small params: one launch instead of dozens).
+      // Otherwise an unrelated group, when the joined kernel still moves
+      // fewer bytes than the target moves in one kernel launch (the updates
+      // of many small params: one launch instead of dozens).
       if (join < 0 && cost)
         join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
-          if (!fits(members, member_args)) return false;
+          const std::optional<std::vector<int>> a = joined_args(members, member_args);
+          if (!a) return false;
           std::vector<int> joined = members;
           joined.push_back(r);
-          return cost->memory_us(bytes_moved(joined, arguments(joined).first)) < cost->launch_us;
+          return cost->memory_us(bytes_moved(joined, *a)) < cost->launch_us;
         });
     }
     if (join < 0) {
