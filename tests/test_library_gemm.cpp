@@ -218,8 +218,11 @@ TEST(LibraryGemm, GeluOfALinearIsItsEpilogue) {
   // Without library products each linear is a kernel of its own (the small
   // gelu outputs may share one: partition.h's launch-bound joins).
   for (const Kernel& k : partition(graph, &cost, nullptr, /*library_gemm=*/false))
-    for (int r : k.roots)
-      if (graph.nodes[r].op == "linear") EXPECT_EQ(k.roots.size(), 1u);
+    for (int r : k.roots) {
+      if (graph.nodes[r].op == "linear") {
+        EXPECT_EQ(k.roots.size(), 1u);
+      }
+    }
 }
 
 // A materialized tanh-form gelu_grad whose gradient input is a product read
