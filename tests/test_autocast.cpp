@@ -87,7 +87,8 @@ void expect_matches_reference(const Graph& g, double tol, uint32_t seed) {
 // ---- the rewritten graphs, exactly --------------------------------------------
 
 // Both linears read bf16 casts of x and of the f32 params; gelu follows its
-// bf16 input; layer_norm and cross_entropy run in f32 on casts of bf16 values.
+// bf16 input; layer_norm, logsumexp and cross_entropy run in f32 on one cast
+// of each bf16 value.
 TEST(Autocast, PrintedMlpBlock) {
   EXPECT_EQ(print(apply_autocast(mlp_block(), with_dtype(DType::bf16))), lines({
       "graph block {",
@@ -99,20 +100,21 @@ TEST(Autocast, PrintedMlpBlock) {
       "  ln.bias = param()  # f32[6]",
       "  fc2.weight = param()  # f32[5, 6]",
       "  fc2.bias = param()  # f32[5]",
-      "  t5 = cast(x, dtype=\"bf16\")  # bf16[5, 7]",
-      "  t6 = cast(fc1.weight, dtype=\"bf16\")  # bf16[6, 7]",
-      "  t7 = cast(fc1.bias, dtype=\"bf16\")  # bf16[6]",
-      "  t0 = linear(t5, t6, t7)  # bf16[5, 6]",
+      "  t6 = cast(x, dtype=\"bf16\")  # bf16[5, 7]",
+      "  t7 = cast(fc1.weight, dtype=\"bf16\")  # bf16[6, 7]",
+      "  t8 = cast(fc1.bias, dtype=\"bf16\")  # bf16[6]",
+      "  t0 = linear(t6, t7, t8)  # bf16[5, 6]",
       "  t1 = gelu(t0, approximate=\"none\")  # bf16[5, 6]",
-      "  t8 = cast(t1, dtype=\"f32\")  # f32[5, 6]",
-      "  t2 = layer_norm(t8, ln.weight, ln.bias, eps=1e-05)  # f32[5, 6]",
-      "  t9 = cast(t2, dtype=\"bf16\")  # bf16[5, 6]",
-      "  t10 = cast(fc2.weight, dtype=\"bf16\")  # bf16[5, 6]",
-      "  t11 = cast(fc2.bias, dtype=\"bf16\")  # bf16[5]",
-      "  t3 = linear(t9, t10, t11)  # bf16[5, 5]",
-      "  t12 = cast(t3, dtype=\"f32\")  # f32[5, 5]",
-      "  t4 = cross_entropy(t12, y, ignore_index=-100)  # f32[]",
-      "  output loss = t4",
+      "  t9 = cast(t1, dtype=\"f32\")  # f32[5, 6]",
+      "  t2 = layer_norm(t9, ln.weight, ln.bias, eps=1e-05)  # f32[5, 6]",
+      "  t10 = cast(t2, dtype=\"bf16\")  # bf16[5, 6]",
+      "  t11 = cast(fc2.weight, dtype=\"bf16\")  # bf16[5, 6]",
+      "  t12 = cast(fc2.bias, dtype=\"bf16\")  # bf16[5]",
+      "  t3 = linear(t10, t11, t12)  # bf16[5, 5]",
+      "  t13 = cast(t3, dtype=\"f32\")  # f32[5, 5]",
+      "  t4 = logsumexp(t13)  # f32[5]",
+      "  t5 = cross_entropy(t13, y, t4, ignore_index=-100)  # f32[]",
+      "  output loss = t5",
       "}",
   }));
 }
@@ -388,8 +390,8 @@ TEST(Autocast, GradientsCloseToF32) {
 TEST(PrecisionPolicy, DefaultTablePrints) {
   EXPECT_EQ(to_string(default_precision_policy()),
             lines({"low: attention attention_grad linear matmul",
-                   "f32: cross_entropy embedding_grad exp layer_norm log log_softmax mean pow rms_norm rsqrt "
-                   "softmax sum",
+                   "f32: cross_entropy embedding_grad exp layer_norm log log_softmax logsumexp mean pow rms_norm "
+                   "rsqrt softmax sum",
                    "follow: (every other op)", "keep: define define_grad"}));
   const PrecisionPolicy p = default_precision_policy();
   EXPECT_EQ(p.lookup("matmul"), OpPrecision::low);
@@ -406,9 +408,9 @@ TEST(PrecisionPolicy, UserCanMoveAnOp) {
   const Graph moved = apply_autocast(mlp_block(), o);
   const Graph normal = apply_autocast(mlp_block(), with_dtype(DType::bf16));
   const std::string text = print(moved);
-  EXPECT_NE(text.find("  t8 = cast(ln.weight, dtype=\"bf16\")  # bf16[6]\n"
-                      "  t9 = cast(ln.bias, dtype=\"bf16\")  # bf16[6]\n"
-                      "  t2 = layer_norm(t1, t8, t9, eps=1e-05)  # bf16[5, 6]\n"),
+  EXPECT_NE(text.find("  t9 = cast(ln.weight, dtype=\"bf16\")  # bf16[6]\n"
+                      "  t10 = cast(ln.bias, dtype=\"bf16\")  # bf16[6]\n"
+                      "  t2 = layer_norm(t1, t9, t10, eps=1e-05)  # bf16[5, 6]\n"),
             std::string::npos)
       << text;
   const auto args = random_args(moved, 7);

@@ -342,8 +342,8 @@ const std::map<std::string, CaseFn>& cases() {
 
 // The ops whose gradient checks live in tests/test_autodiff_nn.cpp (its own
 // executable, which also checks that each has a rule).
-const std::set<std::string> kNNOps = {"embedding", "softmax",       "log_softmax", "layer_norm", "rms_norm",
-                                      "cross_entropy", "dropout", "attention",   "define"};
+const std::set<std::string> kNNOps = {"embedding",     "softmax", "log_softmax", "logsumexp", "layer_norm",
+                                      "rms_norm",      "dropout", "attention",   "define",    "cross_entropy"};
 
 class GradOp : public ::testing::TestWithParam<std::string> {};
 

@@ -216,16 +216,37 @@ TEST(GradNN, Norms) {
 TEST(GradNN, CrossEntropy) {
   SEEDED(seed);
   GradCheck gc("cross_entropy", seed);
+  // The node as cross_entropy() builds it reads the row log-sum-exp as a
+  // third input; here that input is a free argument of its own, so its
+  // gradient is checked too (logsumexp's rule is checked below).
   auto ce = [](int64_t ignore) {
-    return [ignore](GraphBuilder&, const std::vector<Tensor>& x) { return cross_entropy(x[0], x[1], ignore); };
+    return [ignore](GraphBuilder& b, const std::vector<Tensor>& x) {
+      return b.add("cross_entropy", {x[0], x[1], x[2]}, {{"ignore_index", ignore}});
+    };
   };
   // Some ignored rows, one out-of-range target (reads the clamped class).
-  gc.add("ce ignored rows", {gc.real({5, 7}, -3, 3), GradCheck::ints({5}, DType::i64, {2, -100, 6, 9, -100})},
+  gc.add("ce ignored rows",
+         {gc.real({5, 7}, -3, 3), GradCheck::ints({5}, DType::i64, {2, -100, 6, 9, -100}), gc.real({5}, 1, 3)},
          ce(-100));
-  gc.add("ce [1, 1]", {gc.real({1, 1}), GradCheck::ints({1}, DType::i32, {0})}, ce(-100));
-  gc.add("ce ignore 3", {gc.real({9, 4}, -2, 2), GradCheck::ints({9}, DType::i32, gc.random_ints(9, 0, 3))}, ce(3));
+  gc.add("ce [1, 1]", {gc.real({1, 1}), GradCheck::ints({1}, DType::i32, {0}), gc.real({1})}, ce(-100));
+  gc.add("ce ignore 3",
+         {gc.real({9, 4}, -2, 2), GradCheck::ints({9}, DType::i32, gc.random_ints(9, 0, 3)), gc.real({9})}, ce(3));
   // Every row ignored: the loss is 0 and the gradient is 0.
-  gc.add("ce all ignored", {gc.real({3, 2}), GradCheck::ints({3}, DType::i64, {-1, -1, -1})}, ce(-1));
+  gc.add("ce all ignored", {gc.real({3, 2}), GradCheck::ints({3}, DType::i64, {-1, -1, -1}), gc.real({3})}, ce(-1));
+  // The node without its lse input: the rule reduces the rows itself.
+  gc.add("ce without lse", {gc.real({6, 9}, -3, 3), GradCheck::ints({6}, DType::i64, {1, 8, -100, 0, 4, 4})},
+         [](GraphBuilder& b, const std::vector<Tensor>& x) {
+           return b.add("cross_entropy", {x[0], x[1]}, {{"ignore_index", int64_t{-100}}});
+         });
+  gc.run();
+}
+
+TEST(GradNN, Logsumexp) {
+  SEEDED(seed);
+  GradCheck gc("logsumexp", seed);
+  for (Shape s : {Shape{1}, Shape{7}, Shape{3, 5}, Shape{2, 1, 4}})
+    gc.add("logsumexp " + to_string(s), {gc.real(s, -4, 4)},
+           [](GraphBuilder&, const std::vector<Tensor>& x) { return logsumexp(x[0]); });
   gc.run();
 }
 
@@ -458,8 +479,8 @@ TEST(GradNN, Define) {
 }
 
 TEST(GradNNCoverage, EveryNNOpHasARule) {
-  for (const char* op : {"embedding", "softmax", "log_softmax", "layer_norm", "rms_norm", "cross_entropy", "dropout",
-                         "attention", "define"})
+  for (const char* op : {"embedding", "softmax", "log_softmax", "logsumexp", "layer_norm", "rms_norm", "cross_entropy",
+                         "dropout", "attention", "define"})
     EXPECT_NE(find_vjp(op), nullptr) << op;
 }
 

@@ -288,6 +288,14 @@ const std::map<std::string, Body>& op_cases() {
       out(g, cross_entropy(in(g, {13, 17}), in(g, {13}, DType::i64)));
       out(g, cross_entropy(in(g, {3, 5000}), in(g, {3}, DType::i32)));
       out(g, cross_entropy(in(g, {2000, 33}), in(g, {2000}, DType::i32)));
+      Tensor logits = in(g, {9, 33});
+      out(g, g.add("cross_entropy", {logits, in(g, {9}, DType::i64)}, {{"ignore_index", int64_t{-100}}}));
+    };
+    m["logsumexp"] = [](GraphBuilder& g) {
+      out(g, logsumexp(in(g, {7})));
+      out(g, logsumexp(in(g, {13, 17})));
+      out(g, logsumexp(in(g, {3, 5000})));
+      out(g, logsumexp(in(g, {2, 1000, 33})));
     };
     m["dropout"] = [](GraphBuilder& g) {
       out(g, dropout(in(g, {13, 17}), 0.1, 42));

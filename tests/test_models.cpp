@@ -82,9 +82,10 @@ TEST(Models, MlpPrintsExactly) {
             "  layers.1.weight = param()  # f32[2, 3]\n"
             "  layers.1.bias = param()  # f32[2]\n"
             "  t2 = linear(t1, layers.1.weight, layers.1.bias)  # f32[2, 2]\n"
-            "  t3 = cross_entropy(t2, y, ignore_index=-100)  # f32[]\n"
+            "  t3 = logsumexp(t2)  # f32[2]\n"
+            "  t4 = cross_entropy(t2, y, t3, ignore_index=-100)  # f32[]\n"
             "  output logits = t2\n"
-            "  output loss = t3\n"
+            "  output loss = t4\n"
             "}\n");
 }
 

@@ -668,6 +668,24 @@ void cross_entropy_cases(Rng& rng) {
           tol(t, 6), "[5, 6] out-of-range targets");
     c.out(cross_entropy(c.in({17, 65}, t, uniform(-5, 5)), c.in_values({17}, DType::i32, targets(17, 65, -1, 0.2)), -1),
           tol(t, 65), "[17, 65] ignore_index -1");
+    // The node without its lse input reduces the rows itself.
+    Tensor logits = c.in({9, 33}, t, uniform(-4, 4));
+    Tensor target = c.in_values({9}, DType::i64, targets(9, 33, -100, 0.2));
+    Tensor alone = c.g().add("cross_entropy", {logits, target}, {{"ignore_index", int64_t{-100}}});
+    EXPECT_EQ(alone.node().inputs.size(), 2u);
+    c.out(alone, tol(t, 33), "[9, 33] without the lse input");
+    c.run();
+  }
+}
+
+void logsumexp_cases(Rng& rng) {
+  for (DType t : kAllFloats) {
+    Check c(name_of("logsumexp", t), rng);
+    const std::vector<Shape> all = {{7}, {1}, {13, 17}, {2, 3, 33}, {4, 1}, {3, 65}, {2, 300}};
+    for (size_t k = 0; k < all.size(); ++k) {
+      if (!runs_case(t, k, {0, 2, 5})) continue;
+      c.out(logsumexp(c.in(all[k], t, uniform(-6, 6))), tol(t, static_cast<double>(all[k].back())), to_string(all[k]));
+    }
     c.run();
   }
 }
@@ -1070,6 +1088,7 @@ const std::map<std::string, CaseFn>& cases() {
     m["log_softmax"] = softmax_cases("log_softmax", {DType::f32, DType::f64, DType::bf16}, log_softmax);
     m["layer_norm"] = layer_norm_cases;
     m["rms_norm"] = rms_norm_cases;
+    m["logsumexp"] = logsumexp_cases;
     m["cross_entropy"] = cross_entropy_cases;
     m["dropout"] = dropout_cases;
     m["attention"] = attention_cases;

@@ -109,10 +109,15 @@ Tensor layer_norm(Tensor x, Tensor weight, Tensor bias, double eps = 1e-5);
 // rms_norm{eps} over the last dim: x / sqrt(mean(x^2) + eps) (* weight).
 Tensor rms_norm(Tensor x, double eps = 1e-6);
 Tensor rms_norm(Tensor x, Tensor weight, double eps = 1e-6);
+// logsumexp(x[..., C]) -> [...]: log(sum(exp(x))) over the last dim,
+// computed as max + log(sum(exp(x - max))) (torch.logsumexp(x, -1)).
+Tensor logsumexp(Tensor x);
 // cross_entropy{ignore_index}: logits[N, C], target int[N] -> scalar mean of
 // -log_softmax(logits)[n, target[n]] over the n whose target != ignore_index
 // (0 if there are none). target is i32 or i64; a target outside [0, C) other
-// than ignore_index reads class clamp(target, 0, C-1).
+// than ignore_index reads class clamp(target, 0, C-1). The node's optional
+// third input is logsumexp(logits); this function adds it, so the loss and
+// its gradient reduce the logits once.
 Tensor cross_entropy(Tensor logits, Tensor target, int64_t ignore_index = -100);
 // dropout{p, seed, offset}: keeps element e (row-major index) when the first
 // 32-bit word of Philox4x32-10(counter = {e + offset low, high, 0, 0},

@@ -1,5 +1,5 @@
-// Neural-network ops: embedding, softmax, log_softmax, layer_norm, rms_norm,
-// cross_entropy, dropout, attention and attention_grad (attention's
+// Neural-network ops: embedding, softmax, log_softmax, logsumexp, layer_norm,
+// rms_norm, cross_entropy, dropout, attention and attention_grad (attention's
 // gradient, which recomputes the probabilities as the forward does).
 //
 // Each reduction inside an op (a row max, a row sum, ...) is its own stage
@@ -45,6 +45,20 @@ Func reduce_stage(const std::string& name, const std::vector<Var>& rv, const Exp
   std::vector<Expr> idx = as_exprs(rv);
   ref(f, idx) = update(ref(f, idx));
   return f;
+}
+
+// The two stages of a numerically stable log-sum-exp along a row of `len`
+// elements x(0..len-1), indexed by the row vars `rv`: the row max, then the
+// sum of exp(x - max). Softmax, logsumexp and cross_entropy share them.
+std::pair<Func, Func> row_max_and_sum(const std::string& name, const std::vector<Var>& rv, int64_t len,
+                                      Halide::Type ct, const std::function<Expr(const Expr&)>& x) {
+  std::vector<Expr> row = as_exprs(rv);
+  Halide::RDom rm(0, static_cast<int>(len), name + "_rmax");
+  Func mx = reduce_stage(name + "_max", rv, ct.min(), [&](Expr cur) { return Halide::max(cur, x(rm)); });
+  Halide::RDom rs(0, static_cast<int>(len), name + "_rsum");
+  Func se = reduce_stage(name + "_sum", rv, konst(ct, 0.0),
+                         [&](Expr cur) { return cur + Halide::exp(x(rs) - at(mx, row)); });
+  return {mx, se};
 }
 
 // ---- embedding -------------------------------------------------------------
@@ -95,14 +109,33 @@ Definition softmax_define(const DefineContext& c, bool log_form) {
   std::vector<Expr> row = as_exprs(rv);
   auto x = [&](const Expr& along) { return Halide::cast(ct, at(c.inputs[0], with_at(idx, axis, along))); };
 
-  Halide::RDom rm(0, static_cast<int>(s[axis]), c.node.name + "_rmax");
-  Func mx = reduce_stage(c.node.name + "_max", rv, ct.min(), [&](Expr cur) { return Halide::max(cur, x(rm)); });
-  Halide::RDom rs(0, static_cast<int>(s[axis]), c.node.name + "_rsum");
-  Func se = reduce_stage(c.node.name + "_sum", rv, konst(ct, 0.0),
-                         [&](Expr cur) { return cur + Halide::exp(x(rs) - at(mx, row)); });
-
+  auto [mx, se] = row_max_and_sum(c.node.name, rv, s[axis], ct, x);
   Expr shifted = x(idx[axis]) - at(mx, row);
   Expr r = log_form ? shifted - Halide::log(at(se, row)) : Halide::exp(shifted) / at(se, row);
+  return Definition{make_func(c.node.name, v, Halide::cast(halide_type(t), r)), {mx, se}};
+}
+
+// ---- logsumexp -----------------------------------------------------------------
+
+TensorType logsumexp_infer(const std::vector<TensorType>& in, const Attrs&) {
+  need_float(in[0]);
+  if (in[0].rank() < 1) fail("needs rank >= 1, got ", to_string(in[0]));
+  return TensorType{in[0].dtype, Shape(in[0].shape.begin(), in[0].shape.end() - 1)};
+}
+
+Definition logsumexp_define(const DefineContext& c) {
+  const Shape& in = c.input_types[0].shape;
+  DType t = c.node.type.dtype;
+  Halide::Type ct = compute_type(t);
+  auto v = make_vars(c.node.type.rank());
+  std::vector<Expr> row = as_exprs(v);
+  auto x = [&](const Expr& along) {
+    std::vector<Expr> idx = row;
+    idx.push_back(along);
+    return Halide::cast(ct, at(c.inputs[0], idx));
+  };
+  auto [mx, se] = row_max_and_sum(c.node.name, v, in.back(), ct, x);
+  Expr r = at(mx, row) + Halide::log(at(se, row));
   return Definition{make_func(c.node.name, v, Halide::cast(halide_type(t), r)), {mx, se}};
 }
 
@@ -177,6 +210,10 @@ TensorType cross_entropy_infer(const std::vector<TensorType>& in, const Attrs& a
   if (target.shape != Shape{logits.shape[0]})
     fail("target must be [", logits.shape[0], "] for logits ", to_string(logits.shape), ", got ",
          to_string(target.shape));
+  const TensorType row_type{logits.dtype, {logits.shape[0]}};
+  if (in.size() == 3 && in[2] != row_type)
+    fail("lse must be ", to_string(row_type), " (logsumexp of the logits ", to_string(logits), "), got ",
+         to_string(in[2]));
   return TensorType{logits.dtype, {}};
 }
 
@@ -190,18 +227,23 @@ Definition cross_entropy_define(const DefineContext& c) {
   Var n("d0");
   auto logit = [&](const Expr& row, const Expr& cls) { return Halide::cast(ct, at(c.inputs[0], {row, cls})); };
 
-  Halide::RDom rm(0, static_cast<int>(classes), name + "_rmax");
-  Func mx = reduce_stage(name + "_max", {n}, ct.min(), [&](Expr cur) { return Halide::max(cur, logit(n, rm)); });
-  Halide::RDom rs(0, static_cast<int>(classes), name + "_rsum");
-  Func se = reduce_stage(name + "_sum", {n}, konst(ct, 0.0),
-                         [&](Expr cur) { return cur + Halide::exp(logit(n, rs) - at(mx, {n})); });
+  // The row log-sum-exp: the third input, or two row stages of this op's own.
+  std::vector<Func> stages;
+  std::function<Expr(const Expr&)> lse;
+  if (c.inputs.size() == 3) {
+    lse = [&](const Expr& row) { return Halide::cast(ct, at(c.inputs[2], {row})); };
+  } else {
+    auto [mx, se] = row_max_and_sum(name, {n}, classes, ct, [&](const Expr& cls) { return logit(n, cls); });
+    stages = {mx, se};
+    lse = [mx = mx, se = se](const Expr& row) { return at(mx, {row}) + Halide::log(at(se, {row})); };
+  }
 
   // Per-row loss, summed with the count of rows that are not ignored.
   Halide::RDom rn(0, static_cast<int>(ls[0]), name + "_rrow");
   Expr tgt = Halide::cast(Halide::Int(64), at(c.inputs[1], {rn}));
   Expr valid = tgt != Halide::Expr(ignore);
   Expr cls = Halide::cast(Halide::Int(32), Halide::clamp(tgt, Expr(int64_t{0}), Expr(int64_t{classes - 1})));
-  Expr row_loss = at(mx, {rn}) + Halide::log(at(se, {rn})) - logit(rn, cls);
+  Expr row_loss = lse(rn) - logit(rn, cls);
   // Ignored rows are multiplied by 0, not selected away: behind a select,
   // Halide would compute the row stages only where the row is valid, and with
   // one row that test reads the target on the host (no host memory on the GPU).
@@ -212,7 +254,9 @@ Definition cross_entropy_define(const DefineContext& c) {
                             [&](Expr cur) { return cur + Halide::select(valid, konst(ct, 1.0), konst(ct, 0.0)); });
   Expr cnt = at(count, {});
   Expr r = Halide::select(cnt > konst(ct, 0.0), at(total, {}) / Halide::max(cnt, konst(ct, 1.0)), konst(ct, 0.0));
-  return Definition{make_func(name, {}, Halide::cast(halide_type(t), r)), {mx, se, total, count}};
+  stages.push_back(total);
+  stages.push_back(count);
+  return Definition{make_func(name, {}, Halide::cast(halide_type(t), r)), stages};
 }
 
 // ---- dropout -------------------------------------------------------------------
@@ -490,10 +534,18 @@ const bool registered = [] {
   OpDef ce;
   ce.name = "cross_entropy";
   ce.kind = OpKind::reduction;
-  ce.min_inputs = ce.max_inputs = 2;
+  ce.min_inputs = 2;
+  ce.max_inputs = 3;
   ce.infer = cross_entropy_infer;
   ce.define = cross_entropy_define;
   register_op(std::move(ce));
+
+  OpDef lse;
+  lse.name = "logsumexp";
+  lse.kind = OpKind::reduction;
+  lse.infer = logsumexp_infer;
+  lse.define = logsumexp_define;
+  register_op(std::move(lse));
 
   OpDef drop;
   drop.name = "dropout";
@@ -555,9 +607,17 @@ Tensor rms_norm(Tensor x, Tensor weight, double eps) {
   return builder_of(x, "rms_norm")->add("rms_norm", {x, weight}, {{"eps", eps}});
 }
 
+Tensor logsumexp(Tensor x) { return builder_of(x, "logsumexp")->add("logsumexp", {x}); }
+
 Tensor cross_entropy(Tensor logits, Tensor target, int64_t ignore_index) {
   builder_of(target, "cross_entropy");
-  return builder_of(logits, "cross_entropy")->add("cross_entropy", {logits, target}, {{"ignore_index", ignore_index}});
+  GraphBuilder* b = builder_of(logits, "cross_entropy");
+  // The row log-sum-exp is a node of its own, so that the gradient reads the
+  // forward's instead of reducing the logits again (vjp_nn.cpp). Logits the op
+  // refuses go in alone, for its error message.
+  if (logits.shape().size() != 2 || !is_float(logits.dtype()))
+    return b->add("cross_entropy", {logits, target}, {{"ignore_index", ignore_index}});
+  return b->add("cross_entropy", {logits, target, logsumexp(logits)}, {{"ignore_index", ignore_index}});
 }
 
 Tensor dropout(Tensor x, double p, uint64_t seed, uint64_t offset) {

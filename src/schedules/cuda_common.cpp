@@ -655,21 +655,22 @@ std::string schedule_gemm(Func out, Func acc, const std::vector<Func>& operands,
 
 // ---- cross_entropy -------------------------------------------------------------------
 
-// The row max and row sum (stages 0, 1) are each computed row-wise into a
-// buffer of their own (their wrappers own the rows); the loss total and the
-// count (stages 2, 3) are grid reductions over the rows; the result is one
-// GPU thread.
+// The row max and row sum (stages 0, 1; absent when the op reads its row
+// log-sum-exp as an input) are each computed row-wise into a buffer of their
+// own (their wrappers own the rows); the loss total and the count (the last
+// two stages) are grid reductions over the rows; the result is one GPU thread.
 std::string schedule_cross_entropy(Func out, const std::vector<Func>& stages, const Shape& logits, const CudaArch& a) {
   const int64_t rows = logits[0], classes = logits[1];
+  const size_t row_stages = stages.size() - 2;
   std::string how;
-  for (int i = 0; i < 2; ++i) {
+  for (size_t i = 0; i < row_stages; ++i) {
     Func stage = stages[i];
     Func rowwise = stage.in();
     how += (i ? "; " : "") + short_name(stage) + " at root: " +
            schedule_rows(rowwise, false, classes, {rows}, {rows}, {stage}, a);
   }
   out.compute_root().gpu_single_thread();
-  for (int i = 2; i < 4; ++i) how += "; " + reduce_grid(stages[i], rows, a);
+  for (size_t i = row_stages; i < stages.size(); ++i) how += (i ? "; " : "") + reduce_grid(stages[i], rows, a);
   return "one GPU thread; " + how;
 }
 
@@ -744,7 +745,21 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
       // variance) have the row dims.
       const std::vector<int64_t> rows(ext.begin() + 1, ext.end());
       what = schedule_rows(f, true, shape.back(), rows, rows, row_op >= 0 ? L.stages[row_op] : stages, a);
-    } else if (node.op == "cross_entropy" && stages.size() == 4) {
+    } else if (node.op == "logsumexp" && stages.size() == 2) {
+      const int64_t len = g.node(node.inputs[0]).type.shape.back();
+      if (node.type.rank() >= 1) {
+        // One row per output element: the row max and sum stages at its rows.
+        what = schedule_rows(f, false, len, ext, ext, stages, a);
+      } else {
+        // One row: the max and the sum each reduced by a grid, the max
+        // first into a buffer of its own that the sum's grid reads.
+        f.compute_root().gpu_single_thread();
+        what = "one GPU thread; " + reduce_grid(stages[0], len, a) + "; " + reduce_grid(stages[1], len, a);
+        Func mx = stages[0];
+        mx.compute_root().gpu_single_thread();
+        mx.update().gpu_single_thread();
+      }
+    } else if (node.op == "cross_entropy" && (stages.size() == 4 || stages.size() == 2)) {
       what = schedule_cross_entropy(f, stages, g.node(node.inputs[0]).type.shape, a);
     } else {
       // Everything else: internal stages at root, tiled over their own dims

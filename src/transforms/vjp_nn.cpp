@@ -1,5 +1,5 @@
 // VJP rules (see vjp.h) for the neural-network ops: embedding, softmax,
-// log_softmax, layer_norm, rms_norm, cross_entropy, dropout and attention.
+// log_softmax, logsumexp, layer_norm, rms_norm, cross_entropy, dropout and attention.
 //
 // Each rule builds its backward from library ops, recomputing what it needs
 // from the forward's inputs (normalization statistics, attention
@@ -68,10 +68,22 @@ std::vector<Tensor> norm_vjp(const VjpContext& c, bool rms) {
   return grads;
 }
 
+std::vector<Tensor> logsumexp_vjp(const VjpContext& c) {
+  // dx = g exp(x - y): the softmax of the row times its cotangent.
+  return {unsqueeze(c.cotangent, -1) * exp(c.inputs[0] - unsqueeze(c.output, -1))};
+}
+
 std::vector<Tensor> cross_entropy_vjp(const VjpContext& c) {
-  // d loss / d logits[n, :] = g (softmax(logits[n]) - onehot(target[n])) / count
-  // on rows whose target is not ignore_index (count of those, at least 1), 0 elsewhere.
+  // loss = sum over rows n whose target is not ignore_index of
+  // (lse[n] - logits[n, target[n]]) / count (count of those rows, at least 1).
+  // With the lse input (cross_entropy() adds it) the rule gives d lse =
+  // g / count on those rows and d logits = -onehot g / count; logsumexp's
+  // rule adds the softmax term, so the gradient reads the forward's row
+  // statistics. Without it, d logits = g (softmax - onehot) / count, the
+  // softmax as exp(logits - logsumexp(logits)): two row reductions and a
+  // pointwise term that fuses into the gradient's kernel.
   const int64_t ignore = attr_int(c.node.attrs, "ignore_index", "cross_entropy");
+  const bool has_lse = c.inputs.size() == 3;
   Tensor logits = c.inputs[0], target = c.inputs[1], g = c.cotangent;
   const int64_t classes = logits.shape()[1];
   GraphBuilder& b = c.b;
@@ -87,15 +99,11 @@ std::vector<Tensor> cross_entropy_vjp(const VjpContext& c) {
   std::vector<double> iota(static_cast<size_t>(classes));
   for (int64_t k = 0; k < classes; ++k) iota[static_cast<size_t>(k)] = static_cast<double>(k);
   Tensor onehot = cast(eq(unsqueeze(cls, 1), b.constant(iota, {classes}, DType::i32)), logits.dtype());
-  Tensor scale = g / maximum(sum(valid), scalar(c, 1.0, logits));
-  Tensor row_scale = unsqueeze(valid, 1) * scale;  // [N, 1]
-  // softmax as exp(logits - logsumexp): the row statistics are two row
-  // reductions and the probabilities a pointwise term that fuses into the
-  // gradient's kernel, so no probability matrix is written (at GPT-2's LM
-  // head a softmax kernel wrote 1.6 GB that one more kernel then read).
-  Tensor m = max(logits, {-1}, true);
-  Tensor lse = m + log(sum(exp(logits - m), {-1}, true));
-  return {(exp(logits - lse) - onehot) * row_scale, Tensor()};
+  Tensor row_scale = valid * (g / maximum(sum(valid), scalar(c, 1.0, logits)));  // [N]
+  if (has_lse)
+    return {wants(c, 0) ? onehot * unsqueeze(-row_scale, 1) : Tensor(), Tensor(), wants(c, 2) ? row_scale : Tensor()};
+  Tensor lse = unsqueeze(logsumexp(logits), 1);
+  return {(exp(logits - lse) - onehot) * unsqueeze(row_scale, 1), Tensor()};
 }
 
 std::vector<Tensor> dropout_vjp(const VjpContext& c) {
@@ -124,6 +132,7 @@ const VjpRegistrar r_softmax("softmax", softmax_vjp);
 const VjpRegistrar r_log_softmax("log_softmax", log_softmax_vjp);
 const VjpRegistrar r_layer_norm("layer_norm", [](const VjpContext& c) { return norm_vjp(c, false); });
 const VjpRegistrar r_rms_norm("rms_norm", [](const VjpContext& c) { return norm_vjp(c, true); });
+const VjpRegistrar r_logsumexp("logsumexp", logsumexp_vjp);
 const VjpRegistrar r_cross_entropy("cross_entropy", cross_entropy_vjp);
 const VjpRegistrar r_dropout("dropout", dropout_vjp);
 const VjpRegistrar r_attention("attention", attention_vjp);

@@ -549,8 +549,25 @@ RefTensor rms_norm_op(const Node& n, const Ins& in) {
   return r;
 }
 
+RefTensor logsumexp_op(const Node&, const Ins& in) {
+  need_inputs(in, 1, 1);
+  const RefTensor& x = *in[0];
+  need_float(x);
+  if (x.shape.empty()) fail("needs rank >= 1, got ", type_str(x));
+  const int64_t C = x.shape.back();
+  RefTensor r = make(Shape(x.shape.begin(), x.shape.end() - 1), x.dtype);
+  for (int64_t i = 0; i < r.numel(); ++i) {
+    const double* row = x.data.data() + i * C;
+    const double m = *std::max_element(row, row + C);
+    double s = 0;
+    for (int64_t c = 0; c < C; ++c) s += std::exp(row[c] - m);
+    r.data[i] = m + std::log(s);
+  }
+  return r;
+}
+
 RefTensor cross_entropy_op(const Node& n, const Ins& in) {
-  need_inputs(in, 2, 2);
+  need_inputs(in, 2, 3);
   const RefTensor &logits = *in[0], &target = *in[1];
   need_float(logits);
   if (logits.shape.size() != 2) fail("logits must be [N, C], got ", type_str(logits));
@@ -566,10 +583,16 @@ RefTensor cross_entropy_op(const Node& n, const Ins& in) {
     if (t == ignore) continue;
     const int64_t cls = std::clamp<int64_t>(t, 0, C - 1);  // the spec: out-of-range targets are clamped
     const double* row = logits.data.data() + i * C;
-    const double m = *std::max_element(row, row + C);
-    double s = 0;
-    for (int64_t c = 0; c < C; ++c) s += std::exp(row[c] - m);
-    total += m + std::log(s) - row[cls];
+    double lse = 0;
+    if (in.size() == 3) {
+      lse = in[2]->data[i];  // the node's lse input (logsumexp(logits) in every graph the library builds)
+    } else {
+      const double m = *std::max_element(row, row + C);
+      double s = 0;
+      for (int64_t c = 0; c < C; ++c) s += std::exp(row[c] - m);
+      lse = m + std::log(s);
+    }
+    total += lse - row[cls];
     ++count;
   }
   r.data[0] = count ? total / count : 0.0;
@@ -761,6 +784,7 @@ const std::map<std::string, OpFn>& table() {
     m["log_softmax"] = [](const Node& n, const Ins& in) { return softmax_op(n, in, true); };
     m["layer_norm"] = layer_norm_op;
     m["rms_norm"] = rms_norm_op;
+    m["logsumexp"] = logsumexp_op;
     m["cross_entropy"] = cross_entropy_op;
     m["dropout"] = dropout_op;
     m["attention"] = attention_op;
