@@ -175,4 +175,22 @@ TEST(CpuSchedule, SmallUnrelatedUpdatesJoinWithinTheLaunchBudget) {
   EXPECT_EQ(text.find("out21 ="), std::string::npos) << "a kernel of more than 64 buffers:\n" << text;
 }
 
+TEST(CpuSchedule, SmallKernelsReadingOnlyParamsJoinAnEarlierKernel) {
+  // Five small products of params, each read by a reduction before the next
+  // one is computed: they cannot run later, in the next one's kernel, but as
+  // they read only params they can run earlier, all in the first one's.
+  GraphBuilder g("params");
+  Tensor acc = g.input("x", {9, 21});
+  for (int i = 0; i < 5; ++i) {
+    Tensor c = mul(g.param("b" + std::to_string(i), {21}), g.constant(2.0 + i));
+    g.output("c" + std::to_string(i), c);
+    acc = add(acc, sum(add(acc, c), {1}, true));
+  }
+  g.output("y", acc);
+  const std::string text = expect_matches_reference(g.build(), 1e-6);
+  EXPECT_NE(text.find("(mul, mul, mul, mul, mul) reads in0 = b0, in1 = b1, in2 = b2, in3 = b3, in4 = b4; writes"),
+            std::string::npos)
+      << text;
+}
+
 }  // namespace
