@@ -110,6 +110,7 @@ Graph op_zoo(DType dtype) {
   out("softmax_mid", softmax(x3, 1));
   out("log_softmax", log_softmax(x3));
   out("logsumexp", logsumexp(x3));
+  out("logsumexp_vector", logsumexp(row));
   out("layer_norm", layer_norm(x3, param("ln.weight", {33}), param("ln.bias", {33})));
   out("rms_norm", rms_norm(x3, param("rms.weight", {33})));
   out("cross_entropy", cross_entropy(reshape(x3, {15, 33}), reshape(ids, {15})));

@@ -8,11 +8,11 @@
 //    rows (unrolled, strided by the block so loads stay coalesced);
 //  - reductions along the contiguous dim (sum/mean/max over the last axis,
 //    softmax/log_softmax over the last axis, layer_norm, rms_norm, the row
-//    max and sum of logsumexp and cross_entropy): one warp per row for short rows, one
-//    block per row for long ones; each reduction stage is computed where its
-//    row is, split across the 32 lanes (rfactor + gpu_lanes, partials in
-//    registers and combined with warp shuffles) and, for a block per row,
-//    across warps (partials in shared memory);
+//    max and sum of logsumexp and cross_entropy): one warp per row for short
+//    rows, one block per row for long ones; each reduction stage is computed
+//    where its row is, split across the 32 lanes (rfactor + gpu_lanes,
+//    partials in registers and combined with warp shuffles) and, for a block
+//    per row, across warps (partials in shared memory);
 //  - reductions across rows (the innermost dim kept) and other updates that
 //    write at their own pure vars (attention's stages, define_grad's
 //    adjoints that do not scatter): one thread per output element, the

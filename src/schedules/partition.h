@@ -18,7 +18,11 @@
 // Unrelated groups of one shape join too when the joined kernel would still
 // move fewer bytes than the target's cost model moves in one launch (the
 // AdamW updates of a model's many bias and norm vectors: a few kernels
-// instead of one each). No join makes a kernel of more than 64 buffers, or
+// instead of one each). A joined group runs where its last member is, so
+// these joins delay the earlier members; a node that reads only inputs and
+// params (a param's cast to bf16, read by a kernel before the next such
+// cast) may instead join, within the same budget, the first earlier group
+// of its shape and run there. No join makes a kernel of more than 64 buffers, or
 // adds an optimizer output "new.X" to members that read X: the schedules
 // compute a kernel's outputs last to first, so it could not be written over
 // X (memory_plan.h's in-place updates).
