@@ -215,36 +215,36 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
             return joined_args(members, member_args).has_value();
         return false;
       });
-      // Otherwise an unrelated group, when the joined kernel still moves
-      // fewer bytes than the target moves in one kernel launch (the updates
-      // of many small params: one launch instead of dozens).
+      // The arguments of an unrelated group with r joined, when the joined
+      // kernel still moves fewer bytes than the target moves in one kernel
+      // launch (the updates of many small params: one launch instead of dozens).
+      auto within_launch_budget = [&](const std::vector<int>& members,
+                                      const std::vector<int>& member_args) -> std::optional<std::vector<int>> {
+        std::optional<std::vector<int>> a = joined_args(members, member_args);
+        if (!a) return std::nullopt;
+        std::vector<int> joined = members;
+        joined.push_back(r);
+        if (cost->memory_us(bytes_moved(joined, *a)) >= cost->launch_us) return std::nullopt;
+        return a;
+      };
       if (join < 0 && cost)
         join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
-          const std::optional<std::vector<int>> a = joined_args(members, member_args);
-          if (!a) return false;
-          std::vector<int> joined = members;
-          joined.push_back(r);
-          return cost->memory_us(bytes_moved(joined, *a)) < cost->launch_us;
+          return within_launch_budget(members, member_args).has_value();
         });
       // A node that reads only graph inputs and params (a param's cast to
-      // bf16) may instead join an earlier group within the same budget and
+      // bf16) may instead join the first earlier group within that budget and
       // run where that group runs: its inputs are ready from the start. The
       // casts of GPT-2's biases then take three launches instead of 48.
       const bool reads_only_leaves = std::all_of(args.begin(), args.end(), [&](int a) {
         return g.nodes[a].op == "input" || g.nodes[a].op == "param";
       });
       if (join < 0 && cost && reads_only_leaves)
-        for (size_t gi = 0; gi < groups.size(); ++gi) {
-          const std::optional<std::vector<int>> a = joined_args(groups[gi], group_args[gi]);
-          if (!a) continue;
-          std::vector<int> joined = groups[gi];
-          joined.push_back(r);
-          if (cost->memory_us(bytes_moved(joined, *a)) >= cost->launch_us) continue;
-          groups[gi] = joined;
-          group_args[gi] = *a;
-          early = true;
-          break;
-        }
+        for (size_t gi = 0; gi < groups.size() && !early; ++gi)
+          if (std::optional<std::vector<int>> a = within_launch_budget(groups[gi], group_args[gi])) {
+            groups[gi].push_back(r);
+            group_args[gi] = std::move(*a);
+            early = true;
+          }
     }
     if (early) continue;
     if (join < 0) {
