@@ -390,8 +390,8 @@ TEST(Autocast, GradientsCloseToF32) {
 TEST(PrecisionPolicy, DefaultTablePrints) {
   EXPECT_EQ(to_string(default_precision_policy()),
             lines({"low: attention attention_grad linear matmul",
-                   "f32: cross_entropy embedding_grad exp layer_norm log log_softmax logsumexp mean pow rms_norm "
-                   "rsqrt softmax sum",
+                   "f32: cross_entropy embedding_grad exp layer_norm layer_norm_grad log log_softmax logsumexp mean "
+                   "pow rms_norm rms_norm_grad rsqrt softmax sum",
                    "follow: (every other op)", "keep: define define_grad"}));
   const PrecisionPolicy p = default_precision_policy();
   EXPECT_EQ(p.lookup("matmul"), OpPrecision::low);

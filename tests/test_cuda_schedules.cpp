@@ -283,6 +283,18 @@ const std::map<std::string, Body>& op_cases() {
       out(g, rms_norm(in(g, {4, 3000})));
       out(g, rms_norm(in(g, {1200, 65})));
     };
+    m["layer_norm_grad"] = [](GraphBuilder& g) {
+      out(g, layer_norm_grad(in(g, {1, 7}), in(g, {1, 7}), Tensor()));
+      out(g, layer_norm_grad(in(g, {13, 17}), in(g, {13, 17}), param(g, {17})));
+      out(g, layer_norm_grad(in(g, {4, 3000}), in(g, {4, 3000}), param(g, {3000})));
+      out(g, layer_norm_grad(in(g, {2, 600, 33}), in(g, {2, 600, 33}), param(g, {33})));
+      out(g, layer_norm_grad(in(g, {7}), in(g, {7}), Tensor()));
+    };
+    m["rms_norm_grad"] = [](GraphBuilder& g) {
+      out(g, rms_norm_grad(in(g, {1, 7}), in(g, {1, 7}), Tensor()));
+      out(g, rms_norm_grad(in(g, {13, 17}), in(g, {13, 17}), param(g, {17})));
+      out(g, rms_norm_grad(in(g, {1200, 65}), in(g, {1200, 65}), Tensor()));
+    };
     m["cross_entropy"] = [](GraphBuilder& g) {
       out(g, cross_entropy(in(g, {1, 1}), in(g, {1}, DType::i32)));
       out(g, cross_entropy(in(g, {13, 17}), in(g, {13}, DType::i64)));

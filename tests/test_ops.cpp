@@ -642,6 +642,38 @@ void rms_norm_cases(Rng& rng) {
   }
 }
 
+// layer_norm_grad / rms_norm_grad against the reference's explicit row
+// Jacobian. Half types compute in f32 and round once, but dx cancels
+// (its row terms sum to about zero for layer_norm), so they get a wider
+// tolerance.
+CaseFn norm_grad_cases(const std::string& op) {
+  return [op](Rng& rng) {
+    struct NG {
+      Shape s;
+      bool weight;
+      double eps;
+    };
+    const std::vector<NG> all = {{{7}, false, 1e-5},    {{13, 17}, true, 1e-5}, {{2, 3, 33}, true, 1e-3},
+                                 {{5, 1}, true, 1e-5},  {{1, 33}, false, 1e-2}, {{4, 65}, true, 1e-5},
+                                 {{3, 300}, true, 1e-5}};
+    for (DType t : kAllFloats) {
+      Check c(name_of(op, t), rng);
+      for (size_t k = 0; k < all.size(); ++k) {
+        if (!runs_case(t, k, {1, 2, 5})) continue;
+        const NG& l = all[k];
+        const int64_t D = l.s.back();
+        Tensor x = c.in(l.s, t, uniform(-3, 2)), g = c.in(l.s, t);
+        Tensor w = l.weight ? c.param({D}, t) : Tensor();
+        Tensor dx = op == "layer_norm_grad" ? layer_norm_grad(x, g, w, l.eps) : rms_norm_grad(x, g, w, l.eps);
+        const Tol base = tol(t, static_cast<double>(D));
+        const Tol wide = t == DType::f16 || t == DType::bf16 ? Tol{4 * base.rtol, 4 * base.atol} : base;
+        c.out(dx, wide, to_string(l.s) + (l.weight ? " weight" : "") + " eps " + std::to_string(l.eps));
+      }
+      c.run();
+    }
+  };
+}
+
 void cross_entropy_cases(Rng& rng) {
   for (DType t : kFloats) {
     Check c(name_of("cross_entropy", t), rng);
@@ -1088,6 +1120,8 @@ const std::map<std::string, CaseFn>& cases() {
     m["log_softmax"] = softmax_cases("log_softmax", {DType::f32, DType::f64, DType::bf16}, log_softmax);
     m["layer_norm"] = layer_norm_cases;
     m["rms_norm"] = rms_norm_cases;
+    m["layer_norm_grad"] = norm_grad_cases("layer_norm_grad");
+    m["rms_norm_grad"] = norm_grad_cases("rms_norm_grad");
     m["logsumexp"] = logsumexp_cases;
     m["cross_entropy"] = cross_entropy_cases;
     m["dropout"] = dropout_cases;

@@ -284,6 +284,8 @@ std::vector<Graph> library_graphs() {
     b.output("lnw", layer_norm(emb, b.param("ln.weight", {8}), b.param("ln.bias", {8}), 1e-6));
     b.output("rms", rms_norm(emb));
     b.output("rmsw", rms_norm(emb, b.param("rms.weight", {8}), 1e-5));
+    b.output("lng", layer_norm_grad(emb, emb * 2.0, b.param("lng.weight", {8}), 1e-6));
+    b.output("rmsg", rms_norm_grad(emb, emb, Tensor()));
     Tensor logits = b.input("logits", {4, 10});
     b.output("ce", cross_entropy(logits, b.input("target", {4}, DType::i64)));
     b.output("ce2", cross_entropy(logits, b.input("target32", {4}, DType::i32), 3));

@@ -7,8 +7,9 @@
 //           inputs are cast down (matmul, linear, attention). An op with an
 //           f64 input is left to `follow`.
 //   f32     runs in at least f32: its f16/bf16 inputs are cast up (softmax,
-//           log_softmax, logsumexp, layer_norm, rms_norm, cross_entropy, sum,
-//           mean, exp, log, pow, rsqrt, embedding_grad).
+//           log_softmax, logsumexp, layer_norm, rms_norm, layer_norm_grad,
+//           rms_norm_grad, cross_entropy, sum, mean, exp, log, pow, rsqrt,
+//           embedding_grad).
 //   follow  runs in the widest float type among its inputs, which are cast
 //           to it when they differ (elementwise and shape ops, everything not
 //           listed). A scalar constant does not widen: x_bf16 * 0.5 stays

@@ -138,6 +138,13 @@ Tensor embedding_grad(Tensor indices, Tensor grad, int64_t num_embeddings);
 // gelu_grad{approximate}(x, grad) -> grad * gelu'(x) (same types; the
 // gradient of gelu with the same `approximate` form).
 Tensor gelu_grad(Tensor x, Tensor grad, const std::string& approximate = "none");
+// layer_norm_grad{eps}(x, grad[, weight]) -> [x's shape]: the gradient of
+// layer_norm(x[, weight, bias], eps) with respect to x, given the cotangent
+// of its output. The row statistics are recomputed from x, so the gradient
+// is one pass over the rows. rms_norm_grad likewise for rms_norm. An
+// undefined weight means the norm had none.
+Tensor layer_norm_grad(Tensor x, Tensor grad, Tensor weight, double eps = 1e-5);
+Tensor rms_norm_grad(Tensor x, Tensor grad, Tensor weight, double eps = 1e-6);
 // attention_grad{wrt, causal, scale}(q, k, v, out, grad) -> the gradient of
 // attention(q, k, v, causal, scale) with respect to q (wrt 0), k (1) or v (2),
 // given its output `out` and the cotangent `grad` of that output. It

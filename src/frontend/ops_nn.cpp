@@ -1,6 +1,7 @@
 // Neural-network ops: embedding, softmax, log_softmax, logsumexp, layer_norm,
-// rms_norm, cross_entropy, dropout, attention and attention_grad (attention's
-// gradient, which recomputes the probabilities as the forward does).
+// rms_norm, cross_entropy, dropout, attention, and the gradient ops that
+// recompute what the forward computed: attention_grad (the probabilities) and
+// layer_norm_grad / rms_norm_grad (the row statistics).
 //
 // Each reduction inside an op (a row max, a row sum, ...) is its own stage
 // Func, listed in Definition::stages so that a schedule can place it; the
@@ -154,48 +155,105 @@ TensorType norm_infer(const std::vector<TensorType>& in) {
   return x;
 }
 
-Definition norm_define(const DefineContext& c, bool rms) {
-  const std::string& op = c.node.op;
-  const Shape& s = c.node.type.shape;
+// The row statistics of a normalization along the last dim of x: the stages
+// (rms: the sum of squares; layer_norm: the sum, then the sum of squared
+// deviations, two passes that stay stable for large means) and, per element,
+// xhat = (x - mean) * rstd with rstd = 1 / sqrt(var + eps).
+struct NormRows {
+  std::vector<Var> v;         // the element's vars
+  std::vector<Expr> idx;      // as Exprs
+  std::vector<Expr> row;      // the row vars (all but the last)
+  std::vector<Func> stages;   // the row reductions, in order
+  Expr rstd, xhat;            // at idx's row and element
+  Expr inv_d;                 // 1 / row length
+  Halide::Type ct;            // compute type
+  size_t last = 0;
+};
+
+NormRows norm_rows(const DefineContext& c, const std::string& op, bool rms) {
+  NormRows n;
+  const Shape& s = c.input_types[0].shape;
   const int rank = static_cast<int>(s.size());
-  const size_t last = static_cast<size_t>(rank - 1);
+  n.last = static_cast<size_t>(rank - 1);
   const int64_t dim = s.back();
-  DType t = c.node.type.dtype;
-  Halide::Type ct = compute_type(t);
-  const Expr eps = konst(ct, attr_float(c.node.attrs, "eps", op));
-  const Expr inv_d = konst(ct, 1.0 / static_cast<double>(dim));
-  auto v = make_vars(rank);
-  std::vector<Expr> idx = as_exprs(v);
-  std::vector<Var> rv = without(v, last);
-  std::vector<Expr> row = as_exprs(rv);
-  auto x = [&](const Expr& along) { return Halide::cast(ct, at(c.inputs[0], with_at(idx, last, along))); };
-  Expr xv = x(idx[last]);
-  std::vector<Func> stages;
-  Expr r;
+  n.ct = compute_type(c.input_types[0].dtype);
+  const Expr eps = konst(n.ct, attr_float(c.node.attrs, "eps", op));
+  n.inv_d = konst(n.ct, 1.0 / static_cast<double>(dim));
+  n.v = make_vars(rank);
+  n.idx = as_exprs(n.v);
+  std::vector<Var> rv = without(n.v, n.last);
+  n.row = as_exprs(rv);
+  auto x = [&](const Expr& along) { return Halide::cast(n.ct, at(c.inputs[0], with_at(n.idx, n.last, along))); };
+  Expr xc = x(n.idx[n.last]);
+  Func sq;
   if (rms) {
     Halide::RDom rd(0, static_cast<int>(dim), c.node.name + "_rsq");
-    Func ss = reduce_stage(c.node.name + "_sumsq", rv, konst(ct, 0.0), [&](Expr cur) {
-      Expr e = x(rd);
-      return cur + e * e;
-    });
-    stages.push_back(ss);
-    r = xv / Halide::sqrt(at(ss, row) * inv_d + eps);
+    sq = reduce_stage(c.node.name + "_sumsq", rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + x(rd) * x(rd); });
   } else {
     Halide::RDom rd(0, static_cast<int>(dim), c.node.name + "_rsum");
-    Func sm = reduce_stage(c.node.name + "_sum", rv, konst(ct, 0.0), [&](Expr cur) { return cur + x(rd); });
-    Expr mu = at(sm, row) * inv_d;
-    // Two passes (sum, then sum of squared deviations): stable for large means.
+    Func sm = reduce_stage(c.node.name + "_sum", rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + x(rd); });
+    Expr mu = at(sm, n.row) * n.inv_d;
     Halide::RDom rq(0, static_cast<int>(dim), c.node.name + "_rvar");
-    Func sq = reduce_stage(c.node.name + "_sumsq", rv, konst(ct, 0.0), [&](Expr cur) {
+    sq = reduce_stage(c.node.name + "_sumsq", rv, konst(n.ct, 0.0), [&](Expr cur) {
       Expr e = x(rq) - mu;
       return cur + e * e;
     });
-    stages = {sm, sq};
-    r = (xv - mu) / Halide::sqrt(at(sq, row) * inv_d + eps);
+    n.stages.push_back(sm);
+    xc = xc - mu;
   }
-  if (c.inputs.size() >= 2) r = r * Halide::cast(ct, at(c.inputs[1], {idx[last]}));
-  if (c.inputs.size() >= 3) r = r + Halide::cast(ct, at(c.inputs[2], {idx[last]}));
-  return Definition{make_func(c.node.name, v, Halide::cast(halide_type(t), r)), stages};
+  n.stages.push_back(sq);
+  n.rstd = konst(n.ct, 1.0) / Halide::sqrt(at(sq, n.row) * n.inv_d + eps);
+  n.xhat = xc * n.rstd;
+  return n;
+}
+
+Definition norm_define(const DefineContext& c, bool rms) {
+  NormRows n = norm_rows(c, c.node.op, rms);
+  Expr r = n.xhat;
+  if (c.inputs.size() >= 2) r = r * Halide::cast(n.ct, at(c.inputs[1], {n.idx[n.last]}));
+  if (c.inputs.size() >= 3) r = r + Halide::cast(n.ct, at(c.inputs[2], {n.idx[n.last]}));
+  return Definition{make_func(c.node.name, n.v, Halide::cast(halide_type(c.node.type.dtype), r)), n.stages};
+}
+
+// ---- layer_norm_grad, rms_norm_grad ----------------------------------------------
+
+TensorType norm_grad_infer(const std::vector<TensorType>& in) {
+  if (in[1] != in[0])
+    fail("grad must have x's type ", to_string(in[0]), ", got ", to_string(in[1]));
+  std::vector<TensorType> norm_in{in[0]};
+  if (in.size() == 3) norm_in.push_back(in[2]);
+  return norm_infer(norm_in);
+}
+
+// dx of a normalization from x, the cotangent g and the weight: with
+// gn = g (* weight), dx = rstd (gn - xhat mean(gn xhat) [- mean(gn)]). The
+// row statistics are recomputed from x and the two row means of gn are
+// two more stages, so the whole gradient is one pass over rows.
+Definition norm_grad_define(const DefineContext& c, bool rms) {
+  NormRows n = norm_rows(c, rms ? "rms_norm_grad" : "layer_norm_grad", rms);
+  const int64_t dim = c.input_types[0].shape.back();
+  std::vector<Var> rv = without(n.v, n.last);
+  auto gn = [&](const Expr& along) {
+    Expr e = Halide::cast(n.ct, at(c.inputs[1], with_at(n.idx, n.last, along)));
+    return c.inputs.size() == 3 ? e * Halide::cast(n.ct, at(c.inputs[2], {along})) : e;
+  };
+  // xhat at another element of the row: the row statistics are per row.
+  auto xhat_at = [&](const Expr& along) {
+    return Halide::Internal::substitute(n.v[n.last].name(), along, n.xhat);
+  };
+  Halide::RDom rx(0, static_cast<int>(dim), c.node.name + "_rgx");
+  Func sgx = reduce_stage(c.node.name + "_sumgx", rv, konst(n.ct, 0.0),
+                          [&](Expr cur) { return cur + gn(rx) * xhat_at(rx); });
+  n.stages.push_back(sgx);
+  Expr inner = gn(n.idx[n.last]) - n.xhat * at(sgx, n.row) * n.inv_d;
+  if (!rms) {
+    Halide::RDom rg(0, static_cast<int>(dim), c.node.name + "_rg");
+    Func sg = reduce_stage(c.node.name + "_sumg", rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + gn(rg); });
+    n.stages.push_back(sg);
+    inner = inner - at(sg, n.row) * n.inv_d;
+  }
+  Expr r = n.rstd * inner;
+  return Definition{make_func(c.node.name, n.v, Halide::cast(halide_type(c.node.type.dtype), r)), n.stages};
 }
 
 // ---- cross_entropy ---------------------------------------------------------------
@@ -531,6 +589,21 @@ const bool registered = [] {
   rms.define = [](const DefineContext& c) { return norm_define(c, true); };
   register_op(std::move(rms));
 
+  for (bool rms_form : {false, true}) {
+    OpDef ng;
+    ng.name = rms_form ? "rms_norm_grad" : "layer_norm_grad";
+    ng.kind = OpKind::reduction;
+    ng.min_inputs = 2;
+    ng.max_inputs = 3;
+    std::string op = ng.name;
+    ng.infer = [op](const std::vector<TensorType>& in, const Attrs& a) {
+      attr_float(a, "eps", op.c_str());
+      return norm_grad_infer(in);
+    };
+    ng.define = [rms_form](const DefineContext& c) { return norm_grad_define(c, rms_form); };
+    register_op(std::move(ng));
+  }
+
   OpDef ce;
   ce.name = "cross_entropy";
   ce.kind = OpKind::reduction;
@@ -605,6 +678,20 @@ Tensor rms_norm(Tensor x, double eps) { return builder_of(x, "rms_norm")->add("r
 Tensor rms_norm(Tensor x, Tensor weight, double eps) {
   builder_of(weight, "rms_norm");
   return builder_of(x, "rms_norm")->add("rms_norm", {x, weight}, {{"eps", eps}});
+}
+
+Tensor layer_norm_grad(Tensor x, Tensor grad, Tensor weight, double eps) {
+  builder_of(grad, "layer_norm_grad");
+  std::vector<Tensor> in{x, grad};
+  if (weight.defined()) in.push_back(weight);
+  return builder_of(x, "layer_norm_grad")->add("layer_norm_grad", in, {{"eps", eps}});
+}
+
+Tensor rms_norm_grad(Tensor x, Tensor grad, Tensor weight, double eps) {
+  builder_of(grad, "rms_norm_grad");
+  std::vector<Tensor> in{x, grad};
+  if (weight.defined()) in.push_back(weight);
+  return builder_of(x, "rms_norm_grad")->add("rms_norm_grad", in, {{"eps", eps}});
 }
 
 Tensor logsumexp(Tensor x) { return builder_of(x, "logsumexp")->add("logsumexp", {x}); }

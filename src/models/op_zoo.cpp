@@ -111,8 +111,11 @@ Graph op_zoo(DType dtype) {
   out("log_softmax", log_softmax(x3));
   out("logsumexp", logsumexp(x3));
   out("logsumexp_vector", logsumexp(row));
-  out("layer_norm", layer_norm(x3, param("ln.weight", {33}), param("ln.bias", {33})));
+  Tensor ln_weight = param("ln.weight", {33});
+  out("layer_norm", layer_norm(x3, ln_weight, param("ln.bias", {33})));
   out("rms_norm", rms_norm(x3, param("rms.weight", {33})));
+  out("layer_norm_grad", layer_norm_grad(x3, input("ln_grad", {3, 5, 33}), ln_weight));
+  out("rms_norm_grad", rms_norm_grad(x3, input("rms_grad", {3, 5, 33}), Tensor()));
   out("cross_entropy", cross_entropy(reshape(x3, {15, 33}), reshape(ids, {15})));
   out("dropout", dropout(x3, 0.25, 1234, 77));
   out("gelu_grad", gelu_grad(a, b));

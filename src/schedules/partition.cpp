@@ -34,7 +34,8 @@ bool is_materialized(const Node& node) {
 
 bool row_wise(const Node& node) {
   if (node.type.rank() == 0) return false;
-  if (node.op == "layer_norm" || node.op == "rms_norm") return true;
+  if (node.op == "layer_norm" || node.op == "rms_norm" || node.op == "layer_norm_grad" || node.op == "rms_norm_grad")
+    return true;
   return (node.op == "softmax" || node.op == "log_softmax") &&
          normalize_axis(attr_int(node.attrs, "axis", node.op), node.type.rank()) == node.type.rank() - 1;
 }

@@ -36,8 +36,8 @@ PrecisionPolicy& PrecisionPolicy::set(const std::string& op, OpPrecision p) {
 PrecisionPolicy default_precision_policy() {
   PrecisionPolicy p;
   for (const char* op : {"matmul", "linear", "attention", "attention_grad"}) p.set(op, OpPrecision::low);
-  for (const char* op : {"softmax", "log_softmax", "logsumexp", "layer_norm", "rms_norm", "cross_entropy", "sum",
-                         "mean", "exp", "log", "pow", "rsqrt", "embedding_grad"})
+  for (const char* op : {"softmax", "log_softmax", "logsumexp", "layer_norm", "rms_norm", "layer_norm_grad", "rms_norm_grad",
+                         "cross_entropy", "sum", "mean", "exp", "log", "pow", "rsqrt", "embedding_grad"})
     p.set(op, OpPrecision::f32);
   for (const char* op : {"define", "define_grad"}) p.set(op, OpPrecision::keep);
   return p;

@@ -5,6 +5,7 @@
 //   attention                 4 * B*H*Tq*D * Tk (QK^T and PV; causal masking not discounted)
 //   attention_grad            8 * B*H*Tq*D * Tk (QK^T, dP and the product; dv: 4)
 //   layer_norm, rms_norm      8 * in        softmax, log_softmax 5 * in
+//   layer_norm_grad, rms_norm_grad 14 * in (the statistics again, then dx)
 //   logsumexp                 4 * in        sum, mean, max       1 * in
 //   cross_entropy             5 * in (with its lse input: 1 * in)
 //   exp, log, tanh, erf, gelu, sigmoid, pow, sqrt, rsqrt and their grads: 10 * out
@@ -39,6 +40,7 @@ double op_flops(const Graph& g, const Node& n) {
     return (wrt == 2 ? 4 : 8) * in * static_cast<double>(k.shape[k.rank() - 2]);
   }
   if (n.op == "layer_norm" || n.op == "rms_norm") return 8 * in;
+  if (n.op == "layer_norm_grad" || n.op == "rms_norm_grad") return 14 * in;
   if (n.op == "softmax" || n.op == "log_softmax" || (n.op == "cross_entropy" && n.inputs.size() == 2)) return 5 * in;
   if (n.op == "logsumexp") return 4 * in;
   static const std::set<std::string> transcendental = {"exp",  "log",   "tanh",    "erf",   "gelu",    "sigmoid",

@@ -50,20 +50,19 @@ std::vector<Tensor> log_softmax_vjp(const VjpContext& c) {
   return {g - exp(y) * sum(g, {axis}, true)};
 }
 
-// Normalization backward, with xhat = x * rstd (layer_norm: x - mean): for
-// gn = g (* weight), dx = rstd (gn [- mean(gn)] - xhat mean(gn xhat)).
+// Normalization backward: dx is one op (layer_norm_grad / rms_norm_grad,
+// which recomputes the row statistics from x in the same pass); the weight's
+// gradient sums g * xhat over the rows, xhat being the norm without weight
+// and bias; the bias's sums g.
 std::vector<Tensor> norm_vjp(const VjpContext& c, bool rms) {
   const double eps = attr_float(c.node.attrs, "eps", rms ? "rms_norm" : "layer_norm");
   Tensor x = c.inputs[0], g = c.cotangent;
   const Shape row{x.shape().back()};
-  Tensor xc = rms ? x : x - mean(x, {-1}, true);
-  Tensor rstd = rsqrt(mean(xc * xc, {-1}, true) + eps);
-  Tensor xhat = xc * rstd;
-  Tensor gn = c.inputs.size() >= 2 ? g * c.inputs[1] : g;
-  Tensor inner = gn - xhat * mean(gn * xhat, {-1}, true);
-  if (!rms) inner = inner - mean(gn, {-1}, true);
-  std::vector<Tensor> grads{wants(c, 0) ? rstd * inner : Tensor()};
-  if (c.inputs.size() >= 2) grads.push_back(wants(c, 1) ? sum_to_shape(g * xhat, row) : Tensor());
+  Tensor w = c.inputs.size() >= 2 ? c.inputs[1] : Tensor();
+  std::vector<Tensor> grads{Tensor()};
+  if (wants(c, 0)) grads[0] = rms ? rms_norm_grad(x, g, w, eps) : layer_norm_grad(x, g, w, eps);
+  if (c.inputs.size() >= 2)
+    grads.push_back(wants(c, 1) ? sum_to_shape(g * (rms ? rms_norm(x, eps) : layer_norm(x, eps)), row) : Tensor());
   if (c.inputs.size() >= 3) grads.push_back(wants(c, 2) ? sum_to_shape(g, row) : Tensor());
   return grads;
 }

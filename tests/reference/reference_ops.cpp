@@ -549,6 +549,47 @@ RefTensor rms_norm_op(const Node& n, const Ins& in) {
   return r;
 }
 
+// layer_norm_grad / rms_norm_grad(x, g[, weight]): dx_j = sum_k g_k w_k
+// dxhat_k/dx_j, summed over the explicit Jacobian of the row (O(D^2) per
+// row, not the factored formula the op computes): dxhat_k/dx_j = rstd
+// (delta_kj [- 1/D] - xhat_k xhat_j / D).
+RefTensor norm_grad_op(const Node& n, const Ins& in) {
+  need_inputs(in, 2, 3);
+  const RefTensor &x = *in[0], &g = *in[1];
+  need_float(x);
+  if (x.shape.empty()) fail("needs rank >= 1, got ", type_str(x));
+  need_same_dtype(x, g);
+  if (g.shape != x.shape) fail("grad must be ", shape_str(x.shape), ", got ", shape_str(g.shape));
+  if (in.size() == 3) need_feature_param(x, *in[2], "weight");
+  const bool rms = n.op == "rms_norm_grad";
+  const double eps = attr_float(n.attrs, "eps", n.op);
+  const int64_t D = x.shape.back();
+  RefTensor r = make(x.shape, x.dtype);
+  std::vector<double> xhat(static_cast<size_t>(D));
+  for (int64_t row = 0; row < x.numel() / D; ++row) {
+    const double* v = x.data.data() + row * D;
+    const double* gr = g.data.data() + row * D;
+    double mean = 0, var = 0;
+    if (!rms) {
+      for (int64_t j = 0; j < D; ++j) mean += v[j];
+      mean /= D;
+    }
+    for (int64_t j = 0; j < D; ++j) var += (v[j] - mean) * (v[j] - mean);
+    var /= D;
+    const double rstd = 1.0 / std::sqrt(var + eps);
+    for (int64_t j = 0; j < D; ++j) xhat[j] = (v[j] - mean) * rstd;
+    for (int64_t j = 0; j < D; ++j) {
+      double dx = 0;
+      for (int64_t k = 0; k < D; ++k) {
+        const double jac = rstd * ((k == j ? 1.0 : 0.0) - (rms ? 0.0 : 1.0 / D) - xhat[k] * xhat[j] / D);
+        dx += gr[k] * (in.size() == 3 ? in[2]->data[k] : 1.0) * jac;
+      }
+      r.data[row * D + j] = dx;
+    }
+  }
+  return r;
+}
+
 RefTensor logsumexp_op(const Node&, const Ins& in) {
   need_inputs(in, 1, 1);
   const RefTensor& x = *in[0];
@@ -784,6 +825,8 @@ const std::map<std::string, OpFn>& table() {
     m["log_softmax"] = [](const Node& n, const Ins& in) { return softmax_op(n, in, true); };
     m["layer_norm"] = layer_norm_op;
     m["rms_norm"] = rms_norm_op;
+    m["layer_norm_grad"] = norm_grad_op;
+    m["rms_norm_grad"] = norm_grad_op;
     m["logsumexp"] = logsumexp_op;
     m["cross_entropy"] = cross_entropy_op;
     m["dropout"] = dropout_op;
