@@ -396,6 +396,38 @@ TEST(Autodiff, TensorUsedSeveralTimesAccumulates) {
     EXPECT_NEAR(got[i], 2 * xv[i] + std::exp(xv[i]) * (1 + xv[i]), 1e-12) << i;
 }
 
+// The cotangents of disjoint slices of one tensor (here its three thirds,
+// as q, k and v are sliced from one projection) merge into one concat of the
+// three, not a sum of zero-padded copies; with a fourth slice overlapping
+// the first they add. The values are checked analytically either way.
+TEST(Autodiff, DisjointSlicesMergeIntoOneConcat) {
+  for (bool overlap : {false, true}) {
+    GraphBuilder b("thirds");
+    Tensor x = b.param("x", {2, 9}, DType::f64);
+    Tensor q = slice(x, 1, 0, 3), k = slice(x, 1, 3, 6), v = slice(x, 1, 6, 9);
+    Tensor loss = sum(q * q) + sum(exp(k)) + sum(v * 3.0);
+    b.output("loss", overlap ? loss + sum(slice(x, 1, 1, 2)) : loss);
+    Graph j = differentiate(b.build());
+    int adds_of_concats = 0;
+    for (const Node& n : j.nodes)
+      if (n.op == "add")
+        for (int in : n.inputs) adds_of_concats += j.node(in).op == "concat";
+    if (!overlap) EXPECT_EQ(adds_of_concats, 0) << print(j);
+    if (overlap) EXPECT_GT(adds_of_concats, 0) << print(j);
+    std::mt19937 rng(17);
+    std::uniform_real_distribution<double> u(-1, 1);
+    std::vector<double> xv(18);
+    for (double& e : xv) e = u(rng);
+    auto got = compile(j).run({{"x", Buffer::from(xv, {2, 9}, DType::f64)}}).at("grad.x").to_f64();
+    for (int r = 0; r < 2; ++r)
+      for (int c = 0; c < 9; ++c) {
+        const double e = xv[r * 9 + c];
+        const double want = c < 3 ? 2 * e + (overlap && c == 1 ? 1 : 0) : c < 6 ? std::exp(e) : 3.0;
+        EXPECT_NEAR(got[r * 9 + c], want, 1e-12) << "overlap " << overlap << " at " << r << ", " << c;
+      }
+  }
+}
+
 // A graph with a trainable, a frozen and an integer param and an integer input.
 Graph mixed(bool f_is_input) {
   GraphBuilder b("mixed");

@@ -5,7 +5,9 @@
 // loss cotangent with a scalar constant 1.0 named "grad.<loss>", walks the
 // nodes in reverse order (SSA order is topological) over the nodes on a path
 // from a trainable param to the loss, calls each node's VJP rule (vjp.h) and
-// accumulates the cotangents of tensors used several times with add. Paths
+// accumulates the cotangents of tensors used several times with add (the
+// cotangents of disjoint slices of one tensor, which slice's rule pads with
+// zeros, merge into one concat instead: see add_cotangents). Paths
 // run through float tensors only: a bool or integer tensor carries no
 // gradient (as in PyTorch and JAX), so a comparison or an integer cast cuts
 // the path rather than failing; a float node on a path whose op has no rule
@@ -33,6 +35,79 @@ const GraphOutput* find_output(const Graph& g, const std::string& name) {
 bool is_param_named(const Graph& g, const std::string& name) {
   int id = g.find(name);
   return id >= 0 && g.node(id).op == "param";
+}
+
+// Whether n is zeros: a constant of zeros, or one broadcast.
+bool is_zeros(const Graph& g, const Node& n) {
+  if (n.op == "broadcast_to" && n.inputs.size() == 1) return is_zeros(g, g.node(n.inputs[0]));
+  return is_splat_constant(n, 0.0);
+}
+
+// A concat along `axis` as its pieces: (width, node id, zeros or not).
+struct Piece {
+  int64_t width;
+  int id;
+  bool zero;
+};
+
+std::vector<Piece> pieces_of(const Graph& g, const Node& n, int64_t& axis) {
+  if (n.op != "concat") return {};
+  axis = norm_axis(attr_int(n.attrs, "axis", "concat"), n.type.rank());
+  std::vector<Piece> p;
+  for (int in : n.inputs) p.push_back({g.node(in).type.shape[axis], in, is_zeros(g, g.node(in))});
+  return p;
+}
+
+// The sum of two cotangents of one tensor. When both are concats along one
+// axis and, wherever one has a piece that is not zeros, the other has zeros
+// (the cotangents of disjoint slices of the tensor, which slice's rule pads
+// with zeros: e.g. the q, k and v slices of one projection), one concat of
+// those pieces with zeros between: the same values (up to the sign of a
+// zero) without adding zero-padded copies that a kernel would read in full.
+Tensor add_cotangents(GraphBuilder& b, const Tensor& x, const Tensor& y) {
+  const Graph& g = b.graph();
+  int64_t ax = -1, ay = -1;
+  const std::vector<Piece> px = pieces_of(g, x.node(), ax), py = pieces_of(g, y.node(), ay);
+  if (px.empty() || py.empty() || ax != ay || ax < 0 || x.type() != y.type()) return add(x, y);
+  // Walk both piece lists at once; `merged` gets (width, id or -1 for zeros).
+  std::vector<std::pair<int64_t, int>> merged;
+  auto emit = [&](int64_t w, int id) {
+    if (id < 0 && !merged.empty() && merged.back().second < 0) merged.back().first += w;
+    else merged.push_back({w, id});
+  };
+  size_t i = 0, j = 0;
+  int64_t used_x = 0, used_y = 0;  // of the current pieces
+  while (i < px.size() && j < py.size()) {
+    const Piece &a = px[i], &c = py[j];
+    const int64_t left_x = a.width - used_x, left_y = c.width - used_y;
+    int64_t step = std::min(left_x, left_y);
+    if (!a.zero && !c.zero) return add(x, y);
+    if (!a.zero || !c.zero) {
+      // The piece that is not zeros goes whole, over zeros of the other that cover it.
+      const Piece& real = a.zero ? c : a;
+      const int64_t real_left = a.zero ? left_y : left_x, zeros_left = a.zero ? left_x : left_y;
+      if (real_left != real.width || zeros_left < real.width) return add(x, y);
+      step = real.width;
+      emit(step, real.id);
+    } else {
+      emit(step, -1);
+    }
+    used_x += step;
+    used_y += step;
+    if (used_x == a.width) ++i, used_x = 0;
+    if (used_y == c.width) ++j, used_y = 0;
+  }
+  std::vector<Tensor> pieces;
+  for (auto [w, id] : merged) {
+    if (id >= 0) {
+      pieces.push_back(b.tensor(id));
+    } else {
+      Shape s = x.shape();
+      s[ax] = w;
+      pieces.push_back(broadcast_to(b.constant(0.0, x.dtype()), s));
+    }
+  }
+  return pieces.size() == 1 ? pieces[0] : concat(pieces, ax);
 }
 
 }  // namespace
@@ -141,7 +216,7 @@ Graph differentiate(const Graph& g, const AutodiffOptions& options) {
       if (grads[k].type() != g.node(in).type)
         fail("autodiff: the VJP rule of op ", node.op, " gave input ", k, " of '", node.name, "' a gradient of type ",
              to_string(grads[k].type()), ", expected ", to_string(g.node(in).type));
-      ct[in] = ct[in].defined() ? add(ct[in], grads[k]) : grads[k];  // a tensor used several times
+      ct[in] = ct[in].defined() ? add_cotangents(b, ct[in], grads[k]) : grads[k];  // a tensor used several times
     }
   }
   for (int id : trainable) {
