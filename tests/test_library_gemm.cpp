@@ -353,6 +353,32 @@ TEST(RowEpilogue, ACastComputesTheRowWiseOpItConverts) {
   EXPECT_EQ(rows, 4);
 }
 
+// A layer_norm and its remat clone (remat.h: the attribute names the
+// original), each read only by its own cast to bf16: both are row
+// epilogues. The kernel-level decisions see the two as one node with two
+// readers, which must not make either a kernel of its own.
+TEST(RowEpilogue, ARematCloneIsComputedInItsCastsKernel) {
+  GraphBuilder g("remat_clone");
+  // The norm reads a sum of six inputs: recomputing it in both readers
+  // reads more bytes than writing it once, so a node with two readers would
+  // be materialized.
+  Tensor x = g.input("x0", {4096, 768});
+  for (int i = 1; i < 6; ++i) x = x + g.input("x" + std::to_string(i), {4096, 768});
+  Tensor w = g.param("w", {64, 768}, DType::bf16), gain = g.param("g", {768}), bias = g.param("b", {768});
+  Tensor ln = layer_norm(x, gain, bias);
+  g.output("forward", linear(cast(ln, DType::bf16), w));
+  Tensor clone = g.add("layer_norm", {x, gain, bias}, {{"eps", 1e-5}, {"remat", ln.name()}});
+  g.output("backward", matmul(transpose(cast(clone, DType::bf16), 0, 1), g.input("dy", {4096, 64}, DType::bf16)));
+  const CudaCompileResult r = compile_cuda(g.build(), Target::parse("host-cuda-sm90"), {.library_gemm = true});
+  const std::string text = r.text();
+  for (const CudaKernelInfo& k : r.kernels) EXPECT_EQ(k.name.find("(layer_norm)"), std::string::npos) << text;
+  size_t inlined = 0;
+  for (size_t at = text.find("(layer_norm): inline, its rows computed with the output's"); at != std::string::npos;
+       at = text.find("(layer_norm): inline, its rows computed with the output's", at + 1))
+    ++inlined;
+  EXPECT_EQ(inlined, 2u) << text;
+}
+
 TEST(DecomposeAttention, ComputesWhatAttentionComputes) {
   for (bool causal : {true, false})
     for (double scale : {0.0, 0.3}) {

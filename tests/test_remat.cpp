@@ -91,11 +91,13 @@ TEST(MaxFlow, MatchesBruteForceMinimumCut) {
     for (const E& e : edges) f.add_edge(e.from, e.to, e.cap);
     const int source = 0, sink = n - 1;
     int64_t best = MaxFlow::kInfinite;
+    std::vector<int64_t> cut_of(1 << n, -1);
     for (int mask = 0; mask < (1 << n); ++mask) {
       if (!(mask & 1) || (mask >> sink & 1)) continue;
       int64_t cut = 0;
       for (const E& e : edges)
         if ((mask >> e.from & 1) && !(mask >> e.to & 1)) cut = std::min(MaxFlow::kInfinite, cut + e.cap);
+      cut_of[mask] = cut;
       best = std::min(best, cut);
     }
     const int64_t flow = f.run(source, sink);
@@ -111,6 +113,17 @@ TEST(MaxFlow, MatchesBruteForceMinimumCut) {
     for (const E& e : edges)
       if (side[e.from] && !side[e.to]) cut += e.cap;
     EXPECT_EQ(cut, best);
+    // The cut closest to the sink: a minimum cut whose source side holds
+    // every minimum cut's source side.
+    const std::vector<bool> reaches_sink = f.sink_side(sink);
+    EXPECT_TRUE(reaches_sink[sink]);
+    EXPECT_FALSE(reaches_sink[source]);
+    int largest = 0;
+    for (int v = 0; v < n; ++v)
+      if (!reaches_sink[v]) largest |= 1 << v;
+    EXPECT_EQ(cut_of[largest], best) << "trial " << trial;
+    for (int mask = 0; mask < (1 << n); ++mask)
+      if (cut_of[mask] == best) EXPECT_EQ(mask & ~largest, 0) << "trial " << trial << " mask " << mask;
   }
 }
 
@@ -182,6 +195,26 @@ TEST(Remat, MatmulsAreNotRecomputedAtBudgetOne) {
   }
   for (const std::string& name : r.report.recomputed)
     EXPECT_NE(op_def(joint.node(name).op).kind, OpKind::contraction) << name;
+  // Nor are reductions that shrink their input (the loss's row log-sum-exp):
+  // saving them costs little.
+  for (const Node* c : clones(r.graph))
+    if (op_def(c->op).kind == OpKind::reduction)
+      EXPECT_GT(8 * c->type.numel(), r.graph.node(c->inputs[0]).type.numel()) << c->name << " (" << c->op << ")";
+  // Of the minimum cuts the pass takes the one closest to the sink: it saves
+  // the residual stream that the layer norms' gradients read rather than the
+  // blocks' outputs it is summed from, so no clone reads another clone (the
+  // other cut recomputes the whole stream, clone by clone, at the start of
+  // the backward). Without dropout, whose inlined masks change the cut.
+  GptConfig plain = small_gpt();
+  plain.dropout = 0;
+  plain.n_layer = 3;
+  plain.n_embd = 96;
+  plain.block_size = 64;
+  plain.batch = 4;
+  RematResult p = rematerialize(differentiate(gpt(plain)));
+  for (const Node* c : clones(p.graph))
+    for (int in : c->inputs)
+      EXPECT_EQ(p.graph.node(in).attrs.count("remat"), 0u) << c->name << " reads the clone " << p.graph.node(in).name;
   // At a budget of 0 everything may be recomputed, linear layers included.
   RematResult zero = rematerialize(joint, {.budget = 0.0});
   bool contraction = false;

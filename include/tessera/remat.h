@@ -18,7 +18,10 @@
 // The decision is a minimum s-t cut over the joint graph (functorch's min-cut
 // partitioner): each forward node is an edge of its save cost; leaves are tied
 // to the source, the backward's readers to the sink; matrix products,
-// attention and user ops are tied to the source ("banned" from recompute).
+// attention, user ops and reductions to at most 1/8 of their input (a row
+// log-sum-exp, a total) are tied to the source ("banned" from recompute).
+// Of the minimum cuts the pass takes the one closest to the sink: equal
+// saved bytes, the least recompute.
 // When the cut exceeds the budget, banned ops are released one at a time,
 // greedily by bytes saved per FLOP of added recompute, until it fits or
 // nothing more helps. Recompute cost is FLOPs per op from the table in

@@ -82,15 +82,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   // epilogue (library_gemm.h); the product is never written, and the GELU
   // input, which the epilogue reads as a dense matrix, is materialized.
   std::vector<bool> dgelu(n, false), row_epilogue(n, false);
+  const std::vector<int> readers = g.use_counts();
   if (library_gemm) {
-    const std::vector<int> readers = g.use_counts();
-    // A row-wise op read only by a materialized cast is computed in the
-    // cast's kernel (a row epilogue: partition.h).
-    for (const Node& node : g.nodes)
-      if (root[node.id] && takes_row_epilogue(g, node, readers)) {
-        root[node.inputs[0]] = false;
-        row_epilogue[node.id] = true;
-      }
     for (const Node& node : g.nodes)
       if (root[node.id] && gemm_takes_dgelu_epilogue(g, node) && readers[node.inputs[1]] == 1) {
         root[node.inputs[1]] = false;
@@ -103,6 +96,18 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
     if (decisions) *decisions = std::move(remat);
   }
+  // A row-wise op read only by a materialized cast is computed in the cast's
+  // kernel (a row epilogue: partition.h). After the kernel-level decisions,
+  // which decide a remat clone with its original as one node: a layer
+  // norm's clone in the backward and its original in the forward, each read
+  // by its own cast, would otherwise count as one node with two readers and
+  // be materialized.
+  if (library_gemm)
+    for (const Node& node : g.nodes)
+      if (root[node.id] && takes_row_epilogue(g, node, readers)) {
+        root[node.inputs[0]] = false;
+        row_epilogue[node.id] = true;
+      }
   // A widening cast of a materialized tensor (the f32 logits output of a
   // bf16 product, say) is read by other kernels through its narrower input:
   // they convert again rather than read twice the bytes.

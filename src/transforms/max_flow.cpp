@@ -79,4 +79,21 @@ std::vector<bool> MaxFlow::source_side(int source) const {
   return seen;
 }
 
+std::vector<bool> MaxFlow::sink_side(int sink) const {
+  std::vector<bool> seen(out_.size(), false);
+  std::vector<int> stack{sink};
+  seen[sink] = true;
+  while (!stack.empty()) {
+    int v = stack.back();
+    stack.pop_back();
+    // Edge e leaves v; its pair e ^ 1 enters v from edges_[e].to.
+    for (int e : out_[v])
+      if (edges_[e ^ 1].capacity > 0 && !seen[edges_[e].to]) {
+        seen[edges_[e].to] = true;
+        stack.push_back(edges_[e].to);
+      }
+  }
+  return seen;
+}
+
 }  // namespace tessera

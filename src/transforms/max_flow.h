@@ -22,6 +22,10 @@ class MaxFlow {
   // After run(): the vertices still reachable from the source in the
   // residual graph (the source side of a minimum cut).
   std::vector<bool> source_side(int source) const;
+  // After run(): the vertices that still reach the sink in the residual
+  // graph. Their complement is the source side of the minimum cut closest
+  // to the sink (of all minimum cuts, the one with the largest source side).
+  std::vector<bool> sink_side(int sink) const;
 
  private:
   struct Edge {

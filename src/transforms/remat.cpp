@@ -15,7 +15,8 @@
 // v.in on the source side and v.out on the sink side is saved; one with v.in
 // on the sink side is recomputed when the backward needs it. Every
 // source-to-sink path crosses a leaf (0) or a buffered node, so the flow is
-// finite and equals the saved arena bytes. This pass decides nothing about
+// finite and equals the saved arena bytes; of the minimum cuts the pass takes
+// the one closest to the sink, which recomputes the least. This pass decides nothing about
 // schedules; it asks the partitioner (partition()) which nodes have buffers.
 #include "tessera/remat.h"
 
@@ -160,7 +161,7 @@ struct JointGraph {
   }
   // Expensive ops forced into the forward, unless released or checkpointed.
   bool bannable(int id) const {
-    return forward[id] && buffered[id] && !in_region[id] && expensive_to_recompute(g.nodes[id]);
+    return forward[id] && buffered[id] && !in_region[id] && expensive_to_recompute(g, g.nodes[id]);
   }
 };
 
@@ -193,7 +194,11 @@ Cut solve(const JointGraph& j, const std::vector<bool>& released) {
   cut.saved_bytes = flow.run(source, sink);
   if (cut.saved_bytes >= MaxFlow::kInfinite)  // cannot happen: every path crosses a finite edge
     fail("remat: internal error: no finite cut in graph '", j.g.name, "'");
-  std::vector<bool> side = flow.source_side(source);
+  // Of the minimum cuts (equal saved bytes), the one closest to the sink:
+  // it recomputes the least. (The one closest to the source could, say,
+  // save each block's branch output and recompute the whole residual
+  // stream from them at the start of the backward, all of it live at once.)
+  const std::vector<bool> sink_side = flow.sink_side(sink);
   cut.saved.assign(n, false);
   cut.clone.assign(n, false);
   // A forward node the backward needs is recomputed when its in-vertex is on
@@ -203,7 +208,7 @@ Cut solve(const JointGraph& j, const std::vector<bool>& released) {
   auto resolve = [&](auto&& self, int v) -> bool {
     if (!j.forward[v]) return false;
     if (state[v]) return state[v] == 2;
-    bool recomputed = !side[2 * v];
+    bool recomputed = sink_side[2 * v];
     if (!recomputed) {
       if (j.buffered[v]) cut.saved[v] = true;
       state[v] = 1;

@@ -54,10 +54,12 @@ double op_flops(const Graph& g, const Node& n) {
   }
 }
 
-bool expensive_to_recompute(const Node& n) {
+bool expensive_to_recompute(const Graph& g, const Node& n) {
   if (n.op == "define" || n.op == "define_grad") return true;
   const OpDef* def = find_op(n.op);
-  return def && def->kind == OpKind::contraction;
+  if (!def || n.is_leaf()) return false;
+  if (def->kind == OpKind::contraction) return true;
+  return def->kind == OpKind::reduction && 8 * n.type.numel() <= g.nodes[n.inputs.at(0)].type.numel();
 }
 
 }  // namespace tessera
