@@ -162,7 +162,8 @@ TensorType norm_infer(const std::vector<TensorType>& in) {
 struct NormRows {
   std::vector<Var> v;         // the element's vars
   std::vector<Expr> idx;      // as Exprs
-  std::vector<Expr> row;      // the row vars (all but the last)
+  std::vector<Var> rv;        // the row vars (all but the last)
+  std::vector<Expr> row;      // as Exprs
   std::vector<Func> stages;   // the row reductions, in order
   Expr rstd, xhat;            // at idx's row and element
   Expr inv_d;                 // 1 / row length
@@ -181,20 +182,20 @@ NormRows norm_rows(const DefineContext& c, const std::string& op, bool rms) {
   n.inv_d = konst(n.ct, 1.0 / static_cast<double>(dim));
   n.v = make_vars(rank);
   n.idx = as_exprs(n.v);
-  std::vector<Var> rv = without(n.v, n.last);
-  n.row = as_exprs(rv);
+  n.rv = without(n.v, n.last);
+  n.row = as_exprs(n.rv);
   auto x = [&](const Expr& along) { return Halide::cast(n.ct, at(c.inputs[0], with_at(n.idx, n.last, along))); };
   Expr xc = x(n.idx[n.last]);
   Func sq;
   if (rms) {
     Halide::RDom rd(0, static_cast<int>(dim), c.node.name + "_rsq");
-    sq = reduce_stage(c.node.name + "_sumsq", rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + x(rd) * x(rd); });
+    sq = reduce_stage(c.node.name + "_sumsq", n.rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + x(rd) * x(rd); });
   } else {
     Halide::RDom rd(0, static_cast<int>(dim), c.node.name + "_rsum");
-    Func sm = reduce_stage(c.node.name + "_sum", rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + x(rd); });
+    Func sm = reduce_stage(c.node.name + "_sum", n.rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + x(rd); });
     Expr mu = at(sm, n.row) * n.inv_d;
     Halide::RDom rq(0, static_cast<int>(dim), c.node.name + "_rvar");
-    sq = reduce_stage(c.node.name + "_sumsq", rv, konst(n.ct, 0.0), [&](Expr cur) {
+    sq = reduce_stage(c.node.name + "_sumsq", n.rv, konst(n.ct, 0.0), [&](Expr cur) {
       Expr e = x(rq) - mu;
       return cur + e * e;
     });
@@ -232,7 +233,6 @@ TensorType norm_grad_infer(const std::vector<TensorType>& in) {
 Definition norm_grad_define(const DefineContext& c, bool rms) {
   NormRows n = norm_rows(c, rms ? "rms_norm_grad" : "layer_norm_grad", rms);
   const int64_t dim = c.input_types[0].shape.back();
-  std::vector<Var> rv = without(n.v, n.last);
   auto gn = [&](const Expr& along) {
     Expr e = Halide::cast(n.ct, at(c.inputs[1], with_at(n.idx, n.last, along)));
     return c.inputs.size() == 3 ? e * Halide::cast(n.ct, at(c.inputs[2], {along})) : e;
@@ -242,13 +242,13 @@ Definition norm_grad_define(const DefineContext& c, bool rms) {
     return Halide::Internal::substitute(n.v[n.last].name(), along, n.xhat);
   };
   Halide::RDom rx(0, static_cast<int>(dim), c.node.name + "_rgx");
-  Func sgx = reduce_stage(c.node.name + "_sumgx", rv, konst(n.ct, 0.0),
+  Func sgx = reduce_stage(c.node.name + "_sumgx", n.rv, konst(n.ct, 0.0),
                           [&](Expr cur) { return cur + gn(rx) * xhat_at(rx); });
   n.stages.push_back(sgx);
   Expr inner = gn(n.idx[n.last]) - n.xhat * at(sgx, n.row) * n.inv_d;
   if (!rms) {
     Halide::RDom rg(0, static_cast<int>(dim), c.node.name + "_rg");
-    Func sg = reduce_stage(c.node.name + "_sumg", rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + gn(rg); });
+    Func sg = reduce_stage(c.node.name + "_sumg", n.rv, konst(n.ct, 0.0), [&](Expr cur) { return cur + gn(rg); });
     n.stages.push_back(sg);
     inner = inner - at(sg, n.row) * n.inv_d;
   }

@@ -63,15 +63,16 @@ int64_t MaxFlow::run(int source, int sink) {
   return flow;
 }
 
-std::vector<bool> MaxFlow::source_side(int source) const {
+std::vector<bool> MaxFlow::reachable(int from, bool against_edges) const {
   std::vector<bool> seen(out_.size(), false);
-  std::vector<int> stack{source};
-  seen[source] = true;
+  std::vector<int> stack{from};
+  seen[from] = true;
   while (!stack.empty()) {
     int v = stack.back();
     stack.pop_back();
+    // Edge e leaves v; its pair e ^ 1 enters v from edges_[e].to.
     for (int e : out_[v])
-      if (edges_[e].capacity > 0 && !seen[edges_[e].to]) {
+      if (edges_[against_edges ? e ^ 1 : e].capacity > 0 && !seen[edges_[e].to]) {
         seen[edges_[e].to] = true;
         stack.push_back(edges_[e].to);
       }
@@ -79,21 +80,8 @@ std::vector<bool> MaxFlow::source_side(int source) const {
   return seen;
 }
 
-std::vector<bool> MaxFlow::sink_side(int sink) const {
-  std::vector<bool> seen(out_.size(), false);
-  std::vector<int> stack{sink};
-  seen[sink] = true;
-  while (!stack.empty()) {
-    int v = stack.back();
-    stack.pop_back();
-    // Edge e leaves v; its pair e ^ 1 enters v from edges_[e].to.
-    for (int e : out_[v])
-      if (edges_[e ^ 1].capacity > 0 && !seen[edges_[e].to]) {
-        seen[edges_[e].to] = true;
-        stack.push_back(edges_[e].to);
-      }
-  }
-  return seen;
-}
+std::vector<bool> MaxFlow::source_side(int source) const { return reachable(source, false); }
+
+std::vector<bool> MaxFlow::sink_side(int sink) const { return reachable(sink, true); }
 
 }  // namespace tessera

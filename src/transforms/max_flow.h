@@ -33,6 +33,9 @@ class MaxFlow {
     int64_t capacity;
   };
   bool levels(int source, int sink);
+  // The vertices reachable from `from` over edges with residual capacity,
+  // or (against_edges) the vertices that reach `from` over such edges.
+  std::vector<bool> reachable(int from, bool against_edges) const;
   int64_t push(int v, int sink, int64_t limit);
 
   std::vector<Edge> edges_;             // edge e and its reverse e ^ 1
