@@ -171,14 +171,14 @@ struct NormRows {
   size_t last = 0;
 };
 
-NormRows norm_rows(const DefineContext& c, const std::string& op, bool rms) {
+NormRows norm_rows(const DefineContext& c, bool rms) {
   NormRows n;
   const Shape& s = c.input_types[0].shape;
   const int rank = static_cast<int>(s.size());
   n.last = static_cast<size_t>(rank - 1);
   const int64_t dim = s.back();
   n.ct = compute_type(c.input_types[0].dtype);
-  const Expr eps = konst(n.ct, attr_float(c.node.attrs, "eps", op));
+  const Expr eps = konst(n.ct, attr_float(c.node.attrs, "eps", c.node.op));
   n.inv_d = konst(n.ct, 1.0 / static_cast<double>(dim));
   n.v = make_vars(rank);
   n.idx = as_exprs(n.v);
@@ -209,7 +209,7 @@ NormRows norm_rows(const DefineContext& c, const std::string& op, bool rms) {
 }
 
 Definition norm_define(const DefineContext& c, bool rms) {
-  NormRows n = norm_rows(c, c.node.op, rms);
+  NormRows n = norm_rows(c, rms);
   Expr r = n.xhat;
   if (c.inputs.size() >= 2) r = r * Halide::cast(n.ct, at(c.inputs[1], {n.idx[n.last]}));
   if (c.inputs.size() >= 3) r = r + Halide::cast(n.ct, at(c.inputs[2], {n.idx[n.last]}));
@@ -231,7 +231,7 @@ TensorType norm_grad_infer(const std::vector<TensorType>& in) {
 // row statistics are recomputed from x and the two row means of gn are
 // two more stages, so the whole gradient is one pass over rows.
 Definition norm_grad_define(const DefineContext& c, bool rms) {
-  NormRows n = norm_rows(c, rms ? "rms_norm_grad" : "layer_norm_grad", rms);
+  NormRows n = norm_rows(c, rms);
   const int64_t dim = c.input_types[0].shape.back();
   auto gn = [&](const Expr& along) {
     Expr e = Halide::cast(n.ct, at(c.inputs[1], with_at(n.idx, n.last, along)));
@@ -680,18 +680,24 @@ Tensor rms_norm(Tensor x, Tensor weight, double eps) {
   return builder_of(x, "rms_norm")->add("rms_norm", {x, weight}, {{"eps", eps}});
 }
 
-Tensor layer_norm_grad(Tensor x, Tensor grad, Tensor weight, double eps) {
-  builder_of(grad, "layer_norm_grad");
+namespace {
+
+// layer_norm_grad or rms_norm_grad (op) of x and grad, with the weight when defined.
+Tensor norm_grad(const char* op, Tensor x, Tensor grad, Tensor weight, double eps) {
+  builder_of(grad, op);
   std::vector<Tensor> in{x, grad};
   if (weight.defined()) in.push_back(weight);
-  return builder_of(x, "layer_norm_grad")->add("layer_norm_grad", in, {{"eps", eps}});
+  return builder_of(x, op)->add(op, in, {{"eps", eps}});
+}
+
+}  // namespace
+
+Tensor layer_norm_grad(Tensor x, Tensor grad, Tensor weight, double eps) {
+  return norm_grad("layer_norm_grad", x, grad, weight, eps);
 }
 
 Tensor rms_norm_grad(Tensor x, Tensor grad, Tensor weight, double eps) {
-  builder_of(grad, "rms_norm_grad");
-  std::vector<Tensor> in{x, grad};
-  if (weight.defined()) in.push_back(weight);
-  return builder_of(x, "rms_norm_grad")->add("rms_norm_grad", in, {{"eps", eps}});
+  return norm_grad("rms_norm_grad", x, grad, weight, eps);
 }
 
 Tensor logsumexp(Tensor x) { return builder_of(x, "logsumexp")->add("logsumexp", {x}); }

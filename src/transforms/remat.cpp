@@ -16,8 +16,9 @@
 // on the sink side is recomputed when the backward needs it. Every
 // source-to-sink path crosses a leaf (0) or a buffered node, so the flow is
 // finite and equals the saved arena bytes; of the minimum cuts the pass takes
-// the one closest to the sink, which recomputes the least. This pass decides nothing about
-// schedules; it asks the partitioner (partition()) which nodes have buffers.
+// the one closest to the sink, which recomputes the least. This pass decides
+// nothing about schedules; it asks the partitioner (partition()) which nodes
+// have buffers.
 #include "tessera/remat.h"
 
 #include <algorithm>
