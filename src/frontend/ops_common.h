@@ -20,6 +20,14 @@ Halide::Expr erf_expr(const Halide::Expr& x);
 
 namespace tessera::opsutil {
 
+// A slice node's attributes resolved against its input's shape (PyTorch
+// semantics: negative start and end count from the end, both clamped);
+// fails on an empty result. Defined in ops_shape.cpp.
+struct SliceSpec {
+  int64_t axis, start, step, length;
+};
+SliceSpec resolve_slice(const Shape& in, const Attrs& a);
+
 inline bool is_half(DType t) { return t == DType::f16 || t == DType::bf16; }
 
 // The type arithmetic runs in for a tensor of dtype t: f32 for f16/bf16

@@ -98,33 +98,6 @@ void check_permutation(const std::vector<int64_t>& dims, const Shape& in) {
 
 // ---- slice ---------------------------------------------------------------------
 
-struct SliceSpec {
-  int64_t axis, start, step, length;
-};
-
-SliceSpec resolve_slice(const Shape& in, const Attrs& a) {
-  if (in.empty()) fail("cannot slice a scalar");
-  int64_t axis;
-  try {
-    axis = normalize_axis(attr_int(a, "axis", "slice"), static_cast<int>(in.size()));
-  } catch (const Error&) {
-    fail("axis ", attr_int(a, "axis", "slice"), " is out of range for shape ", to_string(in));
-  }
-  int64_t size = in[axis];
-  int64_t start = attr_int(a, "start", "slice"), end = attr_int(a, "end", "slice"), step = attr_int(a, "step", "slice");
-  if (step < 1) fail("step ", step, " must be at least 1 (shape ", to_string(in), ")");
-  auto clampi = [&](int64_t v) {
-    if (v < 0) v += size;
-    return std::min(std::max<int64_t>(v, 0), size);
-  };
-  int64_t s = clampi(start), e = clampi(end);
-  int64_t length = e > s ? (e - s + step - 1) / step : 0;
-  if (length == 0)
-    fail("slice [", start, ":", end, ":", step, "] of axis ", axis, " of shape ", to_string(in),
-         " is empty (shapes need dims >= 1)");
-  return {axis, s, step, length};
-}
-
 const bool registered = [] {
   OpDef reshape;
   reshape.name = "reshape";
@@ -306,6 +279,33 @@ const bool registered = [] {
 }();
 
 }  // namespace
+
+namespace opsutil {
+
+SliceSpec resolve_slice(const Shape& in, const Attrs& a) {
+  if (in.empty()) fail("cannot slice a scalar");
+  int64_t axis;
+  try {
+    axis = normalize_axis(attr_int(a, "axis", "slice"), static_cast<int>(in.size()));
+  } catch (const Error&) {
+    fail("axis ", attr_int(a, "axis", "slice"), " is out of range for shape ", to_string(in));
+  }
+  int64_t size = in[axis];
+  int64_t start = attr_int(a, "start", "slice"), end = attr_int(a, "end", "slice"), step = attr_int(a, "step", "slice");
+  if (step < 1) fail("step ", step, " must be at least 1 (shape ", to_string(in), ")");
+  auto clampi = [&](int64_t v) {
+    if (v < 0) v += size;
+    return std::min(std::max<int64_t>(v, 0), size);
+  };
+  int64_t s = clampi(start), e = clampi(end);
+  int64_t length = e > s ? (e - s + step - 1) / step : 0;
+  if (length == 0)
+    fail("slice [", start, ":", end, ":", step, "] of axis ", axis, " of shape ", to_string(in),
+         " is empty (shapes need dims >= 1)");
+  return {axis, s, step, length};
+}
+
+}  // namespace opsutil
 
 void link_shape_ops() { (void)registered; }
 
