@@ -14,7 +14,8 @@
 // tile query tiles from its own. Tensors in device memory are T (float or
 // bf16); tiles in shared memory and every computation are f32. bf16 tensors
 // of head dim 16, 32 or 64 take the tensor-core kernels of attention_mma.cu
-// instead; these kernels serve every other shape.
+// instead; these kernels serve every other shape, in the dense layout only
+// (strided layouts, AttentionLayout, need the tensor-core kernels).
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -22,6 +23,7 @@
 #include <mutex>
 #include <sstream>
 #include <type_traits>
+#include <utility>
 
 #include "attention_mma.h"
 #include "float_dtype.h"
@@ -483,12 +485,56 @@ void check_shape(const AttentionShape& s, const char* what) {
                 " (f32 or bf16, batch 1..65535, seq >= 1, dim 1..64, scale > 0)");
 }
 
+// `layout` (null: dense) checked against `s`, with every tensor's strides resolved.
+AttentionLayout resolve_layout(const AttentionShape& s, const AttentionLayout* layout, const char* what) {
+  AttentionLayout r = layout ? *layout : AttentionLayout{};
+  if (r.heads < 1 || s.batch % r.heads != 0)
+    fail("fused attention ", what, ": shape ", s.text(), " with layout ", r.text(),
+         ": heads must be >= 1 and divide the batch");
+  for (AttentionStrides* t : {&r.q, &r.k, &r.v, &r.out, &r.grad, &r.dq, &r.dk, &r.dv}) *t = r.of(*t, s);
+  return r;
+}
+
+// For a layout that the tensor-core kernels do not take: the others need it dense.
+void check_dense(const AttentionShape& s, const AttentionLayout* layout, const char* what) {
+  if (layout && !layout->dense(s))
+    fail("fused attention ", what, ": shape ", s.text(), " with layout ", layout->text(),
+         ": the f32/TF32 kernels take dense tensors only (other layouts need the bf16 tensor-core kernels: bf16, "
+         "dim 16, 32 or 64, 16-byte aligned tensors, strides multiples of 8 elements)");
+}
+
 }  // namespace
 
 std::string AttentionShape::text() const {
   std::ostringstream o;
   o << float_dtype_name(dtype) << " [" << batch << " x " << seq << " x " << dim << "]" << (causal ? " causal" : "")
     << " scale " << scale;
+  return o.str();
+}
+
+AttentionStrides AttentionLayout::of(const AttentionStrides& t, const AttentionShape& s) const {
+  if (t.batch != 0 || t.head != 0 || t.row != 0) return t;
+  return {heads * s.seq * s.dim, s.seq * s.dim, s.dim};
+}
+
+bool AttentionLayout::dense(const AttentionShape& s) const {
+  const AttentionStrides want = of({}, s);
+  for (const AttentionStrides* t : {&q, &k, &v, &out, &grad, &dq, &dk, &dv})
+    if (!(of(*t, s) == want)) return false;
+  return true;
+}
+
+std::string AttentionLayout::text() const {
+  std::ostringstream o;
+  o << heads << (heads == 1 ? " head" : " heads");
+  const char* sep = "; ";
+  for (const auto& [name, t] : {std::pair<const char*, const AttentionStrides*>{"q", &q}, {"k", &k}, {"v", &v},
+                                {"out", &out}, {"grad", &grad}, {"dq", &dq}, {"dk", &dk}, {"dv", &dv}}) {
+    o << sep << name;
+    if (*t == AttentionStrides{}) o << " dense";
+    else o << " [" << t->batch << ", " << t->head << ", " << t->row << "]";
+    sep = ", ";
+  }
   return o.str();
 }
 
@@ -499,9 +545,12 @@ size_t attention_backward_scratch_bytes(const AttentionShape& s) {
 }
 
 void attention_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out, float* lse,
-                       bool tf32, cudaStream_t stream) {
+                       bool tf32, cudaStream_t stream, const AttentionLayout* layout) {
   check_shape(s, "forward");
-  if (mma_attention_takes(s, {q, k, v, out})) return mma_attention_forward(s, q, k, v, out, lse, stream);
+  const AttentionLayout l = resolve_layout(s, layout, "forward");
+  if (mma_attention_takes(s, {{q, l.q}, {k, l.k}, {v, l.v}, {out, l.out}}))
+    return mma_attention_forward(s, l, q, k, v, out, lse, stream);
+  check_dense(s, layout, "forward");
   dispatch(s, tf32, [&](auto dp, auto kTF32, auto element) {
     run_forward<decltype(dp)::value, decltype(kTF32)::value, decltype(element)>(s, q, k, v, out, lse, stream);
   });
@@ -509,10 +558,13 @@ void attention_forward(const AttentionShape& s, const void* q, const void* k, co
 
 void attention_backward(const AttentionShape& s, const void* q, const void* k, const void* v, const void* out,
                         const void* grad, void* dq, void* dk, void* dv, float* scratch, const float* forward_lse,
-                        bool tf32, cudaStream_t stream) {
+                        bool tf32, cudaStream_t stream, const AttentionLayout* layout) {
   check_shape(s, "backward");
-  if (mma_attention_takes(s, {q, k, v, out, grad, dq, dk, dv}))
-    return mma_attention_backward(s, q, k, v, out, grad, dq, dk, dv, scratch, forward_lse, stream);
+  const AttentionLayout l = resolve_layout(s, layout, "backward");
+  if (mma_attention_takes(s, {{q, l.q}, {k, l.k}, {v, l.v}, {out, l.out}, {grad, l.grad}, {dq, l.dq}, {dk, l.dk},
+                              {dv, l.dv}}))
+    return mma_attention_backward(s, l, q, k, v, out, grad, dq, dk, dv, scratch, forward_lse, stream);
+  check_dense(s, layout, "backward");
   dispatch(s, tf32, [&](auto dp, auto kTF32, auto element) {
     run_backward<decltype(dp)::value, decltype(kTF32)::value, decltype(element)>(s, q, k, v, out, grad, dq, dk, dv,
                                                                                  scratch, forward_lse, stream);

@@ -17,6 +17,12 @@
 // global -> shared by cp.async (16-byte chunks; rows past seq zero-filled),
 // the next tile's copy overlapping the current tile's products.
 // Exponentials are exp2 of scores pre-scaled by log2(e).
+//
+// Tensors are addressed through their strides (AttentionLayout, resolved):
+// block y's [seq, D] matrix of tensor X starts (y / heads) * X.batch +
+// (y % heads) * X.head elements from X's pointer, and its row t is t * X.row
+// further (BlockMatrices, computed once per block). The row statistics
+// (lse, rowdot) are dense [batch, seq] floats.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -158,17 +164,45 @@ __device__ void strip_fragments(uint32_t (&a)[D / 16][4], const bf16* tile) {
   for (int kc = 0; kc < D / 16; ++kc) load_a(a[kc], tile, kLd<D>, 16 * warp, 16 * kc);
 }
 
-// ---- tiles, rows, stores ----
+// ---- tensors, tiles, rows, stores ----
 
-// Starts copying rows row0..row0+63 of a [seq, D] matrix into a shared tile.
+// A block's [seq, D] matrix of one tensor: row t starts at data + t * stride
+// (elements; |stride| < 2^31, mma_attention_takes); its D elements are
+// contiguous.
+template <typename T>
+struct Matrix {
+  T* data;
+  int stride;
+  __device__ T* row(int64_t t) const { return data + t * stride; }
+};
+
+// Block blockIdx.y = outer * heads + head's matrix of a tensor with strides x
+// starts outer * x.batch + head * x.head elements from the tensor's pointer.
+struct BlockMatrices {
+  int64_t outer, head;
+  __device__ explicit BlockMatrices(int64_t heads)
+      : outer(blockIdx.y / static_cast<unsigned>(heads)), head(blockIdx.y % static_cast<unsigned>(heads)) {}
+  template <typename T>
+  __device__ Matrix<T> operator()(T* data, const AttentionStrides& x) const {
+    return {data + outer * x.batch + head * x.head, static_cast<int>(x.row)};
+  }
+};
+
+// Starts copying rows row0..row0+63 of matrix m into a shared tile. Thread
+// i copies chunk i % kChunks of rows i / kChunks + kStep * u: one pointer
+// per thread, stepped by kStep rows.
 template <int D>
-__device__ void load_tile_async(bf16* tile, const bf16* src, int64_t row0, int64_t seq) {
-  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+__device__ void load_tile_async(bf16* tile, const Matrix<const bf16>& m, int64_t row0, int64_t seq) {
+  constexpr int kChunks = D / 8;             // 16-byte chunks per row
+  constexpr int kStep = kThreads / kChunks;  // rows between a thread's chunks
+  const int r = threadIdx.x / kChunks, c = (threadIdx.x % kChunks) * 8;
+  const bf16* src = m.row(row0 + r) + c;
+  const int64_t step = static_cast<int64_t>(kStep) * m.stride;
 #pragma unroll
-  for (int u = 0; u < kRows * kChunks / kThreads; ++u) {
-    const int e = threadIdx.x + u * kThreads, r = e / kChunks, c = (e % kChunks) * 8;
-    const bool valid = row0 + r < seq;
-    copy16_async(tile + r * kLd<D> + c, valid ? src + (row0 + r) * D + c : src, valid);
+  for (int u = 0; u < kRows / kStep; ++u) {
+    const bool valid = row0 + r + u * kStep < seq;
+    copy16_async(tile + (r + u * kStep) * kLd<D> + c, valid ? src : m.data, valid);
+    src += step;
   }
 }
 
@@ -178,8 +212,8 @@ __device__ void load_tile_async(bf16* tile, const bf16* src, int64_t row0, int64
 // The caller's loop ends with __syncthreads(), so no warp still reads the
 // buffer being refilled.
 template <int D>
-__device__ void await_key_tile(bf16* Ks, bf16* Vs, const bf16* k, const bf16* v, int64_t t, int64_t last,
-                               int64_t seq) {
+__device__ void await_key_tile(bf16* Ks, bf16* Vs, const Matrix<const bf16>& k, const Matrix<const bf16>& v,
+                               int64_t t, int64_t last, int64_t seq) {
   if (t + 1 < last) {
     const int next = (t + 1) & 1;
     load_tile_async<D>(Ks + next * kTileElems<D>, k, (t + 1) * kRows, seq);
@@ -214,16 +248,16 @@ __device__ float row_max(float v) {
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
-// Stores a 16 x D accumulator times `factor[h]` (per row) to rows of a [seq, D] matrix.
+// Stores a 16 x D accumulator times `factor[h]` (per row) to rows of matrix dst.
 template <int D>
-__device__ void store_strip(bf16* dst, const float (&acc)[D / 8][4], const LaneRows& rows, int64_t seq,
+__device__ void store_strip(const Matrix<bf16>& dst, const float (&acc)[D / 8][4], const LaneRows& rows, int64_t seq,
                             const float (&factor)[2]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if (rows.row[h] >= seq) continue;
 #pragma unroll
     for (int n = 0; n < D / 8; ++n)
-      *reinterpret_cast<__nv_bfloat162*>(dst + rows.row[h] * D + strip_column(n, 0)) =
+      *reinterpret_cast<__nv_bfloat162*>(dst.row(rows.row[h]) + strip_column(n, 0)) =
           __floats2bfloat162_rn(acc[n][2 * h] * factor[h], acc[n][2 * h + 1] * factor[h]);
   }
 }
@@ -241,23 +275,32 @@ __device__ bool masked(int64_t i, int64_t j, int64_t seq, bool causal) { return 
 
 __host__ __device__ int64_t tiles_of(int64_t seq) { return (seq + kRows - 1) / kRows; }
 
+// Minimum blocks per SM in __launch_bounds__ where ptxas, left alone, takes
+// a few registers more than 128 and fits 3 blocks instead of 4: the dq
+// kernel at D 32 (on sm_80) and the dk/dv kernel at D 16 (9% slower on an
+// H200). No spills at 128 (-Xptxas -v, sm_80 and sm_90). Elsewhere 0: no
+// hint (even a hint of 1 changes ptxas's choices).
+constexpr int kFourBlocks = 4;
+
 // ---- forward: one block per (query tile, batch), heaviest causal tiles first ----
 
+// `layout`: every tensor's strides, resolved (in elements; see BlockMatrices).
 template <int D>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, int64_t seq, float scale,
-                   bool causal) {
+    forward_kernel(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, AttentionLayout layout,
+                   int64_t seq, float scale, bool causal) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Qs = reinterpret_cast<bf16*>(smem);
   bf16* Ks = Qs + kTileElems<D>;      // two buffers
   bf16* Vs = Ks + 2 * kTileElems<D>;  // two buffers
   const int64_t tiles = tiles_of(seq), qt = tiles - 1 - blockIdx.x, q0 = qt * kRows;
-  const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * D;
+  const BlockMatrices at(layout.heads);
+  const Matrix<const bf16> qm = at(q, layout.q), km = at(k, layout.k), vm = at(v, layout.v);
   const int64_t last = causal ? qt + 1 : tiles;  // key tiles read
   const LaneRows rows(q0);
-  load_tile_async<D>(Qs, q + base, q0, seq);
-  load_tile_async<D>(Ks, k + base, 0, seq);
-  load_tile_async<D>(Vs, v + base, 0, seq);
+  load_tile_async<D>(Qs, qm, q0, seq);
+  load_tile_async<D>(Ks, km, 0, seq);
+  load_tile_async<D>(Vs, vm, 0, seq);
   async_commit();
   const float scale2 = scale * kLog2e;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row, in log2 units; l lane-partial
@@ -266,7 +309,7 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t qa[D / 16][4];
   for (int64_t t = 0; t < last; ++t) {
     const int buf = t & 1;
-    await_key_tile<D>(Ks, Vs, k + base, v + base, t, last, seq);
+    await_key_tile<D>(Ks, Vs, km, vm, t, last, seq);
     if (t == 0) strip_fragments<D>(qa, Qs);
     float s[8][4];
     strip_scores<D>(s, qa, Ks + buf * kTileElems<D>);
@@ -312,7 +355,7 @@ __global__ void __launch_bounds__(kThreads)
     l[h] = row_sum(l[h]);
     inv[h] = 1.0f / l[h];
   }
-  store_strip<D>(out + base, o, rows, seq, inv);
+  store_strip<D>(at(out, layout.out), o, rows, seq, inv);
   if (lse && threadIdx.x % 4 == 0)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
@@ -322,22 +365,27 @@ __global__ void __launch_bounds__(kThreads)
 // ---- backward, per query tile: statistics (logsumexp unless given,
 // rowsum(grad * out)) and dq = sum_j dS_ij k_j ----
 
+// `layout`: as forward_kernel's. Launch bounds: see kFourBlocks.
 template <int D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, D == 32 ? kFourBlocks : 0)
     backward_dq_kernel(const bf16* q, const bf16* k, const bf16* v, const bf16* out, const bf16* grad, bf16* dq,
-                       float* lse, bool lse_known, float* rowdot, int64_t seq, float scale, bool causal) {
+                       float* lse, bool lse_known, float* rowdot, AttentionLayout layout, int64_t seq, float scale,
+                       bool causal) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Qs = reinterpret_cast<bf16*>(smem);
   bf16* Gs = Qs + kTileElems<D>;
   bf16* Ks = Gs + kTileElems<D>;      // two buffers
   bf16* Vs = Ks + 2 * kTileElems<D>;  // two buffers
   const int64_t tiles = tiles_of(seq), qt = tiles - 1 - blockIdx.x, q0 = qt * kRows;
-  const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * D, stat = static_cast<int64_t>(blockIdx.y) * seq;
+  const int64_t stat = static_cast<int64_t>(blockIdx.y) * seq;
+  const BlockMatrices at(layout.heads);
+  const Matrix<const bf16> qm = at(q, layout.q), km = at(k, layout.k), vm = at(v, layout.v);
+  const Matrix<const bf16> om = at(out, layout.out), gm = at(grad, layout.grad);
   const int64_t last = causal ? qt + 1 : tiles;
   const LaneRows rows(q0);
   const float scale2 = scale * kLog2e;
-  load_tile_async<D>(Qs, q + base, q0, seq);
-  load_tile_async<D>(Gs, grad + base, q0, seq);
+  load_tile_async<D>(Qs, qm, q0, seq);
+  load_tile_async<D>(Gs, gm, q0, seq);
   async_commit();
   // rowsum(grad * out) of the lane's rows: its columns, then its group's.
   float dot[2] = {0.0f, 0.0f};
@@ -346,9 +394,9 @@ __global__ void __launch_bounds__(kThreads)
     if (rows.row[h] < seq)
 #pragma unroll
       for (int n = 0; n < D / 8; ++n) {
-        const int64_t at = base + rows.row[h] * D + strip_column(n, 0);
-        const float2 g2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(grad + at));
-        const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(out + at));
+        const int c = strip_column(n, 0);
+        const float2 g2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(gm.row(rows.row[h]) + c));
+        const float2 o2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(om.row(rows.row[h]) + c));
         dot[h] += g2.x * o2.x + g2.y * o2.y;
       }
     dot[h] = row_sum(dot[h]);
@@ -365,7 +413,7 @@ __global__ void __launch_bounds__(kThreads)
   } else {
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     for (int64_t t = 0; t < last; ++t) {
-      load_tile_async<D>(Ks, k + base, t * kRows, seq);
+      load_tile_async<D>(Ks, km, t * kRows, seq);
       async_commit();
       async_wait<0>();
       __syncthreads();
@@ -407,12 +455,12 @@ __global__ void __launch_bounds__(kThreads)
   strip_fragments<D>(ga, Gs);
   float acc[D / 8][4];
   zero<D>(acc);
-  load_tile_async<D>(Ks, k + base, 0, seq);
-  load_tile_async<D>(Vs, v + base, 0, seq);
+  load_tile_async<D>(Ks, km, 0, seq);
+  load_tile_async<D>(Vs, vm, 0, seq);
   async_commit();
   for (int64_t t = 0; t < last; ++t) {
     const int buf = t & 1;
-    await_key_tile<D>(Ks, Vs, k + base, v + base, t, last, seq);
+    await_key_tile<D>(Ks, Vs, km, vm, t, last, seq);
     const bf16* Kt = Ks + buf * kTileElems<D>;
     float s[8][4], dp[8][4];
     strip_scores<D>(s, qa, Kt);
@@ -433,16 +481,18 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
   const float one[2] = {1.0f, 1.0f};
-  store_strip<D>(dq + base, acc, rows, seq, one);
+  store_strip<D>(at(dq, layout.dq), acc, rows, seq, one);
 }
 
 // ---- backward, per key tile: dk and dv (strips transposed: rows are keys,
 // columns queries) ----
 
+// `layout`: as forward_kernel's. Launch bounds: see kFourBlocks.
 template <int D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, D == 16 ? kFourBlocks : 0)
     backward_dkdv_kernel(const bf16* q, const bf16* k, const bf16* v, const bf16* grad, const float* lse,
-                         const float* rowdot, bf16* dk, bf16* dv, int64_t seq, float scale, bool causal) {
+                         const float* rowdot, bf16* dk, bf16* dv, AttentionLayout layout, int64_t seq, float scale,
+                         bool causal) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);
   bf16* Vs = Ks + kTileElems<D>;
@@ -451,14 +501,17 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(Gs + 2 * kTileElems<D>);  // two buffers of 64, log2 units
   float* dot_s = lse_s + 2 * kRows;                                  // two buffers of 64
   const int64_t tiles = tiles_of(seq), kt = blockIdx.x, k0 = kt * kRows;  // heaviest (causal) first
-  const int64_t base = static_cast<int64_t>(blockIdx.y) * seq * D, stat = static_cast<int64_t>(blockIdx.y) * seq;
+  const int64_t stat = static_cast<int64_t>(blockIdx.y) * seq;
+  const BlockMatrices at(layout.heads);
+  const Matrix<const bf16> qm = at(q, layout.q), km = at(k, layout.k), vm = at(v, layout.v);
+  const Matrix<const bf16> gm = at(grad, layout.grad);
   const int64_t first = causal ? kt : 0;  // query tiles read: first..tiles-1
   const LaneRows keys(k0);
   const float scale2 = scale * kLog2e;
   // Starts loading query tile t into buffer `buf`; its statistics are plain stores.
   auto load_queries = [&](int64_t t, int buf) {
-    load_tile_async<D>(Qs + buf * kTileElems<D>, q + base, t * kRows, seq);
-    load_tile_async<D>(Gs + buf * kTileElems<D>, grad + base, t * kRows, seq);
+    load_tile_async<D>(Qs + buf * kTileElems<D>, qm, t * kRows, seq);
+    load_tile_async<D>(Gs + buf * kTileElems<D>, gm, t * kRows, seq);
     async_commit();
     for (int r = threadIdx.x; r < kRows; r += kThreads) {
       const int64_t i = t * kRows + r;
@@ -466,8 +519,8 @@ __global__ void __launch_bounds__(kThreads)
       dot_s[buf * kRows + r] = i < seq ? rowdot[stat + i] : 0.0f;
     }
   };
-  load_tile_async<D>(Ks, k + base, k0, seq);
-  load_tile_async<D>(Vs, v + base, k0, seq);
+  load_tile_async<D>(Ks, km, k0, seq);
+  load_tile_async<D>(Vs, vm, k0, seq);
   load_queries(first, 0);
   float dk_acc[D / 8][4], dv_acc[D / 8][4];
   zero<D>(dk_acc);
@@ -509,8 +562,8 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
   const float one[2] = {1.0f, 1.0f};
-  if (dk) store_strip<D>(dk + base, dk_acc, keys, seq, one);
-  if (dv) store_strip<D>(dv + base, dv_acc, keys, seq, one);
+  if (dk) store_strip<D>(at(dk, layout.dk), dk_acc, keys, seq, one);
+  if (dv) store_strip<D>(at(dv, layout.dv), dv_acc, keys, seq, one);
 }
 
 template <int D>
@@ -519,28 +572,29 @@ constexpr size_t tile_bytes(int tiles, int vectors) {
 }
 
 template <int D>
-void run_forward(const AttentionShape& s, const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse,
-                 cudaStream_t stream) {
+void run_forward(const AttentionShape& s, const AttentionLayout& layout, const bf16* q, const bf16* k, const bf16* v,
+                 bf16* out, float* lse, cudaStream_t stream) {
   static std::once_flag allowed;
   launch_kernel(forward_kernel<D>, allowed, tile_bytes<D>(5, 0),
                 dim3(static_cast<unsigned>(tiles_of(s.seq)), static_cast<unsigned>(s.batch)), dim3(kThreads), stream,
-                "fused attention forward (bf16 mma) " + s.text(), q, k, v, out, lse, s.seq, s.scale, s.causal);
+                "fused attention forward (bf16 mma) " + s.text(), q, k, v, out, lse, layout, s.seq, s.scale,
+                s.causal);
 }
 
 template <int D>
-void run_backward(const AttentionShape& s, const bf16* q, const bf16* k, const bf16* v, const bf16* out,
-                  const bf16* grad, bf16* dq, bf16* dk, bf16* dv, float* scratch, const float* forward_lse,
-                  cudaStream_t stream) {
+void run_backward(const AttentionShape& s, const AttentionLayout& layout, const bf16* q, const bf16* k, const bf16* v,
+                  const bf16* out, const bf16* grad, bf16* dq, bf16* dk, bf16* dv, float* scratch,
+                  const float* forward_lse, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(tiles_of(s.seq)), static_cast<unsigned>(s.batch));
   float *lse = forward_lse ? const_cast<float*>(forward_lse) : scratch, *rowdot = scratch + s.batch * s.seq;
   static std::once_flag allowed_dq, allowed_dkdv;
   launch_kernel(backward_dq_kernel<D>, allowed_dq, tile_bytes<D>(6, 0), grid, dim3(kThreads), stream,
                 "fused attention backward (dq, bf16 mma) " + s.text(), q, k, v, out, grad, dq, lse,
-                forward_lse != nullptr, rowdot, s.seq, s.scale, s.causal);
+                forward_lse != nullptr, rowdot, layout, s.seq, s.scale, s.causal);
   if (dk || dv)
     launch_kernel(backward_dkdv_kernel<D>, allowed_dkdv, tile_bytes<D>(6, 4), grid, dim3(kThreads), stream,
                   "fused attention backward (dk, dv, bf16 mma) " + s.text(), q, k, v, grad,
-                  static_cast<const float*>(lse), static_cast<const float*>(rowdot), dk, dv, s.seq, s.scale,
+                  static_cast<const float*>(lse), static_cast<const float*>(rowdot), dk, dv, layout, s.seq, s.scale,
                   s.causal);
 }
 
@@ -554,26 +608,31 @@ void by_dim(int64_t dim, F&& f) {
 
 }  // namespace
 
-bool mma_attention_takes(const AttentionShape& s, std::initializer_list<const void*> tensors) {
+bool mma_attention_takes(const AttentionShape& s, std::initializer_list<MmaTensor> tensors) {
   if (s.dtype != DType::bf16 || (s.dim != 16 && s.dim != 32 && s.dim != 64)) return false;
-  for (const void* t : tensors)
-    if (t && reinterpret_cast<uintptr_t>(t) % 16 != 0) return false;
+  for (const MmaTensor& t : tensors) {
+    if (!t.data) continue;
+    const AttentionStrides& x = t.strides;
+    if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0 || x.batch % 8 != 0 || x.head % 8 != 0 || x.row % 8 != 0 ||
+        x.row > INT32_MAX || x.row < -INT32_MAX)
+      return false;
+  }
   return true;
 }
 
-void mma_attention_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out,
-                           float* lse, cudaStream_t stream) {
+void mma_attention_forward(const AttentionShape& s, const AttentionLayout& layout, const void* q, const void* k,
+                           const void* v, void* out, float* lse, cudaStream_t stream) {
   by_dim(s.dim, [&](auto d) {
-    run_forward<decltype(d)::value>(s, static_cast<const bf16*>(q), static_cast<const bf16*>(k),
+    run_forward<decltype(d)::value>(s, layout, static_cast<const bf16*>(q), static_cast<const bf16*>(k),
                                     static_cast<const bf16*>(v), static_cast<bf16*>(out), lse, stream);
   });
 }
 
-void mma_attention_backward(const AttentionShape& s, const void* q, const void* k, const void* v, const void* out,
-                            const void* grad, void* dq, void* dk, void* dv, float* scratch, const float* forward_lse,
-                            cudaStream_t stream) {
+void mma_attention_backward(const AttentionShape& s, const AttentionLayout& layout, const void* q, const void* k,
+                            const void* v, const void* out, const void* grad, void* dq, void* dk, void* dv,
+                            float* scratch, const float* forward_lse, cudaStream_t stream) {
   by_dim(s.dim, [&](auto d) {
-    run_backward<decltype(d)::value>(s, static_cast<const bf16*>(q), static_cast<const bf16*>(k),
+    run_backward<decltype(d)::value>(s, layout, static_cast<const bf16*>(q), static_cast<const bf16*>(k),
                                      static_cast<const bf16*>(v), static_cast<const bf16*>(out),
                                      static_cast<const bf16*>(grad), static_cast<bf16*>(dq), static_cast<bf16*>(dk),
                                      static_cast<bf16*>(dv), scratch, forward_lse, stream);

@@ -3,8 +3,9 @@
 // m16n8k16 bf16 instructions with f32 accumulation, score tiles kept in
 // registers, and operand tiles double-buffered in shared memory with
 // cp.async. Internal to runtime/cuda: attention.cu calls it for the shapes
-// mma_attention_takes accepts and keeps its own kernels for the others
-// (f32, TF32, head dims that are not 16, 32 or 64, unaligned tensors).
+// and layouts mma_attention_takes accepts and keeps its own kernels, which
+// take the dense layout only, for the others (f32, TF32, head dims that are
+// not 16, 32 or 64, unaligned tensors or strides).
 //
 // Numerics as bf16 flash-attention kernels: the probabilities and the score
 // gradients are rounded to bf16 as product operands; statistics, sums and
@@ -20,15 +21,24 @@
 
 namespace tessera::cuda {
 
-// Whether the mma path takes `s` with these device tensors: bf16, dim 16,
-// 32 or 64, and every tensor 16-byte aligned (rows move as 16-byte copies).
-bool mma_attention_takes(const AttentionShape& s, std::initializer_list<const void*> tensors);
+// A device tensor and its strides (resolved: AttentionLayout::of).
+struct MmaTensor {
+  const void* data;
+  AttentionStrides strides;
+};
 
-// As attention_forward and attention_backward, for shapes mma_attention_takes.
-void mma_attention_forward(const AttentionShape& s, const void* q, const void* k, const void* v, void* out,
-                           float* lse, cudaStream_t stream);
-void mma_attention_backward(const AttentionShape& s, const void* q, const void* k, const void* v, const void* out,
-                            const void* grad, void* dq, void* dk, void* dv, float* scratch, const float* forward_lse,
-                            cudaStream_t stream);
+// Whether the mma path takes `s` with these tensors (null data: not used):
+// bf16, dim 16, 32 or 64, and every tensor 16-byte aligned with strides
+// that are multiples of 8 elements (rows move as 16-byte copies), row
+// strides below 2^31.
+bool mma_attention_takes(const AttentionShape& s, std::initializer_list<MmaTensor> tensors);
+
+// As attention_forward and attention_backward, for shapes mma_attention_takes;
+// `layout` has every tensor's strides resolved (AttentionLayout::of).
+void mma_attention_forward(const AttentionShape& s, const AttentionLayout& layout, const void* q, const void* k,
+                           const void* v, void* out, float* lse, cudaStream_t stream);
+void mma_attention_backward(const AttentionShape& s, const AttentionLayout& layout, const void* q, const void* k,
+                            const void* v, const void* out, const void* grad, void* dq, void* dk, void* dv,
+                            float* scratch, const float* forward_lse, cudaStream_t stream);
 
 }  // namespace tessera::cuda
