@@ -438,7 +438,11 @@ TEST(LibraryAttention, TheGptStepCallsTheFusedKernels) {
       "gpt_train_step",
       {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "2"}, {"n_head", "2"}, {"n_embd", "6"}, {"batch", "3"}});
   const Graph g = prepare_gpu_attention(step);
-  EXPECT_EQ(g.nodes.size(), step.nodes.size());  // nothing decomposed
+  auto count = [](const Graph& x, const std::string& op) {
+    return std::count_if(x.nodes.begin(), x.nodes.end(), [&](const Node& n) { return n.op == op; });
+  };
+  for (const char* op : {"attention", "attention_grad", "softmax"})  // nothing decomposed
+    EXPECT_EQ(count(g, op), count(step, op)) << op;
   const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
   int forward = 0, backward = 0;
   for (const Kernel& k : partition(g, &cost, nullptr, true)) {
@@ -462,6 +466,54 @@ TEST(LibraryAttention, TheGptStepCallsTheFusedKernels) {
   EXPECT_EQ(backward, 2);
   const std::string text = compile_cuda(step, Target::parse("host-cuda-sm90"), {.library_gemm = true}).text();
   EXPECT_NE(text.find("4 fused attention calls"), std::string::npos) << text;
+}
+
+// Under bf16 autocast with head dim 16 the calls read q, k and v in place
+// from the [B, T, 3C] projection and write out as [B, T, C] and dq, dk, dv
+// into the [B, T, 3C] gradient: no kernel copies between those layouts. At
+// head dim 4 (not a tensor-core shape) every operand is dense.
+TEST(LibraryAttention, Bf16GptReadsAndWritesInPlace) {
+  const int64_t T = 9, C = 32, H = 2, D = 16;  // batch 3
+  auto step = [](const std::string& n_embd) {
+    return registered_model("gpt_train_step", {{"vocab_size", "11"}, {"block_size", "9"}, {"n_layer", "2"},
+                                               {"n_head", "2"}, {"n_embd", n_embd}, {"batch", "3"},
+                                               {"autocast", "bf16"}});
+  };
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  const Graph g = prepare_gpu_attention(step(std::to_string(C)));
+  const AttentionPlacement qkv[3] = {{0, T * 3 * C, D, 3 * C}, {C, T * 3 * C, D, 3 * C}, {2 * C, T * 3 * C, D, 3 * C}};
+  const AttentionPlacement rows = {0, T * C, D, C};
+  int calls = 0;
+  for (const Kernel& k : partition(g, &cost, nullptr, true)) {
+    const std::optional<LibraryAttention> a = match_library_attention(k);
+    if (!a) {
+      for (int r : k.roots)  // the copies the in-place calls replace
+        EXPECT_TRUE(g.nodes[r].op != "permute" && g.nodes[r].op != "concat") << kernel_name(g, k.roots);
+      continue;
+    }
+    ++calls;
+    SCOPED_TRACE(a->text());
+    EXPECT_TRUE(a->in_place());
+    EXPECT_EQ(a->heads, H);
+    EXPECT_EQ(a->q, a->k);  // one input, the projection
+    EXPECT_EQ(a->k, a->v);
+    for (int t = 0; t < 3; ++t) EXPECT_EQ(a->placement[t], qkv[t]) << t;
+    EXPECT_EQ(a->placement[3], rows);
+    if (a->backward) {
+      EXPECT_EQ(a->placement[4], rows);
+      EXPECT_EQ(k.roots.size(), 1u);  // the concat
+      EXPECT_TRUE(a->dq == 0 && a->dk == 0 && a->dv == 0);
+      for (int t = 0; t < 3; ++t) EXPECT_EQ(a->placement[5 + t], qkv[t]) << t;
+    }
+  }
+  EXPECT_EQ(calls, 4);
+  const Graph narrow = prepare_gpu_attention(step("8"));
+  for (const Kernel& k : partition(narrow, &cost, nullptr, true))
+    if (const std::optional<LibraryAttention> a = match_library_attention(k)) {
+      ++calls;
+      EXPECT_FALSE(a->in_place()) << a->text();
+    }
+  EXPECT_EQ(calls, 8);
 }
 
 // What the kernels do not take (f16, a head dim above 64, a value dim of its own) is decomposed.

@@ -153,6 +153,7 @@ struct PlanExecutor::State {
   std::vector<std::vector<halide_dimension_t>> dims;
   std::vector<GemmShape> shapes;                     // per step (GEMM steps)
   std::vector<AttentionShape> attention;             // per step (attention steps)
+  std::vector<AttentionLayout> attention_layout;     // per step (attention steps)
   std::vector<EmbeddingGradShape> embedding_grad;    // per step (embedding gradient steps)
   float* attention_scratch = nullptr;                // attention backward's row statistics, after the tensors
   std::vector<float*> attention_lse;                 // per step: the forward's logsumexp that a backward reuses, or null
@@ -212,6 +213,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
   size_t attention_scratch = 0;
   s.shapes.resize(spec.num_steps);
   s.attention.resize(spec.num_steps);
+  s.attention_layout.resize(spec.num_steps);
   s.embedding_grad.resize(spec.num_steps);
   for (int k = 0; k < spec.num_steps; ++k) {
     const PlanStep& step = spec.steps[k];
@@ -251,12 +253,26 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       sh.dtype = parse_float_dtype(at->dtype, where);
       if (!fused_attention_supports(at->dim, at->dim) || at->batch < 1 || at->seq < 1 || sh.dtype == DType::f16)
         fail(where, ": the fused attention kernels do not take ", sh.text());
-      const size_t bytes = static_cast<size_t>(at->batch * at->seq * at->dim) * float_dtype_size(sh.dtype);
-      for (auto [t, operand] : {std::pair{at->q, "q"}, {at->k, "k"}, {at->v, "v"}, {at->out, "out"}})
-        check_operand(where, t, bytes, operand, true);
-      if (at->backward) check_operand(where, at->grad, bytes, "grad", true);
-      for (auto [t, operand] : {std::pair{at->dq, "dq"}, {at->dk, "dk"}, {at->dv, "dv"}})
-        if (t >= 0) check_operand(where, t, bytes, operand, true);  // the gradients not wanted are -1
+      AttentionLayout& layout = s.attention_layout[k];
+      layout.heads = at->heads;
+      if (at->heads < 1 || at->batch % at->heads != 0)
+        fail(where, ": ", at->heads, " heads do not divide the attention batch ", at->batch);
+      AttentionStrides* strides[8] = {&layout.q, &layout.k, &layout.v, &layout.out,
+                                      &layout.grad, &layout.dq, &layout.dk, &layout.dv};
+      const int tensors[8] = {at->q, at->k, at->v, at->out, at->grad, at->dq, at->dk, at->dv};
+      const char* names[8] = {"q", "k", "v", "out", "grad", "dq", "dk", "dv"};
+      for (int i = 0; i < 8; ++i) {
+        if (i == 4 && !at->backward) continue;
+        if (i >= 5 && tensors[i] < 0) continue;  // the gradients not wanted are -1
+        const int64_t* p = at->placement[i];
+        *strides[i] = {p[1], p[2], p[3]};
+        const AttentionStrides st = layout.of(*strides[i], sh);
+        // Bytes up to the last element it reads or writes; a dense tensor is exactly that.
+        const int64_t last = p[0] + (at->batch / at->heads - 1) * st.batch + (at->heads - 1) * st.head +
+                             (at->seq - 1) * st.row + at->dim;
+        const bool dense = p[0] == 0 && st == layout.of(AttentionStrides{}, sh);
+        check_operand(where, tensors[i], static_cast<size_t>(last) * float_dtype_size(sh.dtype), names[i], dense);
+      }
       if (at->backward) attention_scratch = std::max(attention_scratch, attention_backward_scratch_bytes(sh));
     } else if (const PlanEmbeddingGrad* e = step.embedding_grad) {
       EmbeddingGradShape& sh = s.embedding_grad[k];
@@ -286,7 +302,9 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
     if (!b || !b->backward) continue;
     for (int f = k - 1; f >= 0; --f) {
       const PlanAttention* a = spec.steps[f].attention;
-      if (!a || a->backward || a->out != b->out || a->q != b->q || a->k != b->k || a->v != b->v) continue;
+      if (!a || a->backward || a->out != b->out || a->q != b->q || a->k != b->k || a->v != b->v ||
+          !std::equal(&a->placement[0][0], &a->placement[4][0], &b->placement[0][0]))
+        continue;
       if (lse_offset[f].first < 0) {
         lse_offset[f] = {f, end};
         end += round_up(static_cast<size_t>(a->batch * a->seq) * sizeof(float), DeviceArena::kDefaultAlignment);
@@ -424,15 +442,20 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       continue;
     }
     if (const PlanAttention* at = step.attention) {
-      auto ptr = [&](int t) { return t < 0 ? nullptr : device_ptr(t); };
+      // Tensor t at element offset `placement[i][0]`.
+      const size_t element = float_dtype_size(s.attention[k].dtype);
+      auto ptr = [&](int t, int i) -> void* {
+        return t < 0 ? nullptr : static_cast<char*>(device_ptr(t)) + at->placement[i][0] * element;
+      };
+      const AttentionLayout* layout = &s.attention_layout[k];
       try {
         if (at->backward)
-          attention_backward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), ptr(at->grad),
-                             ptr(at->dq), ptr(at->dk), ptr(at->dv), s.attention_scratch, s.attention_lse[k],
-                             s.options.allow_tf32, stream);
+          attention_backward(s.attention[k], ptr(at->q, 0), ptr(at->k, 1), ptr(at->v, 2), ptr(at->out, 3),
+                             ptr(at->grad, 4), ptr(at->dq, 5), ptr(at->dk, 6), ptr(at->dv, 7), s.attention_scratch,
+                             s.attention_lse[k], s.options.allow_tf32, stream, layout);
         else
-          attention_forward(s.attention[k], ptr(at->q), ptr(at->k), ptr(at->v), ptr(at->out), s.attention_lse[k],
-                            s.options.allow_tf32, stream);
+          attention_forward(s.attention[k], ptr(at->q, 0), ptr(at->k, 1), ptr(at->v, 2), ptr(at->out, 3),
+                            s.attention_lse[k], s.options.allow_tf32, stream, layout);
       } catch (const Error& e) {
         fail("plan '", spec.name, "' ", step.what, ": ", e.what());
       }
@@ -574,7 +597,8 @@ std::string PlanExecutor::describe() const {
     if (step.gemm) o << s_->shapes[k].describe() << "\n";
     else if (step.attention)
       o << "fused attention " << (step.attention->backward ? "backward " : "forward ") << s_->attention[k].text()
-        << (s_->options.allow_tf32 ? " (TF32)" : "") << "\n";
+        << (s_->options.allow_tf32 ? " (TF32)" : "")
+        << (s_->attention_layout[k].dense(s_->attention[k]) ? "" : "; " + s_->attention_layout[k].text()) << "\n";
     else if (step.embedding_grad) o << "embedding gradient " << s_->embedding_grad[k].text() << "\n";
     else o << "Halide CUDA kernel\n";
   }

@@ -206,7 +206,12 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
         << ", " << a->batch << ", " << a->seq << ", " << a->dim << ", " << (a->causal ? "true" : "false") << ", "
         << exact(a->scale) << ", " << input(a->q) << ", " << input(a->k) << ", " << input(a->v) << ", "
         << (a->backward ? input(a->out) : root(0)) << ", " << input(a->grad) << ", " << root(a->dq) << ", "
-        << root(a->dk) << ", " << root(a->dv) << "};  // " << a->text() << "\n";
+        << root(a->dk) << ", " << root(a->dv) << ", " << a->heads << ", {";
+      for (int t = 0; t < 8; ++t) {
+        const AttentionPlacement& p = a->placement[t];
+        c << (t ? ", {" : "{") << p.offset << ", " << p.batch << ", " << p.head << ", " << p.row << "}";
+      }
+      c << "}};  // " << a->text() << "\n";
     } else if (const std::optional<LibraryEmbeddingGrad>& e = f.embedding_grad[k]) {
       c << "const tessera::cuda::PlanEmbeddingGrad kCudaEmbeddingGrad" << k << " = {\"" << dtype_name(e->dtype)
         << "\", \"" << dtype_name(e->index) << "\", " << e->positions << ", " << e->vocab << ", " << e->dim << ", "

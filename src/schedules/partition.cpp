@@ -71,11 +71,11 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       if ((node.op == "matmul" || node.op == "linear") && library_gemm_dtype(node.type.dtype))
         for (int in : node.inputs)
           if (int m = gemm_operand_to_materialize(g, in, root); m >= 0) root[m] = true;
-      const bool embedding_grad = embedding_grad_kernel_takes(g, node);
-      if (embedding_grad) root[node.id] = true;  // a kernel of its own: the CUDA kernel's call
-      if (fused_attention_takes(g, node) || embedding_grad)  // the kernels read dense buffers
+      if (embedding_grad_kernel_takes(g, node)) {
+        root[node.id] = true;  // a kernel of its own: the CUDA kernel's call, which reads dense buffers
         for (int in : node.inputs)
           if (!g.nodes[in].is_leaf() || g.nodes[in].op == "constant") root[in] = true;
+      }
     }
   // A materialized gelu_grad whose gradient input is a product read by
   // nothing else computes that product in its own kernel: cuBLASLt's DGELU
@@ -83,6 +83,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   // input, which the epilogue reads as a dense matrix, is materialized.
   std::vector<bool> dgelu(n, false), row_epilogue(n, false);
   const std::vector<int> readers = g.use_counts();
+  // The tensors fused attention calls write in place (library_attention.h).
+  const std::vector<bool> writes_attention = library_gemm ? place_attention_results(g, readers, root) : dgelu;
   if (library_gemm) {
     for (const Node& node : g.nodes)
       if (root[node.id] && gemm_takes_dgelu_epilogue(g, node) && readers[node.inputs[1]] == 1) {
@@ -96,6 +98,9 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
     if (decisions) *decisions = std::move(remat);
   }
+  // After the kernel-level decisions, which may materialize a view the
+  // fused attention would otherwise read through.
+  if (library_gemm) place_attention_operands(g, root);
   // A row-wise op read only by a materialized cast is computed in the cast's
   // kernel (a row epilogue: partition.h). After the kernel-level decisions,
   // which decide a remat clone with its original as one node: a layer
@@ -127,7 +132,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     // Library calls (GEMMs, fused attention, the embedding gradient) read dense operands.
     const Node& first = g.nodes[members[0]];
     const bool library = library_gemm && (op_def(first.op).kind == OpKind::contraction ||
-                                           first.op == "embedding_grad" || dgelu[first.id]);
+                                           first.op == "embedding_grad" || dgelu[first.id] ||
+                                           writes_attention[first.id]);
     auto argument = [&](int id) {
       const Node& node = g.nodes[id];
       return !member[id] && (!read_through[id] || library) && (root[id] || node.op == "input" || node.op == "param");
@@ -149,8 +155,9 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   std::vector<std::vector<int>> group_args;
   auto fusible = [&](int id) {
     const Node& node = g.nodes[id];
-    // A DGELU GEMM and a row epilogue join nothing.
-    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id] || row_epilogue[id]) return false;
+    // A DGELU GEMM, a row epilogue and what fused attention writes join nothing.
+    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id] || row_epilogue[id] || writes_attention[id])
+      return false;
     OpKind kind = op_def(node.op).kind;
     return kind == OpKind::elementwise || kind == OpKind::shape || kind == OpKind::random;
   };

@@ -74,7 +74,8 @@ struct PlanGemm {
   int dgelu = -1;
 };
 
-// A fused attention call (attention.h): f32 [batch, seq, dim] tensors.
+// A fused attention call (attention.h) on [batch, seq, dim] tensors, dense
+// or placed in other tensors' buffers.
 struct PlanAttention {
   const char* dtype;  // of every tensor: "f32" or "bf16"
   bool backward;
@@ -83,6 +84,10 @@ struct PlanAttention {
   double scale;
   int q, k, v, out, grad;  // tensors (forward: out is its result, grad -1)
   int dq, dk, dv;          // backward: the gradients it writes (-1: not wanted)
+  // Where q, k, v, out, grad, dq, dk, dv lie in their tensors: {offset,
+  // batch, head, row} in elements (AttentionStrides); all zero: dense.
+  int64_t heads = 1;
+  int64_t placement[8][4] = {};
 };
 
 // The CUDA embedding gradient (embedding_grad.h): out [vocab, dim] from
