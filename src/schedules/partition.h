@@ -81,9 +81,10 @@ struct Kernel {
 // matrix products in cuBLASLt): the operands of f32 and f16 matmul and linear
 // nodes are materialized unless they are inputs or views of kernel results,
 // so that those products become kernels of their own (library_gemm.h); the
-// operands of the attention nodes the fused CUDA kernels take are
-// materialized, and the attention_grad nodes of one attention share a kernel
-// (library_attention.h); embedding gradients the CUDA kernel takes get a
+// attention nodes the fused CUDA kernels take read their operands from
+// materialized buffers, through views where the kernels take those, and may
+// write their results into the tensor their views feed; the attention_grad
+// nodes of one attention share a kernel (library_attention.h); embedding gradients the CUDA kernel takes get a
 // kernel of their own over materialized operands (library_embedding_grad.h);
 // a materialized tanh-form gelu of such a linear shares its kernel, and a
 // product read only by a materialized tanh-form gelu_grad is computed inside
