@@ -95,6 +95,28 @@ TEST(MemoryPlan, ScalarChainIsComputedInPlace) {
   check_graph(g, 1e-6);
 }
 
+// A kernel that reads a dying intermediate only through reshapes and
+// elementwise ops (a cross-entropy gradient over the logits) writes over it;
+// through a permute, which reads other elements, it does not.
+TEST(MemoryPlan, ReshapedElementwiseKernelWritesInPlace) {
+  for (bool permuted : {false, true}) {
+    GraphBuilder b(permuted ? "permuted" : "reshaped");
+    Tensor x = b.input("x", {96, 80}), w = b.input("w", {80, 80});
+    Tensor m = matmul(x, w);  // an intermediate [96, 80]
+    Tensor s = sum(m);        // read before the kernel below
+    Tensor y = permuted ? reshape(permute(m, {1, 0}), {120, 64}) : reshape(m, {120, 64});
+    for (int i = 0; i < 16; ++i) y = tanh(mul(exp(neg(y)), s));  // costly: materialized once for its two readers
+    b.output("rows", sum(y, {1}));
+    b.output("columns", sum(y, {0}));
+    Graph g = b.build();
+    MemoryPlan plan = plan_memory(g, partition(g));
+    expect_valid(g, plan);
+    const bool in_place = plan.text(g).find("in place of " + m.name()) != std::string::npos;
+    EXPECT_EQ(in_place, !permuted) << plan.text(g);
+    check_graph(g, 1e-5);
+  }
+}
+
 TEST(MemoryPlan, DisjointLifetimesShareBytes) {
   // Two reductions in sequence, each read once, then dead: one slot's bytes serve both.
   GraphBuilder b("seq");

@@ -13,20 +13,21 @@ namespace {
 
 size_t aligned(size_t bytes) { return std::max<size_t>(1, (bytes + kArenaAlignment - 1) / kArenaAlignment) * kArenaAlignment; }
 
-// Whether every computation in the kernel reads its inputs at the output's
-// own index (elementwise ops, dropout, constants): then an input of the
-// output's shape may be overwritten as the output is written.
-bool pointwise_only(const Kernel& k) {
-  for (const Node& n : k.graph.nodes) {
-    if (n.is_leaf()) continue;
-    OpKind kind = op_def(n.op).kind;
-    if (kind != OpKind::elementwise && kind != OpKind::random) return false;
-  }
-  return true;
+// Whether the kernel has a product in it: a library call on GPUs (cuBLASLt,
+// whose epilogues promise nothing about reading an operand they overwrite,
+// the fused attention, the embedding gradient).
+bool library_call(const Kernel& k) {
+  return std::any_of(k.graph.nodes.begin(), k.graph.nodes.end(), [](const Node& n) {
+    return !n.is_leaf() && (op_def(n.op).kind == OpKind::contraction || n.op == "embedding_grad");
+  });
 }
 
+// Ops whose element i is their input's element i in row-major order.
+bool keeps_order(const Node& n) { return n.op == "reshape" || n.op == "squeeze" || n.op == "unsqueeze"; }
+
 // How kernel node `from` reads kernel node `leaf`: not at all, only through
-// elementwise ops (so at its own index), or otherwise.
+// elementwise ops and reshapes (so at its own row-major index, when the two
+// have as many elements: a broadcast on the way would need more), or otherwise.
 enum class Reads { none, pointwise, other };
 
 Reads reads(const Graph& k, int from, int leaf, std::vector<int>& memo) {
@@ -37,7 +38,7 @@ Reads reads(const Graph& k, int from, int leaf, std::vector<int>& memo) {
   Reads r = Reads::none;
   if (!n.is_leaf()) {
     OpKind kind = op_def(n.op).kind;
-    const bool pointwise = kind == OpKind::elementwise || kind == OpKind::random;
+    const bool pointwise = kind == OpKind::elementwise || kind == OpKind::random || keeps_order(n);
     for (int in : n.inputs) {
       Reads i = reads(k, in, leaf, memo);
       if (i != Reads::none) r = std::max(r, pointwise ? i : Reads::other);
@@ -114,12 +115,15 @@ MemoryPlan plan_memory(const Graph& g, const std::vector<Kernel>& kernels) {
   std::iota(alloc.begin(), alloc.end(), 0);
   for (int s = 0; s < static_cast<int>(kernels.size()); ++s) {
     const Kernel& k = kernels[s];
-    if (k.roots.size() != 1 || plan.slot_of_node[k.roots[0]] < 0 || !pointwise_only(k)) continue;
+    if (k.roots.size() != 1 || plan.slot_of_node[k.roots[0]] < 0 || library_call(k)) continue;
     const Node& out = g.nodes[k.roots[0]];
-    for (int in : k.inputs) {
+    std::vector<int> memo(k.graph.nodes.size(), -1);
+    for (int i = 0; i < static_cast<int>(k.inputs.size()); ++i) {
+      const int in = k.inputs[i];
       int is = plan.slot_of_node[in];
-      if (is < 0 || plan.slots[is].last != s || g.nodes[in].type.shape != out.type.shape ||
-          plan.slots[is].bytes != aligned(out.type.bytes()))
+      if (is < 0 || plan.slots[is].last != s || g.nodes[in].type.numel() != out.type.numel() ||
+          g.nodes[in].type.bytes() != out.type.bytes() ||
+          reads(k.graph, k.graph.outputs[0].node, i, memo) != Reads::pointwise)  // kernel inputs come first
         continue;
       int os = plan.slot_of_node[k.roots[0]];
       alloc[os] = alloc[is];

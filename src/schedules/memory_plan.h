@@ -4,16 +4,19 @@
 // An intermediate is a kernel output that is not a graph output (those go
 // to the caller's Buffers). Its lifetime runs from the step that writes it to
 // the last step that reads it; two intermediates whose lifetimes overlap get
-// disjoint byte ranges, others may share. A single-output kernel made only of
-// elementwise ops writes in place over an input of its own shape that dies
-// there (each output element reads that input at its own index only).
+// disjoint byte ranges, others may share. A single-output kernel writes in
+// place over an input of as many bytes and elements that dies there when it
+// reads that input only through elementwise ops and reshapes (each output
+// element reads it at its own row-major index only, whatever the kernel
+// computes from its other inputs): the cross-entropy gradient over the
+// logits, say. Kernels with a product (library calls on GPUs) never do.
 // Offsets come from a greedy first fit, largest buffers first; `peak` is the
 // arena's size.
 //
 // Optimizer updates in place: a graph output "new.X" (optimizer.h) may be
 // written over input or param X itself when X dies where new.X is written:
 // no later kernel reads X, X is not a graph output, the two have one type,
-// and the kernel reads X only through elementwise ops that lead to new.X or
+// and the kernel reads X only through elementwise ops (and reshapes) that lead to new.X or
 // to outputs after it in the kernel (its fused loop computes the outputs
 // last to first, element by element: cpu_x86.cpp, cuda_common.cpp). `updates`
 // lists those pairs; a runtime that passes X's storage as new.X's saves the
