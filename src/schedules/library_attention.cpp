@@ -253,7 +253,7 @@ std::string LibraryAttention::text() const {
     for (int t = 0; t < 8; ++t) {
       const AttentionPlacement& p = placement[t];
       if (p == AttentionPlacement{} || p == dense) continue;
-      o << sep << kTensorNames[t] << " +" << p.offset << " rows " << p.row << " heads " << p.head;
+      o << sep << kTensorNames[t] << " at +" << p.offset << " (row stride " << p.row << ", head stride " << p.head << ")";
       sep = ", ";
     }
   }
