@@ -117,14 +117,14 @@ MemoryPlan plan_memory(const Graph& g, const std::vector<Kernel>& kernels) {
     const Kernel& k = kernels[s];
     if (k.roots.size() != 1 || plan.slot_of_node[k.roots[0]] < 0 || library_call(k)) continue;
     const Node& out = g.nodes[k.roots[0]];
-    std::vector<int> memo(k.graph.nodes.size(), -1);
     for (int i = 0; i < static_cast<int>(k.inputs.size()); ++i) {
       const int in = k.inputs[i];
       int is = plan.slot_of_node[in];
       if (is < 0 || plan.slots[is].last != s || g.nodes[in].type.numel() != out.type.numel() ||
-          g.nodes[in].type.bytes() != out.type.bytes() ||
-          reads(k.graph, k.graph.outputs[0].node, i, memo) != Reads::pointwise)  // kernel inputs come first
+          g.nodes[in].type.bytes() != out.type.bytes())
         continue;
+      std::vector<int> memo(k.graph.nodes.size(), -1);  // per input: reads() caches for one leaf
+      if (reads(k.graph, k.graph.outputs[0].node, i, memo) != Reads::pointwise) continue;  // kernel inputs come first
       int os = plan.slot_of_node[k.roots[0]];
       alloc[os] = alloc[is];
       plan.slots[os].in_place_of = in;
