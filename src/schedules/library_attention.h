@@ -41,8 +41,9 @@ bool fused_attention_takes(const Graph& g, const Node& n);
 // call computes both.
 bool one_backward_call(const Graph& g, const Node& x, const Node& y);
 
-// The graph a GPU plan partitions: attention the fused kernels do not take
-// decomposed (decompose_attention.h); a forward attention they take that
+// The graph a GPU plan partitions: without dead code (whose reads would
+// count as readers); attention the fused kernels do not take decomposed
+// (decompose_attention.h); a forward attention they take that
 // some permute P reads has its other readers read permute(P) instead (see
 // above); the rest as it is.
 Graph prepare_gpu_attention(const Graph& g);
