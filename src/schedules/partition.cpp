@@ -84,7 +84,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   std::vector<bool> dgelu(n, false), row_epilogue(n, false);
   const std::vector<int> readers = g.use_counts();
   // The tensors fused attention calls write in place (library_attention.h).
-  const std::vector<bool> writes_attention = library_gemm ? place_attention_results(g, readers, root) : dgelu;
+  const std::vector<bool> writes_attention =
+      library_gemm ? place_attention_results(g, readers, root) : std::vector<bool>(n, false);
   if (library_gemm) {
     for (const Node& node : g.nodes)
       if (root[node.id] && gemm_takes_dgelu_epilogue(g, node) && readers[node.inputs[1]] == 1) {
