@@ -22,13 +22,14 @@ class FastMathOnGpu : public IRMutator {
 
   Expr visit(const Call* op) override {
     if (gpu_loops_ > 0 && op->name == "exp_f32" && op->args.size() == 1)
-      return Call::make(Halide::Float(32), "__nv_fast_expf", {mutate(op->args[0])}, Call::PureExtern);
+      return Call::make(op->type, "__nv_fast_expf", {mutate(op->args[0])}, Call::PureExtern);
     return IRMutator::visit(op);
   }
 
   Expr visit(const Div* op) override {
-    if (gpu_loops_ > 0 && op->type == Halide::Float(32))
-      return Call::make(Halide::Float(32), "__nv_fast_fdividef", {mutate(op->a), mutate(op->b)}, Call::PureExtern);
+    // Vectors too (of a vectorized loop): Halide calls the function per lane.
+    if (gpu_loops_ > 0 && op->type.element_of() == Halide::Float(32))
+      return Call::make(op->type, "__nv_fast_fdividef", {mutate(op->a), mutate(op->b)}, Call::PureExtern);
     return IRMutator::visit(op);
   }
 };

@@ -17,8 +17,9 @@
 // error for |b| in [2^-126, 2^126], subnormals flushed to 0), the
 // approximate division Triton also emits by default.
 //
-// Host code, f64, vectors and other functions are untouched; CPU pipelines
-// never get this pass.
+// f32 vectors of vectorized GPU loops get the same, lane by lane (Halide
+// calls the scalar function per lane). Host code, f64 and other functions
+// are untouched; CPU pipelines never get this pass.
 #pragma once
 
 #include <Halide.h>
