@@ -601,6 +601,36 @@ TEST(CudaSchedules, DivisionIsTheFastApproximateOne) {
   EXPECT_NE(r.kernels[0].ptx.find("div.rn.f64"), std::string::npos) << r.kernels[0].header;
 }
 
+// Rows whose length is a multiple of 4 elements (CudaArch::vector) are read
+// 4 at a time: a pointwise kernel, a bf16 layer norm (its row statistics
+// and its output), a row logsumexp and a column sum each have vector loads
+// in their PTX. A row of odd length keeps one
+// load per element, and so does a layer norm written in f32 (slower
+// vectorized on an H200; cuda_common.cpp). The pipelines' buffers are
+// pinned to their dense static shapes (pin_dense), which is what lets
+// Halide prove the vectors aligned.
+TEST(CudaSchedules, VectorLoadsWhereRowsAllow) {
+  GraphBuilder g("vec");
+  g.output("p", g.input("a", {64, 96}) * 2.0);
+  Tensor w = g.param("w", {256}), c = g.param("c", {256});
+  g.output("ln_bf16", layer_norm(g.input("b", {64, 256}, DType::bf16), cast(w, DType::bf16), cast(c, DType::bf16)));
+  g.output("lse", logsumexp(g.input("d", {64, 256})));
+  g.output("cols", sum(g.input("e", {4096, 96}), {0}));
+  g.output("odd", g.input("f", {33, 7}) * 2.0);
+  g.output("ln_f32", layer_norm(g.input("h", {64, 256}), w, c));
+  const Graph graph = g.build();
+  for (const Target& t : {kSm80, kSm90}) {
+    const CudaCompileResult r = compile_checked(graph, t, true);
+    ASSERT_EQ(r.kernels.size(), 6u) << r.text();
+    for (const CudaKernelInfo& k : r.kernels) {
+      auto reads = [&](const std::string& input) { return k.header.find(" = " + input) != std::string::npos; };
+      const bool scalar = reads("f") || reads("h");
+      EXPECT_EQ(k.ptx.find("ld.global.nc.v4.") != std::string::npos, !scalar) << k.header;
+      EXPECT_EQ(k.schedule.find("4-wide vectors") != std::string::npos, !scalar) << k.schedule;
+    }
+  }
+}
+
 TEST(CudaErrors, TargetsAndJit) {
   GraphBuilder g("small");
   g.output("y", relu(g.input("x", {7})));

@@ -123,6 +123,19 @@ Graph op_zoo(DType dtype) {
   out("attention_causal", attention(q, k, v, true));
   out("attention_full", attention(q, k, v, false, 0.3));
 
+  // Rows and columns a multiple of the CUDA schedules' vector width (4
+  // elements), but not of a warp's 128: vector loads with a ragged last
+  // vector of lanes; one warp per row (8 rows to a block, the last block
+  // short) and several warps per row (few, longer rows).
+  Tensor xv = input("xv", {1061, 132}), rv = input("rv", {132}), xw = input("xw", {5, 260});
+  Tensor vln_weight = param("vln.weight", {132});
+  out("vec_pointwise", xv * rv + 1.0);
+  out("vec_layer_norm", layer_norm(xv, vln_weight, param("vln.bias", {132})));
+  out("vec_layer_norm_grad", layer_norm_grad(xv, input("vln_grad", {1061, 132}), vln_weight));
+  out("vec_logsumexp", logsumexp(xv));
+  out("vec_softmax_long", softmax(xw, -1));
+  out("vec_sum_columns", sum(input("vcols", {3, 67, 36}), {0, 1}));
+
   // Weight-only quantization (f32 activations).
   Tensor xq = f32(x3);
   Tensor wi8 = g.param("w_int8", {17, 33}, DType::i8);

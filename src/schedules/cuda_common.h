@@ -72,6 +72,7 @@ struct CudaArch {
   int pointwise_threads;      // threads per block
   int pointwise_width;        // threads along the innermost dim of a 2-D tile
   int pointwise_per_thread;   // elements per thread (rows of the tile, unrolled; at most)
+  int vector;                 // contiguous elements per load where rows allow (pointwise, column sums)
 
   // Reductions along a row.
   int row_warps;              // at most this many warps share one long row

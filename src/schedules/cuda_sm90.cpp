@@ -34,6 +34,10 @@ constexpr CudaArch kSm90 = {
     /*pointwise_threads=*/512,
     /*pointwise_width=*/128,
     /*pointwise_per_thread=*/8,
+    // Four contiguous elements per thread and load (16 bytes of f32, 8 of
+    // bf16) instead of one 2- or 4-byte load per element: on an H200 the
+    // bf16 GPT-2 step's Halide kernels went 7.90 -> 7.36 ms.
+    /*vector=*/4,
 
     // Rows: up to 16 warps (512 threads) on one long row; short rows (under
     // 4096 elements) one warp each, 8 to a block, unless there are fewer than
