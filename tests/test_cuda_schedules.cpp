@@ -604,11 +604,10 @@ TEST(CudaSchedules, DivisionIsTheFastApproximateOne) {
 // Rows whose length is a multiple of 4 elements (CudaArch::vector) are read
 // 4 at a time: a pointwise kernel, a bf16 layer norm (its row statistics
 // and its output), a row logsumexp and a column sum each have vector loads
-// in their PTX. A row of odd length keeps one
-// load per element, and so does a layer norm written in f32 (slower
-// vectorized on an H200; cuda_common.cpp). The pipelines' buffers are
-// pinned to their dense static shapes (pin_dense), which is what lets
-// Halide prove the vectors aligned.
+// in their PTX. A row of odd length keeps one load per element, and so does
+// a layer norm written in f32 (slower vectorized on an H200;
+// cuda_common.cpp). The pipelines' buffers are pinned to their dense static
+// shapes (pin_dense), which is what lets Halide prove the vectors aligned.
 TEST(CudaSchedules, VectorLoadsWhereRowsAllow) {
   GraphBuilder g("vec");
   g.output("p", g.input("a", {64, 96}) * 2.0);

@@ -126,7 +126,9 @@ Graph op_zoo(DType dtype) {
   // Rows and columns a multiple of the CUDA schedules' vector width (4
   // elements), but not of a warp's 128: vector loads with a ragged last
   // vector of lanes; one warp per row (8 rows to a block, the last block
-  // short) and several warps per row (few, longer rows).
+  // short) and several warps per row (few, longer rows). The CUDA schedules
+  // vectorize the row ops that write bf16 or one value per row: the norms
+  // and the softmax in op_zoo(bf16), the logsumexp in both.
   Tensor xv = input("xv", {1061, 132}), rv = input("rv", {132}), xw = input("xw", {5, 260});
   Tensor vln_weight = param("vln.weight", {132});
   out("vec_pointwise", xv * rv + 1.0);
