@@ -131,7 +131,10 @@ struct Tiled {
 // are fused into one flat loop. Each thread takes `per_thread` elements,
 // strided by the block so that neighbouring threads touch neighbouring
 // elements: down its column in a 2-D tile, or along its row when rows are
-// long.
+// long. With `vector` > 1 (and a known innermost extent that it divides)
+// the innermost dim is first split into vectors of `vector` neighbouring
+// elements, each loaded and stored at once, and the tile is laid over the
+// vectors.
 Tiled tile_stage(Stage s, std::vector<Var> args, std::vector<int64_t> ext, int per_thread, const CudaArch& a,
                  int vector = 1) {
   if (args.empty()) {
@@ -271,6 +274,9 @@ std::string scatter_update(Func f, int u, const CudaArch& a) {
 // Computes f at root on the GPU: its pure definition tiled, each update
 // tiled over its pure vars (reductions serial in each thread) or, if it
 // scatters, as scatter_update says. `ext`: Halide-order extents or empty.
+// `vectorize`: a pure f in vectors of CudaArch::vector elements (only where
+// nothing is computed at the returned loop: its stages would be computed a
+// vector at a time).
 Tiled root_on_gpu(Func f, const std::vector<int64_t>& ext, const CudaArch& a, bool vectorize = false) {
   f.compute_root();
   const std::vector<Var> args = f.args();
