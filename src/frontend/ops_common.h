@@ -66,16 +66,21 @@ inline GraphBuilder* builder_of(const Tensor& t, const char* op) {
   return t.builder();
 }
 
+// `axis` of a tensor of `shape`, negative ones counted from the end; Error
+// naming the shape when it is out of range.
+inline int64_t normalize_axis_of(int64_t axis, const Shape& shape) {
+  try {
+    return normalize_axis(axis, static_cast<int>(shape.size()));
+  } catch (const Error&) {
+    fail("axis ", axis, " is out of range for shape ", to_string(shape));
+  }
+}
+
 // Sorted, normalized axes; Error on an out-of-range or repeated axis.
 inline std::vector<int64_t> normalize_axes(const std::vector<int64_t>& axes, const Shape& shape) {
   std::vector<int64_t> out;
   for (int64_t a : axes) {
-    int64_t n;
-    try {
-      n = normalize_axis(a, static_cast<int>(shape.size()));
-    } catch (const Error&) {
-      fail("axis ", a, " is out of range for shape ", to_string(shape));
-    }
+    const int64_t n = normalize_axis_of(a, shape);
     if (std::find(out.begin(), out.end(), n) != out.end())
       fail("axis ", a, " is repeated in the axes for shape ", to_string(shape));
     out.push_back(n);

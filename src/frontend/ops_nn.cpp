@@ -88,12 +88,7 @@ Definition embedding_define(const DefineContext& c) {
 
 TensorType softmax_infer(const std::vector<TensorType>& in, const Attrs& a, const std::string& op) {
   need_float(in[0]);
-  int64_t axis = attr_int(a, "axis", op);
-  try {
-    normalize_axis(axis, in[0].rank());
-  } catch (const Error&) {
-    fail("axis ", axis, " is out of range for shape ", to_string(in[0].shape));
-  }
+  normalize_axis_of(attr_int(a, "axis", op), in[0].shape);
   return in[0];
 }
 

@@ -176,12 +176,7 @@ const bool registered = [] {
   concat.infer = [](const std::vector<TensorType>& in, const Attrs& a) {
     const Shape& first = in[0].shape;
     if (first.empty()) fail("cannot concatenate scalars");
-    int64_t axis;
-    try {
-      axis = normalize_axis(attr_int(a, "axis", "concat"), static_cast<int>(first.size()));
-    } catch (const Error&) {
-      fail("axis ", attr_int(a, "axis", "concat"), " is out of range for shape ", to_string(first));
-    }
+    const int64_t axis = normalize_axis_of(attr_int(a, "axis", "concat"), first);
     Shape out = first;
     out[axis] = 0;
     for (const TensorType& t : in) {
@@ -284,12 +279,7 @@ namespace opsutil {
 
 SliceSpec resolve_slice(const Shape& in, const Attrs& a) {
   if (in.empty()) fail("cannot slice a scalar");
-  int64_t axis;
-  try {
-    axis = normalize_axis(attr_int(a, "axis", "slice"), static_cast<int>(in.size()));
-  } catch (const Error&) {
-    fail("axis ", attr_int(a, "axis", "slice"), " is out of range for shape ", to_string(in));
-  }
+  const int64_t axis = normalize_axis_of(attr_int(a, "axis", "slice"), in);
   int64_t size = in[axis];
   int64_t start = attr_int(a, "start", "slice"), end = attr_int(a, "end", "slice"), step = attr_int(a, "step", "slice");
   if (step < 1) fail("step ", step, " must be at least 1 (shape ", to_string(in), ")");
