@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -94,9 +95,14 @@ void expect_gpu_matches_cpu(double tol) {
   auto direct = run(gpu);
   EXPECT_FALSE(gpu.last_run_was_graph());
   for (int i = 0; i < Step::kNumOutputs; ++i) {
+    // An output rounded to bf16 (op_zoo's "..._bf16") may round the other
+    // way after a reassociated sum: one bf16 step, 2^-7 relative, at most.
+    const std::string name = Step::outputs()[i].name;
+    const bool bf16 = name.size() > 5 && name.compare(name.size() - 5, 5, "_bf16") == 0;
+    const double out_tol = bf16 ? std::max(tol, 1.0 / 128) : tol;
     int bad = 0;
     for (size_t j = 0; j < want[i].size(); ++j) {
-      if (!(std::fabs(got[i][j] - want[i][j]) <= tol * (1 + std::fabs(want[i][j]))) && bad++ < 3)
+      if (!(std::fabs(got[i][j] - want[i][j]) <= out_tol * (1 + std::fabs(want[i][j]))) && bad++ < 3)
         ADD_FAILURE() << gpu.target() << " " << Step::outputs()[i].name << "[" << j << "]: GPU " << got[i][j]
                       << ", CPU " << want[i][j];
       for (const auto* other : {&second, &again, &replayed, &direct})

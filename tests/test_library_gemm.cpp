@@ -353,6 +353,36 @@ TEST(RowEpilogue, ACastComputesTheRowWiseOpItConverts) {
   EXPECT_EQ(rows, 4);
 }
 
+// A layer norm's backward added to the residual stream's gradient, whose
+// sum is read in f32 (the next residual add) and as bf16 (products): the
+// add and its cast are one kernel that computes the layer_norm_grad's rows
+// itself, so dx is never written. Sizes: rows of one warp (33) and of
+// several (3000), one row (a rank-1 x), and rows of fewer threads than a warp.
+TEST(RowEpilogue, AResidualAddAndItsCastComputeTheNormGradient) {
+  for (const Shape& shape : std::vector<Shape>{{2, 600, 33}, {4, 3000}, {7}, {16, 1024, 768}}) {
+    SCOPED_TRACE(to_string(shape));
+    GraphBuilder g("norm_grad_epilogue");
+    Tensor x = g.input("x", shape), dy = g.input("dy", shape), resid = g.input("resid", shape);
+    const int64_t d = shape.back();
+    Tensor sum = resid + layer_norm_grad(x, dy, g.param("w", {d}));
+    g.output("resid_grad", sum);
+    g.output("dx", matmul(reshape(cast(sum, DType::bf16), {-1, d}), g.param("p", {d, 8}, DType::bf16)));
+    const CudaCompileResult r = compile_cuda(g.build(), Target::parse("host-cuda-sm90"), {.library_gemm = true});
+    const std::string text = r.text();
+    SCOPED_TRACE(text);
+    int fused = 0;
+    for (const CudaKernelInfo& k : r.kernels) {
+      EXPECT_EQ(k.name.find("(layer_norm_grad)"), std::string::npos) << k.name;
+      if (k.name.find("(add, cast)") != std::string::npos) {
+        ++fused;
+        EXPECT_EQ(k.gpu_kernels, 1) << k.name;
+      }
+    }
+    EXPECT_EQ(fused, 1);
+    EXPECT_NE(text.find("(layer_norm_grad): inline, its rows computed with the output's"), std::string::npos);
+  }
+}
+
 // A layer_norm and its remat clone (remat.h: the attribute names the
 // original), each read only by its own cast to bf16: both are row
 // epilogues. The kernel-level decisions see the two as one node with two

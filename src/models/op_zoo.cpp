@@ -114,7 +114,13 @@ Graph op_zoo(DType dtype) {
   Tensor ln_weight = param("ln.weight", {33});
   out("layer_norm", layer_norm(x3, ln_weight, param("ln.bias", {33})));
   out("rms_norm", rms_norm(x3, param("rms.weight", {33})));
-  out("layer_norm_grad", layer_norm_grad(x3, input("ln_grad", {3, 5, 33}), ln_weight));
+  Tensor ln_grad = input("ln_grad", {3, 5, 33});
+  out("layer_norm_grad", layer_norm_grad(x3, ln_grad, ln_weight));
+  // A norm's gradient added to a residual, read as it is and as bf16: on
+  // CUDA the add and the cast are one kernel that computes the norm's rows.
+  Tensor ln_residual = x3 + layer_norm_grad(x3, ln_grad, Tensor());
+  out("layer_norm_grad_residual", ln_residual);
+  out("layer_norm_grad_residual_bf16", cast(ln_residual, DType::bf16));
   out("rms_norm_grad", rms_norm_grad(x3, input("rms_grad", {3, 5, 33}), Tensor()));
   out("cross_entropy", cross_entropy(reshape(x3, {15, 33}), reshape(ids, {15})));
   out("dropout", dropout(x3, 0.25, 1234, 77));
@@ -133,7 +139,11 @@ Graph op_zoo(DType dtype) {
   Tensor vln_weight = param("vln.weight", {132});
   out("vec_pointwise", xv * rv + 1.0);
   out("vec_layer_norm", layer_norm(xv, vln_weight, param("vln.bias", {132})));
-  out("vec_layer_norm_grad", layer_norm_grad(xv, input("vln_grad", {1061, 132}), vln_weight));
+  Tensor vln_grad = input("vln_grad", {1061, 132});
+  out("vec_layer_norm_grad", layer_norm_grad(xv, vln_grad, vln_weight));
+  Tensor vln_residual = xv + layer_norm_grad(xv, vln_grad, Tensor());
+  out("vec_layer_norm_grad_residual", vln_residual);
+  out("vec_layer_norm_grad_residual_bf16", cast(vln_residual, DType::bf16));
   out("vec_logsumexp", logsumexp(xv));
   out("vec_softmax_long", softmax(xw, -1));
   out("vec_sum_columns", sum(input("vcols", {3, 67, 36}), {0, 1}));

@@ -436,9 +436,19 @@ int first_long_dim(const std::vector<int64_t>& ext) {
 // warp each, `rows_per_block` to a block; long rows, or too few rows to fill
 // the GPU that way, a block each with up to `row_warps` warps. The stages
 // are computed per block, before the owner's threads read them.
+//
+// `with`: more outputs of the owner's dims (has_x), in kernel order, each
+// tiled as the owner is and computed in its loop nest, element by element
+// (a row epilogue of several outputs; they read the stages too).
 std::string schedule_rows(Func owner, bool has_x, int64_t row_len, const std::vector<int64_t>& row_ext,
-                          const std::vector<int64_t>& stage_ext, const std::vector<Func>& stages, const CudaArch& a) {
-  owner.compute_root();
+                          const std::vector<int64_t>& stage_ext, const std::vector<Func>& stages, const CudaArch& a,
+                          const std::vector<Func>& with = {}) {
+  std::vector<Func> all = with;
+  all.push_back(owner);
+  auto each = [&](const std::function<void(Func&)>& apply) {
+    for (Func& f : all) apply(f);
+  };
+  each([](Func& f) { f.compute_root(); });
   std::vector<Var> args = owner.args();
   Var x;
   std::vector<Var> row_dims(args.begin() + (has_x ? 1 : 0), args.end());
@@ -449,63 +459,79 @@ std::string schedule_rows(Func owner, bool has_x, int64_t row_len, const std::ve
                              rows < static_cast<int64_t>(a.sm_count) * a.rows_per_block;
   // The block loop: all row dims fused (one row per block), or the first
   // long one split into groups of rows_per_block and the rest fused onto it.
+  // With `with`, the other row dims are further grid dims instead: fused
+  // onto the block loop, they lose Halide 14's bounds of the stages in a
+  // compute_with group (each block would reduce every row of that dim).
   Var block, rw("rw");
+  std::vector<Var> grid;  // further block dims, innermost first
+  auto onto_block = [&](const Var& d, const std::string& name) {
+    if (with.empty() || grid.size() == 2) {
+      Var fused(name);
+      Var& onto = grid.empty() ? block : grid.back();
+      each([&](Func& f) { f.fuse(onto, d, fused); });
+      onto = fused;
+    } else {
+      grid.push_back(d);
+    }
+  };
   if (row_dims.empty()) {
     // One row (a rank-1 owner): a block loop of extent 1 to compute the stages in.
     Var xr("xr");
     block = Var("xb");
-    owner.split(x, block, xr, static_cast<int>(row_len), kGuard);
+    each([&](Func& f) { f.split(x, block, xr, static_cast<int>(row_len), kGuard); });
     x = xr;
   } else if (block_per_row) {
     block = row_dims[0];
-    for (size_t d = 1; d < row_dims.size(); ++d) {
-      Var fused("frow" + std::to_string(d));
-      owner.fuse(block, row_dims[d], fused);
-      block = fused;
-    }
+    for (size_t d = 1; d < row_dims.size(); ++d) onto_block(row_dims[d], "frow" + std::to_string(d));
   } else {
     block = Var("rb");
-    owner.split(row_dims[owner_row], block, rw, a.rows_per_block, kGuard);
-    for (size_t d = 0; d < row_dims.size(); ++d) {
-      if (static_cast<int>(d) == owner_row) continue;
-      Var fused("frow" + std::to_string(d));
-      owner.fuse(block, row_dims[d], fused);
-      block = fused;
-    }
+    each([&](Func& f) { f.split(row_dims[owner_row], block, rw, a.rows_per_block, kGuard); });
+    for (size_t d = 0; d < row_dims.size(); ++d)
+      if (static_cast<int>(d) != owner_row) onto_block(row_dims[d], "frow" + std::to_string(d));
   }
+  auto gpu_blocks = [&](Func& f) {
+    if (grid.empty()) f.gpu_blocks(block);
+    else if (grid.size() == 1) f.gpu_blocks(block, grid[0]);
+    else f.gpu_blocks(block, grid[0], grid[1]);
+  };
   std::ostringstream how;
   std::vector<std::string> parts;
   // Vectors along the rows: each lane reads `vector` neighbouring elements.
-  // Not for rows written back in f32: Halide 14 stores those vectors as two
+  // Not where every output is f32: Halide 14 stores those vectors as two
   // 64-bit halves, and on an H200 the f32 layer norms (forward and
   // gradient) ran 5-8% slower that way, while bf16 rows (layer norms with a
-  // bf16 output) and one value per row (logsumexp) ran 10-17% faster.
-  const bool wide_rows = has_x && owner.output_types()[0].bytes() > 2;
+  // bf16 output) and one value per row (logsumexp) ran 10-17% faster, and
+  // so did row epilogues writing both (GPT-2's residual sum in f32 and its
+  // bf16 cast: 36 -> 30 us forward, 58 -> 45 us with the norm's gradient).
+  bool wide_rows = has_x;
+  for (Func& f : all) wide_rows = wide_rows && f.output_types()[0].bytes() > 2;
   const int vector = row_len % a.vector == 0 && row_len >= kWarp * a.vector && !wide_rows ? a.vector : 1;
   Var xv("xv");
   if (has_x && vector > 1) {
     Var xs("xs");
-    owner.split(x, xs, xv, vector, TailStrategy::RoundUp).vectorize(xv);
+    each([&](Func& f) { f.split(x, xs, xv, vector, TailStrategy::RoundUp).vectorize(xv); });
     x = xs;
   }
   auto vector_inside = [&](std::initializer_list<VarOrRVar> loops) {
     std::vector<VarOrRVar> order;
     if (has_x && vector > 1) order.emplace_back(xv);
     order.insert(order.end(), loops.begin(), loops.end());
-    owner.reorder(order);
+    each([&](Func& f) { f.reorder(order); });
   };
+  // The lanes' serial loop over a row's elements, where `with` joins the owner.
+  Var xo("xo");
   if (block_per_row) {
     const int warps = static_cast<int>(std::clamp<int64_t>(ceil_div(row_len, kWarp * a.min_per_lane), 1, a.row_warps));
     if (has_x) {
-      Var xo("xo"), xt("xt"), xw("xw"), xl("xl");
+      Var xt("xt"), xw("xw"), xl("xl");
       if (warps > 1) {
-        owner.split(x, xo, xt, kWarp * warps, kGuard).split(xt, xw, xl, kWarp);
+        each([&](Func& f) { f.split(x, xo, xt, kWarp * warps, kGuard).split(xt, xw, xl, kWarp); });
         vector_inside({xo, xl, xw, block});
-        owner.gpu_blocks(block).gpu_lanes(xl).gpu_threads(xw);
+        each([&](Func& f) { gpu_blocks(f.gpu_lanes(xl).gpu_threads(xw)); });
       } else {
-        owner.split(x, xo, xl, kWarp, kGuard);
+        each([&](Func& f) { f.split(x, xo, xl, kWarp, kGuard); });
         vector_inside({xo, xl, block});
-        owner.gpu_blocks(block).gpu_lanes(xl);
+        each([&](Func& f) { gpu_blocks(f.gpu_lanes(xl)); });
       }
     } else {
       owner.gpu_blocks(block);
@@ -514,10 +540,10 @@ std::string schedule_rows(Func owner, bool has_x, int64_t row_len, const std::ve
     how << "one block per row (" << warps << (warps > 1 ? " warps" : " warp") << ")";
   } else {
     if (has_x) {
-      Var xo("xo"), xl("xl");
-      owner.split(x, xo, xl, kWarp, kGuard);
+      Var xl("xl");
+      each([&](Func& f) { f.split(x, xo, xl, kWarp, kGuard); });
       vector_inside({xo, xl, rw, block});
-      owner.gpu_blocks(block).gpu_lanes(xl).gpu_threads(rw);
+      each([&](Func& f) { gpu_blocks(f.gpu_lanes(xl).gpu_threads(rw)); });
     } else {
       // The lanes are the x threads: the owner's own x loop has extent 1.
       Var rx("rx");
@@ -526,6 +552,9 @@ std::string schedule_rows(Func owner, bool has_x, int64_t row_len, const std::ve
     for (Func s : stages) parts.push_back(reduce_at(s, LoopLevel(owner, block), 1, stage_row, vector));
     how << "one warp per row, " << a.rows_per_block << " rows per block";
   }
+  // Each output after the one that follows it, as schedule_fused_outputs does.
+  if (has_x)
+    for (size_t i = all.size() - 1; i-- > 0;) all[i].compute_with(all[i + 1], xo);
   if (vector > 1) how << ", " << vector << "-wide vectors";
   if (!parts.empty()) {
     how << "; reductions ";
@@ -791,10 +820,19 @@ std::string schedule_cross_entropy(Func out, const std::vector<Func>& stages, co
 // A kernel with several pointwise outputs of one shape (partition.h): each
 // becomes a copy of its node's Func, tiled alike, and all are computed in
 // the last one's loop nest (one GPU kernel reading their common inputs once).
-std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, const CudaArch& a) {
+// With a row epilogue (`row_op` >= 0, the row-wise node the outputs read)
+// the tiles are the rows of row_op, whose stages each block computes first.
+std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, int row_op, const CudaArch& a) {
   const std::vector<int64_t> ext = halide_extents(g.node(L.output_nodes.back()).type.shape);
-  Tiled last;
   copy_outputs(L);
+  if (row_op >= 0) {
+    const std::vector<int64_t> rows(ext.begin() + 1, ext.end());
+    const std::vector<Func> with(L.outputs.begin(), L.outputs.end() - 1);
+    return "  outputs: " +
+           schedule_rows(L.outputs.back(), true, ext[0], rows, rows, L.stages[row_op], a, with) +
+           ", all in one GPU kernel\n";
+  }
+  Tiled last;
   for (Func out : L.outputs) last = root_on_gpu(out, ext, a, true);
   // Each output after the one that follows it: the last first, then back to
   // the first (memory_plan.h's in-place updates rely on this order).
@@ -811,11 +849,9 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
   std::vector<bool> is_output(g.nodes.size(), false);
   if (!fused)
     for (int o : L.output_nodes) is_output[o] = true;
-  // A row epilogue (partition.h): the output, a cast, owns the rows of the
-  // row-wise op it converts, which is inlined into it.
-  int row_op = -1;
-  if (!fused && L.output_nodes.size() == 1 && takes_row_epilogue(g, g.node(L.output_nodes[0]), g.use_counts()))
-    row_op = g.node(L.output_nodes[0]).inputs[0];
+  // A row epilogue (partition.h): the outputs own the rows of the row-wise
+  // op they read, which is inlined into them.
+  const int row_op = row_epilogue_input(g, L.output_nodes);
   std::ostringstream log;
   for (const Node& node : g.nodes) {
     if (node.is_leaf() && node.op != "constant") continue;
@@ -888,7 +924,7 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
   for (size_t i = 0; i < L.outputs.size(); ++i)
     if (!fused && !L.outputs[i].function().same_as(L.funcs[L.output_nodes[i]].function()))
       root_on_gpu(L.outputs[i], halide_extents(g.node(L.output_nodes[i]).type.shape), a, true);
-  if (fused) log << schedule_fused_outputs(L, g, a);
+  if (fused) log << schedule_fused_outputs(L, g, row_op, a);
   // Static shapes: every output's bounds are constants.
   for (size_t i = 0; i < L.outputs.size(); ++i) {
     const std::vector<int64_t> ext = halide_extents(g.node(L.output_nodes[i]).type.shape);

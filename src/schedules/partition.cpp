@@ -40,10 +40,22 @@ bool row_wise(const Node& node) {
          normalize_axis(attr_int(node.attrs, "axis", node.op), node.type.rank()) == node.type.rank() - 1;
 }
 
-bool takes_row_epilogue(const Graph& g, const Node& node, const std::vector<int>& readers) {
-  if (node.op != "cast" || node.inputs.size() != 1) return false;
-  const Node& in = g.node(node.inputs[0]);
-  return row_wise(in) && readers[in.id] == 1 && in.type.shape == node.type.shape;
+int row_epilogue_of(const Graph& g, const Node& node, const std::vector<int>& readers) {
+  if (node.type.rank() == 0 || op_def(node.op).kind != OpKind::elementwise) return -1;
+  int row = -1;
+  for (int in : node.inputs) {
+    const Node& x = g.node(in);
+    if (!row_wise(x) || readers[in] != 1 || x.type.shape != node.type.shape) continue;
+    if (row >= 0) return -1;  // two row-wise inputs: two sets of rows
+    row = in;
+  }
+  return row;
+}
+
+int row_epilogue_input(const Graph& kernel, const std::vector<int>& outputs) {
+  for (const Node& node : kernel.nodes)
+    if (row_wise(node) && std::find(outputs.begin(), outputs.end(), node.id) == outputs.end()) return node.id;
+  return -1;
 }
 
 std::vector<Kernel> partition(const Graph& g) {
@@ -110,8 +122,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   // be materialized.
   if (library_gemm)
     for (const Node& node : g.nodes)
-      if (root[node.id] && takes_row_epilogue(g, node, readers)) {
-        root[node.inputs[0]] = false;
+      if (int row = root[node.id] ? row_epilogue_of(g, node, readers) : -1; row >= 0) {
+        root[row] = false;
         row_epilogue[node.id] = true;
       }
   // A widening cast of a materialized tensor (the f32 logits output of a
@@ -156,9 +168,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   std::vector<std::vector<int>> group_args;
   auto fusible = [&](int id) {
     const Node& node = g.nodes[id];
-    // A DGELU GEMM, a row epilogue and what fused attention writes join nothing.
-    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id] || row_epilogue[id] || writes_attention[id])
-      return false;
+    // A DGELU GEMM and what fused attention writes join nothing.
+    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id] || writes_attention[id]) return false;
     OpKind kind = op_def(node.op).kind;
     return kind == OpKind::elementwise || kind == OpKind::shape || kind == OpKind::random;
   };
@@ -212,6 +223,9 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       auto joined_args = [&](const std::vector<int>& members,
                              const std::vector<int>& member_args) -> std::optional<std::vector<int>> {
         if (!fusible(members[0]) || g.nodes[members[0]].type.shape != g.nodes[r].type.shape) return std::nullopt;
+        // One row epilogue per kernel: its rows are the kernel's.
+        if (row_epilogue[r] && std::any_of(members.begin(), members.end(), [&](int m) { return row_epilogue[m]; }))
+          return std::nullopt;
         if (overwrites[r] >= 0 &&
             std::find(member_args.begin(), member_args.end(), overwrites[r]) != member_args.end())
           return std::nullopt;

@@ -27,10 +27,12 @@
 // compute a kernel's outputs last to first, so it could not be written over
 // X (memory_plan.h's in-place updates).
 //
-// With library products (below), a row-wise op (row_wise) read only by a
-// materialized cast, such as a layer_norm converted to bf16 for a product,
-// is computed inside the cast's kernel, row by row: its own result is never
-// written (takes_row_epilogue).
+// With library products (below), a row-wise op (row_wise) read only by one
+// materialized elementwise op of its shape is computed inside that op's
+// kernel, row by row, and its own result is never written (row_epilogue_of):
+// a layer_norm converted to bf16 for a product, a layer_norm_grad added to
+// the residual stream's gradient. Such a kernel may take more outputs of
+// that shape (the residual sum and its cast to bf16), one row-wise op each.
 //
 // A widening cast that is materialized (a graph output such as the f32
 // logits of a bf16 product) is read by other kernels through its narrower
@@ -62,10 +64,15 @@ bool is_materialized(const Node& node);
 // log_softmax over the last axis, layer_norm, rms_norm.
 bool row_wise(const Node& node);
 
-// Whether `node`, a cast, computes its input inside its own kernel: the input
-// is row-wise, of the cast's shape, and read by nothing else (`readers`:
-// Graph::use_counts). The CUDA schedule then gives the cast the rows.
-bool takes_row_epilogue(const Graph& g, const Node& node, const std::vector<int>& readers);
+// The row-wise input that `node`, an elementwise op, computes inside its own
+// kernel (a row epilogue): the one input that is row-wise, of the node's
+// shape, and read by nothing else (`readers`: Graph::use_counts); -1 if none.
+int row_epilogue_of(const Graph& g, const Node& node, const std::vector<int>& readers);
+
+// In a kernel's graph with these output nodes: the row-wise node computed
+// inside the kernel rather than written (a row epilogue's input), whose rows
+// the CUDA schedule gives the outputs; -1 if none.
+int row_epilogue_input(const Graph& kernel, const std::vector<int>& outputs);
 
 struct Kernel {
   std::vector<int> roots;   // the nodes it materializes (ids of the full graph), one per output
