@@ -511,6 +511,8 @@ def attempt(cfg, mode, scope, args, device):
     del loss
 
     times = [events[i].elapsed_time(events[i + 1]) for i in range(args.steps)]
+    if args.kernel_profile:
+        profile_kernels(run_one, device, f"{args.kernel_profile}_{cfg['kind']}_{mode}.csv")
     peak = torch.cuda.max_memory_allocated(device)
     peak_reserved = torch.cuda.max_memory_reserved(device)
     notes = []
@@ -548,6 +550,33 @@ def attempt(cfg, mode, scope, args, device):
     )
     del step, model, opt, x, y, events
     return result
+
+
+def profile_kernels(run_one, device, path, steps=3):
+    """Runs `steps` more steps under torch.profiler and writes each CUDA
+    kernel's name, launches per step and microseconds per step to `path`,
+    slowest first: what the step spends its GPU time on, to set beside
+    Tessera's per-kernel profile. Not part of the timed figures."""
+    from torch.profiler import profile, ProfilerActivity
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            run_one()
+        torch.cuda.synchronize(device)
+    totals = {}
+    for ev in prof.events():
+        if ev.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        count, us = totals.get(ev.name, (0, 0.0))
+        totals[ev.name] = (count + 1, us + ev.device_time)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kernel", "launches_per_step", "us_per_step"])
+        for name, (count, us) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
+            w.writerow([name, count / steps, f"{us / steps:.2f}"])
+    total = sum(us for _, us in totals.values()) / steps
+    print(f"     kernel profile: {total / 1e3:.3f} ms of kernels per step, "
+          f"{sum(c for c, _ in totals.values()) / steps:.0f} launches -> {path}")
 
 
 def short_error(e):
@@ -687,6 +716,9 @@ def main():
     ap.add_argument("--compile-scope", default="step", choices=["step", "model"],
                     help="step: compile the whole step, falling back to fwd+loss on failure (default); "
                          "model: compile only fwd+loss")
+    ap.add_argument("--kernel-profile", default=None, metavar="PREFIX",
+                    help="after timing, profile 3 steps and write PREFIX_<mlp|gpt>_<mode>.csv "
+                         "(each CUDA kernel's launches and microseconds per step)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--traceback-lines", type=int, default=25, help="traceback lines printed for a failed mode")
