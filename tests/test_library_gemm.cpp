@@ -356,14 +356,19 @@ TEST(RowEpilogue, ACastComputesTheRowWiseOpItConverts) {
 // A layer norm's backward added to the residual stream's gradient, whose
 // sum is read in f32 (the next residual add) and as bf16 (products): the
 // add and its cast are one kernel that computes the layer_norm_grad's rows
-// itself, so dx is never written. Sizes: rows of one warp (33) and of
-// several (3000), one row (a rank-1 x), and rows of fewer threads than a warp.
+// itself, so dx is never written, and that kernel also writes the norm
+// recomputed for the weight's gradient (it joins that norm's kernel, which
+// runs earlier). Sizes: rows of one warp (33) and of several (3000), one
+// row (a rank-1 x), and GPT-2's.
 TEST(RowEpilogue, AResidualAddAndItsCastComputeTheNormGradient) {
   for (const Shape& shape : std::vector<Shape>{{2, 600, 33}, {4, 3000}, {7}, {16, 1024, 768}}) {
     SCOPED_TRACE(to_string(shape));
     GraphBuilder g("norm_grad_epilogue");
     Tensor x = g.input("x", shape), dy = g.input("dy", shape), resid = g.input("resid", shape);
     const int64_t d = shape.back();
+    // As norm_vjp builds it: the weight's gradient first, from the norm
+    // recomputed without weight, read by a column sum before the add.
+    g.output("w_grad", tessera::sum(reshape(dy * layer_norm(x), {-1, d}), {0}));
     Tensor sum = resid + layer_norm_grad(x, dy, g.param("w", {d}));
     g.output("resid_grad", sum);
     g.output("dx", matmul(reshape(cast(sum, DType::bf16), {-1, d}), g.param("p", {d, 8}, DType::bf16)));
@@ -373,13 +378,15 @@ TEST(RowEpilogue, AResidualAddAndItsCastComputeTheNormGradient) {
     int fused = 0;
     for (const CudaKernelInfo& k : r.kernels) {
       EXPECT_EQ(k.name.find("(layer_norm_grad)"), std::string::npos) << k.name;
-      if (k.name.find("(add, cast)") != std::string::npos) {
+      EXPECT_EQ(k.name.find("(layer_norm)"), std::string::npos) << k.name;
+      if (k.name.find("(layer_norm, add, cast)") != std::string::npos) {
         ++fused;
         EXPECT_EQ(k.gpu_kernels, 1) << k.name;
       }
     }
     EXPECT_EQ(fused, 1);
     EXPECT_NE(text.find("(layer_norm_grad): inline, its rows computed with the output's"), std::string::npos);
+    EXPECT_NE(text.find("(layer_norm): an output, its rows computed with the others', reading "), std::string::npos);
   }
 }
 

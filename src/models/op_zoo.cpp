@@ -141,6 +141,9 @@ Graph op_zoo(DType dtype) {
   out("vec_layer_norm", layer_norm(xv, vln_weight, param("vln.bias", {132})));
   Tensor vln_grad = input("vln_grad", {1061, 132});
   out("vec_layer_norm_grad", layer_norm_grad(xv, vln_grad, vln_weight));
+  // The norm recomputed beside its gradient (as norm_vjp builds it): on
+  // CUDA the residual's kernel writes it too, from the gradient's statistics.
+  out("vec_layer_norm_plain", layer_norm(xv));
   Tensor vln_residual = xv + layer_norm_grad(xv, vln_grad, Tensor());
   out("vec_layer_norm_grad_residual", vln_residual);
   out("vec_layer_norm_grad_residual_bf16", cast(vln_residual, DType::bf16));

@@ -817,19 +817,31 @@ std::string schedule_cross_entropy(Func out, const std::vector<Func>& stages, co
 
 // ---- fused outputs -----------------------------------------------------------------------
 
+// Whether `norm` (layer_norm or rms_norm, without weight: the norm a
+// backward recomputes) computes the same row statistics, as the same
+// stages in the same order (norm_rows in ops_nn.cpp), as `grad`, that
+// norm's gradient of the same input and eps.
+bool reuses_norm_statistics(const Graph& g, const Node& norm, const Node& grad) {
+  const bool pair = (norm.op == "layer_norm" && grad.op == "layer_norm_grad") ||
+                    (norm.op == "rms_norm" && grad.op == "rms_norm_grad");
+  return pair && norm.inputs.size() == 1 && norm.inputs[0] == grad.inputs[0] &&
+         attr_float(norm.attrs, "eps", norm.op) == attr_float(grad.attrs, "eps", grad.op);
+}
+
 // A kernel with several pointwise outputs of one shape (partition.h): each
 // becomes a copy of its node's Func, tiled alike, and all are computed in
 // the last one's loop nest (one GPU kernel reading their common inputs once).
 // With a row epilogue (`row_op` >= 0, the row-wise node the outputs read)
-// the tiles are the rows of row_op, whose stages each block computes first.
-std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, int row_op, const CudaArch& a) {
+// the tiles are the rows of row_op, and each block first computes
+// `row_stages` (row_op's, and those of any row-wise output).
+std::string schedule_fused_outputs(LoweredGraph& L, const Graph& g, int row_op, const std::vector<Func>& row_stages,
+                                   const CudaArch& a) {
   const std::vector<int64_t> ext = halide_extents(g.node(L.output_nodes.back()).type.shape);
   copy_outputs(L);
   if (row_op >= 0) {
     const std::vector<int64_t> rows(ext.begin() + 1, ext.end());
     const std::vector<Func> with(L.outputs.begin(), L.outputs.end() - 1);
-    return "  outputs: " +
-           schedule_rows(L.outputs.back(), true, ext[0], rows, rows, L.stages[row_op], a, with) +
+    return "  outputs: " + schedule_rows(L.outputs.back(), true, ext[0], rows, rows, row_stages, a, with) +
            ", all in one GPU kernel\n";
   }
   Tiled last;
@@ -853,10 +865,31 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
   // op they read, which is inlined into them.
   const int row_op = row_epilogue_input(g, L.output_nodes);
   std::ostringstream log;
+  // The stages each block of a row epilogue computes first: the row op's,
+  // and in a kernel of several outputs those of the row-wise outputs (a
+  // layer norm recomputed beside its gradient), computed in the same rows.
+  std::vector<Func> row_stages;
+  if (row_op >= 0) row_stages = L.stages[row_op];
   for (const Node& node : g.nodes) {
     if (node.is_leaf() && node.op != "constant") continue;
     if (node.id == row_op) {
       log << "  " << node.name << " (" << node.op << "): inline, its rows computed with the output's\n";
+      continue;
+    }
+    if (fused && row_op >= 0 && row_wise(node) &&
+        std::find(L.output_nodes.begin(), L.output_nodes.end(), node.id) != L.output_nodes.end()) {
+      log << "  " << node.name << " (" << node.op << "): an output, its rows computed with the others'";
+      if (reuses_norm_statistics(g, node, g.node(row_op))) {
+        // A norm beside its own gradient reads the gradient's row
+        // statistics (the same reductions of the same rows) instead.
+        for (size_t i = 0; i < L.stages[node.id].size(); ++i)
+          L.funcs[node.id].function().substitute_calls(L.stages[node.id][i].function(),
+                                                        L.stages[row_op][i].function());
+        log << ", reading " << g.node(row_op).name << "'s row statistics";
+      } else {
+        row_stages.insert(row_stages.end(), L.stages[node.id].begin(), L.stages[node.id].end());
+      }
+      log << "\n";
       continue;
     }
     Func f = L.funcs[node.id];
@@ -924,7 +957,7 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
   for (size_t i = 0; i < L.outputs.size(); ++i)
     if (!fused && !L.outputs[i].function().same_as(L.funcs[L.output_nodes[i]].function()))
       root_on_gpu(L.outputs[i], halide_extents(g.node(L.output_nodes[i]).type.shape), a, true);
-  if (fused) log << schedule_fused_outputs(L, g, row_op, a);
+  if (fused) log << schedule_fused_outputs(L, g, row_op, row_stages, a);
   // Static shapes: every output's bounds are constants.
   for (size_t i = 0; i < L.outputs.size(); ++i) {
     const std::vector<int64_t> ext = halide_extents(g.node(L.output_nodes[i]).type.shape);

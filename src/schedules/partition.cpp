@@ -197,6 +197,35 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     for (int id : args) b += static_cast<double>(g.nodes[id].type.bytes());
     return b;
   };
+  // The arguments of groups[gi] with r joined, when r may join it early
+  // (below): the group is led by a row-wise op of r's shape; r is a row
+  // epilogue (the group's only one) that shares an argument with it, or r
+  // reads a member; and each of r's arguments `args` is a leaf, a member,
+  // or made by an earlier group.
+  auto joins_row_group = [&](const std::vector<std::vector<int>>& gs, const std::vector<std::vector<int>>& gargs,
+                             size_t gi, int r, const std::vector<int>& args) -> std::optional<std::vector<int>> {
+    const std::vector<int>& members = gs[gi];
+    const Node& lead = g.nodes[members[0]];
+    if (!row_wise(lead) || !root[lead.id] || lead.type.shape != g.nodes[r].type.shape) return std::nullopt;
+    auto in = [](const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+    bool related = false;
+    for (int a : args) related = related || in(members, a) || (row_epilogue[r] && in(gargs[gi], a));
+    if (!related) return std::nullopt;
+    if (row_epilogue[r] && std::any_of(members.begin(), members.end(), [&](int m) { return row_epilogue[m]; }))
+      return std::nullopt;
+    for (int a : args) {
+      const bool ready = g.nodes[a].op == "input" || g.nodes[a].op == "param" || in(members, a) ||
+                         std::any_of(gs.begin(), gs.begin() + static_cast<std::ptrdiff_t>(gi),
+                                     [&](const std::vector<int>& earlier) { return in(earlier, a); });
+      if (!ready) return std::nullopt;
+    }
+    if (overwrites[r] >= 0 && in(gargs[gi], overwrites[r])) return std::nullopt;
+    std::vector<int> joined = members;
+    joined.push_back(r);
+    std::vector<int> joined_args = arguments(joined).first;
+    if (joined.size() + joined_args.size() > kMaxJoinedBuffers) return std::nullopt;
+    return joined_args;
+  };
   for (int r = 0; r < n; ++r) {
     if (!root[r]) continue;
     std::vector<int> args = arguments({r}).first;
@@ -255,7 +284,20 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
         if (cost->memory_us(bytes_moved(joined, *a)) >= cost->launch_us) return std::nullopt;
         return a;
       };
-      if (join < 0 && cost)
+      // A row epilogue, or a reader of one, may instead join an earlier group
+      // led by a row-wise op of its shape that it is related to (the layer
+      // norm a norm's backward recomputes for its weight's gradient, read by
+      // kernels before the norm's gradient is added to the residual's), and
+      // run there when everything it reads is ready there: that kernel then
+      // computes both ops' rows, and writes the recomputed norm besides.
+      if (join < 0 && library_gemm)
+        for (size_t gi = groups.size(); gi-- > 0 && !early;)
+          if (std::optional<std::vector<int>> a = joins_row_group(groups, group_args, gi, r, args)) {
+            groups[gi].push_back(r);
+            group_args[gi] = std::move(*a);
+            early = true;
+          }
+      if (join < 0 && !early && cost)
         join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
           return within_launch_budget(members, member_args).has_value();
         });
@@ -266,7 +308,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       const bool reads_only_leaves = std::all_of(args.begin(), args.end(), [&](int a) {
         return g.nodes[a].op == "input" || g.nodes[a].op == "param";
       });
-      if (join < 0 && cost && reads_only_leaves)
+      if (join < 0 && !early && cost && reads_only_leaves)
         for (size_t gi = 0; gi < groups.size() && !early; ++gi)
           if (std::optional<std::vector<int>> a = within_launch_budget(groups[gi], group_args[gi])) {
             groups[gi].push_back(r);

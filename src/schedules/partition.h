@@ -33,6 +33,11 @@
 // a layer_norm converted to bf16 for a product, a layer_norm_grad added to
 // the residual stream's gradient. Such a kernel may take more outputs of
 // that shape (the residual sum and its cast to bf16), one row-wise op each.
+// A row epilogue (or a reader of one) may also join an earlier kernel led by
+// a row-wise op of its shape that it shares an argument with, and run there
+// when all it reads is ready there: the norm a backward recomputes for its
+// weight's gradient then shares a kernel with that norm's gradient (the
+// CUDA schedule reads the gradient's row statistics for both).
 //
 // A widening cast that is materialized (a graph output such as the f32
 // logits of a bf16 product) is read by other kernels through its narrower
