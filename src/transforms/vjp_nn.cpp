@@ -53,7 +53,9 @@ std::vector<Tensor> log_softmax_vjp(const VjpContext& c) {
 // Normalization backward: dx is one op (layer_norm_grad / rms_norm_grad,
 // which recomputes the row statistics from x in the same pass); the weight's
 // gradient sums g * xhat over the rows, xhat being the norm without weight
-// and bias; the bias's sums g.
+// and bias; the bias's sums g. When both are wanted they are one sum over
+// the two stacked ([2, ..., D] -> [2, D]): one reduction over the rows
+// instead of two, each of a few microseconds plus launches on a GPU.
 std::vector<Tensor> norm_vjp(const VjpContext& c, bool rms) {
   const double eps = attr_float(c.node.attrs, "eps", rms ? "rms_norm" : "layer_norm");
   Tensor x = c.inputs[0], g = c.cotangent;
@@ -61,8 +63,22 @@ std::vector<Tensor> norm_vjp(const VjpContext& c, bool rms) {
   Tensor w = c.inputs.size() >= 2 ? c.inputs[1] : Tensor();
   std::vector<Tensor> grads{Tensor()};
   if (wants(c, 0)) grads[0] = rms ? rms_norm_grad(x, g, w, eps) : layer_norm_grad(x, g, w, eps);
-  if (c.inputs.size() >= 2)
-    grads.push_back(wants(c, 1) ? sum_to_shape(g * (rms ? rms_norm(x, eps) : layer_norm(x, eps)), row) : Tensor());
+  if (c.inputs.size() < 2) return grads;
+  if (!wants(c, 1)) {
+    grads.push_back(Tensor());
+    if (c.inputs.size() >= 3) grads.push_back(wants(c, 2) ? sum_to_shape(g, row) : Tensor());
+    return grads;
+  }
+  Tensor gx = g * (rms ? rms_norm(x, eps) : layer_norm(x, eps));
+  if (c.inputs.size() >= 3 && wants(c, 2) && x.shape().size() >= 2) {
+    std::vector<int64_t> rows;
+    for (int64_t a = 1; a < static_cast<int64_t>(x.shape().size()); ++a) rows.push_back(a);
+    Tensor both = sum(concat({unsqueeze(gx, 0), unsqueeze(g, 0)}, 0), rows);  // [2, d]
+    grads.push_back(reshape(slice(both, 0, 0, 1), row));
+    grads.push_back(reshape(slice(both, 0, 1, 2), row));
+    return grads;
+  }
+  grads.push_back(sum_to_shape(gx, row));
   if (c.inputs.size() >= 3) grads.push_back(wants(c, 2) ? sum_to_shape(g, row) : Tensor());
   return grads;
 }
