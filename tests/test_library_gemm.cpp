@@ -353,6 +353,32 @@ TEST(RowEpilogue, ACastComputesTheRowWiseOpItConverts) {
   EXPECT_EQ(rows, 4);
 }
 
+// Casts of params to bf16 for products (GPT-2's twelve weights of each
+// kind), each read by a product before the next cast, and each moving more
+// than a launch's worth of bytes (12 MB; the sm90 budget is 3 us at 3350
+// GB/s): the casts of one type share the first
+// one's kernel; a cast of another shape, and a cast of a computed tensor,
+// do not join them.
+TEST(ParamCasts, CastsOfParamsOfOneTypeShareTheFirstOnesKernel) {
+  GraphBuilder g("param_casts");
+  Tensor x = cast(g.input("x", {3, 1000}), DType::bf16), y = g.input("y", {3, 2048});
+  for (int i = 0; i < 6; ++i) {
+    const Shape shape = i == 3 ? Shape{2048, 999} : Shape{2048, 1000};
+    Tensor w = g.param("w" + std::to_string(i), shape);
+    Tensor wc = i == 4 ? cast(w * 2.0, DType::bf16) : cast(w, DType::bf16);
+    Tensor xi = i == 3 ? cast(g.input("x3", {3, 999}), DType::bf16) : x;
+    y = y + cast(matmul(xi, transpose(wc, 0, 1)), DType::f32);
+  }
+  g.output("y", y);
+  const CudaCompileResult r = compile_cuda(g.build(), Target::parse("host-cuda-sm90"), {.library_gemm = true});
+  const std::string text = r.text();
+  EXPECT_NE(text.find("(cast, cast, cast, cast) reads in0 = w0, in1 = w1, in2 = w2, in3 = w5; writes"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("(cast) reads in0 = w3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("(cast) reads in0 = w4\n"), std::string::npos) << text;
+}
+
 // A layer norm's backward added to the residual stream's gradient, whose
 // sum is read in f32 (the next residual add) and as bf16 (products): the
 // add and its cast are one kernel that computes the layer_norm_grad's rows

@@ -315,6 +315,28 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
             group_args[gi] = std::move(*a);
             early = true;
           }
+      // Beyond that budget, a param's cast joins the first earlier group of
+      // casts of params of its type (the bf16 copies of GPT-2's twelve
+      // same-shaped weights of each kind): one kernel over all of them runs
+      // near copy bandwidth where a dozen of 10-14 MB each pay a launch and a
+      // ramp. They are then live from the start, as the backward's products
+      // keep them live to its end anyway.
+      auto param_cast = [&](int id) {
+        const Node& node = g.nodes[id];
+        return node.op == "cast" && node.inputs.size() == 1 && g.nodes[node.inputs[0]].op == "param";
+      };
+      if (join < 0 && !early && cost && param_cast(r))
+        for (size_t gi = 0; gi < groups.size() && !early; ++gi) {
+          const std::vector<int>& members = groups[gi];
+          const bool alike = g.nodes[members[0]].type == g.nodes[r].type &&
+                             std::all_of(members.begin(), members.end(), param_cast);
+          if (!alike) continue;
+          if (std::optional<std::vector<int>> a = joined_args(groups[gi], group_args[gi])) {
+            groups[gi].push_back(r);
+            group_args[gi] = std::move(*a);
+            early = true;
+          }
+        }
     }
     if (early) continue;
     if (join < 0) {
