@@ -9,10 +9,10 @@
 // when no CUDA device is present.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
-#include <algorithm>
 #include <string>
 #include <vector>
 

@@ -202,24 +202,23 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   // epilogue (the group's only one) that shares an argument with it, or r
   // reads a member; and each of r's arguments `args` is a leaf, a member,
   // or made by an earlier group.
-  auto joins_row_group = [&](const std::vector<std::vector<int>>& gs, const std::vector<std::vector<int>>& gargs,
-                             size_t gi, int r, const std::vector<int>& args) -> std::optional<std::vector<int>> {
-    const std::vector<int>& members = gs[gi];
+  auto joins_row_group = [&](size_t gi, int r, const std::vector<int>& args) -> std::optional<std::vector<int>> {
+    const std::vector<int>& members = groups[gi];
     const Node& lead = g.nodes[members[0]];
     if (!row_wise(lead) || !root[lead.id] || lead.type.shape != g.nodes[r].type.shape) return std::nullopt;
     auto in = [](const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); };
     bool related = false;
-    for (int a : args) related = related || in(members, a) || (row_epilogue[r] && in(gargs[gi], a));
+    for (int a : args) related = related || in(members, a) || (row_epilogue[r] && in(group_args[gi], a));
     if (!related) return std::nullopt;
     if (row_epilogue[r] && std::any_of(members.begin(), members.end(), [&](int m) { return row_epilogue[m]; }))
       return std::nullopt;
     for (int a : args) {
       const bool ready = g.nodes[a].op == "input" || g.nodes[a].op == "param" || in(members, a) ||
-                         std::any_of(gs.begin(), gs.begin() + static_cast<std::ptrdiff_t>(gi),
+                         std::any_of(groups.begin(), groups.begin() + static_cast<std::ptrdiff_t>(gi),
                                      [&](const std::vector<int>& earlier) { return in(earlier, a); });
       if (!ready) return std::nullopt;
     }
-    if (overwrites[r] >= 0 && in(gargs[gi], overwrites[r])) return std::nullopt;
+    if (overwrites[r] >= 0 && in(group_args[gi], overwrites[r])) return std::nullopt;
     std::vector<int> joined = members;
     joined.push_back(r);
     std::vector<int> joined_args = arguments(joined).first;
@@ -292,7 +291,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       // computes both ops' rows, and writes the recomputed norm besides.
       if (join < 0 && library_gemm)
         for (size_t gi = groups.size(); gi-- > 0 && !early;)
-          if (std::optional<std::vector<int>> a = joins_row_group(groups, group_args, gi, r, args)) {
+          if (std::optional<std::vector<int>> a = joins_row_group(gi, r, args)) {
             groups[gi].push_back(r);
             group_args[gi] = std::move(*a);
             early = true;
