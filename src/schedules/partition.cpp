@@ -230,6 +230,19 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     std::vector<int> args = arguments({r}).first;
     int join = -1;
     bool early = false;  // joined an earlier group, in place
+    // r joins the first group (latest first, or earliest first) for which
+    // `joins` gives the arguments with r joined, and runs where it runs.
+    auto join_early = [&](bool latest_first,
+                          const std::function<std::optional<std::vector<int>>(size_t)>& joins) {
+      for (size_t i = 0; i < groups.size() && !early; ++i) {
+        const size_t gi = latest_first ? groups.size() - 1 - i : i;
+        if (std::optional<std::vector<int>> a = joins(gi)) {
+          groups[gi].push_back(r);
+          group_args[gi] = std::move(*a);
+          early = true;
+        }
+      }
+    };
     if (library_gemm && g.nodes[r].op == "attention_grad") {
       // The fused attention backward computes dq, dk and dv together: the
       // attention_grad nodes of one attention share a kernel.
@@ -290,12 +303,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       // run there when everything it reads is ready there: that kernel then
       // computes both ops' rows, and writes the recomputed norm besides.
       if (join < 0 && library_gemm)
-        for (size_t gi = groups.size(); gi-- > 0 && !early;)
-          if (std::optional<std::vector<int>> a = joins_row_group(gi, r, args)) {
-            groups[gi].push_back(r);
-            group_args[gi] = std::move(*a);
-            early = true;
-          }
+        join_early(/*latest_first=*/true, [&](size_t gi) { return joins_row_group(gi, r, args); });
       if (join < 0 && !early && cost)
         join = latest_group([&](const std::vector<int>& members, const std::vector<int>& member_args) {
           return within_launch_budget(members, member_args).has_value();
@@ -308,12 +316,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
         return g.nodes[a].op == "input" || g.nodes[a].op == "param";
       });
       if (join < 0 && !early && cost && reads_only_leaves)
-        for (size_t gi = 0; gi < groups.size() && !early; ++gi)
-          if (std::optional<std::vector<int>> a = within_launch_budget(groups[gi], group_args[gi])) {
-            groups[gi].push_back(r);
-            group_args[gi] = std::move(*a);
-            early = true;
-          }
+        join_early(/*latest_first=*/false, [&](size_t gi) { return within_launch_budget(groups[gi], group_args[gi]); });
       // Beyond that budget, a param's cast joins the first earlier group of
       // casts of params of its type (the bf16 copies of GPT-2's twelve
       // same-shaped weights of each kind): one kernel over all of them runs
@@ -325,17 +328,12 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
         return node.op == "cast" && node.inputs.size() == 1 && g.nodes[node.inputs[0]].op == "param";
       };
       if (join < 0 && !early && cost && param_cast(r))
-        for (size_t gi = 0; gi < groups.size() && !early; ++gi) {
+        join_early(/*latest_first=*/false, [&](size_t gi) -> std::optional<std::vector<int>> {
           const std::vector<int>& members = groups[gi];
           const bool alike = g.nodes[members[0]].type == g.nodes[r].type &&
                              std::all_of(members.begin(), members.end(), param_cast);
-          if (!alike) continue;
-          if (std::optional<std::vector<int>> a = joined_args(groups[gi], group_args[gi])) {
-            groups[gi].push_back(r);
-            group_args[gi] = std::move(*a);
-            early = true;
-          }
-        }
+          return alike ? joined_args(members, group_args[gi]) : std::nullopt;
+        });
     }
     if (early) continue;
     if (join < 0) {
