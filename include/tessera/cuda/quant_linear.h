@@ -1,0 +1,66 @@
+// Weight-only quantized linears on CUDA that read the packed weight and
+// never write its dequantized form to device memory (the layouts are
+// tessera/quant_ops.h's, i.e. bitsandbytes' NF4 and per-row int8):
+//   forward      out[m, n] = sum_k x[m, k] W[n, k] (+ bias[n])   x [rows, K], out [rows, N]
+//   grad_input   out[m, k] = sum_n x[m, n] W[n, k]               x [rows, N] (the gradient), out [rows, K]
+// with W [N, K] = deq(weight) and f32 x, bias and out, summed in f32.
+//
+// Two paths: a GEMV for a forward of at most 8 rows (a block per four
+// output features streams their packed rows once, a 32-bit word per thread
+// and step, and decodes through a code book in shared memory), and a tiled
+// product for more rows
+// (each 128 x 128 output tile dequantizes its 32-deep slices of W into
+// shared memory, where the f32 FMA loops read them). Results differ from
+// the CPU's only by the order of the f32 sums.
+//
+// What it takes (quant_linear_supports): K a multiple of 64 (NF4: each row
+// starts an absmax block; int8: rows of whole 16-byte vectors), the
+// weight's storage 16-byte aligned, and for grad_input more than 8 rows;
+// other shapes are tessera::Errors naming the shape (the plan leaves them
+// to the Halide kernels). Nothing here allocates; launches are checked.
+// Not done: f16/bf16 activations (tessera's quantized ops take f32 x),
+// tensor cores (the tiles use f32 FMAs), a GEMV for grad_input.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+namespace tessera::cuda {
+
+enum class QuantLinearFormat {
+  int8,        // weight i8 [N, K], scale f32 [N]
+  nf4,         // weight u8 [N*K/2], absmax f32 [N*K/64]
+  nf4_nested,  // weight u8 [N*K/2], absmax u8 codes [N*K/64], nested_absmax f32
+               // [ceil(N*K/64/256)], nested_quant_map f32 [256], nested_offset f32 []
+};
+
+struct QuantLinearShape {
+  QuantLinearFormat format = QuantLinearFormat::nf4;
+  bool grad_input = false;  // out = x @ W instead of x @ W^T + bias
+  int64_t rows = 0;         // rows of x and out (the product of x's leading dims)
+  int64_t out_features = 0, in_features = 0;  // N, K: W is [N, K]
+  bool bias = false;        // forward only
+  std::string text() const;  // "nf4 forward [8192 x 768] -> [8192 x 3072], bias"
+};
+
+// Device pointers to the weight tensors of one format (unused ones null).
+struct QuantWeight {
+  const void* weight = nullptr;            // i8 or packed u8
+  const void* scale = nullptr;             // int8: scale f32; NF4: absmax (f32, or u8 codes when nested)
+  const float* nested_absmax = nullptr;    // nf4_nested only
+  const float* nested_quant_map = nullptr;
+  const float* nested_offset = nullptr;    // a device scalar
+};
+
+// Empty when the kernels take shape `s`, else why not.
+std::string quant_linear_unsupported(const QuantLinearShape& s);
+inline bool quant_linear_supports(const QuantLinearShape& s) { return quant_linear_unsupported(s).empty(); }
+
+// Queues the product on `stream`. x, bias and out are f32 device pointers
+// (bias null when !s.bias); out must not overlap x.
+void quant_linear(const QuantLinearShape& s, const float* x, const QuantWeight& w, const float* bias, float* out,
+                  cudaStream_t stream);
+
+}  // namespace tessera::cuda

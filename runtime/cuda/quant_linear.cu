@@ -1,0 +1,405 @@
+// Quantized linears on CUDA (include/tessera/cuda/quant_linear.h).
+//
+// Decoding: a slice of up to 32 elements of a W row (16 bytes of NF4, 32 of
+// int8) that starts at a multiple of its length lies inside one absmax
+// block (K % 64 == 0), so it has one scale:
+// NF4 absmax[(n*K + k) / 64] (double-quantized: nested_quant_map[code] *
+// nested_absmax[block / 256] + nested_offset, in that f32 order), int8
+// scale[n]. An element is code_book[code] * scale (NF4) or weight * scale.
+//
+// gemv (forward, rows <= 8): a block of 128 threads per four output
+// features; each thread takes every 128th 32-bit word of the four rows
+// (8 NF4 or 4 int8 elements; a warp's loads are 128 contiguous bytes),
+// loading a batch of them before it uses any, so that enough bytes are in
+// flight. The batch's block scales are computed once into shared memory
+// (a double-quantized one is three dependent loads). x's elements for a
+// word are loaded once for the four rows; each word's products are
+// summed, then scaled once. Shuffles and then shared memory sum the
+// threads, in a fixed order. Measured on an H200 (bench_quant_gpu): a
+// third of the copy bandwidth, bound by instruction issue (about 8
+// instructions per element), not by memory. Slower: a thread per 16-byte
+// slice (a warp's x loads touched 32 cache lines); no faster: blocks that
+// loop over row groups, loading the next while multiplying the current.
+//
+// tiled (forward with more rows, and grad_input): 256 threads compute a
+// 128 x 128 output tile, 8 x 8 outputs each, over 32-deep slices of the
+// reduction: x's slice [128 x 32] is transposed into shared memory, W's
+// slice is dequantized there (forward: W[n, k..k+31] is column n of the
+// slice; grad_input: 32 rows of W, 128 columns), and each thread's 8 x 8
+// f32 FMAs read them as float4s. The next slice's global loads are issued
+// before the current one is multiplied.
+//
+// Not here: tensor cores (TF32 when allowed), split-K for few output
+// tiles, a grad_input GEMV.
+#include <cuda_runtime.h>
+
+#include <sstream>
+#include <string>
+
+#include "tessera/cuda/check.h"
+#include "tessera/cuda/quant_linear.h"
+#include "tessera/error.h"
+
+namespace tessera::cuda {
+
+namespace {
+
+using Format = QuantLinearFormat;
+
+// The QLoRA paper's NormalFloat code book as bitsandbytes stores it
+// (tessera/quant_ops.h's nf4_code_book(), which tests/ check against the
+// paper's definition).
+__constant__ float kNF4CodeBook[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+    0.24611230194568634f, 0.33791524726295471f, 0.44070982933044434f, 0.5626170039176941f,
+    0.7229568362236023f, 1.0f};
+
+struct Weight {
+  const uint8_t* packed;       // NF4: two codes per byte, the first in the high nibble; int8: one per byte
+  const void* scale;           // absmax f32 (nf4), codes u8 (nf4_nested) or scale f32 (int8)
+  const float* nested_absmax;  // nf4_nested
+  const float* nested_map;
+  const float* nested_offset;
+};
+
+constexpr int64_t kSlice = 32;  // elements of a W row decoded together
+
+template <Format F>
+__host__ __device__ constexpr int64_t slice_bytes() {
+  return F == Format::int8 ? kSlice : kSlice / 2;
+}
+
+// The scale of the slice of row n that starts at column k.
+template <Format F>
+__device__ __forceinline__ float slice_scale(const Weight& w, int64_t n, int64_t k, int64_t K) {
+  if constexpr (F == Format::int8) {
+    return static_cast<const float*>(w.scale)[n];
+  } else if constexpr (F == Format::nf4) {
+    return static_cast<const float*>(w.scale)[(n * K + k) / 64];
+  } else {
+    const int64_t block = (n * K + k) / 64;
+    const uint8_t code = static_cast<const uint8_t*>(w.scale)[block];
+    return __fadd_rn(__fmul_rn(w.nested_map[code], w.nested_absmax[block / 256]), *w.nested_offset);
+  }
+}
+
+// The 16 (NF4) or 32 (int8) bytes of row n's slice at column k.
+template <Format F>
+struct Slice {
+  uint4 part[F == Format::int8 ? 2 : 1];
+};
+
+template <Format F>
+__device__ __forceinline__ Slice<F> load_slice(const Weight& w, int64_t n, int64_t k, int64_t K) {
+  Slice<F> s;
+  const uint4* p = reinterpret_cast<const uint4*>(w.packed + (n * K + k) * slice_bytes<F>() / kSlice);
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(s.part) / sizeof(uint4)); ++i) s.part[i] = __ldg(p + i);
+  return s;
+}
+
+// Byte b (0-based, memory order) of the slice.
+template <Format F>
+__device__ __forceinline__ uint32_t slice_byte(const Slice<F>& s, int b) {
+  const uint4& v = s.part[b / 16];
+  const int i = b % 16;
+  const uint32_t word = i < 4 ? v.x : i < 8 ? v.y : i < 12 ? v.z : v.w;
+  return (word >> (8 * (i % 4))) & 0xffu;
+}
+
+// Element j (0..31) of the slice, unscaled: a code book value or the int8 weight.
+template <Format F>
+__device__ __forceinline__ float slice_value(const Slice<F>& s, int j, const float* code_book) {
+  if constexpr (F == Format::int8) {
+    return static_cast<float>(static_cast<int8_t>(slice_byte<F>(s, j)));
+  } else {
+    const uint32_t byte = slice_byte<F>(s, j / 2);
+    return code_book[j % 2 == 0 ? byte >> 4 : byte & 15u];
+  }
+}
+
+// ---- gemv: forward, rows <= 8 ----
+
+constexpr int kGemvThreads = 128;
+constexpr int kGemvWarps = kGemvThreads / 32;
+constexpr int kBlockRows = 4;  // output features per block: x is loaded once for all four
+
+// The elements of a 32-bit word of W (little-endian: byte b is bits
+// 8b..8b+7), unscaled. NF4: element 2b is byte b's high nibble, 2b+1 its
+// low one; both nibbles of every byte are turned into code book byte
+// offsets at once (two masks per word), then one byte permute per element
+// picks its offset: the integer pipe, not the shared-memory lookups, was
+// what bounded the kernel.
+template <Format F>
+struct WordDecoder {
+  uint32_t high, low;  // NF4: byte b holds 4 x the code of element 2b (high) or 2b+1 (low)
+  uint32_t word;       // int8: element b is byte b
+  __device__ __forceinline__ explicit WordDecoder(uint32_t w)
+      : high((w >> 2) & 0x3c3c3c3cu), low((w << 2) & 0x3c3c3c3cu), word(w) {}
+  __device__ __forceinline__ float operator()(int e, const float* code_book) const {
+    if constexpr (F == Format::int8) {
+      return static_cast<float>(static_cast<int8_t>((word >> (8 * e)) & 0xffu));
+    } else {
+      const uint32_t offset = __byte_perm(e % 2 == 0 ? high : low, 0, 0x4440u + e / 2);
+      return *reinterpret_cast<const float*>(reinterpret_cast<const char*>(code_book) + offset);
+    }
+  }
+};
+
+template <Format F, int M>
+__global__ void __launch_bounds__(kGemvThreads)
+    quant_gemv(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
+               int64_t N, int64_t K) {
+  constexpr int kPerWord = F == Format::int8 ? 4 : 8;  // elements per 32-bit word
+  constexpr int kBatch = F == Format::int8 ? 8 : 4;    // words per row a thread loads before it uses any
+  constexpr int kBatchBlocks = kGemvThreads * kBatch * kPerWord / 64;  // absmax blocks per row and batch
+  __shared__ float code_book[16];
+  __shared__ float partial[kGemvWarps][M][kBlockRows];
+  __shared__ float scales[kBlockRows][kBatchBlocks];  // of the batch's blocks: computed once, not per word
+  if (threadIdx.x < 16) code_book[threadIdx.x] = kNF4CodeBook[threadIdx.x];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockRows, words = K / kPerWord;
+  float acc[M][kBlockRows] = {};
+  for (int64_t base = 0; base < words; base += kGemvThreads * kBatch) {
+    // Step b of a batch: kGemvThreads consecutive words of each row, one per thread.
+    uint32_t wd[kBatch][kBlockRows];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int64_t j = base + b * kGemvThreads + threadIdx.x;
+#pragma unroll
+      for (int r = 0; r < kBlockRows; ++r) {
+        const int64_t n = min(n0 + r, N - 1);  // rows past N repeat the last one, unwritten
+        wd[b][r] = j < words ? __ldg(reinterpret_cast<const uint32_t*>(w.packed) + n * words + j) : 0u;
+      }
+    }
+    __syncthreads();  // the previous batch's scales are read (and, the first time, the code book written)
+    for (int i = threadIdx.x; i < kBlockRows * kBatchBlocks; i += kGemvThreads) {
+      const int r = i / kBatchBlocks;
+      const int64_t k = base * kPerWord + static_cast<int64_t>(i % kBatchBlocks) * 64;
+      scales[r][i % kBatchBlocks] = k < K ? slice_scale<F>(w, min(n0 + r, N - 1), k, K) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int in_batch = b * kGemvThreads + threadIdx.x;
+      const int64_t k = min(base + in_batch, words - 1) * kPerWord;  // past K: scale 0
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float xv[kPerWord];
+#pragma unroll
+        for (int q = 0; q < kPerWord / 4; ++q)
+          *reinterpret_cast<float4*>(xv + 4 * q) = __ldg(reinterpret_cast<const float4*>(x + m * K + k) + q);
+#pragma unroll
+        for (int r = 0; r < kBlockRows; ++r) {
+          const WordDecoder<F> decode(wd[b][r]);
+          float sum = 0.0f;
+#pragma unroll
+          for (int e = 0; e < kPerWord; ++e) sum = fmaf(decode(e, code_book), xv[e], sum);
+          acc[m][r] = fmaf(sum, scales[r][in_batch * kPerWord / 64], acc[m][r]);
+        }
+      }
+    }
+  }
+  // Sum the lanes (shuffles), then the warps (in order, through shared memory).
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int r = 0; r < kBlockRows; ++r) {
+      float v = acc[m][r];
+      for (int d = 16; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+      if (lane == 0) partial[warp][m][r] = v;
+    }
+  __syncthreads();
+  if (threadIdx.x < M * kBlockRows) {
+    const int m = threadIdx.x / kBlockRows, r = threadIdx.x % kBlockRows;
+    if (n0 + r < N) {
+      float v = partial[0][m][r];
+      for (int i = 1; i < kGemvWarps; ++i) v += partial[i][m][r];
+      out[m * N + n0 + r] = bias ? v + bias[n0 + r] : v;
+    }
+  }
+}
+
+// ---- tiled: forward with more rows, and grad_input ----
+
+constexpr int kTileThreads = 256;
+constexpr int kTile = 128;           // output rows and columns per block
+constexpr int kDepth = 32;           // reduction elements per slice
+constexpr int kStride = kTile + 4;   // row stride of the slices in shared memory (fewer bank conflicts)
+
+// out [rows, cols] = x [rows, depth] @ B, B [depth, cols] = W^T (forward:
+// depth K, cols N) or W (grad_input: depth N, cols K).
+template <Format F, bool kGradInput>
+__global__ void __launch_bounds__(kTileThreads)
+    quant_tiled(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
+                int64_t rows, int64_t N, int64_t K) {
+  __shared__ float code_book[16];
+  __shared__ __align__(16) float xs[kDepth][kStride];  // x's slice, transposed
+  __shared__ __align__(16) float bs[kDepth][kStride];
+  if (threadIdx.x < 16) code_book[threadIdx.x] = kNF4CodeBook[threadIdx.x];
+  const int t = threadIdx.x;
+  const int64_t depth = kGradInput ? N : K, cols = kGradInput ? K : N;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile, col0 = static_cast<int64_t>(blockIdx.x) * kTile;
+
+  // Loads of one slice at depth d0, held in registers until stored.
+  // x: thread t reads column d0 + t % 32 of rows row0 + t / 32 + 8 i.
+  float xr[kTile * kDepth / kTileThreads];
+  // W: 128 slices of 32 elements per depth slice; threads below 128 load one.
+  //   forward: row n = col0 + t, columns d0..d0+31;
+  //   grad_input: row n = d0 + t % 32, columns col0 + 32 (t / 32)..+31.
+  Slice<F> ws;
+  float wscale = 0.0f;
+  bool wvalid = false;
+  auto load = [&](int64_t d0) {
+    const int64_t d = d0 + t % 32;
+#pragma unroll
+    for (int i = 0; i < static_cast<int>(kTile * kDepth / kTileThreads); ++i) {
+      const int64_t r = row0 + t / 32 + 8 * i;
+      xr[i] = r < rows && d < depth ? __ldg(x + r * depth + d) : 0.0f;
+    }
+    if (t < kTile) {
+      const int64_t n = kGradInput ? d0 + t % 32 : col0 + t;
+      const int64_t k = kGradInput ? col0 + 32 * (t / 32) : d0;
+      wvalid = n < N && k < K;
+      if (wvalid) {
+        ws = load_slice<F>(w, n, k, K);
+        wscale = slice_scale<F>(w, n, k, K);
+      }
+    }
+  };
+  auto store = [&] {
+#pragma unroll
+    for (int i = 0; i < static_cast<int>(kTile * kDepth / kTileThreads); ++i) xs[t % 32][t / 32 + 8 * i] = xr[i];
+    if (t < kTile) {
+#pragma unroll
+      for (int j = 0; j < kSlice; j += 4) {
+        float v[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[i] = wvalid ? slice_value<F>(ws, j + i, code_book) * wscale : 0.0f;
+        if (kGradInput) {
+          *reinterpret_cast<float4*>(&bs[t % 32][32 * (t / 32) + j]) = make_float4(v[0], v[1], v[2], v[3]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) bs[j + i][t] = v[i];
+        }
+      }
+    }
+  };
+
+  const int tx = t % 16, ty = t / 16;
+  float acc[8][8] = {};
+  load(0);
+  __syncthreads();  // the code book
+  for (int64_t d0 = 0; d0 < depth; d0 += kDepth) {
+    store();
+    __syncthreads();
+    if (d0 + kDepth < depth) load(d0 + kDepth);
+#pragma unroll 8
+    for (int d = 0; d < kDepth; ++d) {
+      float a[8], b[8];
+      *reinterpret_cast<float4*>(a) = *reinterpret_cast<const float4*>(&xs[d][4 * ty]);
+      *reinterpret_cast<float4*>(a + 4) = *reinterpret_cast<const float4*>(&xs[d][64 + 4 * ty]);
+      *reinterpret_cast<float4*>(b) = *reinterpret_cast<const float4*>(&bs[d][4 * tx]);
+      *reinterpret_cast<float4*>(b + 4) = *reinterpret_cast<const float4*>(&bs[d][64 + 4 * tx]);
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int64_t r = row0 + (i < 4 ? 4 * ty + i : 64 + 4 * ty + i - 4);
+    if (r >= rows) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int64_t c = col0 + (j < 4 ? 4 * tx + j : 64 + 4 * tx + j - 4);
+      if (c < cols) out[r * cols + c] = bias ? acc[i][j] + bias[c] : acc[i][j];
+    }
+  }
+}
+
+const char* format_name(Format f) {
+  switch (f) {
+    case Format::int8: return "int8";
+    case Format::nf4: return "nf4";
+    case Format::nf4_nested: return "nf4_nested";
+  }
+  return "unknown format";
+}
+
+template <Format F, int M>
+void launch_gemv(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
+                 cudaStream_t stream) {
+  const int64_t blocks = (s.out_features + kBlockRows - 1) / kBlockRows;
+  quant_gemv<F, M><<<static_cast<unsigned>(blocks), kGemvThreads, 0, stream>>>(x, w, bias, out, s.out_features,
+                                                                                s.in_features);
+}
+
+template <Format F>
+void launch(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
+            cudaStream_t stream) {
+  if (!s.grad_input && s.rows <= 8) {
+    switch (s.rows) {
+      case 1: launch_gemv<F, 1>(s, x, w, bias, out, stream); break;
+      case 2: launch_gemv<F, 2>(s, x, w, bias, out, stream); break;
+      case 3: launch_gemv<F, 3>(s, x, w, bias, out, stream); break;
+      case 4: launch_gemv<F, 4>(s, x, w, bias, out, stream); break;
+      case 5: launch_gemv<F, 5>(s, x, w, bias, out, stream); break;
+      case 6: launch_gemv<F, 6>(s, x, w, bias, out, stream); break;
+      case 7: launch_gemv<F, 7>(s, x, w, bias, out, stream); break;
+      default: launch_gemv<F, 8>(s, x, w, bias, out, stream); break;
+    }
+    return;
+  }
+  const int64_t cols = s.grad_input ? s.in_features : s.out_features;
+  const dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile), static_cast<unsigned>((s.rows + kTile - 1) / kTile));
+  if (s.grad_input)
+    quant_tiled<F, true><<<grid, kTileThreads, 0, stream>>>(x, w, nullptr, out, s.rows, s.out_features, s.in_features);
+  else
+    quant_tiled<F, false><<<grid, kTileThreads, 0, stream>>>(x, w, bias, out, s.rows, s.out_features, s.in_features);
+}
+
+}  // namespace
+
+std::string QuantLinearShape::text() const {
+  std::ostringstream o;
+  const int64_t in = grad_input ? out_features : in_features, result = grad_input ? in_features : out_features;
+  o << format_name(format) << (grad_input ? " grad_input" : " forward") << " [" << rows << " x " << in << "] -> ["
+    << rows << " x " << result << "], W [" << out_features << " x " << in_features << "]" << (bias ? ", bias" : "");
+  return o.str();
+}
+
+std::string quant_linear_unsupported(const QuantLinearShape& s) {
+  if (s.rows < 1 || s.out_features < 1 || s.in_features < 1) return "needs at least one row, output and input feature";
+  if (s.in_features % 64 != 0) return "in_features " + std::to_string(s.in_features) + " is not a multiple of 64";
+  if (s.grad_input && s.rows <= 8) return "grad_input of at most 8 rows has no kernel here";
+  if (s.grad_input && s.bias) return "grad_input takes no bias";
+  if ((s.rows + kTile - 1) / kTile > 65535) return "more than " + std::to_string(65535 * kTile) + " rows";
+  return "";
+}
+
+void quant_linear(const QuantLinearShape& s, const float* x, const QuantWeight& qw, const float* bias, float* out,
+                  cudaStream_t stream) {
+  const std::string where = "quant_linear " + s.text();
+  if (const std::string why = quant_linear_unsupported(s); !why.empty()) throw Error(where + ": " + why);
+  const bool nested = s.format == Format::nf4_nested;
+  if (!qw.weight || !qw.scale || !x || !out || (s.bias && !bias) ||
+      (nested && (!qw.nested_absmax || !qw.nested_quant_map || !qw.nested_offset)))
+    throw Error(where + ": a tensor it needs is a null pointer");
+  if (reinterpret_cast<uintptr_t>(qw.weight) % 16 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0)
+    throw Error(where + ": the weight and x must be 16-byte aligned");
+  const Weight w{static_cast<const uint8_t*>(qw.weight), qw.scale, qw.nested_absmax, qw.nested_quant_map,
+                 qw.nested_offset};
+  const float* b = s.bias ? bias : nullptr;
+  switch (s.format) {
+    case Format::int8: launch<Format::int8>(s, x, w, b, out, stream); break;
+    case Format::nf4: launch<Format::nf4>(s, x, w, b, out, stream); break;
+    case Format::nf4_nested: launch<Format::nf4_nested>(s, x, w, b, out, stream); break;
+  }
+  TESSERA_CUDA_CHECK(cudaGetLastError(), where);
+}
+
+}  // namespace tessera::cuda

@@ -1,0 +1,201 @@
+// The CUDA quantized linears (tessera/cuda/quant_linear.h) against a CPU
+// loop written here from the formats' definitions (tessera/quant_ops.h),
+// in double: W[n, k] = code_book[code(n*K + k)] * absmax (NF4; the
+// double-quantized absmax = map[code] * nested_absmax[block / 256] +
+// offset, in f32) or weight * scale[n] (int8); forward x @ W^T + bias and
+// grad_input x @ W. Random packed bytes, scales, maps and activations at
+// awkward sizes: 1, 2, 5 and 8 rows (the GEMV), 9, 130 and 257 rows (tiles,
+// partial ones), 1 to 8201 output features, K of one to 65 absmax blocks
+// of 64 (GEMV blocks that loop over batches of a row and over row groups). Outputs are poisoned first. Unsupported shapes are Errors naming
+// the shape. Label gpu; skips without a device.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "tessera/cuda/device_arena.h"
+#include "tessera/cuda/device_stream.h"
+#include "tessera/cuda/quant_linear.h"
+#include "tessera/error.h"
+
+namespace tessera::cuda {
+namespace {
+
+using testing::download;
+using testing::upload;
+
+// bitsandbytes' NF4 values (test_quantize checks tessera's table against
+// the paper's definition).
+const float kCodeBook[16] = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+                             -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+                             0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f,
+                             0.33791524726295471f, 0.44070982933044434f, 0.5626170039176941f,
+                             0.7229568362236023f, 1.0f};
+
+template <typename T>
+std::vector<uint8_t> bytes_of(const std::vector<T>& v) {
+  std::vector<uint8_t> b(v.size() * sizeof(T));
+  if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+// Host tensors of one case, the dense W they mean, and device copies.
+struct Case {
+  QuantLinearShape s;
+  std::vector<uint8_t> weight, scale;  // scale: f32 absmax / scale, or u8 codes
+  std::vector<float> nested_absmax, nested_map, nested_offset, x, bias;
+  std::vector<double> dense;  // W [N, K]
+};
+
+Case make_case(QuantLinearShape s, std::mt19937& rng) {
+  Case c;
+  c.s = s;
+  const int64_t N = s.out_features, K = s.in_features, elems = N * K, blocks = elems / 64;
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f), positive(0.05f, 2.0f);
+  c.dense.resize(elems);
+  if (s.format == QuantLinearFormat::int8) {
+    c.weight.resize(elems);
+    std::vector<float> scale(N);
+    for (uint8_t& b : c.weight) b = static_cast<uint8_t>(byte(rng));
+    for (float& v : scale) v = positive(rng) / 127;
+    for (int64_t e = 0; e < elems; ++e)
+      c.dense[e] = static_cast<double>(static_cast<int8_t>(c.weight[e])) * scale[e / K];
+    c.scale = bytes_of(scale);
+  } else {
+    c.weight.resize(elems / 2);
+    for (uint8_t& b : c.weight) b = static_cast<uint8_t>(byte(rng));
+    std::vector<float> absmax(blocks);
+    if (s.format == QuantLinearFormat::nf4) {
+      for (float& v : absmax) v = positive(rng);
+      c.scale = bytes_of(absmax);
+    } else {
+      c.scale.resize(blocks);
+      for (uint8_t& b : c.scale) b = static_cast<uint8_t>(byte(rng));
+      c.nested_absmax.resize((blocks + 255) / 256);
+      c.nested_map.resize(256);
+      for (float& v : c.nested_absmax) v = positive(rng);
+      for (float& v : c.nested_map) v = unit(rng);
+      c.nested_offset = {positive(rng)};
+      for (int64_t b = 0; b < blocks; ++b)
+        absmax[b] = c.nested_map[c.scale[b]] * c.nested_absmax[b / 256] + c.nested_offset[0];
+    }
+    for (int64_t e = 0; e < elems; ++e) {
+      const uint8_t b = c.weight[e / 2];
+      c.dense[e] = static_cast<double>(kCodeBook[e % 2 == 0 ? b >> 4 : b & 15]) * absmax[e / 64];
+    }
+  }
+  c.x.resize(s.rows * (s.grad_input ? N : K));
+  for (float& v : c.x) v = unit(rng);
+  if (s.bias) {
+    c.bias.resize(N);
+    for (float& v : c.bias) v = unit(rng);
+  }
+  return c;
+}
+
+void check(const QuantLinearShape& s, std::mt19937& rng) {
+  SCOPED_TRACE(s.text());
+  const Case c = make_case(s, rng);
+  const int64_t N = s.out_features, K = s.in_features, cols = s.grad_input ? K : N;
+  const std::vector<std::vector<uint8_t>> host = {c.weight,        c.scale,           bytes_of(c.nested_absmax),
+                                                  bytes_of(c.nested_map), bytes_of(c.nested_offset), bytes_of(c.x),
+                                                  bytes_of(c.bias)};
+  const size_t out_bytes = s.rows * cols * 4;
+  size_t total = out_bytes;
+  for (const auto& h : host) total += (h.size() + 255) / 256 * 256;
+  DeviceArena arena(total + 256, "quant_linear test");
+  std::vector<void*> dev;
+  size_t at = 0;
+  for (const auto& h : host) {
+    dev.push_back(h.empty() ? nullptr : arena.at(at, h.size()));
+    if (!h.empty()) upload(dev.back(), h);
+    at += (h.size() + 255) / 256 * 256;
+  }
+  void* d_out = arena.at(at, out_bytes);
+  testing::fill_bytes(d_out, 0xFF, out_bytes);
+  const QuantWeight w{dev[0], dev[1], static_cast<const float*>(dev[2]), static_cast<const float*>(dev[3]),
+                      static_cast<const float*>(dev[4])};
+  DeviceStream stream;
+  quant_linear(s, static_cast<const float*>(dev[5]), w, static_cast<const float*>(dev[6]), static_cast<float*>(d_out),
+               stream.stream());
+  stream.synchronize("quant_linear test");
+  std::vector<float> got(s.rows * cols);
+  const std::vector<uint8_t> out = download(d_out, out_bytes);
+  std::memcpy(got.data(), out.data(), out_bytes);
+
+  int bad = 0;
+  const int64_t depth = s.grad_input ? N : K;
+  for (int64_t m = 0; m < s.rows; ++m)
+    for (int64_t j = 0; j < cols; ++j) {
+      double want = s.bias ? c.bias[j] : 0.0, magnitude = std::fabs(want);
+      for (int64_t d = 0; d < depth; ++d) {
+        const double term = c.x[m * depth + d] * (s.grad_input ? c.dense[d * K + j] : c.dense[j * K + d]);
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      const double g = got[m * cols + j];
+      if (!(std::fabs(g - want) <= 1e-5 * magnitude + 1e-7) && bad++ < 5)
+        ADD_FAILURE() << "out[" << m << ", " << j << "] = " << g << ", want " << want << " (sum of |terms| "
+                      << magnitude << ")";
+    }
+}
+
+TEST(CudaQuantLinear, EqualsTheDequantizedProductInDouble) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  const QuantLinearFormat formats[] = {QuantLinearFormat::nf4, QuantLinearFormat::nf4_nested, QuantLinearFormat::int8};
+  struct Size {
+    int64_t rows, n, k;
+  };
+  const Size forward[] = {{1, 1, 64}, {1, 300, 320}, {2, 17, 64}, {5, 130, 192}, {8, 33, 128},
+                          {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 128, 128},
+                          // GEMV blocks that loop: over several batches of a row (K > 4096), over
+                          // more row groups than the device holds blocks at once, and both
+                          {3, 5, 4160}, {1, 8201, 64}, {2, 4099, 4160}};
+  const Size backward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 33, 128}};
+  for (QuantLinearFormat f : formats) {
+    for (const Size& z : forward)
+      for (bool bias : {false, true}) check({f, false, z.rows, z.n, z.k, bias}, rng);
+    for (const Size& z : backward) check({f, true, z.rows, z.n, z.k, false}, rng);
+  }
+}
+
+TEST(CudaQuantLinear, NestedBlocksPastTheFirst256ReadTheirOwnNestedAbsmax) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  // 300 x 128 has 600 absmax blocks: three nested blocks.
+  check({QuantLinearFormat::nf4_nested, false, 3, 300, 128, true}, rng);
+  check({QuantLinearFormat::nf4_nested, false, 40, 300, 128, false}, rng);
+  check({QuantLinearFormat::nf4_nested, true, 40, 300, 128, false}, rng);
+}
+
+TEST(CudaQuantLinear, ShapesItCannotTakeAreErrorsNamingTheShape) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceStream stream;
+  auto message = [&](const QuantLinearShape& s) {
+    try {
+      quant_linear(s, nullptr, QuantWeight{}, nullptr, nullptr, stream.stream());
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string odd = message({QuantLinearFormat::nf4, false, 4, 17, 33, false});
+  EXPECT_NE(odd.find("nf4 forward [4 x 33] -> [4 x 17]"), std::string::npos) << odd;
+  EXPECT_NE(odd.find("in_features 33 is not a multiple of 64"), std::string::npos) << odd;
+  const std::string few = message({QuantLinearFormat::int8, true, 8, 17, 64, false});
+  EXPECT_NE(few.find("int8 grad_input [8 x 17] -> [8 x 64]"), std::string::npos) << few;
+  EXPECT_NE(few.find("at most 8 rows"), std::string::npos) << few;
+  const std::string null = message({QuantLinearFormat::nf4, false, 4, 17, 64, false});
+  EXPECT_NE(null.find("null pointer"), std::string::npos) << null;
+  EXPECT_FALSE(quant_linear_supports({QuantLinearFormat::nf4, false, 0, 17, 64, false}));
+  EXPECT_TRUE(quant_linear_supports({QuantLinearFormat::nf4_nested, true, 9, 1, 64, false}));
+}
+
+}  // namespace
+}  // namespace tessera::cuda
