@@ -18,8 +18,13 @@
 //  - the GPT step's attention becomes fused attention calls (one forward,
 //    and one backward writing dq, dk, dv, per layer), and attention the
 //    kernels do not take is decomposed (library_attention.h);
-//  - quantized linears of more than 8 rows become dequantize + a library GEMM
-//    that computes what they did (dequantize_for_gemm.h);
+//  - quantized linears that the CUDA quantized-linear kernels take (f32,
+//    in_features a multiple of 64; grad_input above 8 rows) become calls of
+//    those kernels whose descriptor, computed in a plain loop from the
+//    format's definition, equals the reference interpreter on the kernel
+//    (library_quant_linear.h); others of more than 8 rows become dequantize
+//    + a library GEMM that computes what they did (dequantize_for_gemm.h),
+//    and the rest stay Halide kernels;
 //  - its token embedding's gradient becomes a call of the CUDA
 //    embedding-gradient kernel whose descriptor, summed in a plain loop,
 //    equals the reference interpreter on the kernel (library_embedding_grad.h).
@@ -38,6 +43,7 @@
 #include "library_attention.h"
 #include "library_embedding_grad.h"
 #include "library_gemm.h"
+#include "library_quant_linear.h"
 #include "partition.h"
 #include "reference/reference.h"
 #include "test_util.h"
@@ -661,11 +667,12 @@ TEST(LibraryEmbeddingGrad, TheGptStepsTablesAreKernelCalls) {
   EXPECT_NE(text.find("embedding gradient f32 [15 x 6] -> [11 x 6], i32 indices"), std::string::npos) << text;
 }
 
-// The QLoRA step's NF4 linears (double-quantized, 15 rows) become
-// dequantize + a cuBLASLt GEMM in a GPU plan, forward and backward, each
-// with a dequantize of its own; the rewritten step computes what the step
-// did (reference interpreter on both, which rounds each node to f32, so to
-// f32 rounding). With 8 rows or fewer they stay fused.
+// The QLoRA step with n_embd 8: NF4 linears (double-quantized, 15 rows) of
+// in_features 8 and 32, which the CUDA quantized-linear kernels do not take,
+// become dequantize + a cuBLASLt GEMM in a GPU plan, forward and backward,
+// each with a dequantize of its own; the rewritten step computes what the
+// step did (reference interpreter on both, which rounds each node to f32, so
+// to f32 rounding). With 8 rows or fewer they stay fused.
 TEST(DequantizeForGemm, TheQloraStepsProductsBecomeLibraryGemms) {
   auto step = [](const char* batch) {
     return registered_model("gpt_qlora_train_step", {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"},
@@ -675,7 +682,12 @@ TEST(DequantizeForGemm, TheQloraStepsProductsBecomeLibraryGemms) {
   const Graph g = step("3");
   const Graph d = dequantize_for_gemm(g);
   int quantized = 0, dequantized = 0;
-  for (const Node& n : g.nodes) quantized += n.op.rfind("linear_nf4", 0) == 0;
+  for (const Node& n : g.nodes) {
+    if (n.op.rfind("linear_nf4", 0) != 0) continue;
+    ++quantized;
+    EXPECT_FALSE(quant_linear_kernel_takes(g, n)) << n.name << " (in_features "
+                                                  << attr_int(n.attrs, "in_features", n.op) << ")";
+  }
   for (const Node& n : d.nodes) {
     EXPECT_NE(n.op.rfind("linear_nf4", 0), 0u) << n.name << " is still " << n.op;
     dequantized += n.op == "dequantize_nf4";
@@ -698,6 +710,151 @@ TEST(DequantizeForGemm, TheQloraStepsProductsBecomeLibraryGemms) {
   // Batch 1: 5 rows, the fused kernels stream the packed weight.
   const Graph small = step("1");
   EXPECT_EQ(print(dequantize_for_gemm(small)), print(small));
+}
+
+// Random kernel arguments for quantized linears: floats in [-1, 1], packed
+// NF4 bytes, absmax codes and int8 weights over their whole range.
+std::map<std::string, ref::RefTensor> quant_args(const Kernel& k, std::mt19937& rng) {
+  std::map<std::string, ref::RefTensor> args;
+  for (size_t i = 0; i < k.inputs.size(); ++i) {
+    const TensorType& t = k.graph.nodes[i].type;
+    ref::RefTensor r = random_tensor(t, rng);
+    if (t.dtype == DType::u8 || t.dtype == DType::i8)
+      for (double& x : r.data) x = static_cast<double>(rng() % 256) - (t.dtype == DType::i8 ? 128 : 0);
+    args["in" + std::to_string(i)] = std::move(r);
+  }
+  return args;
+}
+
+// The product a quantized-linear descriptor names, in double, from the
+// kernel's arguments: W [N, K] dequantized by the format's definition
+// (tessera/quant_ops.h), then x [rows, K] W^T (+ bias) or x [rows, N] W.
+std::vector<double> quant_linear_from_descriptor(const LibraryQuantLinear& q,
+                                                 const std::map<std::string, ref::RefTensor>& args) {
+  auto in = [&](int i) -> const std::vector<double>& { return args.at("in" + std::to_string(i)).data; };
+  const int64_t N = q.out_features, K = q.in_features;
+  const std::vector<double>& weight = in(q.weight);
+  const std::vector<double>& scale = in(q.scale);  // int8: per row; NF4: absmax (f32 or u8 codes)
+  std::vector<double> W(static_cast<size_t>(N * K));
+  for (int64_t e = 0; e < N * K; ++e) {
+    if (q.format == "int8") {
+      W[e] = weight.at(e) * scale.at(e / K);
+      continue;
+    }
+    const int byte = static_cast<int>(weight.at(e / 2));
+    const int code = e % 2 == 0 ? byte >> 4 : byte & 15;  // element 2i in the high nibble
+    const int64_t block = e / kNF4BlockSize;
+    double absmax = scale.at(block);
+    if (q.format == "nf4_nested")
+      absmax = in(q.nested_quant_map).at(static_cast<size_t>(scale.at(block))) *
+                   in(q.nested_absmax).at(block / kNestedBlockSize) +
+               in(q.nested_offset).at(0);
+    W[e] = static_cast<double>(nf4_code_book()[code]) * absmax;
+  }
+  const std::vector<double>& x = in(q.x);
+  const int64_t from = q.grad_input ? N : K, to = q.grad_input ? K : N;
+  std::vector<double> out(static_cast<size_t>(q.rows * to));
+  for (int64_t m = 0; m < q.rows; ++m)
+    for (int64_t j = 0; j < to; ++j) {
+      double acc = q.bias >= 0 ? in(q.bias).at(j) : 0.0;
+      for (int64_t i = 0; i < from; ++i) acc += x.at(m * from + i) * (q.grad_input ? W[i * K + j] : W[j * K + i]);
+      out[m * to + j] = acc;
+    }
+  return out;
+}
+
+// Partitions `g` as a GPU plan does and checks each kernel that is a
+// quantized-linear call: computed from its descriptor alone, it equals the
+// reference interpreter on the kernel's graph. No node the kernels take is
+// left in another kernel. Returns the calls' texts, in order.
+std::vector<std::string> check_quant_linears(const Graph& g, uint32_t seed) {
+  const Graph prepared = prepare_gpu_graph(g);
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  std::mt19937 rng(seed);
+  std::vector<std::string> calls;
+  for (const Kernel& k : partition(prepared, &cost, nullptr, true)) {
+    const std::optional<LibraryQuantLinear> q = match_library_quant_linear(k);
+    if (!q) {
+      for (const Node& n : k.graph.nodes)
+        EXPECT_FALSE(quant_linear_kernel_takes(k.graph, n)) << n.op << " left out of the kernels:\n" << print(k.graph);
+      continue;
+    }
+    calls.push_back(q->text());
+    EXPECT_EQ(k.roots.size(), 1u) << q->text();
+    const std::map<std::string, ref::RefTensor> args = quant_args(k, rng);
+    const std::vector<double> got = quant_linear_from_descriptor(*q, args);
+    const std::vector<double> want = ref::evaluate(k.graph, args).at("out").data;
+    EXPECT_EQ(got.size(), want.size()) << q->text();
+    // Both in double; the reference rounds its result to f32 once: an ulp apart.
+    for (size_t i = 0; i < got.size() && i < want.size(); ++i)
+      if (std::fabs(ref::to_dtype(DType::f32, got[i]) - want[i]) > 2e-7 * (1 + std::fabs(want[i]))) {
+        ADD_FAILURE() << q->text() << ": element " << i << " is " << got[i] << ", the reference says " << want[i];
+        break;
+      }
+  }
+  return calls;
+}
+
+// In a GPU plan the QLoRA step's NF4 linears of in_features 64 and 256 are
+// calls of the CUDA quantized-linear kernels, forward (15 rows) and for the
+// gradient of x, reading the packed weight: nothing is dequantized. Each
+// call, computed from its descriptor, equals the reference on its kernel,
+// and the CUDA plan reports the calls.
+TEST(LibraryQuantLinear, TheQloraStepsLinearsAreKernelCalls) {
+  for (const char* double_quant : {"true", "false"}) {
+    const Graph step = registered_model(
+        "gpt_qlora_train_step", {{"vocab_size", "11"}, {"block_size", "5"}, {"n_layer", "1"}, {"n_head", "2"},
+                                 {"n_embd", "64"}, {"batch", "3"}, {"r", "4"}, {"double_quant", double_quant}});
+    for (const Node& n : prepare_gpu_graph(step).nodes) EXPECT_NE(n.op, "dequantize_nf4") << n.name;
+    SEEDED(seed);
+    const std::string f = double_quant == std::string("true") ? "nf4_nested" : "nf4";
+    const std::vector<std::string> want = {
+        f + " linear [15 x 64] -> [15 x 192] from the packed weight, bias",           // attn.c_attn
+        f + " linear [15 x 64] -> [15 x 64] from the packed weight, bias",            // attn.c_proj
+        f + " linear [15 x 64] -> [15 x 256] from the packed weight, bias",           // mlp.c_fc
+        f + " linear [15 x 256] -> [15 x 64] from the packed weight, bias",           // mlp.c_proj
+        f + " linear input gradient [15 x 64] -> [15 x 256] from the packed weight",  // mlp.c_proj
+        f + " linear input gradient [15 x 256] -> [15 x 64] from the packed weight",  // mlp.c_fc
+        f + " linear input gradient [15 x 64] -> [15 x 64] from the packed weight",   // attn.c_proj
+    };
+    EXPECT_EQ(check_quant_linears(step, seed), want);
+    if (f != "nf4_nested") continue;
+    const std::string text = compile_cuda(step, Target::parse("host-cuda-sm90"), {.library_gemm = true}).text();
+    for (const std::string& call : want) EXPECT_NE(text.find("library call: " + call), std::string::npos) << text;
+  }
+}
+
+// op_zoo's quantized linears: int8, NF4 and double-quantized NF4 at 1, 3,
+// 15 and 130 rows, with and without a bias, and the input gradients at 15
+// and 130 rows, are kernel calls that compute what the reference does. The
+// shapes the kernels do not take keep their old paths: in_features 33 at 15
+// rows dequantize before a cuBLASLt GEMM, 33 at 5 rows and an input
+// gradient of 8 rows stay Halide kernels of the fused ops.
+TEST(LibraryQuantLinear, OpZoosQuantizedLinears) {
+  const Graph zoo = op_zoo();
+  SEEDED(seed);
+  const std::vector<std::string> calls = check_quant_linears(zoo, seed);
+  EXPECT_EQ(calls.size(), 17u);
+  auto has = [&](const std::string& c) { return std::find(calls.begin(), calls.end(), c) != calls.end(); };
+  EXPECT_TRUE(has("int8 linear [1 x 64] -> [1 x 17] from the packed weight, bias"));
+  EXPECT_TRUE(has("int8 linear [3 x 64] -> [3 x 17] from the packed weight"));
+  EXPECT_TRUE(has("nf4 linear [130 x 128] -> [130 x 33] from the packed weight, bias"));
+  EXPECT_TRUE(has("nf4_nested linear [130 x 128] -> [130 x 131] from the packed weight, bias"));
+  EXPECT_TRUE(has("int8 linear input gradient [15 x 17] -> [15 x 64] from the packed weight"));
+  EXPECT_TRUE(has("nf4_nested linear input gradient [130 x 131] -> [130 x 128] from the packed weight"));
+  // The others: dequantized (in_features 33, 15 rows) or Halide kernels.
+  const Graph prepared = prepare_gpu_graph(zoo);
+  std::map<std::string, int> left;  // op -> nodes of the prepared graph
+  for (const Node& n : prepared.nodes)
+    if (n.op.rfind("linear_", 0) == 0 || n.op.rfind("dequantize_", 0) == 0)
+      left[n.op] += !quant_linear_kernel_takes(prepared, n);
+  // linear_int8, its input gradient, linear_nf4 and its input gradient
+  // (in_features 33, 15 rows) dequantized, besides the zoo's two dequantize outputs.
+  EXPECT_EQ(left["dequantize_int8"], 1 + 2);
+  EXPECT_EQ(left["dequantize_nf4"], 1 + 2);
+  EXPECT_EQ(left["linear_nf4"], 1);             // the GEMV of in_features 33 (5 rows)
+  EXPECT_EQ(left["linear_nf4_grad_input"], 1);  // 8 rows, in_features 64
+  EXPECT_EQ(left["linear_int8"] + left["linear_int8_grad_input"], 0);
 }
 
 }  // namespace

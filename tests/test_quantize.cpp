@@ -5,7 +5,7 @@
 // through compile().run() against the float64 reference interpreter, and the
 // quantized linears against the f32 linear within the bound the quantization
 // error implies, at batches 1, 3, 8 (GEMV schedule) and 9, 33, 64 (tiled),
-// odd N and K; the gradient with respect to x by central differences; the
+// odd N and K, and the GEMV of a computed x; the gradient with respect to x by central differences; the
 // quantize pass and quantize_state_dict on an MLP against the f32 model;
 // errors naming op, tensor and shapes; and the CUDA schedules compiling to
 // PTX (no GPU needed). Every test draws a fresh seed (TESSERA_TEST_SEED
@@ -379,6 +379,29 @@ TEST_P(QuantLinear, MatchesReferenceAndF32) {
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantLinear, ::testing::Values(Fmt::int8, Fmt::nf4, Fmt::nf4_dq),
                          [](const ::testing::TestParamInfo<Fmt>& i) { return fmt_name(i.param); });
+
+// A GEMV whose x is computed in its kernel (a view of an input, an
+// elementwise op): the schedule computes x at root for the reduction lanes
+// that read it, and the result is the reference's.
+TEST(QuantGemv, ReadsAComputedX) {
+  SEEDED(seed);
+  std::mt19937 rng(seed);
+  for (Fmt f : {Fmt::int8, Fmt::nf4, Fmt::nf4_dq})
+    for (int64_t rows : {1, 3}) {
+      SCOPED_TRACE(std::string(fmt_name(f)) + " rows " + std::to_string(rows));
+      GraphBuilder g("q");
+      std::map<std::string, Buffer> args;
+      QuantParams p = add_quantized(g, args, "fc", random_buffer(rng, {17, 128}), f);
+      args["x"] = random_buffer(rng, {rows, 2, 128});
+      Tensor x = relu(reshape(slice(g.input("x", {rows, 2, 128}), 1, 1, 2), {rows, 128}));
+      g.output("y", f == Fmt::int8 ? linear_int8(x, p.weight, p.scale) : linear_nf4(x, p.nf4));
+      const Graph graph = g.build();
+      Executable exe = compile(graph);
+      test_util::expect_outputs_close(exe.run(args), ref::evaluate(graph, ref::from_buffers(args)), 1e-5,
+                                      "vs reference");
+      EXPECT_NE(exe.schedule_text().find("GEMV"), std::string::npos) << exe.schedule_text();
+    }
+}
 
 // dequantize_int8 / dequantize_nf4 (a rank-3 x for the linear as well)
 // against the reference and this file's decoding.

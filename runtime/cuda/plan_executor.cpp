@@ -19,6 +19,7 @@
 #include "tessera/cuda/attention.h"
 #include "tessera/cuda/embedding_grad.h"
 #include "tessera/cuda/gemm.h"
+#include "tessera/cuda/quant_linear.h"
 #include "tessera/error.h"
 
 namespace tessera::cuda {
@@ -155,6 +156,7 @@ struct PlanExecutor::State {
   std::vector<AttentionShape> attention;             // per step (attention steps)
   std::vector<AttentionLayout> attention_layout;     // per step (attention steps)
   std::vector<EmbeddingGradShape> embedding_grad;    // per step (embedding gradient steps)
+  std::vector<QuantLinearShape> quant_linear;        // per step (quantized linear steps)
   float* attention_scratch = nullptr;                // attention backward's row statistics, after the tensors
   std::vector<float*> attention_lse;                 // per step: the forward's logsumexp that a backward reuses, or null
   std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
@@ -215,6 +217,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
   s.attention.resize(spec.num_steps);
   s.attention_layout.resize(spec.num_steps);
   s.embedding_grad.resize(spec.num_steps);
+  s.quant_linear.resize(spec.num_steps);
   for (int k = 0; k < spec.num_steps; ++k) {
     const PlanStep& step = spec.steps[k];
     const std::string where = "plan '" + plan + "' " + step.what;
@@ -287,8 +290,43 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       check_operand(where, e->indices, static_cast<size_t>(e->positions) * (sh.index == DType::i64 ? 8 : 4), "indices", true);
       check_operand(where, e->grad, e->positions * row, "grad", true);
       check_operand(where, e->out, e->vocab * row, "out", true);
+    } else if (const PlanQuantLinear* q = step.quant_linear) {
+      QuantLinearShape& sh = s.quant_linear[k];
+      const std::string format = q->format;
+      if (format == "int8") sh.format = QuantLinearFormat::int8;
+      else if (format == "nf4") sh.format = QuantLinearFormat::nf4;
+      else if (format == "nf4_nested") sh.format = QuantLinearFormat::nf4_nested;
+      else fail(where, ": no quantized weight format '", format, "' (int8, nf4 or nf4_nested)");
+      sh.grad_input = q->grad_input;
+      sh.rows = q->rows;
+      sh.out_features = q->out_features;
+      sh.in_features = q->in_features;
+      sh.bias = q->bias >= 0;
+      if (const std::string why = quant_linear_unsupported(sh); !why.empty())
+        fail(where, ": the quantized linear kernels do not take ", sh.text(), ": ", why);
+      const size_t weights = static_cast<size_t>(q->out_features * q->in_features);  // K % 64 == 0: no padding
+      const size_t f32 = sizeof(float);
+      const int64_t in = q->grad_input ? q->out_features : q->in_features;
+      const int64_t out = q->grad_input ? q->in_features : q->out_features;
+      check_operand(where, q->x, static_cast<size_t>(q->rows * in) * f32, "x", true);
+      check_operand(where, q->out, static_cast<size_t>(q->rows * out) * f32, "out", true);
+      if (sh.format == QuantLinearFormat::int8) {
+        check_operand(where, q->weight, weights, "weight (i8)", true);
+        check_operand(where, q->scale, static_cast<size_t>(q->out_features) * f32, "scale", true);
+      } else {
+        const size_t blocks = weights / 64;
+        const bool nested = sh.format == QuantLinearFormat::nf4_nested;
+        check_operand(where, q->weight, weights / 2, "weight (packed NF4)", true);
+        check_operand(where, q->scale, blocks * (nested ? 1 : f32), nested ? "absmax (u8 codes)" : "absmax", true);
+        if (nested) {
+          check_operand(where, q->nested_absmax, (blocks + 255) / 256 * f32, "nested_absmax", true);
+          check_operand(where, q->nested_quant_map, 256 * f32, "nested_quant_map", true);
+          check_operand(where, q->nested_offset, f32, "nested_offset", true);
+        }
+      }
+      if (sh.bias) check_operand(where, q->bias, static_cast<size_t>(q->out_features) * f32, "bias", true);
     } else if (!step.kernel) {
-      fail(where, ": neither a kernel, a GEMM, attention nor an embedding gradient");
+      fail(where, ": neither a kernel, a GEMM, attention, an embedding gradient nor a quantized linear");
     }
   }
   const size_t scratch_offset = end;
@@ -469,6 +507,22 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       }
       continue;
     }
+    if (const PlanQuantLinear* q = step.quant_linear) {
+      auto ptr = [&](int t) -> const void* { return t < 0 ? nullptr : device_ptr(t); };
+      QuantWeight w;
+      w.weight = ptr(q->weight);
+      w.scale = ptr(q->scale);
+      w.nested_absmax = static_cast<const float*>(ptr(q->nested_absmax));
+      w.nested_quant_map = static_cast<const float*>(ptr(q->nested_quant_map));
+      w.nested_offset = static_cast<const float*>(ptr(q->nested_offset));
+      try {
+        quant_linear(s.quant_linear[k], static_cast<const float*>(ptr(q->x)), w,
+                     static_cast<const float*>(ptr(q->bias)), static_cast<float*>(device_ptr(q->out)), stream);
+      } catch (const Error& err) {
+        fail("plan '", spec.name, "' ", step.what, ": ", err.what());
+      }
+      continue;
+    }
     int n = 0;
     for (const int* t = step.tensors; *t >= 0; ++t) {
       if (n == 64) fail("plan '", spec.name, "' ", step.what, ": more than 64 buffers");
@@ -578,6 +632,12 @@ std::vector<PlanExecutor::StepProfile> PlanExecutor::profile(int reps) {
     } else if (const PlanEmbeddingGrad* e = step.embedding_grad) {
       p.embedding_grad = true;
       touched = {e->indices, e->grad, e->out};
+    } else if (const PlanQuantLinear* q = step.quant_linear) {
+      p.quant_linear = true;
+      p.flops = 2.0 * q->rows * q->out_features * q->in_features;
+      for (int t :
+           {q->x, q->weight, q->scale, q->nested_absmax, q->nested_quant_map, q->nested_offset, q->bias, q->out})
+        if (t >= 0) touched.push_back(t);
     } else {
       for (const int* t = step.tensors; *t >= 0; ++t) touched.push_back(*t);
     }
@@ -600,6 +660,7 @@ std::string PlanExecutor::describe() const {
         << (s_->options.allow_tf32 ? " (TF32)" : "")
         << (s_->attention_layout[k].dense(s_->attention[k]) ? "" : "; " + s_->attention_layout[k].text()) << "\n";
     else if (step.embedding_grad) o << "embedding gradient " << s_->embedding_grad[k].text() << "\n";
+    else if (step.quant_linear) o << "quantized linear " << s_->quant_linear[k].text() << "\n";
     else o << "Halide CUDA kernel\n";
   }
   const auto in_place = std::count_if(s_->alias.begin(), s_->alias.end(), [](int a) { return a >= 0; });

@@ -157,13 +157,51 @@ Graph op_zoo(DType dtype) {
   Tensor si8 = g.param("w_int8.scale", {17});
   out("dequantize_int8", dequantize_int8(wi8, si8));
   out("linear_int8", linear_int8(xq, wi8, si8, f32(bias)));
-  out("linear_int8_grad_input", linear_int8_grad_input(f32(input("g17", {3, 5, 17})), wi8, si8));
+  Tensor g17 = f32(input("g17", {3, 5, 17}));
+  out("linear_int8_grad_input", linear_int8_grad_input(g17, wi8, si8));
   const NF4Tensors nf4 = nf4_param(g, "w_nf4", 17, 33, false);
   const NF4Tensors nested = nf4_param(g, "w_nf4_nested", 17, 33, true);
   out("dequantize_nf4", dequantize_nf4(nf4));
   out("linear_nf4", linear_nf4(xq, nf4, f32(bias)));
   out("linear_nf4_gemv", linear_nf4(reshape(slice(xq, 0, 0, 1, 1), {5, 33}), nested));
   out("linear_nf4_grad_input", linear_nf4_grad_input(f32(input("h17", {3, 5, 17})), nested));
+  // The same with in_features a multiple of 64, which the CUDA quantized
+  // linears take (library_quant_linear.h) from the packed weight: the GEMV
+  // (1 and 3 rows), the tiled product (15 and 130 rows) and the input
+  // gradient (15 and 130 rows; at 8 rows a Halide kernel), with and without
+  // a bias, x an input or computed. Odd out_features; 131 x 128 NF4 has two
+  // nested_absmax blocks. The int8 scales are the params / 127, as
+  // quantization makes them (|W| <= 1): with |W| up to 127, two orders of a
+  // sum of 128 products could differ near 0 by more than test_aot_gpu allows.
+  Tensor xq64 = g.input("xq64", {3, 5, 64}), xq128 = g.input("xq128", {130, 128});
+  Tensor row64 = reshape(slice(xq64, 1, 2, 3), {3, 64});
+  Tensor one64 = reshape(slice(row64, 0, 0, 1), {64}), one128 = slice(xq128, 0, 0, 1);
+  Tensor three128 = relu(slice(xq128, 0, 0, 3));
+  Tensor gq33 = g.input("gq33", {130, 33}), gq131 = g.input("gq131", {130, 131});
+  Tensor bias17 = g.param("qbias17", {17}), bias33 = g.param("qbias33", {33}), bias131 = g.param("qbias131", {131});
+  Tensor w8_64 = g.param("w8_64", {17, 64}, DType::i8), s8_64 = g.param("w8_64.scale", {17}) * (1.0 / 127);
+  Tensor w8_128 = g.param("w8_128", {33, 128}, DType::i8), s8_128 = g.param("w8_128.scale", {33}) * (1.0 / 127);
+  out("linear_int8_1row", linear_int8(one64, w8_64, s8_64, bias17));
+  out("linear_int8_3rows", linear_int8(row64, w8_64, s8_64));
+  out("linear_int8_15rows", linear_int8(xq64, w8_64, s8_64, bias17));
+  out("linear_int8_130rows", linear_int8(xq128, w8_128, s8_128));
+  out("linear_int8_grad_input_15rows", linear_int8_grad_input(g17, w8_64, s8_64));
+  out("linear_int8_grad_input_130rows", linear_int8_grad_input(gq33, w8_128, s8_128));
+  const NF4Tensors nf4_64 = nf4_param(g, "nf4_64", 17, 64, false), nf4_128 = nf4_param(g, "nf4_128", 33, 128, false);
+  out("linear_nf4_1row", linear_nf4(one128, nf4_128));
+  out("linear_nf4_3rows", linear_nf4(row64, nf4_64, bias17));
+  out("linear_nf4_15rows", linear_nf4(xq64, nf4_64));
+  out("linear_nf4_130rows", linear_nf4(xq128, nf4_128, bias33));
+  out("linear_nf4_grad_input_15rows", linear_nf4_grad_input(g17, nf4_64));
+  out("linear_nf4_grad_input_130rows", linear_nf4_grad_input(gq33, nf4_128));
+  const NF4Tensors nested_64 = nf4_param(g, "nf4_nested_64", 17, 64, true);
+  const NF4Tensors nested_128 = nf4_param(g, "nf4_nested_128", 131, 128, true);
+  out("linear_nf4_nested_1row", linear_nf4(one64, nested_64, bias17));
+  out("linear_nf4_nested_3rows", linear_nf4(three128, nested_128));
+  out("linear_nf4_nested_15rows", linear_nf4(xq64, nested_64, bias17));
+  out("linear_nf4_nested_130rows", linear_nf4(xq128, nested_128, bias131));
+  out("linear_nf4_nested_grad_input_8rows", linear_nf4_grad_input(slice(reshape(g17, {15, 17}), 0, 0, 8), nested_64));
+  out("linear_nf4_nested_grad_input_130rows", linear_nf4_grad_input(gq131, nested_128));
   return g.build();
 }
 

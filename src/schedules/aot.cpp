@@ -21,6 +21,7 @@
 #include "library_attention.h"
 #include "library_embedding_grad.h"
 #include "library_gemm.h"
+#include "library_quant_linear.h"
 #include "lower_to_halide.h"
 #include "memory_plan.h"
 #include "partition.h"
@@ -114,7 +115,8 @@ struct Family {
   std::vector<std::optional<LibraryGemm>> gemm;  // per kernel: the cuBLASLt GEMM it is, if any
   std::vector<std::optional<LibraryAttention>> attention;  // per kernel: the fused attention call it is, if any
   std::vector<std::optional<LibraryEmbeddingGrad>> embedding_grad;  // per kernel: the CUDA embedding gradient, if any
-  bool library(size_t k) const { return gemm[k] || attention[k] || embedding_grad[k]; }
+  std::vector<std::optional<LibraryQuantLinear>> quant_linear;  // per kernel: the CUDA quantized linear, if any
+  bool library(size_t k) const { return gemm[k] || attention[k] || embedding_grad[k] || quant_linear[k]; }
   // Per kernel: the tensors of its Halide arguments (in Halide's order), then
   // of its outputs; filled when its first variant lowers it.
   std::vector<std::vector<int>> call_args;
@@ -151,6 +153,7 @@ Family build_family(const Graph& source, const CostModel& cost, bool library_gem
     f.gemm.push_back(library_gemm ? match_library_gemm(k) : std::nullopt);
     f.attention.push_back(library_gemm ? match_library_attention(k) : std::nullopt);
     f.embedding_grad.push_back(library_gemm ? match_library_embedding_grad(k) : std::nullopt);
+    f.quant_linear.push_back(library_gemm ? match_library_quant_linear(k) : std::nullopt);
   }
   f.call_args.resize(f.kernels.size());
   return f;
@@ -217,6 +220,13 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
         << "\", \"" << dtype_name(e->index) << "\", " << e->positions << ", " << e->vocab << ", " << e->dim << ", "
         << f.buffer_of[kernel.inputs[e->indices]] << ", " << f.buffer_of[kernel.inputs[e->grad]] << ", "
         << f.buffer_of[kernel.roots[0]] << "};  // " << e->text() << "\n";
+    } else if (const std::optional<LibraryQuantLinear>& q = f.quant_linear[k]) {
+      auto input = [&](int i) { return i < 0 ? -1 : f.buffer_of[kernel.inputs[i]]; };
+      c << "const tessera::cuda::PlanQuantLinear kCudaQuantLinear" << k << " = {\"" << q->format << "\", "
+        << (q->grad_input ? "true" : "false") << ", " << q->rows << ", " << q->out_features << ", " << q->in_features
+        << ", " << input(q->x) << ", " << input(q->weight) << ", " << input(q->scale) << ", "
+        << input(q->nested_absmax) << ", " << input(q->nested_quant_map) << ", " << input(q->nested_offset) << ", "
+        << input(q->bias) << ", " << f.buffer_of[kernel.roots[0]] << "};  // " << q->text() << "\n";
     } else {
       c << "const int kCudaArgs" << k << "[] = {";
       for (int a : f.call_args[k]) c << a << ", ";
@@ -237,6 +247,8 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
       if (f.gemm[k]) c << "nullptr, nullptr, &kCudaGemm" << k << "},\n";
       else if (f.attention[k]) c << "nullptr, nullptr, nullptr, &kCudaAttention" << k << "},\n";
       else if (f.embedding_grad[k]) c << "nullptr, nullptr, nullptr, nullptr, &kCudaEmbeddingGrad" << k << "},\n";
+      else if (f.quant_linear[k])
+        c << "nullptr, nullptr, nullptr, nullptr, nullptr, &kCudaQuantLinear" << k << "},\n";
       else c << fn_names[v][k] << "_argv, kCudaArgs" << k << ", nullptr},\n";
     }
     c << "};\nconst tessera::cuda::PlanSpec kCudaPlan" << v << " = {\"" << name << "\", kCudaTensors, "
@@ -314,9 +326,10 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
         fn_names[v].push_back("");
         schedule << "kernel " << k << ": " << root.name << " (" << root.op
                  << "): "
-                 << (family.gemm[k]        ? family.gemm[k]->text()
-                     : family.attention[k] ? family.attention[k]->text()
-                                           : family.embedding_grad[k]->text())
+                 << (family.gemm[k]             ? family.gemm[k]->text()
+                     : family.attention[k]      ? family.attention[k]->text()
+                     : family.embedding_grad[k] ? family.embedding_grad[k]->text()
+                                                : family.quant_linear[k]->text())
                  << "\n";
         continue;
       }
@@ -463,9 +476,8 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << "  std::string describe_device() const;  // one line per step: Halide kernel or cuBLASLt GEMM\n"
     << "  size_t device_arena_bytes() const;   // the one device allocation (cuBLASLt's workspace aside)\n"
     << "  // Each step timed alone with CUDA events (mean of `reps` direct runs), as CSV\n"
-    << "  // lines \"what,kind,ms,bytes,flops\" (kind: halide, gemm, attention or embedding_grad;\n"
-    << "  // bytes: tensors read\n"
-    << "  // and written, each once).\n"
+    << "  // lines \"what,kind,ms,bytes,flops\" (kind: halide, gemm, attention,\n"
+    << "  // embedding_grad or quant_linear; bytes: tensors read and written, each once).\n"
     << "  std::string profile_device(int reps);\n\n private:\n  struct State;\n  State* state_;\n};\n\n"
     << "}  // namespace tessera_aot\n";
   write_file(out_dir + "/" + name + ".h", h.str());
@@ -821,7 +833,7 @@ std::string )" << name << R"(::profile_device(int reps) {
   std::string csv;
   if (!state_->gpu) return csv;
   for (const auto& p : state_->gpu->profile(reps))
-    csv += "\"" + p.what + "\"," + (p.gemm ? "gemm," : p.attention ? "attention," : p.embedding_grad ? "embedding_grad," : "halide,") + std::to_string(p.ms) + "," +
+    csv += "\"" + p.what + "\"," + (p.gemm ? "gemm," : p.attention ? "attention," : p.embedding_grad ? "embedding_grad," : p.quant_linear ? "quant_linear," : "halide,") + std::to_string(p.ms) + "," +
            std::to_string(p.bytes) + "," + std::to_string(p.flops) + "\n";
   return csv;
 }

@@ -19,6 +19,7 @@
 #include "library_attention.h"
 #include "library_embedding_grad.h"
 #include "library_gemm.h"
+#include "library_quant_linear.h"
 #include "lower_to_halide.h"
 #include "partition.h"
 #include "target.h"
@@ -160,7 +161,7 @@ double estimate_us(const Kernel& k, const Graph& g, int launches, const CudaArch
   for (int id : k.inputs) bytes += static_cast<double>(g.nodes[id].type.bytes());
   for (int id : k.roots) bytes += static_cast<double>(g.nodes[id].type.bytes());
   for (const Node& n : k.graph.nodes)
-    if (n.op == "matmul" || n.op == "linear")
+    if (n.op == "matmul" || n.op == "linear" || n.op.rfind("linear_", 0) == 0)  // quantized linears too
       flops += 2.0 * static_cast<double>(n.type.numel()) *
                static_cast<double>(k.graph.node(n.inputs[0]).type.shape.back());
   const double memory_us = bytes / (a.dram_gbps * 1e3);
@@ -248,13 +249,18 @@ CudaCompileResult compile_cuda(const Graph& source, const Target& target, const 
     std::optional<LibraryGemm> gemm;
     std::optional<LibraryAttention> attention;
     std::optional<LibraryEmbeddingGrad> embedding_grad;
+    std::optional<LibraryQuantLinear> quant_linear;
     if (options.library_gemm) {
       gemm = match_library_gemm(k);
       attention = match_library_attention(k);
       embedding_grad = match_library_embedding_grad(k);
+      quant_linear = match_library_quant_linear(k);
     }
-    if (gemm || attention || embedding_grad) {
-      info.library = gemm ? gemm->text() : attention ? attention->text() : embedding_grad->text();
+    if (gemm || attention || embedding_grad || quant_linear) {
+      info.library = gemm             ? gemm->text()
+                     : attention      ? attention->text()
+                     : embedding_grad ? embedding_grad->text()
+                                      : quant_linear->text();
       info.estimated_us = estimate_us(k, graph, 1, arch);
       result.kernels.push_back(std::move(info));
       ++index;

@@ -79,8 +79,9 @@ struct CudaCompileOptions {
   // As the PlanExecutor runs the graph (what generated GPU variants do):
   // f32/f16/bf16 products as cuBLASLt GEMMs (library_gemm.h), attention in the
   // fused kernels (library_attention.h, else decomposed), quantized linears
-  // dequantized before their GEMMs (dequantize_for_gemm.h) and embedding
-  // gradients in their CUDA kernel, reported rather than compiled. False
+  // in their CUDA kernels (library_quant_linear.h) or dequantized before
+  // their GEMMs (dequantize_for_gemm.h) and embedding gradients in their
+  // CUDA kernel, reported rather than compiled. False
   // compiles every kernel, products included, with Halide's CUDA schedules.
   bool library_gemm = false;
 };

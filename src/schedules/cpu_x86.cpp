@@ -224,8 +224,9 @@ Var arg_named(const Func& f, const std::string& name) {
 // accumulator, stored in registers) with the rows of x unrolled inside, so
 // each vector of the packed weight is loaded and dequantized once for all
 // rows of x; the lanes are summed at the end. Needs rank <= 2 and a
-// reduction extent that is a multiple of vec. `shape` is the output's.
-std::string schedule_quant_gemv(Func out, Func acc, const Shape& shape, int vec) {
+// reduction extent that is a multiple of vec. `shape` is the output's; `x`,
+// when defined, is a computed x, put at root for the rfactor that reads it.
+std::string schedule_quant_gemv(Func out, Func acc, const Shape& shape, int vec, Func x) {
   std::vector<Var> args = out.args();
   const int64_t N = shape.back(), M = shape.size() == 2 ? shape[0] : 1;
   Var n = args[0], no("no"), ni("ni");
@@ -237,6 +238,7 @@ std::string schedule_quant_gemv(Func out, Func acc, const Shape& shape, int vec)
   Halide::RVar r(acc.update(0).get_schedule().rvars()[0].var), ro("ro"), ri("ri");
   Var u("u");
   Func part = acc.update(0).split(r, ro, ri, vec).rfactor(ri, u);
+  if (x.defined()) schedule_root(x.in(part), vec);  // after the rfactor: acc no longer reads x
   // The lanes innermost in storage too (rfactor appends them last); the
   // whole intermediate (vec x M floats) in registers.
   std::vector<Var> storage{arg_named(part, "u")};
@@ -329,8 +331,7 @@ std::string schedule_quant(LoweredGraph& L, const Graph& g, const Node& node, in
   if (is_quant_linear(node.op)) {
     const int64_t R = reduction_extent(acc);
     if (M <= 8 && rank_ok && R > 0 && R % vec == 0) {
-      if (computed) schedule_root(first.in(acc), vec);
-      return schedule_quant_gemv(out, acc, s, vec) + how;
+      return schedule_quant_gemv(out, acc, s, vec, computed ? first : Func()) + how;
     }
     if (M > 8 && tiled_rows >= 4 && cols >= 3 * vec) {
       const MatmulTiles t = matmul_tiles(cols, tiled_rows, vec);

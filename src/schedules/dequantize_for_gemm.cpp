@@ -3,6 +3,7 @@
 
 #include "graph_rewrite.h"
 #include "library_attention.h"
+#include "library_quant_linear.h"
 
 namespace tessera {
 
@@ -11,7 +12,7 @@ namespace {
 bool rewritten(const Graph& g, const Node& n) {
   const bool quantized = n.op == "linear_int8" || n.op == "linear_nf4" || n.op == "linear_int8_grad_input" ||
                          n.op == "linear_nf4_grad_input";
-  if (!quantized) return false;
+  if (!quantized || quant_linear_kernel_takes(g, n)) return false;  // the CUDA kernels read the packed weight
   const TensorType& x = g.nodes[n.inputs[0]].type;
   return x.numel() / x.shape.back() > 8;  // rows of x (or of the gradient)
 }

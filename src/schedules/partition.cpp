@@ -10,6 +10,7 @@
 #include "library_attention.h"
 #include "library_embedding_grad.h"
 #include "library_gemm.h"
+#include "library_quant_linear.h"
 #include "op_registry.h"
 #include "user_def.h"
 
@@ -83,7 +84,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
       if ((node.op == "matmul" || node.op == "linear") && library_gemm_dtype(node.type.dtype))
         for (int in : node.inputs)
           if (int m = gemm_operand_to_materialize(g, in, root); m >= 0) root[m] = true;
-      if (embedding_grad_kernel_takes(g, node)) {
+      if (embedding_grad_kernel_takes(g, node) || quant_linear_kernel_takes(g, node)) {
         root[node.id] = true;  // a kernel of its own: the CUDA kernel's call, which reads dense buffers
         for (int in : node.inputs)
           if (!g.nodes[in].is_leaf() || g.nodes[in].op == "constant") root[in] = true;
@@ -142,7 +143,8 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   auto arguments = [&](const std::vector<int>& members) {
     std::vector<bool> inside(n, false), member(n, false);
     for (int r : members) inside[r] = member[r] = true;
-    // Library calls (GEMMs, fused attention, the embedding gradient) read dense operands.
+    // Library calls (GEMMs and quantized linears, which are contractions,
+    // fused attention, the embedding gradient) read dense operands.
     const Node& first = g.nodes[members[0]];
     const bool library = library_gemm && (op_def(first.op).kind == OpKind::contraction ||
                                            first.op == "embedding_grad" || dgelu[first.id] ||

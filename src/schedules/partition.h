@@ -96,8 +96,10 @@ struct Kernel {
 // attention nodes the fused CUDA kernels take read their operands from
 // materialized buffers, through views where the kernels take those, and may
 // write their results into the tensor their views feed; the attention_grad
-// nodes of one attention share a kernel (library_attention.h); embedding gradients the CUDA kernel takes get a
-// kernel of their own over materialized operands (library_embedding_grad.h);
+// nodes of one attention share a kernel (library_attention.h); embedding
+// gradients and quantized linears that the CUDA kernels take get a kernel of
+// their own over materialized operands (library_embedding_grad.h,
+// library_quant_linear.h);
 // a materialized tanh-form gelu of such a linear shares its kernel, and a
 // product read only by a materialized tanh-form gelu_grad is computed inside
 // the gelu_grad's kernel (cuBLASLt's GELU and DGELU epilogues: library_gemm.h).

@@ -2,8 +2,8 @@
 // for a target, as text. It compiles (JIT for the CPU, PTX for CUDA) to get
 // the real schedules, and runs nothing. For CUDA it reports the plan that
 // generated GPU variants run: products as cuBLASLt GEMMs, attention in the
-// fused kernels or decomposed, quantized linears dequantized before their
-// GEMMs (prepare_gpu_graph).
+// fused kernels or decomposed, quantized linears in their CUDA kernels or
+// dequantized before their GEMMs (prepare_gpu_graph).
 #include "tessera/plan.h"
 
 #include "compile_cuda.h"

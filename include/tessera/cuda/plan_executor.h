@@ -20,7 +20,8 @@
 // halide_cuda_wrap_device_ptr, on the executor's context and stream through
 // Halide's CUDA hooks), a GEMM (CublasLtGemm) or a fused attention call
 // (attention.h; its backward's row statistics live in a scratch area after
-// the arena's tensors) or an embedding gradient (embedding_grad.h). Then outputs that are
+// the arena's tensors), an embedding gradient (embedding_grad.h) or a
+// quantized linear from its packed weight (quant_linear.h). Then outputs that are
 // copies of inputs or of other outputs are copied on the device, and, with
 // Options::feed_back, each output "new.X" is copied onto input "X" (an
 // optimizer's new params and moments become the next step's), unless
@@ -99,6 +100,18 @@ struct PlanEmbeddingGrad {
   int indices, grad, out;  // tensors
 };
 
+// A quantized linear on the CUDA kernels (quant_linear.h): forward out
+// [rows, N] = x [rows, K] @ W^T (+ bias), grad_input out [rows, K] = x
+// [rows, N] @ W, with W [N, K] the dequantized weight.
+struct PlanQuantLinear {
+  const char* format;  // "int8", "nf4" or "nf4_nested"
+  bool grad_input;
+  int64_t rows, out_features, in_features;
+  // Tensors, -1 when absent: x, the packed weight, its scale (int8) or
+  // absmax (NF4), the nested tensors (nf4_nested), the bias (forward) and out.
+  int x, weight, scale, nested_absmax, nested_quant_map, nested_offset, bias, out;
+};
+
 using HalideKernelFn = int (*)(void**);
 
 struct PlanStep {
@@ -108,6 +121,7 @@ struct PlanStep {
   const PlanGemm* gemm;   // a GEMM, or nullptr
   const PlanAttention* attention = nullptr;  // a fused attention call, or nullptr
   const PlanEmbeddingGrad* embedding_grad = nullptr;  // an embedding gradient, or nullptr
+  const PlanQuantLinear* quant_linear = nullptr;      // a quantized linear, or nullptr
 };
 
 struct PlanSpec {
@@ -185,14 +199,15 @@ class PlanExecutor {
   // Each step timed alone with CUDA events (direct launches, `reps` runs of
   // the whole plan after one warm-up; the mean per step). bytes: the sizes
   // of the tensors it reads and writes, each once (a lower bound on its
-  // traffic); flops: 2mnk per GEMM; for attention the useful products
-  // (forward 4 B T^2 D, halved when causal; backward 2.5 times that), 0 for
-  // Halide kernels.
+  // traffic); flops: 2mnk per GEMM and quantized linear; for attention the
+  // useful products (forward 4 B T^2 D, halved when causal; backward 2.5
+  // times that), 0 for Halide kernels.
   struct StepProfile {
     std::string what;
     bool gemm = false;
     bool attention = false;
     bool embedding_grad = false;
+    bool quant_linear = false;
     double ms = 0;
     size_t bytes = 0;
     double flops = 0;
