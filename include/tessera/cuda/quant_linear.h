@@ -9,7 +9,7 @@
 // output features streams their packed rows once, a 32-bit word per thread
 // and step, and decodes through a code book in shared memory), and a tiled
 // product for more rows
-// (each 128 x 128 output tile dequantizes its 32-deep slices of W into
+// (each 128 x 128 output tile dequantizes its 16-deep slices of W into
 // shared memory, where the f32 FMA loops read them). Results differ from
 // the CPU's only by the order of the f32 sums.
 //
