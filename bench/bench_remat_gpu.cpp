@@ -17,8 +17,6 @@
 // Usage: bench_remat_gpu [out_dir [variant]]  (writes remat_gpu.csv, or
 // remat_gpu_<variant>.csv with a variant: none, 1.0, 0.5 or 0.25 to run only
 // that one, in a fresh process for the cleanest memory figure)
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -40,12 +38,8 @@ using tessera_bench::device_memory_used;
 constexpr int kWarmupSteps = 5;  // the third run is captured into a CUDA Graph
 constexpr int kTimedSteps = 20;
 
-struct Row {
-  std::string variant, target;
-  size_t planned_peak = 0, device_arena = 0, cpu_planned_peak = 0, measured = 0;
-  double median_ms = 0, min_ms = 0;
-  float loss_first = 0, loss_last = 0;
-  bool graph = false;
+struct Row : tessera_bench::StepMeasurement {
+  std::string variant;
 };
 
 std::string g_only;  // argv[2]: run only this variant
@@ -53,46 +47,12 @@ std::string g_only;  // argv[2]: run only this variant
 template <typename Step>
 void bench(const std::string& variant, std::vector<Row>& rows) {
   if (!g_only.empty() && g_only != variant) return;
-  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  const size_t before = device_memory_used();
   Row row;
+  static_cast<tessera_bench::StepMeasurement&>(row) = tessera_bench::measure_step<Step>(kWarmupSteps, kTimedSteps);
   row.variant = variant;
-  {
-    Step step(nullptr, /*update_in_place=*/true);  // the variant for this machine; params and moments updated in place
-    if (!std::strstr(step.target(), "cuda")) {
-      std::printf("remat %-5s: no GPU variant runs here (%s)\n", variant.c_str(), step.target());
-      return;
-    }
-    row.target = step.target();
-    row.planned_peak = tessera_bench::planned_intermediate_bytes(step.describe_device());
-    row.device_arena = step.device_arena_bytes();
-    row.cpu_planned_peak = Step::kArenaBytes;
-    const int step_input = tessera_bench::upload_inputs(step);
-    step.set_feed_back(true);
-    size_t used = device_memory_used();
-    float counter = 0;
-    auto one_step = [&] {
-      counter += 1;
-      if (step_input >= 0) step.upload(step_input, &counter);
-      step.run_device();
-      step.synchronize();
-      used = std::max(used, device_memory_used());
-    };
-    one_step();
-    row.loss_first = tessera_bench::read_scalar_output(step, "loss");
-    for (int k = 1; k < kWarmupSteps; ++k) one_step();
-    std::vector<double> ms;
-    for (int k = 0; k < kTimedSteps; ++k) {
-      const auto t0 = std::chrono::steady_clock::now();
-      one_step();
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-    row.loss_last = tessera_bench::read_scalar_output(step, "loss");
-    row.graph = step.last_run_was_graph();
-    std::sort(ms.begin(), ms.end());
-    row.median_ms = ms[ms.size() / 2];
-    row.min_ms = ms[0];
-    row.measured = used - std::min(used, before);
+  if (!row.ran) {
+    std::printf("remat %-5s: no GPU variant runs here (%s)\n", variant.c_str(), row.target.c_str());
+    return;
   }
   const double mib = 1.0 / (1 << 20);
   std::printf("remat %-5s  planned peak %9.1f MiB  arena %9.1f MiB  measured %9.1f MiB  median %9.3f ms  min %9.3f ms"

@@ -3,12 +3,15 @@
 // tensor's values depend only on its name, so steps of one model compiled
 // differently, with and without remat say, get the same inputs), runs steps
 // with the optimizer's outputs fed back, reads a scalar output, and reads the
-// device memory in use and the memory plan's peak. It times nothing and
-// writes no files; the benchmarks do (bench_steps_gpu.cpp, bench_remat_gpu.cpp).
+// device memory in use and the memory plan's peak; measure_step does all of
+// that for one generated step and times its steps. It writes no files; the
+// benchmarks do (bench_steps_gpu.cpp, bench_remat_gpu.cpp, bench_qlora_gpu.cpp).
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -114,6 +117,64 @@ float read_scalar_output(Step& step, const std::string& name) {
     return f;
   }
   throw std::runtime_error(std::string("the step has no output '") + name + "'");
+}
+
+// What measure_step saw of one generated step.
+struct StepMeasurement {
+  bool ran = false;  // false: no GPU variant runs here (target says which ran instead)
+  std::string target;
+  size_t planned_peak = 0, device_arena = 0, cpu_planned_peak = 0, measured = 0;
+  double median_ms = 0, min_ms = 0;
+  float loss_first = 0, loss_last = 0;
+  bool graph = false;
+};
+
+// Runs `Step` (the variant for this machine, params and moments updated in
+// place and fed back) for `warmup` then `timed` steps, each synchronized
+// and timed alone on the host clock (the third run is captured into a CUDA
+// Graph). measured: the most device memory in use during its steps beyond
+// what was in use before the step object existed (arena, Halide's scratch
+// pool, cuBLASLt's workspace, the CUDA Graph). The loss of step 1 and of the
+// last step from its scalar output "loss".
+template <typename Step>
+StepMeasurement measure_step(int warmup, int timed) {
+  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  const size_t before = device_memory_used();
+  StepMeasurement m;
+  Step step(nullptr, /*update_in_place=*/true);
+  m.target = step.target();
+  if (m.target.find("cuda") == std::string::npos) return m;
+  m.ran = true;
+  m.planned_peak = planned_intermediate_bytes(step.describe_device());
+  m.device_arena = step.device_arena_bytes();
+  m.cpu_planned_peak = Step::kArenaBytes;
+  const int step_input = upload_inputs(step);
+  step.set_feed_back(true);
+  size_t used = device_memory_used();
+  float counter = 0;
+  auto one_step = [&] {
+    counter += 1;
+    if (step_input >= 0) step.upload(step_input, &counter);
+    step.run_device();
+    step.synchronize();
+    used = std::max(used, device_memory_used());
+  };
+  one_step();
+  m.loss_first = read_scalar_output(step, "loss");
+  for (int k = 1; k < warmup; ++k) one_step();
+  std::vector<double> ms;
+  for (int k = 0; k < timed; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    one_step();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  m.loss_last = read_scalar_output(step, "loss");
+  m.graph = step.last_run_was_graph();
+  std::sort(ms.begin(), ms.end());
+  m.median_ms = ms[ms.size() / 2];
+  m.min_ms = ms[0];
+  m.measured = used - std::min(used, before);
+  return m;
 }
 
 }  // namespace tessera_bench

@@ -137,7 +137,9 @@ Graph op_zoo(DType dtype = DType::f32);
 // joint graph, before autocast and the optimizer; its clones carry the
 // attribute remat); the QLoRA
 // step also r=8 alpha=16 targets=c_attn (comma-separated patterns, lora.h)
-// double_quant=false, and weight_decay 0. Throws Error for an unknown model
+// double_quant=false, and weight_decay 0; both QLoRA models also
+// quantize=true (false: the same adapters on the f32 base, plain LoRA) and
+// logits=true (as gpt_train_step's). Throws Error for an unknown model
 // or parameter, or a bad value.
 std::vector<std::string> registered_models();
 Graph registered_model(const std::string& name, const std::map<std::string, std::string>& params = {});

@@ -163,10 +163,15 @@ void drop_output(Graph& g, const std::string& name) {
 // The QLoRA model: the GPT with every linear but the LM head in NF4
 // (quantize.h) and LoRA adapters on `targets` (lora.h, PEFT's init, no
 // dropout). `training` false: lora.h's evaluation graph (no dropout node).
+// quantize=false keeps the base's linears f32 (plain LoRA); logits=false
+// drops the logits output (the step returns the loss).
 Graph gpt_qlora_forward(Params& p, bool training) {
   const GptConfig c = gpt_config(p);
   QuantizeOptions q;
   q.double_quant = p.flag("double_quant", false);
+  const bool quantize = p.flag("quantize", true);
+  Graph base = gpt(c);
+  if (!p.flag("logits", true)) drop_output(base, "logits");
   LoraOptions lo;
   lo.r = p.integer("r", 8);
   lo.alpha = p.real("alpha", 16);
@@ -175,7 +180,7 @@ Graph gpt_qlora_forward(Params& p, bool training) {
   for (std::string t; std::getline(targets, t, ',');) lo.target_modules.push_back(t);
   lo.base_ops = {"linear", "linear_nf4"};
   lo.training = training;
-  return add_lora(quantize_graph(gpt(c), q), lo);
+  return add_lora(quantize ? quantize_graph(base, q) : base, lo);
 }
 
 // The QLoRA fine-tuning step: gpt_qlora_forward, the gradient of the

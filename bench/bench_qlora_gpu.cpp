@@ -1,0 +1,105 @@
+// QLoRA against plain LoRA and full fine-tuning on a GPU (issue 6): one
+// GPT-2-small-like model (vocab 50304, block 1024, 12 layers, 12 heads,
+// d 768, batch 8; f32, the step returns the loss) trained three ways, each
+// a generated step run by the PlanExecutor with its state on the device and
+// updated in place (a CUDA Graph replay after warm-up):
+//   qlora  every linear but the LM head in NF4, LoRA r=8 alpha=16 on
+//          c_attn, c_proj and c_fc, AdamW on the adapters (bench/CMakeLists.txt:
+//          gpt2_qlora_step; its products in the CUDA quantized linears);
+//   lora   the same adapters on the f32 base (gpt2_lora_step, quantize=false);
+//   full   every param trained with AdamW (gpt2_step).
+// Per variant: the memory plan's peak, the device arena, the measured device
+// memory the step holds, the median and min step time and the losses
+// (gpu_step_driver.h's measure_step). The inputs are fixed fill values, not
+// a trained model: the losses only show the steps ran. It does not run
+// PyTorch or bitsandbytes.
+//
+// Usage: bench_qlora_gpu [out_dir [variant]]  (writes qlora_gpu.csv, or
+// qlora_gpu_<variant>.csv for one of qlora, lora, full, run alone in a fresh
+// process for the cleanest memory figure)
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <string>
+#include <vector>
+
+#include "gpt2_lora_step.h"
+#include "gpt2_qlora_step.h"
+#include "gpt2_step.h"
+#include "gpu_step_driver.h"
+
+namespace {
+
+using tessera_bench::check_cuda;
+
+constexpr int kWarmupSteps = 5;
+constexpr int kTimedSteps = 20;
+
+struct Row : tessera_bench::StepMeasurement {
+  std::string variant;
+};
+
+template <typename Step>
+void bench(const std::string& variant, const std::string& only, std::vector<Row>& rows) {
+  if (!only.empty() && only != variant) return;
+  Row row;
+  static_cast<tessera_bench::StepMeasurement&>(row) = tessera_bench::measure_step<Step>(kWarmupSteps, kTimedSteps);
+  row.variant = variant;
+  if (!row.ran) {
+    std::printf("%-5s: no GPU variant runs here (%s)\n", variant.c_str(), row.target.c_str());
+    return;
+  }
+  const double mib = 1.0 / (1 << 20);
+  std::printf("%-5s  planned peak %9.1f MiB  arena %9.1f MiB  measured %9.1f MiB  median %9.3f ms  min %9.3f ms"
+              "  loss %.6f -> %.6f  (%s, graph: %s)\n",
+              variant.c_str(), row.planned_peak * mib, row.device_arena * mib, row.measured * mib, row.median_ms,
+              row.min_ms, row.loss_first, row.loss_last, row.target.c_str(), row.graph ? "yes" : "no");
+  rows.push_back(row);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  const std::string out_dir = argc > 1 ? argv[1] : ".";
+  const std::string only = argc > 2 ? argv[2] : "";
+  if (!only.empty() && only != "qlora" && only != "lora" && only != "full") {
+    std::fprintf(stderr, "bench_qlora_gpu: no variant '%s' (qlora, lora, full)\n", only.c_str());
+    return 2;
+  }
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("bench_qlora_gpu: no CUDA device; nothing to measure\n");
+    return 0;
+  }
+  check_cuda(cudaSetDevice(0), "cudaSetDevice");
+  check_cuda(cudaFree(nullptr), "cudaFree(nullptr)");  // the context exists before the first measurement
+  cudaDeviceProp prop;
+  check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  std::printf("GPU: %s (sm_%d%d, %.1f GiB); %.1f MiB in use before the steps\n", prop.name, prop.major, prop.minor,
+              prop.totalGlobalMem / double(1 << 30), tessera_bench::device_memory_used() / double(1 << 20));
+  std::printf("GPT-2-small-like step (vocab 50304, block 1024, 12 layers, 12 heads, d 768, batch 8), f32; "
+              "%d warm-up + %d timed steps per variant\n",
+              kWarmupSteps, kTimedSteps);
+  std::vector<Row> rows;
+  bench<tessera_aot::gpt2_qlora_step>("qlora", only, rows);
+  bench<tessera_aot::gpt2_lora_step>("lora", only, rows);
+  bench<tessera_aot::gpt2_step>("full", only, rows);
+
+  std::ofstream f(out_dir + (only.empty() ? "/qlora_gpu.csv" : "/qlora_gpu_" + only + ".csv"));
+  f << std::setprecision(9)
+    << "variant,planned_peak_bytes,device_arena_bytes,measured_peak_bytes,median_ms,min_ms,steps,loss_step1,"
+       "loss_last,cuda_graph,target,device\n";
+  for (const Row& r : rows)
+    f << r.variant << "," << r.planned_peak << "," << r.device_arena << "," << r.measured << "," << r.median_ms << ","
+      << r.min_ms << "," << kTimedSteps << "," << r.loss_first << "," << r.loss_last << ","
+      << (r.graph ? "yes" : "no") << "," << r.target << ",\"" << prop.name << "\"\n";
+  if (!f) {
+    std::fprintf(stderr, "bench_qlora_gpu: cannot write the CSV in %s\n", out_dir.c_str());
+    return 1;
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_qlora_gpu: %s\n", e.what());
+  return 1;
+}
