@@ -30,8 +30,6 @@
 
 namespace {
 
-using tessera_bench::check_cuda;
-
 constexpr int kWarmupSteps = 5;
 constexpr int kTimedSteps = 20;
 
@@ -45,16 +43,8 @@ void bench(const std::string& variant, const std::string& only, std::vector<Row>
   Row row;
   static_cast<tessera_bench::StepMeasurement&>(row) = tessera_bench::measure_step<Step>(kWarmupSteps, kTimedSteps);
   row.variant = variant;
-  if (!row.ran) {
-    std::printf("%-5s: no GPU variant runs here (%s)\n", variant.c_str(), row.target.c_str());
-    return;
-  }
-  const double mib = 1.0 / (1 << 20);
-  std::printf("%-5s  planned peak %9.1f MiB  arena %9.1f MiB  measured %9.1f MiB  median %9.3f ms  min %9.3f ms"
-              "  loss %.6f -> %.6f  (%s, graph: %s)\n",
-              variant.c_str(), row.planned_peak * mib, row.device_arena * mib, row.measured * mib, row.median_ms,
-              row.min_ms, row.loss_first, row.loss_last, row.target.c_str(), row.graph ? "yes" : "no");
-  rows.push_back(row);
+  tessera_bench::print_measurement(variant, row);
+  if (row.ran) rows.push_back(row);
 }
 
 }  // namespace
@@ -67,17 +57,8 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "bench_qlora_gpu: no variant '%s' (qlora, lora, full)\n", only.c_str());
     return 2;
   }
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("bench_qlora_gpu: no CUDA device; nothing to measure\n");
-    return 0;
-  }
-  check_cuda(cudaSetDevice(0), "cudaSetDevice");
-  check_cuda(cudaFree(nullptr), "cudaFree(nullptr)");  // the context exists before the first measurement
   cudaDeviceProp prop;
-  check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-  std::printf("GPU: %s (sm_%d%d, %.1f GiB); %.1f MiB in use before the steps\n", prop.name, prop.major, prop.minor,
-              prop.totalGlobalMem / double(1 << 30), tessera_bench::device_memory_used() / double(1 << 20));
+  if (!tessera_bench::open_device("bench_qlora_gpu", &prop)) return 0;
   std::printf("GPT-2-small-like step (vocab 50304, block 1024, 12 layers, 12 heads, d 768, batch 8), f32; "
               "%d warm-up + %d timed steps per variant\n",
               kWarmupSteps, kTimedSteps);

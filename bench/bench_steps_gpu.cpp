@@ -118,7 +118,7 @@ void bench(const char* label, const std::string& out_dir, double copy, std::vect
   const std::string csv = step.profile_device(std::min(n, 20));
   std::ofstream f(out_dir + "/profile_" + label + ".csv");
   f << "what,kind,ms,bytes,flops,gbps,fraction_of_copy,tflops\n";
-  double halide_ms = 0, gemm_ms = 0, attention_ms = 0, embedding_ms = 0;
+  double halide_ms = 0, gemm_ms = 0, attention_ms = 0, embedding_ms = 0, quant_ms = 0;
   size_t pos = 0;
   std::printf("  steps of %s (Halide kernels: GB/s and fraction of copy bandwidth %.0f GB/s; GEMMs: TFLOP/s):\n", label,
               copy);
@@ -134,15 +134,19 @@ void bench(const char* label, const std::string& out_dir, double copy, std::vect
     std::sscanf(line.c_str() + q + 2, "%23[^,],%lf,%llu,%lf", kind, &ms, &bytes, &flops);
     const double gbps = bytes / (ms * 1e-3) / 1e9, tflops = flops / (ms * 1e-3) / 1e12;
     const std::string k = kind;
-    (k == "gemm" ? gemm_ms : k == "attention" ? attention_ms : k == "embedding_grad" ? embedding_ms : halide_ms) += ms;
+    (k == "gemm"             ? gemm_ms
+     : k == "attention"      ? attention_ms
+     : k == "embedding_grad" ? embedding_ms
+     : k == "quant_linear"   ? quant_ms
+                             : halide_ms) += ms;
     f << '"' << what << "\"," << kind << "," << ms << "," << bytes << "," << flops << "," << gbps << ","
       << gbps / copy << "," << tflops << "\n";
     std::printf("    %-44s %-9s %9.4f ms %10llu B %8.1f GB/s (%5.1f%%) %7.2f TF/s\n", what.c_str(), kind, ms, bytes,
                 gbps, 100 * gbps / copy, tflops);
   }
-  std::printf("  %s: Halide kernels %.4f ms, GEMMs %.4f ms, fused attention %.4f ms, embedding gradients %.4f ms per step"
-              " (timed alone)\n",
-              label, halide_ms, gemm_ms, attention_ms, embedding_ms);
+  std::printf("  %s: Halide kernels %.4f ms, GEMMs %.4f ms, fused attention %.4f ms, embedding gradients %.4f ms,"
+              " quantized linears %.4f ms per step (timed alone)\n",
+              label, halide_ms, gemm_ms, attention_ms, embedding_ms, quant_ms);
 }
 
 }  // namespace

@@ -177,4 +177,37 @@ StepMeasurement measure_step(int warmup, int timed) {
   return m;
 }
 
+// One line for measurement `m` of `label`.
+inline void print_measurement(const std::string& label, const StepMeasurement& m) {
+  if (!m.ran) {
+    std::printf("%-11s no GPU variant runs here (%s)\n", label.c_str(), m.target.c_str());
+    return;
+  }
+  const double mib = 1.0 / (1 << 20);
+  std::printf("%-11s planned peak %9.1f MiB  arena %9.1f MiB  measured %9.1f MiB  median %9.3f ms  min %9.3f ms"
+              "  loss %.6f -> %.6f  (%s, graph: %s)\n",
+              label.c_str(), m.planned_peak * mib, m.device_arena * mib, m.measured * mib, m.median_ms, m.min_ms,
+              m.loss_first, m.loss_last, m.target.c_str(), m.graph ? "yes" : "no");
+}
+
+// Device 0 with its context created (before any measurement), its
+// properties printed; false when there is no CUDA device (nothing to measure).
+inline bool open_device(const char* program, cudaDeviceProp* prop) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("%s: no CUDA device; nothing to measure\n", program);
+    return false;
+  }
+  check_cuda(cudaSetDevice(0), "cudaSetDevice");
+  check_cuda(cudaFree(nullptr), "cudaFree(nullptr)");
+  check_cuda(cudaGetDeviceProperties(prop, 0), "cudaGetDeviceProperties");
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  std::printf("GPU: %s (sm_%d%d, %.1f GiB), driver %d, runtime %d; %.1f MiB in use before the steps\n", prop->name,
+              prop->major, prop->minor, prop->totalGlobalMem / double(1 << 30), driver, runtime,
+              device_memory_used() / double(1 << 20));
+  return true;
+}
+
 }  // namespace tessera_bench

@@ -33,8 +33,13 @@
 // 0.7-0.8x cuBLASLt's f32 GEMM on a dense weight, and half of it where the
 // output has fewer tiles than the GPU has SMs.
 //
-// Not here: tensor cores (TF32 when allowed), split-K for outputs of few
-// tiles, a grad_input GEMV.
+// Tried and dropped: with TF32 allowed, the same tiles multiplied by WMMA
+// (16 x 16 x 8 TF32 fragments loaded from the shared-memory slices, one
+// block per SM) ran at 24-35 TFLOP/s, no faster than the f32 FMAs, so TF32
+// is not used here (bench/results/h200_quant_gpu.txt, its "TF32" rows).
+//
+// Not here: mma.sync or wgmma tensor-core tiles, split-K for outputs of
+// few tiles, a grad_input GEMV.
 #include <cuda_runtime.h>
 
 #include <sstream>

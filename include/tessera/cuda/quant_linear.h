@@ -19,7 +19,8 @@
 // other shapes are tessera::Errors naming the shape (the plan leaves them
 // to the Halide kernels). Nothing here allocates; launches are checked.
 // Not done: f16/bf16 activations (tessera's quantized ops take f32 x),
-// tensor cores (the tiles use f32 FMAs), a GEMV for grad_input.
+// tensor cores (the tiles use f32 FMAs, also when the executor allows TF32
+// for its GEMMs), a GEMV for grad_input.
 #pragma once
 
 #include <cuda_runtime_api.h>
