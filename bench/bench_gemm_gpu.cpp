@@ -83,15 +83,8 @@ int main(int argc, char** argv) {
 
     // Device-to-device copy: 1 GiB each way.
     {
-      const size_t bytes = size_t{1} << 30;
-      DeviceArena arena(2 * bytes, "copy bench");
-      void* src = arena.at(0, bytes);
-      void* dst = arena.at(bytes, bytes);
-      TESSERA_CUDA_CHECK(cudaMemsetAsync(src, 0x3C, bytes, stream.stream()), "copy bench");
-      const Timing t = time_on_stream(stream.stream(), [&] {
-        TESSERA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream.stream()), "copy bench");
-      });
-      const double gbs = 2.0 * bytes / (t.median_ms * 1e-3) / 1e9;
+      double gbs = 0;
+      const Timing t = time_copy(stream.stream(), &gbs);
       std::printf("\ndevice-to-device copy of 1 GiB: %.3f ms median -> %.0f GB/s (read + write)\n\n", t.median_ms, gbs);
       std::fprintf(csv, "%s,d2d_copy_1GiB,u8,cudaMemcpyAsync,,,,,,,%.4f,%.4f,%.4f,,%.1f\n", gpu.c_str(), t.median_ms,
                    t.min_ms, t.max_ms, gbs);

@@ -141,19 +141,11 @@ int run(int argc, char** argv) {
   std::mt19937 rng(7);
 
   double copy_gbs = 0;
-  {
-    const size_t bytes = size_t{1} << 30;
-    DeviceArena arena(2 * bytes, "copy bench");
-    void* src = arena.at(0, bytes);
-    void* dst = arena.at(bytes, bytes);
-    TESSERA_CUDA_CHECK(cudaMemsetAsync(src, 0x3C, bytes, stream.stream()), "copy bench");
-    const Timing t = time_on_stream(stream.stream(), [&] {
-      TESSERA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream.stream()), "copy bench");
-    });
-    copy_gbs = 2.0 * bytes / (t.median_ms * 1e6);
-    std::printf("device-to-device copy of 1 GiB: %.3f ms -> %.0f GB/s (read + write)\n", t.median_ms, copy_gbs);
-    if (csv) std::fprintf(csv, "%s,d2d copy 1 GiB,copy,%.5f,%.0f,0,%.1f,1,0,0\n", gpu.c_str(), t.median_ms, 2.0 * bytes, copy_gbs);
-  }
+  const Timing copy = time_copy(stream.stream(), &copy_gbs);
+  std::printf("device-to-device copy of 1 GiB: %.3f ms -> %.0f GB/s (read + write)\n", copy.median_ms, copy_gbs);
+  if (csv)
+    std::fprintf(csv, "%s,d2d copy 1 GiB,copy,%.5f,%.0f,0,%.1f,1,0,0\n", gpu.c_str(), copy.median_ms,
+                 2.0 * (size_t{1} << 30), copy_gbs);
 
   CublasLtGemm gemm(stream);
   // The nested format's small tensors, shared by every copy (they stay in L2 anyway).

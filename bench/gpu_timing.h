@@ -1,7 +1,8 @@
 // time_on_stream: times work queued on a CUDA stream for the GPU
 // benchmarks: warm-up launches first, then an event pair around each
 // repetition; the median, minimum and maximum in milliseconds. Times what
-// the stream runs, not host overhead between launches. Not a test.
+// the stream runs, not host overhead between launches. time_copy: the
+// device-to-device copy the benchmarks compare bandwidths with. Not a test.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "tessera/cuda/check.h"
+#include "tessera/cuda/device_arena.h"
 
 namespace tessera::cuda {
 
@@ -40,6 +42,21 @@ Timing time_on_stream(cudaStream_t s, F&& launch) {
   for (auto& e : ev) cudaEventDestroy(e);
   std::sort(ms.begin(), ms.end());
   return {ms[kReps / 2], ms.front(), ms.back()};
+}
+
+// A device-to-device copy of 1 GiB (cudaMemcpyAsync; it reads and writes
+// 2 GiB), timed as above; GB/s = 2 GiB / median.
+inline Timing time_copy(cudaStream_t s, double* gbs) {
+  const size_t bytes = size_t{1} << 30;
+  DeviceArena arena(2 * bytes, "copy bench");
+  void* src = arena.at(0, bytes);
+  void* dst = arena.at(bytes, bytes);
+  TESSERA_CUDA_CHECK(cudaMemsetAsync(src, 0x3C, bytes, s), "copy bench");
+  const Timing t = time_on_stream(s, [&] {
+    TESSERA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "copy bench");
+  });
+  *gbs = 2.0 * bytes / (t.median_ms * 1e6);
+  return t;
 }
 
 }  // namespace tessera::cuda
