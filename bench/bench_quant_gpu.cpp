@@ -10,9 +10,10 @@
 //    old path ran after dequantizing the whole weight, that kernel not
 //    counted).
 // Every kernel is launched 64 times in one CUDA Graph, cycling through
-// copies of its weights that together exceed the L2 cache twice over, so
-// the weights come from device memory; the time is the graph's median over
-// 25 replays divided by 64. Usage: bench_quant_gpu [csv path [gemv|tiled]]
+// copies of its weights: for the GEMVs enough to exceed the L2 cache twice
+// over, so the weights come from device memory; for the tiles, bound by
+// arithmetic, two. The time is the graph's median over 25 replays divided
+// by 64. Usage: bench_quant_gpu [csv path [gemv|tiled]]
 // (the second argument runs one part). Not a test.
 #include <cuda_runtime_api.h>
 
