@@ -17,11 +17,9 @@ bool embedding_grad_kernel_takes(const Graph& g, const Node& n) {
 
 std::optional<LibraryEmbeddingGrad> match_library_embedding_grad(const Kernel& kernel) {
   const Graph& kg = kernel.graph;
-  if (kg.outputs.size() != 1) return std::nullopt;
-  const Node& n = kg.nodes[kg.outputs[0].node];
-  if (!embedding_grad_kernel_takes(kg, n)) return std::nullopt;
-  for (const Node& other : kg.nodes)
-    if (other.op != "input" && other.id != n.id) return std::nullopt;
+  const Node* only = sole_computation(kernel);
+  if (!only || !embedding_grad_kernel_takes(kg, *only)) return std::nullopt;
+  const Node& n = *only;
   LibraryEmbeddingGrad e;
   e.dtype = n.type.dtype;
   e.index = kg.nodes[n.inputs[0]].type.dtype;

@@ -73,13 +73,9 @@ bool quant_linear_kernel_takes(const Graph& g, const Node& n) {
 }
 
 std::optional<LibraryQuantLinear> match_library_quant_linear(const Kernel& kernel) {
-  const Graph& kg = kernel.graph;
-  if (kg.outputs.size() != 1) return std::nullopt;
-  const Node& n = kg.nodes[kg.outputs[0].node];
-  if (!quant_linear_kernel_takes(kg, n)) return std::nullopt;
-  for (const Node& other : kg.nodes)
-    if (other.op != "input" && other.id != n.id) return std::nullopt;
-  return call_of(kg, n);  // kernel inputs are the kernel graph's first nodes, in order
+  const Node* n = sole_computation(kernel);
+  if (!n || !quant_linear_kernel_takes(kernel.graph, *n)) return std::nullopt;
+  return call_of(kernel.graph, *n);  // kernel inputs are the kernel graph's first nodes, in order
 }
 
 std::string LibraryQuantLinear::text() const {

@@ -59,6 +59,15 @@ int row_epilogue_input(const Graph& kernel, const std::vector<int>& outputs) {
   return -1;
 }
 
+const Node* sole_computation(const Kernel& kernel) {
+  const Graph& kg = kernel.graph;
+  if (kg.outputs.size() != 1) return nullptr;
+  const Node& n = kg.nodes[kg.outputs[0].node];
+  for (const Node& other : kg.nodes)
+    if (other.op != "input" && other.id != n.id) return nullptr;
+  return &n;
+}
+
 std::vector<Kernel> partition(const Graph& g) {
   const CostModel cpu = cpu_x86_cost_model();
   return partition(g, &cpu);

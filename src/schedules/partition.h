@@ -85,6 +85,11 @@ struct Kernel {
   Graph graph;              // inputs in0, in1, ...; outputs "out" (one root) or "out0", "out1", ...
 };
 
+// The node a kernel computes when it computes exactly one (its one output;
+// every other node of its graph an input), as a library call takes it; else
+// nullptr.
+const Node* sole_computation(const Kernel& kernel);
+
 // Kernels in topological order, covering every materialized or output node.
 // Graph outputs that are graph inputs or params need no kernel (they are copied).
 // `cost`: the model for the kernel-level remat decisions (kernel_remat.h); with
