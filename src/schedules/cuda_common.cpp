@@ -821,7 +821,7 @@ std::string schedule_cross_entropy(Func out, const std::vector<Func>& stages, co
 // backward recomputes) computes the same row statistics, as the same
 // stages in the same order (norm_rows in ops_nn.cpp), as `grad`, that
 // norm's gradient of the same input and eps.
-bool reuses_norm_statistics(const Graph& g, const Node& norm, const Node& grad) {
+bool reuses_norm_statistics(const Node& norm, const Node& grad) {
   const bool pair = (norm.op == "layer_norm" && grad.op == "layer_norm_grad") ||
                     (norm.op == "rms_norm" && grad.op == "rms_norm_grad");
   return pair && norm.inputs.size() == 1 && norm.inputs[0] == grad.inputs[0] &&
@@ -879,7 +879,7 @@ std::string schedule_cuda(LoweredGraph& L, const Graph& g, const Halide::Target&
     if (fused && row_op >= 0 && row_wise(node) &&
         std::find(L.output_nodes.begin(), L.output_nodes.end(), node.id) != L.output_nodes.end()) {
       log << "  " << node.name << " (" << node.op << "): an output, its rows computed with the others'";
-      if (reuses_norm_statistics(g, node, g.node(row_op))) {
+      if (reuses_norm_statistics(node, g.node(row_op))) {
         // A norm beside its own gradient reads the gradient's row
         // statistics (the same reductions of the same rows) instead.
         for (size_t i = 0; i < L.stages[node.id].size(); ++i)
