@@ -10,16 +10,21 @@
 // gemv (forward, rows <= 8): a block of 128 threads per four output
 // features; each thread takes every 128th 32-bit word of the four rows
 // (8 NF4 or 4 int8 elements; a warp's loads are 128 contiguous bytes),
-// loading a batch of them before it uses any, so that enough bytes are in
-// flight. The batch's block scales are computed once into shared memory
-// (a double-quantized one is three dependent loads). x's elements for a
-// word are loaded once for the four rows; each word's products are
-// summed, then scaled once. Shuffles and then shared memory sum the
-// threads, in a fixed order. Measured on an H200 (bench_quant_gpu): a
-// third of the copy bandwidth, bound by instruction issue (about 8
-// instructions per element), not by memory. Slower: a thread per 16-byte
-// slice (a warp's x loads touched 32 cache lines); no faster: blocks that
-// loop over row groups, loading the next while multiplying the current.
+// loading a batch of them, with their scales, before it uses any, so that
+// enough bytes are in flight. Loads go through per-row pointers set once,
+// at constant offsets (64-bit index arithmetic per load had been a fifth
+// of the instructions). A double-quantized scale (three dependent loads)
+// is computed by one lane and shuffled to the eight that share it. x's
+// elements for a word are loaded once for the four rows; each word's
+// products are summed, then scaled once. Shuffles and then shared memory
+// sum the threads, in a fixed order. Measured on an H200
+// (bench_quant_gpu, batch 1): NF4 at 31-41% of the copy bandwidth. What
+// bounds it is the SM's load path: a shared-memory code-book lookup per
+// element plus the x loads are ~10 wavefronts per 256 elements, about as
+// long as the weights take to arrive. Slower: a thread per 16-byte slice (a
+// warp's x loads touched 32 cache lines); eight rows per block (half the
+// warps); no faster: blocks that loop over row groups, loading the next
+// while multiplying the current.
 //
 // tiled (forward with more rows, and grad_input): 256 threads compute a
 // 128 x 128 output tile, 8 x 8 outputs each, over 16-deep slices of the
@@ -72,18 +77,23 @@ struct Weight {
   const float* nested_offset;
 };
 
+// The absmax of NF4 block `block` (64 elements, counted over all of W).
+template <Format F>
+__device__ __forceinline__ float block_scale(const Weight& w, int64_t block) {
+  if constexpr (F == Format::nf4) {
+    return __ldg(static_cast<const float*>(w.scale) + block);
+  } else {
+    const uint8_t code = __ldg(static_cast<const uint8_t*>(w.scale) + block);
+    return __fadd_rn(__fmul_rn(__ldg(w.nested_map + code), __ldg(w.nested_absmax + block / 256)),
+                     __ldg(w.nested_offset));
+  }
+}
+
 // The scale of the slice of row n that starts at column k.
 template <Format F>
 __device__ __forceinline__ float slice_scale(const Weight& w, int64_t n, int64_t k, int64_t K) {
-  if constexpr (F == Format::int8) {
-    return static_cast<const float*>(w.scale)[n];
-  } else if constexpr (F == Format::nf4) {
-    return static_cast<const float*>(w.scale)[(n * K + k) / 64];
-  } else {
-    const int64_t block = (n * K + k) / 64;
-    const uint8_t code = static_cast<const uint8_t*>(w.scale)[block];
-    return __fadd_rn(__fmul_rn(w.nested_map[code], w.nested_absmax[block / 256]), *w.nested_offset);
-  }
+  if constexpr (F == Format::int8) return static_cast<const float*>(w.scale)[n];
+  else return block_scale<F>(w, (n * K + k) / 64);
 }
 
 // ---- gemv: forward, rows <= 8 ----
@@ -91,6 +101,8 @@ __device__ __forceinline__ float slice_scale(const Weight& w, int64_t n, int64_t
 constexpr int kGemvThreads = 128;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kBlockRows = 4;  // output features per block: x is loaded once for all four
+template <Format F>
+constexpr int kBatch = F == Format::int8 ? 8 : 2;  // words per row a thread loads before it uses any
 
 // The elements of a 32-bit word of W (little-endian: byte b is bits
 // 8b..8b+7), unscaled. NF4: element 2b is byte b's high nibble, 2b+1 its
@@ -119,54 +131,93 @@ __global__ void __launch_bounds__(kGemvThreads)
     quant_gemv(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
                int64_t N, int64_t K) {
   constexpr int kPerWord = F == Format::int8 ? 4 : 8;  // elements per 32-bit word
-  constexpr int kBatch = F == Format::int8 ? 8 : 4;    // words per row a thread loads before it uses any
-  constexpr int kBatchBlocks = kGemvThreads * kBatch * kPerWord / 64;  // absmax blocks per row and batch
+  constexpr int kWordsPerBlock = 64 / kPerWord;        // words per absmax block
+  constexpr int kStep = kGemvThreads * kBatch<F>;      // words per row and iteration
   __shared__ float code_book[16];
   __shared__ float partial[kGemvWarps][M][kBlockRows];
-  __shared__ float scales[kBlockRows][kBatchBlocks];  // of the batch's blocks: computed once, not per word
-  if (threadIdx.x < 16) code_book[threadIdx.x] = kNF4CodeBook[threadIdx.x];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockRows, words = K / kPerWord;
-  float acc[M][kBlockRows] = {};
-  for (int64_t base = 0; base < words; base += kGemvThreads * kBatch) {
-    // Step b of a batch: kGemvThreads consecutive words of each row, one per thread.
-    uint32_t wd[kBatch][kBlockRows];
+  const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+  if (t < 16) code_book[t] = kNF4CodeBook[t];
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockRows;
+  const int words = static_cast<int>(K / kPerWord);
+  // Each thread's pointers into row r at its first word (rows past N repeat
+  // the last one, unwritten); an iteration adds kStep words, step b of it
+  // b * kGemvThreads: constant offsets, no index arithmetic per load.
+  const uint32_t* wp[kBlockRows];
+  int64_t block[kBlockRows];  // absmax block of the first word
+  float row_scale[kBlockRows];  // int8
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int64_t j = base + b * kGemvThreads + threadIdx.x;
+  for (int r = 0; r < kBlockRows; ++r) {
+    const int64_t n = min(n0 + r, N - 1);
+    wp[r] = reinterpret_cast<const uint32_t*>(w.packed) + n * words + t;
+    block[r] = (n * words + t) / kWordsPerBlock;
+    if constexpr (F == Format::int8) row_scale[r] = __ldg(static_cast<const float*>(w.scale) + n);
+  }
+  const float* xp = x + t * kPerWord;
+  // Double-quantized scales take three dependent loads; the eight lanes of a
+  // block share one, so each is computed by one lane (step lane / 16, row
+  // lane / 4 % 4, the warp's block lane % 4) and shuffled to the others.
+  static_assert(kBatch<F> * kBlockRows * 32 / kWordsPerBlock == 32 || F != Format::nf4_nested);
+  const int scale_step = lane / 16, scale_row = lane / 4 % 4, scale_word = warp * 32 + lane % 4 * kWordsPerBlock;
+  int64_t scale_block = (min(n0 + scale_row, N - 1) * words + scale_word) / kWordsPerBlock +
+                        scale_step * (kGemvThreads / kWordsPerBlock);
+  const float nested_offset = F == Format::nf4_nested ? __ldg(w.nested_offset) : 0.0f;
+  __syncthreads();  // the code book
+  float acc[M][kBlockRows] = {};
+  // Double-quantized: the loop is warp-uniform (its scales are shuffled);
+  // the others stop each lane at its last word (measurably faster).
+  constexpr bool kUniform = F == Format::nf4_nested;
+  for (int j0 = t; j0 - (kUniform ? lane : 0) < words; j0 += kStep) {
+    bool valid[kBatch<F>];
+    uint32_t wd[kBatch<F>][kBlockRows];
+    float sc[kBatch<F>][kBlockRows];
+    float shared_scale = 0.0f;  // nf4_nested
+    if constexpr (F == Format::nf4_nested) {
+      if (j0 - lane + scale_step * kGemvThreads + lane % 4 * kWordsPerBlock < words) {
+        const uint8_t code = __ldg(static_cast<const uint8_t*>(w.scale) + scale_block);
+        shared_scale =
+            __fadd_rn(__fmul_rn(__ldg(w.nested_map + code), __ldg(w.nested_absmax + scale_block / 256)), nested_offset);
+      }
+      scale_block += kStep / kWordsPerBlock;
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch<F>; ++b) {
+      valid[b] = j0 + b * kGemvThreads < words;
 #pragma unroll
       for (int r = 0; r < kBlockRows; ++r) {
-        const int64_t n = min(n0 + r, N - 1);  // rows past N repeat the last one, unwritten
-        wd[b][r] = j < words ? __ldg(reinterpret_cast<const uint32_t*>(w.packed) + n * words + j) : 0u;
+        wd[b][r] = valid[b] ? __ldg(wp[r] + b * kGemvThreads) : 0u;
+        if constexpr (F == Format::int8) {
+          sc[b][r] = row_scale[r];
+        } else if constexpr (F == Format::nf4) {
+          const int64_t blk = block[r] + b * (kGemvThreads / kWordsPerBlock);
+          sc[b][r] = valid[b] ? __ldg(static_cast<const float*>(w.scale) + blk) : 0.0f;
+        } else {
+          sc[b][r] = __shfl_sync(0xffffffffu, shared_scale, b * 16 + r * 4 + lane / kWordsPerBlock);
+        }
       }
     }
-    __syncthreads();  // the previous batch's scales are read (and, the first time, the code book written)
-    for (int i = threadIdx.x; i < kBlockRows * kBatchBlocks; i += kGemvThreads) {
-      const int r = i / kBatchBlocks;
-      const int64_t k = base * kPerWord + static_cast<int64_t>(i % kBatchBlocks) * 64;
-      scales[r][i % kBatchBlocks] = k < K ? slice_scale<F>(w, min(n0 + r, N - 1), k, K) : 0.0f;
-    }
-    __syncthreads();
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int in_batch = b * kGemvThreads + threadIdx.x;
-      const int64_t k = min(base + in_batch, words - 1) * kPerWord;  // past K: scale 0
+    for (int b = 0; b < kBatch<F>; ++b) {
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        float xv[kPerWord];
+        float xv[kPerWord] = {};
+        if (valid[b])
 #pragma unroll
-        for (int q = 0; q < kPerWord / 4; ++q)
-          *reinterpret_cast<float4*>(xv + 4 * q) = __ldg(reinterpret_cast<const float4*>(x + m * K + k) + q);
+          for (int q = 0; q < kPerWord / 4; ++q)
+            *reinterpret_cast<float4*>(xv + 4 * q) =
+                __ldg(reinterpret_cast<const float4*>(xp + m * K + b * kGemvThreads * kPerWord) + q);
 #pragma unroll
         for (int r = 0; r < kBlockRows; ++r) {
           const WordDecoder<F> decode(wd[b][r]);
           float sum = 0.0f;
 #pragma unroll
           for (int e = 0; e < kPerWord; ++e) sum = fmaf(decode(e, code_book), xv[e], sum);
-          acc[m][r] = fmaf(sum, scales[r][in_batch * kPerWord / 64], acc[m][r]);
+          acc[m][r] = fmaf(sum, sc[b][r], acc[m][r]);
         }
       }
     }
+#pragma unroll
+    for (int r = 0; r < kBlockRows; ++r) wp[r] += kStep, block[r] += kStep / kWordsPerBlock;
+    xp += kStep * kPerWord;
   }
   // Sum the lanes (shuffles), then the warps (in order, through shared memory).
 #pragma unroll
