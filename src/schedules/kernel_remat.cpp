@@ -12,6 +12,10 @@ namespace {
 
 double bytes_of(const TensorType& t) { return static_cast<double>(numel(t.shape)) * dtype_size(t.dtype); }
 
+// How much slower than recomputing a node read across the loss may
+// materializing it be estimated, when that frees more memory than it takes.
+constexpr double kMemoryTrade = 1.5;
+
 }  // namespace
 
 std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>& root, const CostModel& cost) {
@@ -30,6 +34,12 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
   std::vector<std::vector<int>> consumers(n);
   for (const Node& node : g.nodes)
     for (int in : node.inputs) consumers[canon[in]].push_back(canon[node.id]);
+  std::vector<bool> is_output(n, false);
+  int loss = -1;  // the training step's loss: kernels after it are the backward
+  for (const GraphOutput& o : g.outputs) {
+    is_output[canon[o.node]] = true;
+    if (o.name == "loss") loss = o.node;
+  }
 
   // The kernels (named by a root they compute) whose computation includes each node.
   std::vector<std::set<int>> kernels_of(n);
@@ -55,8 +65,8 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
     }
     // The subtree each reader would inline: id and its inlined inputs, and what it reads.
     double flops = 0, reads = 0;
-    std::vector<int> stack{id};
-    std::set<int> seen{id};
+    std::vector<int> stack{id}, read_intermediates;
+    std::set<int> seen{id}, inlined{id};
     while (!stack.empty()) {
       const Node& m = g.nodes[stack.back()];
       stack.pop_back();
@@ -64,10 +74,13 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
       for (int in : m.inputs) {
         if (!seen.insert(in).second) continue;
         const Node& x = g.nodes[in];
-        if (root[in] || x.op == "input" || x.op == "param")
+        if (root[in] || x.op == "input" || x.op == "param") {
           reads += std::min(bytes_of(x.type), elements * dtype_size(x.type.dtype));
-        else if (!x.is_leaf())
+          if (!x.is_leaf()) read_intermediates.push_back(in);
+        } else if (!x.is_leaf()) {
           stack.push_back(in);
+          inlined.insert(in);
+        }
       }
     }
     const double k = static_cast<double>(readers.size()), own = bytes_of(node.type);
@@ -77,6 +90,28 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
     d.recompute_us = k * (cost.memory_us(reads) + cost.compute_us(flops * broadcast));
     d.materialize_us = cost.launch_us + cost.memory_us(reads + own + k * own) + cost.compute_us(flops);
     d.materialize = d.materialize_us < d.recompute_us;
+    if (!d.materialize && loss >= 0 && *readers.begin() < loss && *readers.rbegin() > loss &&
+        d.materialize_us <= kMemoryTrade * d.recompute_us) {
+      // Read on both sides of the loss: recomputed, it keeps what its subtree
+      // reads alive into the backward. Count what nothing else keeps there:
+      // intermediates whose other readers all run before the loss (a reader
+      // not yet decided, earlier in the graph, is assumed to run after it).
+      // Only for a subtree of its own: a node inlined into it that others
+      // read too would keep the subtree's reads alive itself.
+      bool own_subtree = true;
+      for (int m : inlined)
+        for (int c : consumers[m]) own_subtree = own_subtree && (m == id || inlined.count(c) > 0);
+      for (int x : own_subtree ? read_intermediates : std::vector<int>{}) {
+        if (is_output[x]) continue;
+        bool dies_before_loss = true;
+        for (int c : consumers[x]) {
+          if (inlined.count(c)) continue;
+          if (c < id || kernels_of[c].empty() || *kernels_of[c].rbegin() > loss) dies_before_loss = false;
+        }
+        if (dies_before_loss) d.frees_bytes += bytes_of(g.nodes[x].type);
+      }
+      d.materialize = d.frees_bytes > own;
+    }
     if (d.materialize) {
       root[id] = true;
       kernels_of[id] = {id};
@@ -102,10 +137,17 @@ std::string remat_decisions_text(const Graph& g, const std::vector<RematDecision
   std::string s = buf;
   for (const RematDecision& d : decisions) {
     const Node& n = g.nodes[d.node];
-    std::snprintf(buf, sizeof buf, "  %s (%s) %s: %d readers, recompute %.2f us vs materialize %.2f us -> %s\n",
+    std::snprintf(buf, sizeof buf, "  %s (%s) %s: %d readers, recompute %.2f us vs materialize %.2f us -> %s",
                   n.name.c_str(), n.op.c_str(), to_string(n.type).c_str(), d.readers, d.recompute_us,
                   d.materialize_us, d.materialize ? "materialize" : "recompute");
     s += buf;
+    if (d.frees_bytes > 0) {
+      const double kib = d.frees_bytes / 1024;
+      std::snprintf(buf, sizeof buf, " (read across the loss; materialized, it frees %.1f %s there)",
+                    kib >= 1024 ? kib / 1024 : kib, kib >= 1024 ? "MiB" : "KiB");
+      s += buf;
+    }
+    s += "\n";
   }
   return s;
 }

@@ -16,6 +16,13 @@
 // its FLOPs count that many times, and such a node is decided even when one
 // kernel reads it (a logsumexp read by GPT-2's 50304-wide LM head gradient
 // costs a log per logit inlined, one kernel of 8192 logs materialized).
+// Memory: a node read both before and after the loss (e.g. a LoRA linear's
+// base + adapter sum, read by the forward's next kernel and by the
+// backward), recomputed, keeps every intermediate its subtree reads alive
+// until the backward; materialized, only itself. When the intermediates it
+// would free (those no other reader keeps past the loss) outweigh it and
+// the time estimate for materializing is within 1.5x of recomputing, it is
+// materialized; the printed decision says how much it frees.
 // Nodes are decided from the last to the first, so a node's readers are
 // final when it is decided. A clone made by the remat pass (attribute remat =
 // its original's name) is decided together with its original, so remat
@@ -37,6 +44,7 @@ struct RematDecision {
   int readers = 0;            // kernels that read it
   double recompute_us = 0;    // the estimate for inlining it into each
   double materialize_us = 0;  // the estimate for one kernel of its own
+  double frees_bytes = 0;      // read across the loss: what materializing it frees (see above)
   bool materialize = false;
 };
 
