@@ -8,7 +8,8 @@
 //  - tiled products of a training step's shapes (forward and grad_input)
 //    against cuBLASLt f32 and TF32 on the dense f32 weight (what the plan's
 //    old path ran after dequantizing the whole weight, that kernel not
-//    counted).
+//    counted), with cuBLASLt's 32 MiB workspace for split products, as
+//    the plan executor runs them.
 // Every kernel is launched 64 times in one CUDA Graph, cycling through
 // copies of its weights: for the GEMVs enough to exceed the L2 cache twice
 // over, so the weights come from device memory; for the tiles, bound by
@@ -216,7 +217,8 @@ int run(int argc, char** argv) {
     bool grad_input;
   };
   const Tiled tiled[] = {{8192, 3072, 768, false}, {8192, 3072, 768, true}, {8192, 768, 3072, false},
-                         {8192, 768, 3072, true},  {4096, 1536, 384, false}, {4096, 1536, 384, true}};
+                         {8192, 768, 3072, true},  {4096, 1536, 384, false}, {4096, 1536, 384, true},
+                         {4096, 384, 1536, false}};
   for (const Tiled& c : tiled) {
     if (part == "gemv") break;
     const int64_t in = c.grad_input ? c.N : c.K, result = c.grad_input ? c.K : c.N;
@@ -254,11 +256,19 @@ int run(int argc, char** argv) {
                      fmt == QuantLinearFormat::nf4_nested ? random_bytes(scale_bytes, rng)
                                                           : random_floats(scale_bytes / 4, 0.01f, 1, rng));
       const QuantLinearShape s{fmt, c.grad_input, c.rows, c.N, c.K, false};
-      const double ms = ms_per_launch(stream, [&](int i) {
-        quant_linear(s, x, weight_of(fmt, packed, scale, nested_absmax, map, offset, i), nullptr, out, stream.stream());
-      });
-      report(csv, gpu, {std::string(format_names[f]) + " " + dims, "tiled", ms, double(act + packed_bytes + scale_bytes), flops},
-             copy_gbs, f32_ms);
+      // Outputs of fewer tiles than SMs also without the workspace: unsplit.
+      const bool few_tiles = ((c.rows + 127) / 128) * ((result + 127) / 128) < prop.multiProcessorCount;
+      for (bool split : {false, true}) {
+        if (!split && !few_tiles) continue;
+        const double ms = ms_per_launch(stream, [&](int i) {
+          quant_linear(s, x, weight_of(fmt, packed, scale, nested_absmax, map, offset, i), nullptr, out,
+                       stream.stream(), split ? gemm.workspace() : nullptr, split ? gemm.workspace_bytes() : 0);
+        });
+        report(csv, gpu,
+               {std::string(format_names[f]) + " " + dims + (split ? "" : " unsplit"), split ? "tiled" : "tiled_unsplit",
+                ms, double(act + packed_bytes + scale_bytes), flops},
+               copy_gbs, f32_ms);
+      }
     }
   }
   if (csv) std::fclose(csv);

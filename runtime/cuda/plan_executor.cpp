@@ -516,8 +516,10 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       w.nested_quant_map = static_cast<const float*>(ptr(q->nested_quant_map));
       w.nested_offset = static_cast<const float*>(ptr(q->nested_offset));
       try {
+        // cuBLASLt's workspace holds the split products' partial sums (stream-ordered, never both at once).
         quant_linear(s.quant_linear[k], static_cast<const float*>(ptr(q->x)), w,
-                     static_cast<const float*>(ptr(q->bias)), static_cast<float*>(device_ptr(q->out)), stream);
+                     static_cast<const float*>(ptr(q->bias)), static_cast<float*>(device_ptr(q->out)), stream,
+                     s.gemm->workspace(), s.gemm->workspace_bytes());
       } catch (const Error& err) {
         fail("plan '", spec.name, "' ", step.what, ": ", err.what());
       }

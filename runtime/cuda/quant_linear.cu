@@ -35,18 +35,21 @@
 // loads are issued before the current one is multiplied and stored into
 // the other buffer after, one barrier per slice; two blocks per SM (at
 // most 128 registers) ran 5-15% faster than one. On an H200 it reaches
-// 0.7-0.8x cuBLASLt's f32 GEMM on a dense weight, and half of it where the
-// output has fewer tiles than the GPU has SMs.
+// 0.7-0.8x cuBLASLt's f32 GEMM on a dense weight. Given a workspace, an
+// output of few tiles (a d-384 model's 4096 x 384: 96 tiles on 132 SMs,
+// where unsplit it reached half of cuBLASLt) splits its reduction into
+// parts (choose_split) summed by a second kernel in a fixed order.
 //
 // Tried and dropped: with TF32 allowed, the same tiles multiplied by WMMA
 // (16 x 16 x 8 TF32 fragments loaded from the shared-memory slices, one
 // block per SM) ran at 24-35 TFLOP/s, no faster than the f32 FMAs, so TF32
-// is not used here (bench/results/h200_quant_gpu.txt, its "TF32" rows).
+// is not used here.
 //
-// Not here: mma.sync or wgmma tensor-core tiles, split-K for outputs of
-// few tiles, a grad_input GEMV.
+// Not here: mma.sync or wgmma tensor-core tiles, a grad_input GEMV.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <sstream>
 #include <string>
 
@@ -246,14 +249,15 @@ constexpr int kTile = 128;           // output rows and columns per block
 constexpr int kDepth = 16;           // reduction elements per slice
 constexpr int kStride = kTile + 4;   // row stride of the slices in shared memory (fewer bank conflicts)
 
-// The W elements one thread decodes per slice: forward, 16 of row n
-// (threads below 128); grad_input, 32 of row d0 + t % 16 (threads below 64).
+// The W elements one thread below 128 decodes per slice: forward, 16 of
+// row n; grad_input, 16 of row d0 + t % 16 (32 per thread, in half the
+// threads, had int8's split kernel spill registers).
 template <Format F, bool kGradInput>
 struct TileRun {
-  static constexpr int kElements = kGradInput ? 32 : 16;
+  static constexpr int kElements = 16;
   static constexpr int kPerWord = F == Format::int8 ? 4 : 8;
   static constexpr int kWords = kElements / kPerWord;
-  static constexpr int kThreads = kGradInput ? 64 : 128;
+  static constexpr int kThreads = 128;
   uint32_t words[kWords];
   float scale;
   bool valid;
@@ -280,10 +284,12 @@ struct TileRun {
 
 // out [rows, cols] = x [rows, depth] @ B, B [depth, cols] = W^T (forward:
 // depth K, cols N) or W (grad_input: depth N, cols K).
+// Split (gridDim.z > 1): block z reduces depth [z * chunk, (z + 1) * chunk)
+// into out + z * rows * cols, without bias (sum_parts adds the parts).
 template <Format F, bool kGradInput>
 __global__ void __launch_bounds__(kTileThreads, 2)
     quant_tiled(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
-                int64_t rows, int64_t N, int64_t K) {
+                int64_t rows, int64_t N, int64_t K, int64_t chunk) {
   using Run = TileRun<F, kGradInput>;
   constexpr int kXPerThread = kTile * kDepth / kTileThreads;
   __shared__ float code_book[16];
@@ -293,6 +299,13 @@ __global__ void __launch_bounds__(kTileThreads, 2)
   const int t = threadIdx.x;
   const int64_t depth = kGradInput ? N : K, cols = kGradInput ? K : N;
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile, col0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  // A chunk is a multiple of 64 (choose_split), so no slice crosses its end.
+  const int64_t d_begin = blockIdx.z * chunk, d_end = min(depth, d_begin + chunk);
+  // Where x's columns end, for the loads: either bound is right (slices
+  // never cross d_end); these are the ones measured fastest on an H200
+  // (with d_end, the compiler's NF4 forward ran 9% slower).
+  const int64_t x_end = kGradInput ? d_end : depth;
+  out += blockIdx.z * rows * cols;
 
   // One slice's global loads at depth d0, held in registers until stored:
   // x column d0 + t % 16 of rows row0 + t / 16 + 16 i; W as Run says.
@@ -303,7 +316,7 @@ __global__ void __launch_bounds__(kTileThreads, 2)
 #pragma unroll
     for (int i = 0; i < kXPerThread; ++i) {
       const int64_t r = row0 + t / kDepth + (kTileThreads / kDepth) * i;
-      xr[i] = r < rows && d < depth ? __ldg(x + r * depth + d) : 0.0f;
+      xr[i] = r < rows && d < x_end ? __ldg(x + r * depth + d) : 0.0f;
     }
     if (t < Run::kThreads) {
       if (kGradInput) wr.load(w, d0 + t % kDepth, col0 + Run::kElements * (t / kDepth), N, K);
@@ -332,13 +345,13 @@ __global__ void __launch_bounds__(kTileThreads, 2)
 
   const int tx = t % 16, ty = t / 16;
   float acc[8][8] = {};
-  load(0);
+  load(d_begin);
   __syncthreads();  // the code book
   store(0);
   __syncthreads();
-  for (int64_t d0 = 0, slice = 0; d0 < depth; d0 += kDepth, ++slice) {
+  for (int64_t d0 = d_begin, slice = 0; d0 < d_end; d0 += kDepth, ++slice) {
     const int buffer = slice % 2;
-    const bool more = d0 + kDepth < depth;
+    const bool more = d0 + kDepth < d_end;
     if (more) load(d0 + kDepth);
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
@@ -368,6 +381,55 @@ __global__ void __launch_bounds__(kTileThreads, 2)
   }
 }
 
+// out = the sum of `parts` partial products in part order, plus bias.
+__global__ void sum_parts(const float* __restrict__ partial, int parts, int64_t count, int64_t cols,
+                          const float* __restrict__ bias, float* __restrict__ out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v = partial[i];
+    for (int p = 1; p < parts; ++p) v += partial[p * count + i];
+    out[i] = bias ? v + bias[i % cols] : v;
+  }
+}
+
+int sm_count() {
+  static std::atomic<int> cached[64];
+  int device = 0;
+  TESSERA_CUDA_CHECK(cudaGetDevice(&device), "quant_linear: cudaGetDevice");
+  std::atomic<int>& c = cached[device % 64];
+  if (c.load() == 0) {
+    int n = 0;
+    TESSERA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
+                       "quant_linear: the device's SM count");
+    c.store(n);
+  }
+  return c.load();
+}
+
+struct Split {
+  int parts = 1;
+  int64_t chunk = 0;  // reduction elements per part
+};
+
+// How many parts to split the reduction of a tiled product into: the
+// count, at most 8, that least loads the busiest SM, ceil(tiles * parts /
+// SMs) parts of chunk / depth of a tile each, if that is at least 10% less
+// than unsplit and the partial sums fit in the workspace. Chunks are
+// multiples of 64 (an absmax block), at least 256.
+Split choose_split(int64_t tiles, int64_t depth, int sms, size_t out_bytes, size_t workspace_bytes) {
+  auto busiest = [&](int64_t parts, int64_t chunk) {
+    return static_cast<double>((tiles * parts + sms - 1) / sms) * chunk / depth;
+  };
+  Split best{1, depth};
+  double least = busiest(1, depth);
+  for (int p = 2; p <= 8; ++p) {
+    const int64_t chunk = ((depth + p - 1) / p + 63) / 64 * 64, parts = (depth + chunk - 1) / chunk;
+    if (chunk < 256 || parts * out_bytes > workspace_bytes) break;
+    if (busiest(parts, chunk) < 0.9 * least) best = {static_cast<int>(parts), chunk}, least = busiest(parts, chunk);
+  }
+  return best;
+}
+
 const char* format_name(Format f) {
   switch (f) {
     case Format::int8: return "int8";
@@ -387,7 +449,7 @@ void launch_gemv(const QuantLinearShape& s, const float* x, const Weight& w, con
 
 template <Format F>
 void launch(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
-            cudaStream_t stream) {
+            cudaStream_t stream, void* workspace, size_t workspace_bytes) {
   if (!s.grad_input && s.rows <= 8) {
     switch (s.rows) {
       case 1: launch_gemv<F, 1>(s, x, w, bias, out, stream); break;
@@ -401,12 +463,24 @@ void launch(const QuantLinearShape& s, const float* x, const Weight& w, const fl
     }
     return;
   }
-  const int64_t cols = s.grad_input ? s.in_features : s.out_features;
-  const dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile), static_cast<unsigned>((s.rows + kTile - 1) / kTile));
+  const int64_t cols = s.grad_input ? s.in_features : s.out_features, depth = s.grad_input ? s.out_features : s.in_features;
+  const int64_t tiles_x = (cols + kTile - 1) / kTile, tiles_y = (s.rows + kTile - 1) / kTile;
+  const size_t out_bytes = static_cast<size_t>(s.rows * cols) * sizeof(float);
+  const Split split =
+      workspace ? choose_split(tiles_x * tiles_y, depth, sm_count(), out_bytes, workspace_bytes) : Split{1, depth};
+  float* partial = split.parts > 1 ? static_cast<float*>(workspace) : out;
+  const float* tile_bias = split.parts > 1 ? nullptr : bias;
+  const dim3 grid(static_cast<unsigned>(tiles_x), static_cast<unsigned>(tiles_y), static_cast<unsigned>(split.parts));
   if (s.grad_input)
-    quant_tiled<F, true><<<grid, kTileThreads, 0, stream>>>(x, w, nullptr, out, s.rows, s.out_features, s.in_features);
+    quant_tiled<F, true><<<grid, kTileThreads, 0, stream>>>(x, w, nullptr, partial, s.rows, s.out_features,
+                                                            s.in_features, split.chunk);
   else
-    quant_tiled<F, false><<<grid, kTileThreads, 0, stream>>>(x, w, bias, out, s.rows, s.out_features, s.in_features);
+    quant_tiled<F, false><<<grid, kTileThreads, 0, stream>>>(x, w, tile_bias, partial, s.rows, s.out_features,
+                                                             s.in_features, split.chunk);
+  if (split.parts > 1) {
+    const int64_t count = s.rows * cols, blocks = std::min<int64_t>((count + 255) / 256, 8 * sm_count());
+    sum_parts<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(partial, split.parts, count, cols, bias, out);
+  }
 }
 
 }  // namespace
@@ -429,7 +503,7 @@ std::string quant_linear_unsupported(const QuantLinearShape& s) {
 }
 
 void quant_linear(const QuantLinearShape& s, const float* x, const QuantWeight& qw, const float* bias, float* out,
-                  cudaStream_t stream) {
+                  cudaStream_t stream, void* workspace, size_t workspace_bytes) {
   const std::string where = "quant_linear " + s.text();
   if (const std::string why = quant_linear_unsupported(s); !why.empty()) throw Error(where + ": " + why);
   const bool nested = s.format == Format::nf4_nested;
@@ -442,9 +516,11 @@ void quant_linear(const QuantLinearShape& s, const float* x, const QuantWeight& 
                  qw.nested_offset};
   const float* b = s.bias ? bias : nullptr;
   switch (s.format) {
-    case Format::int8: launch<Format::int8>(s, x, w, b, out, stream); break;
-    case Format::nf4: launch<Format::nf4>(s, x, w, b, out, stream); break;
-    case Format::nf4_nested: launch<Format::nf4_nested>(s, x, w, b, out, stream); break;
+    case Format::int8: launch<Format::int8>(s, x, w, b, out, stream, workspace, workspace_bytes); break;
+    case Format::nf4: launch<Format::nf4>(s, x, w, b, out, stream, workspace, workspace_bytes); break;
+    case Format::nf4_nested:
+      launch<Format::nf4_nested>(s, x, w, b, out, stream, workspace, workspace_bytes);
+      break;
   }
   TESSERA_CUDA_CHECK(cudaGetLastError(), where);
 }

@@ -6,8 +6,10 @@
 // grad_input x @ W. Random packed bytes, scales, maps and activations at
 // awkward sizes: 1, 2, 5 and 8 rows (the GEMV), 9, 130 and 257 rows (tiles,
 // partial ones), 1 to 8201 output features, K of one to 65 absmax blocks
-// of 64 (GEMV blocks that loop over batches of a row and over row groups). Outputs are poisoned first. Unsupported shapes are Errors naming
-// the shape. Label gpu; skips without a device.
+// of 64 (GEMV blocks that loop over batches of a row and over row groups),
+// and tiled products of few tiles split into a workspace. Outputs and
+// workspaces are poisoned first. Unsupported shapes are Errors naming the
+// shape. Label gpu; skips without a device.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -98,15 +100,17 @@ Case make_case(QuantLinearShape s, std::mt19937& rng) {
   return c;
 }
 
-void check(const QuantLinearShape& s, std::mt19937& rng) {
-  SCOPED_TRACE(s.text());
+// `workspace_bytes` > 0: the product gets a workspace that size (tiled
+// products of few tiles split their reduction into it).
+void check(const QuantLinearShape& s, std::mt19937& rng, size_t workspace_bytes = 0) {
+  SCOPED_TRACE(s.text() + (workspace_bytes ? ", workspace " + std::to_string(workspace_bytes) : ""));
   const Case c = make_case(s, rng);
   const int64_t N = s.out_features, K = s.in_features, cols = s.grad_input ? K : N;
   const std::vector<std::vector<uint8_t>> host = {c.weight,        c.scale,           bytes_of(c.nested_absmax),
                                                   bytes_of(c.nested_map), bytes_of(c.nested_offset), bytes_of(c.x),
                                                   bytes_of(c.bias)};
   const size_t out_bytes = s.rows * cols * 4;
-  size_t total = out_bytes;
+  size_t total = out_bytes + (workspace_bytes + 255) / 256 * 256;
   for (const auto& h : host) total += (h.size() + 255) / 256 * 256;
   DeviceArena arena(total + 256, "quant_linear test");
   std::vector<void*> dev;
@@ -118,11 +122,13 @@ void check(const QuantLinearShape& s, std::mt19937& rng) {
   }
   void* d_out = arena.at(at, out_bytes);
   testing::fill_bytes(d_out, 0xFF, out_bytes);
+  void* workspace = workspace_bytes ? arena.at(at + (out_bytes + 255) / 256 * 256, workspace_bytes) : nullptr;
+  if (workspace) testing::fill_bytes(workspace, 0xFF, workspace_bytes);
   const QuantWeight w{dev[0], dev[1], static_cast<const float*>(dev[2]), static_cast<const float*>(dev[3]),
                       static_cast<const float*>(dev[4])};
   DeviceStream stream;
   quant_linear(s, static_cast<const float*>(dev[5]), w, static_cast<const float*>(dev[6]), static_cast<float*>(d_out),
-               stream.stream());
+               stream.stream(), workspace, workspace_bytes);
   stream.synchronize("quant_linear test");
   std::vector<float> got(s.rows * cols);
   const std::vector<uint8_t> out = download(d_out, out_bytes);
@@ -163,6 +169,21 @@ TEST(CudaQuantLinear, EqualsTheDequantizedProductInDouble) {
       for (bool bias : {false, true}) check({f, false, z.rows, z.n, z.k, bias}, rng);
     for (const Size& z : backward) check({f, true, z.rows, z.n, z.k, false}, rng);
   }
+}
+
+// Tiled products of few tiles (a few rows, many inputs) split their
+// reduction when given a workspace: into chunks of 256 or more (a
+// multiple of 64) with a short last one, as many as fit in the workspace
+// (here: room for 2 parts, then for 8).
+TEST(CudaQuantLinear, FewTilesSplitTheirReductionIntoTheWorkspace) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  for (QuantLinearFormat f : {QuantLinearFormat::nf4, QuantLinearFormat::nf4_nested, QuantLinearFormat::int8})
+    for (size_t parts : {2, 8}) {
+      check({f, false, 130, 129, 4160, true}, rng, parts * 130 * 129 * 4);
+      check({f, false, 9, 300, 1344, false}, rng, parts * 9 * 300 * 4);
+      check({f, true, 257, 4160, 192, false}, rng, parts * 257 * 192 * 4);
+    }
 }
 
 TEST(CudaQuantLinear, NestedBlocksPastTheFirst256ReadTheirOwnNestedAbsmax) {

@@ -116,6 +116,7 @@ class CublasLtGemm {
 
   // Problems planned so far (one cuBLASLt heuristic query each).
   size_t cached_plans() const { return plans_.size(); }
+  void* workspace() const { return workspace_; }  // free between its products (stream order)
   size_t workspace_bytes() const { return workspace_bytes_; }
 
  private:

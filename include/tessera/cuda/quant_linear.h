@@ -60,8 +60,14 @@ std::string quant_linear_unsupported(const QuantLinearShape& s);
 inline bool quant_linear_supports(const QuantLinearShape& s) { return quant_linear_unsupported(s).empty(); }
 
 // Queues the product on `stream`. x, bias and out are f32 device pointers
-// (bias null when !s.bias); out must not overlap x.
+// (bias null when !s.bias); out must not overlap x. `workspace` (device
+// memory, or null) lets a tiled product whose 128 x 128 output tiles would
+// leave SMs idle or unevenly loaded split its reduction: each part writes
+// its partial sums there (parts x rows x out columns x 4 bytes, so only as
+// many parts as fit) and a second kernel adds them in part order, so
+// results never depend on timing. Nothing else may use the workspace until
+// the product is done (stream order suffices).
 void quant_linear(const QuantLinearShape& s, const float* x, const QuantWeight& w, const float* bias, float* out,
-                  cudaStream_t stream);
+                  cudaStream_t stream, void* workspace = nullptr, size_t workspace_bytes = 0);
 
 }  // namespace tessera::cuda
