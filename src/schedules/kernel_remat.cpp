@@ -63,10 +63,12 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
       kernels_of[id] = readers;
       continue;
     }
-    // The subtree each reader would inline: id and its inlined inputs, and what it reads.
+    // The subtree each reader would inline: id and its inlined inputs, and
+    // what it reads (the intermediates among them, and the inlined nodes, as
+    // canonical ids: those `consumers` and `kernels_of` use).
     double flops = 0, reads = 0;
-    std::vector<int> stack{id}, read_intermediates;
-    std::set<int> seen{id}, inlined{id};
+    std::vector<int> stack{id};
+    std::set<int> seen{id}, inlined{id}, read_intermediates;
     while (!stack.empty()) {
       const Node& m = g.nodes[stack.back()];
       stack.pop_back();
@@ -76,10 +78,10 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
         const Node& x = g.nodes[in];
         if (root[in] || x.op == "input" || x.op == "param") {
           reads += std::min(bytes_of(x.type), elements * dtype_size(x.type.dtype));
-          if (!x.is_leaf()) read_intermediates.push_back(in);
+          if (!x.is_leaf()) read_intermediates.insert(canon[in]);
         } else if (!x.is_leaf()) {
           stack.push_back(in);
-          inlined.insert(in);
+          inlined.insert(canon[in]);
         }
       }
     }
@@ -101,14 +103,14 @@ std::vector<RematDecision> decide_kernel_remat(const Graph& g, std::vector<bool>
       bool own_subtree = true;
       for (int m : inlined)
         for (int c : consumers[m]) own_subtree = own_subtree && (m == id || inlined.count(c) > 0);
-      for (int x : own_subtree ? read_intermediates : std::vector<int>{}) {
-        if (is_output[x]) continue;
-        bool dies_before_loss = true;
-        for (int c : consumers[x]) {
-          if (inlined.count(c)) continue;
-          if (c < id || kernels_of[c].empty() || *kernels_of[c].rbegin() > loss) dies_before_loss = false;
+      if (own_subtree) {
+        for (int x : read_intermediates) {
+          bool dies_before_loss = !is_output[x];
+          for (int c : consumers[x])
+            if (!inlined.count(c) && (c < id || kernels_of[c].empty() || *kernels_of[c].rbegin() > loss))
+              dies_before_loss = false;
+          if (dies_before_loss) d.frees_bytes += bytes_of(g.nodes[x].type);
         }
-        if (dies_before_loss) d.frees_bytes += bytes_of(g.nodes[x].type);
       }
       d.materialize = d.frees_bytes > own;
     }
