@@ -145,7 +145,7 @@ std::string remat_decisions_text(const Graph& g, const std::vector<RematDecision
     s += buf;
     if (d.frees_bytes > 0) {
       const double kib = d.frees_bytes / 1024;
-      std::snprintf(buf, sizeof buf, " (read across the loss; materialized, it frees %.1f %s there)",
+      std::snprintf(buf, sizeof buf, " (read across the loss: materializing it frees %.1f %s there)",
                     kib >= 1024 ? kib / 1024 : kib, kib >= 1024 ? "MiB" : "KiB");
       s += buf;
     }
