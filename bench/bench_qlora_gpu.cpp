@@ -8,6 +8,9 @@
 //          gpt2_qlora_step; its products in the CUDA quantized linears);
 //   lora   the same adapters on the f32 base (gpt2_lora_step, quantize=false);
 //   full   every param trained with AdamW (gpt2_step).
+// Each also with TF32 products (set_tf32; the variants qlora_tf32,
+// lora_tf32, full_tf32): cuBLASLt's TF32 GEMMs and the quantized linears'
+// TF32 tensor-core tiles.
 // Per variant: the memory plan's peak, the device arena, the measured device
 // memory the step holds, the median and min step time and the losses
 // (gpu_step_driver.h's measure_step). The inputs are fixed fill values, not
@@ -15,11 +18,13 @@
 // PyTorch or bitsandbytes.
 //
 // Usage: bench_qlora_gpu [out_dir [variant]]  (writes qlora_gpu.csv, or
-// qlora_gpu_<variant>.csv for one of qlora, lora, full, run alone in a fresh
+// qlora_gpu_<variant>.csv for one of the six variants, run alone in a fresh
 // process for the cleanest memory figure)
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -37,14 +42,20 @@ struct Row : tessera_bench::StepMeasurement {
   std::string variant;
 };
 
+const char* const kVariants[] = {"qlora", "lora", "full", "qlora_tf32", "lora_tf32", "full_tf32"};
+
 template <typename Step>
 void bench(const std::string& variant, const std::string& only, std::vector<Row>& rows) {
-  if (!only.empty() && only != variant) return;
-  Row row;
-  static_cast<tessera_bench::StepMeasurement&>(row) = tessera_bench::measure_step<Step>(kWarmupSteps, kTimedSteps);
-  row.variant = variant;
-  tessera_bench::print_measurement(variant, row);
-  if (row.ran) rows.push_back(row);
+  for (bool tf32 : {false, true}) {
+    const std::string name = variant + (tf32 ? "_tf32" : "");
+    if (!only.empty() && only != name) continue;
+    Row row;
+    static_cast<tessera_bench::StepMeasurement&>(row) =
+        tessera_bench::measure_step<Step>(kWarmupSteps, kTimedSteps, tf32);
+    row.variant = name;
+    tessera_bench::print_measurement(name, row);
+    if (row.ran) rows.push_back(row);
+  }
 }
 
 }  // namespace
@@ -53,14 +64,14 @@ int main(int argc, char** argv) try {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const std::string out_dir = argc > 1 ? argv[1] : ".";
   const std::string only = argc > 2 ? argv[2] : "";
-  if (!only.empty() && only != "qlora" && only != "lora" && only != "full") {
-    std::fprintf(stderr, "bench_qlora_gpu: no variant '%s' (qlora, lora, full)\n", only.c_str());
+  if (!only.empty() && std::find(std::begin(kVariants), std::end(kVariants), only) == std::end(kVariants)) {
+    std::fprintf(stderr, "bench_qlora_gpu: no variant '%s' (qlora, lora, full, each also _tf32)\n", only.c_str());
     return 2;
   }
   cudaDeviceProp prop;
   if (!tessera_bench::open_device("bench_qlora_gpu", &prop)) return 0;
   std::printf("GPT-2-small-like step (vocab 50304, block 1024, 12 layers, 12 heads, d 768, batch 8), f32; "
-              "%d warm-up + %d timed steps per variant\n",
+              "%d warm-up + %d timed steps per variant, f32 and TF32 products\n",
               kWarmupSteps, kTimedSteps);
   std::vector<Row> rows;
   bench<tessera_aot::gpt2_qlora_step>("qlora", only, rows);

@@ -9,7 +9,8 @@
 //    against cuBLASLt f32 and TF32 on the dense f32 weight (what the plan's
 //    old path ran after dequantizing the whole weight, that kernel not
 //    counted), with cuBLASLt's 32 MiB workspace for split products, as
-//    the plan executor runs them.
+//    the plan executor runs them; the f32 FMA tiles against cuBLASLt f32,
+//    the TF32 tensor-core tiles (QuantLinearShape::tf32) against its TF32.
 // Every kernel is launched 64 times in one CUDA Graph, cycling through
 // copies of its weights: for the GEMVs enough to exceed the L2 cache twice
 // over, so the weights come from device memory; for the tiles, bound by
@@ -108,7 +109,9 @@ void report(FILE* csv, const std::string& gpu, const Row& r, double copy_gbs, do
   const double gbs = r.bytes / (r.ms * 1e6), tflops = r.flops / (r.ms * 1e9);
   std::printf("  %-52s %9.2f us  %7.0f GB/s (%3.0f%% of copy)  %6.1f TFLOP/s", r.what.c_str(), r.ms * 1e3, gbs,
               100 * gbs / copy_gbs, tflops);
-  if (baseline_ms > 0) std::printf("  %5.2fx vs %s", baseline_ms / r.ms, r.kind == "gemv" ? "bf16 cuBLASLt" : "f32 cuBLASLt");
+  if (baseline_ms > 0)
+    std::printf("  %5.2fx vs %s", baseline_ms / r.ms,
+                r.kind == "gemv" ? "bf16 cuBLASLt" : r.kind == "tiled_tf32" ? "TF32 cuBLASLt" : "f32 cuBLASLt");
   std::printf("\n");
   if (csv)
     std::fprintf(csv, "%s,\"%s\",%s,%.5f,%.0f,%.0f,%.1f,%.3f,%.2f,%.3f\n", gpu.c_str(), r.what.c_str(), r.kind.c_str(),
@@ -211,7 +214,7 @@ int run(int argc, char** argv) {
     }
   }
 
-  std::printf("\nTiled products (rows x in -> out), f32:\n");
+  std::printf("\nTiled products (rows x in -> out), f32 and TF32:\n");
   struct Tiled {
     int64_t rows, N, K;
     bool grad_input;
@@ -231,7 +234,7 @@ int run(int argc, char** argv) {
                              (c.grad_input ? " (grad_input)" : "");
     const double flops = 2.0 * c.rows * c.N * c.K;
     const size_t act = (c.rows * in + c.rows * result) * 4;
-    double f32_ms = 0;
+    double f32_ms = 0, tf32_ms = 0;
     {
       const size_t wbytes = c.N * c.K * 4;
       Rotating w(wbytes, 2, random_floats(c.N * c.K, -1, 1, rng));
@@ -240,7 +243,7 @@ int run(int argc, char** argv) {
                                    : GemmShape::linear(DType::f32, c.rows, c.K, c.N, GemmEpilogue::none);
         g.allow_tf32 = tf32;
         const double ms = ms_per_launch(stream, [&](int i) { gemm.run(g, GemmArgs{x, w.at(i), out}); });
-        if (!tf32) f32_ms = ms;
+        (tf32 ? tf32_ms : f32_ms) = ms;
         report(csv, gpu, {std::string("cuBLASLt ") + (tf32 ? "TF32 " : "f32 ") + dims, "tiled_baseline", ms,
                           double(act + wbytes), flops},
                copy_gbs, 0);
@@ -255,20 +258,23 @@ int run(int argc, char** argv) {
       Rotating scale(scale_bytes, 2,
                      fmt == QuantLinearFormat::nf4_nested ? random_bytes(scale_bytes, rng)
                                                           : random_floats(scale_bytes / 4, 0.01f, 1, rng));
-      const QuantLinearShape s{fmt, c.grad_input, c.rows, c.N, c.K, false};
-      // Outputs of fewer tiles than SMs also without the workspace: unsplit.
+      // Outputs of fewer tiles than SMs also without the workspace: unsplit
+      // (f32 FMA tiles only).
       const bool few_tiles = ((c.rows + 127) / 128) * ((result + 127) / 128) < prop.multiProcessorCount;
-      for (bool split : {false, true}) {
-        if (!split && !few_tiles) continue;
-        const double ms = ms_per_launch(stream, [&](int i) {
-          quant_linear(s, x, weight_of(fmt, packed, scale, nested_absmax, map, offset, i), nullptr, out,
-                       stream.stream(), split ? gemm.workspace() : nullptr, split ? gemm.workspace_bytes() : 0);
-        });
-        report(csv, gpu,
-               {std::string(format_names[f]) + " " + dims + (split ? "" : " unsplit"), split ? "tiled" : "tiled_unsplit",
-                ms, double(act + packed_bytes + scale_bytes), flops},
-               copy_gbs, f32_ms);
-      }
+      for (bool tf32 : {false, true})
+        for (bool split : {false, true}) {
+          if (!split && (tf32 || !few_tiles)) continue;
+          const QuantLinearShape s{fmt, c.grad_input, c.rows, c.N, c.K, false, tf32};
+          const double ms = ms_per_launch(stream, [&](int i) {
+            quant_linear(s, x, weight_of(fmt, packed, scale, nested_absmax, map, offset, i), nullptr, out,
+                         stream.stream(), split ? gemm.workspace() : nullptr, split ? gemm.workspace_bytes() : 0);
+          });
+          report(csv, gpu,
+                 {std::string(format_names[f]) + (tf32 ? " TF32 " : " ") + dims + (split ? "" : " unsplit"),
+                  tf32 ? "tiled_tf32" : split ? "tiled" : "tiled_unsplit", ms, double(act + packed_bytes + scale_bytes),
+                  flops},
+                 copy_gbs, tf32 ? tf32_ms : f32_ms);
+        }
     }
   }
   if (csv) std::fclose(csv);

@@ -135,9 +135,10 @@ struct StepMeasurement {
 // Graph). measured: the most device memory in use during its steps beyond
 // what was in use before the step object existed (arena, Halide's scratch
 // pool, cuBLASLt's workspace, the CUDA Graph). The loss of step 1 and of the
-// last step from its scalar output "loss".
+// last step from its scalar output "loss". tf32: its f32 products on TF32
+// tensor cores (Step::set_tf32).
 template <typename Step>
-StepMeasurement measure_step(int warmup, int timed) {
+StepMeasurement measure_step(int warmup, int timed, bool tf32 = false) {
   check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   const size_t before = device_memory_used();
   StepMeasurement m;
@@ -148,6 +149,7 @@ StepMeasurement measure_step(int warmup, int timed) {
   m.planned_peak = planned_intermediate_bytes(step.describe_device());
   m.device_arena = step.device_arena_bytes();
   m.cpu_planned_peak = Step::kArenaBytes;
+  step.set_tf32(tf32);
   const int step_input = upload_inputs(step);
   step.set_feed_back(true);
   size_t used = device_memory_used();

@@ -302,6 +302,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       sh.out_features = q->out_features;
       sh.in_features = q->in_features;
       sh.bias = q->bias >= 0;
+      sh.tf32 = options.allow_tf32;
       if (const std::string why = quant_linear_unsupported(sh); !why.empty())
         fail(where, ": the quantized linear kernels do not take ", sh.text(), ": ", why);
       const size_t weights = static_cast<size_t>(q->out_features * q->in_features);  // K % 64 == 0: no padding
@@ -580,6 +581,7 @@ bool PlanExecutor::updated_in_place(int t) const {
 void PlanExecutor::set_allow_tf32(bool enabled) {
   s_->options.allow_tf32 = enabled;
   for (GemmShape& sh : s_->shapes) sh.allow_tf32 = enabled && sh.dtype == DType::f32;
+  for (QuantLinearShape& sh : s_->quant_linear) sh.tf32 = enabled;
 }
 const DeviceStream& PlanExecutor::stream() const { return s_->stream; }
 size_t PlanExecutor::arena_bytes() const { return s_->arena->size(); }

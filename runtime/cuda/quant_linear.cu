@@ -40,12 +40,18 @@
 // where unsplit it reached half of cuBLASLt) splits its reduction into
 // parts (choose_split) summed by a second kernel in a fixed order.
 //
-// Tried and dropped: with TF32 allowed, the same tiles multiplied by WMMA
-// (16 x 16 x 8 TF32 fragments loaded from the shared-memory slices, one
-// block per SM) ran at 24-35 TFLOP/s, no faster than the f32 FMAs, so TF32
-// is not used here.
+// tiled on TF32 tensor cores (QuantLinearShape::tf32, which the plan
+// executor sets when it allows TF32): the same blocks, slices, loads and
+// double buffering, but the slices are stored row-major (x [row][depth], W
+// [output column][depth], rows 20 floats apart so that mma's fragment loads
+// hit 32 distinct banks), rounded to TF32 once when stored, and each warp
+// multiplies a 64 x 32 part of the tile with mma.sync m16n8k8 TF32
+// instructions (f32 accumulators in registers). An earlier TF32 variant
+// through WMMA (16 x 16 x 8 fragments from the transposed slices, one block
+// per SM) ran at 24-35 TFLOP/s, no faster than the f32 FMAs.
 //
-// Not here: mma.sync or wgmma tensor-core tiles, a grad_input GEMV.
+// Not here: wgmma (Hopper's asynchronous warpgroup products), a grad_input
+// GEMV.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -249,23 +255,34 @@ constexpr int kTile = 128;           // output rows and columns per block
 constexpr int kDepth = 16;           // reduction elements per slice
 constexpr int kStride = kTile + 4;   // row stride of the slices in shared memory (fewer bank conflicts)
 
-// The W elements one thread below 128 decodes per slice: forward, 16 of
-// row n; grad_input, 16 of row d0 + t % 16 (32 per thread, in half the
-// threads, had int8's split kernel spill registers).
-template <Format F, bool kGradInput>
+// E consecutive W elements of one row that one thread decodes per slice:
+// forward, row n and depth k..k+E-1; grad_input, row d and output columns
+// c..c+E-1. kThreads of a block's threads cover the 128 x 16 slice. The
+// f32 tiles take E = 16 in half the threads (32 per thread, in a quarter,
+// had int8's split kernel spill registers), the TF32 tiles E = 8 in all.
+template <Format F, int E>
 struct TileRun {
-  static constexpr int kElements = 16;
+  static constexpr int kElements = E;
   static constexpr int kPerWord = F == Format::int8 ? 4 : 8;
   static constexpr int kWords = kElements / kPerWord;
-  static constexpr int kThreads = 128;
+  static constexpr int kThreads = kTile * kDepth / kElements;
   uint32_t words[kWords];
   float scale;
   bool valid;
+  // This thread's elements of the slice at depth d0 of the block's columns col0..
+  __device__ __forceinline__ void load_slice(const Weight& w, bool grad_input, int t, int64_t d0, int64_t col0,
+                                             int64_t N, int64_t K) {
+    constexpr int kPerRow = kDepth / kElements;  // forward: threads per W row of the slice
+    if (grad_input) load(w, d0 + t % kDepth, col0 + kElements * (t / kDepth), N, K);
+    else load(w, col0 + t / kPerRow, d0 + kElements * (t % kPerRow), N, K);
+  }
   __device__ __forceinline__ void load(const Weight& w, int64_t n, int64_t k, int64_t N, int64_t K) {
     valid = n < N && k < K;
     if (!valid) return;
     const uint32_t* p = reinterpret_cast<const uint32_t*>(w.packed) + (n * K + k) / kPerWord;
-    if constexpr (kWords == 2) {
+    if constexpr (kWords == 1) {
+      words[0] = __ldg(p);
+    } else if constexpr (kWords == 2) {
       const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
       words[0] = v.x, words[1] = v.y;
     } else {
@@ -290,7 +307,7 @@ template <Format F, bool kGradInput>
 __global__ void __launch_bounds__(kTileThreads, 2)
     quant_tiled(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
                 int64_t rows, int64_t N, int64_t K, int64_t chunk) {
-  using Run = TileRun<F, kGradInput>;
+  using Run = TileRun<F, 16>;
   constexpr int kXPerThread = kTile * kDepth / kTileThreads;
   __shared__ float code_book[16];
   __shared__ __align__(16) float xs[2][kDepth][kStride];  // x's slice, transposed; two buffers
@@ -318,10 +335,7 @@ __global__ void __launch_bounds__(kTileThreads, 2)
       const int64_t r = row0 + t / kDepth + (kTileThreads / kDepth) * i;
       xr[i] = r < rows && d < x_end ? __ldg(x + r * depth + d) : 0.0f;
     }
-    if (t < Run::kThreads) {
-      if (kGradInput) wr.load(w, d0 + t % kDepth, col0 + Run::kElements * (t / kDepth), N, K);
-      else wr.load(w, col0 + t, d0, N, K);
-    }
+    if (t < Run::kThreads) wr.load_slice(w, kGradInput, t, d0, col0, N, K);
   };
   auto store = [&](int buffer) {
 #pragma unroll
@@ -379,6 +393,140 @@ __global__ void __launch_bounds__(kTileThreads, 2)
       if (c < cols) out[r * cols + c] = bias ? acc[i][j] + bias[c] : acc[i][j];
     }
   }
+}
+
+// ---- tiled on TF32 tensor cores (QuantLinearShape::tf32) ----
+
+// Operands of one m16n8k8 TF32 product are f32 bit patterns rounded to
+// TF32 (round to nearest, ties away, as cuBLASLt's FAST_TF32 rounds).
+__device__ __forceinline__ float to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return __uint_as_float(r);
+}
+
+// c += a b, a 16 x 8 and b 8 x 8 (TF32), c 16 x 8 (f32). Lane l holds, with
+// g = l / 4 and t = l % 4: a = A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4];
+// b = B[t][g], B[t+4][g]; c = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1].
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const float (&a)[4], const float (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])),
+        "r"(__float_as_uint(a[3])), "r"(__float_as_uint(b[0])), "r"(__float_as_uint(b[1])));
+}
+
+// Row stride of the TF32 tiles' shared slices: 20 = 4 (mod 32), so the 32
+// lanes of a fragment load (row g + const, column t + const) hit 32
+// distinct banks, and a float4 store of 4 columns of a row stays aligned.
+constexpr int kStrideTF32 = kDepth + 4;
+
+// As quant_tiled, with the products on the tensor cores: both slices are
+// stored row-major ([output row][depth] for x, [output column][depth] for
+// W), rounded to TF32, and each of the 8 warps computes a 64 x 32 part of
+// the tile as 4 x 4 m16n8k8 accumulators, two 8-deep steps per slice.
+template <Format F, bool kGradInput>
+__global__ void __launch_bounds__(kTileThreads, 2)
+    quant_tiled_tf32(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
+                     int64_t rows, int64_t N, int64_t K, int64_t chunk) {
+  using Run = TileRun<F, 16>;
+  constexpr int kXVectors = kTile * kDepth / (4 * kTileThreads);  // float4s of x per thread and slice
+  __shared__ float code_book[16];
+  __shared__ __align__(16) float xs[2][kTile][kStrideTF32];
+  __shared__ __align__(16) float ws[2][kTile][kStrideTF32];
+  if (threadIdx.x < 16) code_book[threadIdx.x] = kNF4CodeBook[threadIdx.x];
+  const int t = threadIdx.x;
+  const int64_t depth = kGradInput ? N : K, cols = kGradInput ? K : N;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile, col0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const int64_t d_begin = blockIdx.z * chunk, d_end = min(depth, d_begin + chunk);
+  const bool vector_rows = depth % 4 == 0;  // x's rows start 16-byte aligned (x itself is)
+  out += blockIdx.z * rows * cols;
+
+  // One slice's global loads at depth d0: thread t takes x columns
+  // d0 + 4 (t % 4) .. + 3 of rows row0 + t / 4 + 64 i; W as Run says.
+  float4 xr[kXVectors];
+  Run wr;
+  auto load = [&](int64_t d0) {
+    const int64_t d = d0 + 4 * (t % 4);
+#pragma unroll
+    for (int i = 0; i < kXVectors; ++i) {
+      const int64_t r = row0 + t / 4 + (kTileThreads / 4) * i;
+      const float* p = x + r * depth + d;
+      if (r >= rows) xr[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      else if (vector_rows && d + 3 < d_end) xr[i] = __ldg(reinterpret_cast<const float4*>(p));
+      else
+        xr[i] = make_float4(d < d_end ? __ldg(p) : 0.0f, d + 1 < d_end ? __ldg(p + 1) : 0.0f,
+                            d + 2 < d_end ? __ldg(p + 2) : 0.0f, d + 3 < d_end ? __ldg(p + 3) : 0.0f);
+    }
+    if (t < Run::kThreads) wr.load_slice(w, kGradInput, t, d0, col0, N, K);
+  };
+  auto store = [&](int buffer) {
+#pragma unroll
+    for (int i = 0; i < kXVectors; ++i)
+      *reinterpret_cast<float4*>(&xs[buffer][t / 4 + (kTileThreads / 4) * i][4 * (t % 4)]) =
+          make_float4(to_tf32(xr[i].x), to_tf32(xr[i].y), to_tf32(xr[i].z), to_tf32(xr[i].w));
+    if (t >= Run::kThreads) return;
+#pragma unroll
+    for (int j = 0; j < Run::kElements; j += 4) {
+      float v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) v[i] = to_tf32(wr.value(j + i, code_book));
+      if (kGradInput) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) ws[buffer][Run::kElements * (t / kDepth) + j + i][t % kDepth] = v[i];
+      } else {
+        *reinterpret_cast<float4*>(&ws[buffer][t][j]) = make_float4(v[0], v[1], v[2], v[3]);
+      }
+    }
+  };
+
+  const int lane = t % 32, g = lane / 4, q = lane % 4;
+  const int wm = 64 * (t / 32 / 4), wn = 32 * (t / 32 % 4);  // the warp's part of the tile
+  float acc[4][4][4] = {};
+  load(d_begin);
+  __syncthreads();  // the code book
+  store(0);
+  __syncthreads();
+  for (int64_t d0 = d_begin, slice = 0; d0 < d_end; d0 += kDepth, ++slice) {
+    const int buffer = slice % 2;
+    const bool more = d0 + kDepth < d_end;
+    if (more) load(d0 + kDepth);
+#pragma unroll
+    for (int k = 0; k < kDepth; k += 8) {
+      float a[4][4], b[4][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float* r = &xs[buffer][wm + 16 * i + g][k + q];
+        a[i][0] = r[0], a[i][1] = r[8 * kStrideTF32], a[i][2] = r[4], a[i][3] = r[8 * kStrideTF32 + 4];
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float* c = &ws[buffer][wn + 8 * j + g][k + q];
+        b[j][0] = c[0], b[j][1] = c[4];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], a[i], b[j]);
+    }
+    if (more) store(1 - buffer);
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = row0 + wm + 16 * i + g + 8 * h;
+      if (r >= rows) continue;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t c = col0 + wn + 8 * j + 2 * q + e;
+          if (c < cols) out[r * cols + c] = bias ? acc[i][j][2 * h + e] + bias[c] : acc[i][j][2 * h + e];
+        }
+    }
 }
 
 // out = the sum of `parts` partial products in part order, plus bias.
@@ -471,12 +619,10 @@ void launch(const QuantLinearShape& s, const float* x, const Weight& w, const fl
   float* partial = split.parts > 1 ? static_cast<float*>(workspace) : out;
   const float* tile_bias = split.parts > 1 ? nullptr : bias;
   const dim3 grid(static_cast<unsigned>(tiles_x), static_cast<unsigned>(tiles_y), static_cast<unsigned>(split.parts));
-  if (s.grad_input)
-    quant_tiled<F, true><<<grid, kTileThreads, 0, stream>>>(x, w, nullptr, partial, s.rows, s.out_features,
-                                                            s.in_features, split.chunk);
-  else
-    quant_tiled<F, false><<<grid, kTileThreads, 0, stream>>>(x, w, tile_bias, partial, s.rows, s.out_features,
-                                                             s.in_features, split.chunk);
+  const auto kernel = s.grad_input ? (s.tf32 ? quant_tiled_tf32<F, true> : quant_tiled<F, true>)
+                                   : (s.tf32 ? quant_tiled_tf32<F, false> : quant_tiled<F, false>);
+  kernel<<<grid, kTileThreads, 0, stream>>>(x, w, tile_bias, partial, s.rows, s.out_features, s.in_features,
+                                            split.chunk);
   if (split.parts > 1) {
     const int64_t count = s.rows * cols, blocks = std::min<int64_t>((count + 255) / 256, 8 * sm_count());
     sum_parts<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(partial, split.parts, count, cols, bias, out);
@@ -489,7 +635,8 @@ std::string QuantLinearShape::text() const {
   std::ostringstream o;
   const int64_t in = grad_input ? out_features : in_features, result = grad_input ? in_features : out_features;
   o << format_name(format) << (grad_input ? " grad_input" : " forward") << " [" << rows << " x " << in << "] -> ["
-    << rows << " x " << result << "], W [" << out_features << " x " << in_features << "]" << (bias ? ", bias" : "");
+    << rows << " x " << result << "], W [" << out_features << " x " << in_features << "]" << (bias ? ", bias" : "")
+    << (tf32 ? ", TF32" : "");
   return o.str();
 }
 

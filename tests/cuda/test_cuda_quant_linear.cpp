@@ -100,12 +100,12 @@ Case make_case(QuantLinearShape s, std::mt19937& rng) {
   return c;
 }
 
-// `workspace_bytes` > 0: the product gets a workspace that size (tiled
+// The product of case c on the device, into a poisoned output. With
+// `workspace_bytes` > 0 it gets a poisoned workspace that size (tiled
 // products of few tiles split their reduction into it).
-void check(const QuantLinearShape& s, std::mt19937& rng, size_t workspace_bytes = 0) {
-  SCOPED_TRACE(s.text() + (workspace_bytes ? ", workspace " + std::to_string(workspace_bytes) : ""));
-  const Case c = make_case(s, rng);
-  const int64_t N = s.out_features, K = s.in_features, cols = s.grad_input ? K : N;
+std::vector<float> run(const Case& c, size_t workspace_bytes) {
+  const QuantLinearShape& s = c.s;
+  const int64_t cols = s.grad_input ? s.in_features : s.out_features;
   const std::vector<std::vector<uint8_t>> host = {c.weight,        c.scale,           bytes_of(c.nested_absmax),
                                                   bytes_of(c.nested_map), bytes_of(c.nested_offset), bytes_of(c.x),
                                                   bytes_of(c.bias)};
@@ -133,7 +133,18 @@ void check(const QuantLinearShape& s, std::mt19937& rng, size_t workspace_bytes 
   std::vector<float> got(s.rows * cols);
   const std::vector<uint8_t> out = download(d_out, out_bytes);
   std::memcpy(got.data(), out.data(), out_bytes);
+  return got;
+}
 
+// Case s with random tensors against the double-precision product: within
+// f32 rounding of the sum of |terms|, or TF32's (operands rounded to 10
+// mantissa bits: 2^-10 relative per product, with room for the sums).
+void check(const QuantLinearShape& s, std::mt19937& rng, size_t workspace_bytes = 0) {
+  SCOPED_TRACE(s.text() + (workspace_bytes ? ", workspace " + std::to_string(workspace_bytes) : ""));
+  const Case c = make_case(s, rng);
+  const int64_t N = s.out_features, K = s.in_features, cols = s.grad_input ? K : N;
+  const std::vector<float> got = run(c, workspace_bytes);
+  const double tolerance = s.tf32 ? 1.5e-3 : 1e-5;
   int bad = 0;
   const int64_t depth = s.grad_input ? N : K;
   for (int64_t m = 0; m < s.rows; ++m)
@@ -145,7 +156,7 @@ void check(const QuantLinearShape& s, std::mt19937& rng, size_t workspace_bytes 
         magnitude += std::fabs(term);
       }
       const double g = got[m * cols + j];
-      if (!(std::fabs(g - want) <= 1e-5 * magnitude + 1e-7) && bad++ < 5)
+      if (!(std::fabs(g - want) <= tolerance * magnitude + 1e-7) && bad++ < 5)
         ADD_FAILURE() << "out[" << m << ", " << j << "] = " << g << ", want " << want << " (sum of |terms| "
                       << magnitude << ")";
     }
@@ -184,6 +195,44 @@ TEST(CudaQuantLinear, FewTilesSplitTheirReductionIntoTheWorkspace) {
       check({f, false, 9, 300, 1344, false}, rng, parts * 9 * 300 * 4);
       check({f, true, 257, 4160, 192, false}, rng, parts * 257 * 192 * 4);
     }
+}
+
+// With tf32 the tiles run on the tensor cores: tiles of every kind (full,
+// partial, one row or column, split), both directions, every format; the
+// GEMV ignores the flag (it is bandwidth-bound).
+TEST(CudaQuantLinear, TF32TilesEqualTheDequantizedProductWithinTF32Rounding) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  struct Size {
+    int64_t rows, n, k;
+  };
+  const Size forward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 128, 128}, {3, 5, 4160}};
+  const Size backward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 33, 128}};
+  for (QuantLinearFormat f : {QuantLinearFormat::nf4, QuantLinearFormat::nf4_nested, QuantLinearFormat::int8}) {
+    for (const Size& z : forward)
+      for (bool bias : {false, true}) check({f, false, z.rows, z.n, z.k, bias, true}, rng);
+    for (const Size& z : backward) check({f, true, z.rows, z.n, z.k, false, true}, rng);
+    check({f, false, 130, 129, 4160, true, true}, rng, 4 * 130 * 129 * 4);
+    check({f, true, 257, 4160, 192, false, true}, rng, 4 * 257 * 192 * 4);
+  }
+}
+
+// The flag is honoured: x = 1 + 2^-13 is 1 in TF32, so 64 products with
+// weight 1 sum to exactly 64 on the tensor cores and to 64 + 2^-7 in f32.
+TEST(CudaQuantLinear, TF32TilesRoundTheirOperandsToTF32) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  for (bool grad_input : {false, true}) {
+    for (bool tf32 : {false, true}) {
+      Case c;
+      c.s = {QuantLinearFormat::int8, grad_input, 16, 64, 64, false, tf32};
+      c.weight.assign(64 * 64, 1);
+      c.scale = bytes_of(std::vector<float>(64, 1.0f));
+      c.x.assign(16 * 64, 1.0f + std::ldexp(1.0f, -13));
+      const std::vector<float> got = run(c, 0);
+      const float want = tf32 ? 64.0f : 64.0f + std::ldexp(1.0f, -7);
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want) << c.s.text() << ", element " << i;
+    }
+  }
 }
 
 TEST(CudaQuantLinear, NestedBlocksPastTheFirst256ReadTheirOwnNestedAbsmax) {

@@ -147,7 +147,7 @@ class PlanExecutor {
     int device = 0;
     bool graphs = true;      // capture and replay; false runs every step directly
     bool feed_back = false;  // copy each output "new.X" onto input "X" after the step
-    bool allow_tf32 = false; // f32 GEMMs on TF32 tensor cores
+    bool allow_tf32 = false; // f32 GEMMs and quantized linears' tiles on TF32 tensor cores
     // The spec's in-place outputs share their input's device tensor: each
     // run overwrites those inputs (an optimizer's params and moments, fed
     // back without a copy and without a second copy on the device),

@@ -10,17 +10,18 @@
 // and step, and decodes through a code book in shared memory), and a tiled
 // product for more rows
 // (each 128 x 128 output tile dequantizes its 16-deep slices of W into
-// shared memory, where the f32 FMA loops read them). Results differ from
-// the CPU's only by the order of the f32 sums.
+// shared memory, where the f32 FMA loops read them, or, with
+// QuantLinearShape::tf32, TF32 tensor-core products). Results differ from
+// the CPU's only by the order of the f32 sums (with tf32: and the operands'
+// rounding to TF32).
 //
 // What it takes (quant_linear_supports): K a multiple of 64 (NF4: each row
 // starts an absmax block; int8: rows of whole 16-byte vectors), the
 // weight's storage 16-byte aligned, and for grad_input more than 8 rows;
 // other shapes are tessera::Errors naming the shape (the plan leaves them
 // to the Halide kernels). Nothing here allocates; launches are checked.
-// Not done: f16/bf16 activations (tessera's quantized ops take f32 x),
-// tensor cores (the tiles use f32 FMAs, also when the executor allows TF32
-// for its GEMMs), a GEMV for grad_input.
+// Not done: f16/bf16 activations (tessera's quantized ops take f32 x), a
+// GEMV for grad_input.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -43,6 +44,10 @@ struct QuantLinearShape {
   int64_t rows = 0;         // rows of x and out (the product of x's leading dims)
   int64_t out_features = 0, in_features = 0;  // N, K: W is [N, K]
   bool bias = false;        // forward only
+  // Tiled products (not the GEMV) on TF32 tensor cores: x and W rounded to
+  // TF32 (10-bit mantissa, as cuBLASLt's FAST_TF32 and PyTorch's allow_tf32),
+  // products summed in f32.
+  bool tf32 = false;
   std::string text() const;  // "nf4 forward [8192 x 768] -> [8192 x 3072], bias"
 };
 
