@@ -7,9 +7,10 @@
 // awkward sizes: 1, 2, 5 and 8 rows (the GEMV), 9, 130 and 257 rows (tiles,
 // partial ones), 1 to 8201 output features, K of one to 65 absmax blocks
 // of 64 (GEMV blocks that loop over batches of a row and over row groups),
-// and tiled products of few tiles split into a workspace. Outputs and
-// workspaces are poisoned first. Unsupported shapes are Errors naming the
-// shape. Label gpu; skips without a device.
+// tiled products of few tiles split into a workspace, and the TF32
+// tensor-core tiles (within TF32 rounding; one case tells TF32 from f32
+// exactly). Outputs and workspaces are poisoned first. Unsupported shapes
+// are Errors naming the shape. Label gpu; skips without a device.
 #include <gtest/gtest.h>
 
 #include <cmath>
