@@ -46,7 +46,9 @@
 // [output column][depth], rows 20 floats apart so that mma's fragment loads
 // hit 32 distinct banks), rounded to TF32 once when stored, and each warp
 // multiplies a 64 x 32 part of the tile with mma.sync m16n8k8 TF32
-// instructions (f32 accumulators in registers). An earlier TF32 variant
+// instructions (f32 accumulators in registers). On an H200 they reach
+// 0.2-0.3x cuBLASLt's TF32 GEMM: only 9% of their instructions are mmas,
+// and warps wait at the one barrier per slice for those that decode W. An earlier TF32 variant
 // through WMMA (16 x 16 x 8 fragments from the transposed slices, one block
 // per SM) ran at 24-35 TFLOP/s, no faster than the f32 FMAs.
 //
@@ -430,7 +432,10 @@ template <Format F, bool kGradInput>
 __global__ void __launch_bounds__(kTileThreads, 2)
     quant_tiled_tf32(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
                      int64_t rows, int64_t N, int64_t K, int64_t chunk) {
-  using Run = TileRun<F, 16>;
+  // W decoded by every thread for int8 (8 elements, 2 words each), by half
+  // of them for NF4 (16 elements, 2 words): on an H200 the other choice was
+  // slower on most shapes (NF4 by up to 20%, int8 by up to 19%).
+  using Run = TileRun<F, F == Format::int8 ? 8 : 16>;
   constexpr int kXVectors = kTile * kDepth / (4 * kTileThreads);  // float4s of x per thread and slice
   __shared__ float code_book[16];
   __shared__ __align__(16) float xs[2][kTile][kStrideTF32];
@@ -447,6 +452,7 @@ __global__ void __launch_bounds__(kTileThreads, 2)
   // d0 + 4 (t % 4) .. + 3 of rows row0 + t / 4 + 64 i; W as Run says.
   float4 xr[kXVectors];
   Run wr;
+  const bool decodes = Run::kThreads == kTileThreads || t < Run::kThreads;
   auto load = [&](int64_t d0) {
     const int64_t d = d0 + 4 * (t % 4);
 #pragma unroll
@@ -459,24 +465,28 @@ __global__ void __launch_bounds__(kTileThreads, 2)
         xr[i] = make_float4(d < d_end ? __ldg(p) : 0.0f, d + 1 < d_end ? __ldg(p + 1) : 0.0f,
                             d + 2 < d_end ? __ldg(p + 2) : 0.0f, d + 3 < d_end ? __ldg(p + 3) : 0.0f);
     }
-    if (t < Run::kThreads) wr.load_slice(w, kGradInput, t, d0, col0, N, K);
+    if (decodes) wr.load_slice(w, kGradInput, t, d0, col0, N, K);
   };
   auto store = [&](int buffer) {
 #pragma unroll
     for (int i = 0; i < kXVectors; ++i)
       *reinterpret_cast<float4*>(&xs[buffer][t / 4 + (kTileThreads / 4) * i][4 * (t % 4)]) =
           make_float4(to_tf32(xr[i].x), to_tf32(xr[i].y), to_tf32(xr[i].z), to_tf32(xr[i].w));
-    if (t >= Run::kThreads) return;
+    if (!decodes) return;
+    constexpr int kPerRow = kDepth / Run::kElements;  // forward: threads per output column
 #pragma unroll
     for (int j = 0; j < Run::kElements; j += 4) {
       float v[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) v[i] = to_tf32(wr.value(j + i, code_book));
       if (kGradInput) {
+        // Depth t % 16 of output columns E (t / 16) + j..+3.
 #pragma unroll
         for (int i = 0; i < 4; ++i) ws[buffer][Run::kElements * (t / kDepth) + j + i][t % kDepth] = v[i];
       } else {
-        *reinterpret_cast<float4*>(&ws[buffer][t][j]) = make_float4(v[0], v[1], v[2], v[3]);
+        // Depths E (t % kPerRow) + j..+3 of output column t / kPerRow.
+        *reinterpret_cast<float4*>(&ws[buffer][t / kPerRow][Run::kElements * (t % kPerRow) + j]) =
+            make_float4(v[0], v[1], v[2], v[3]);
       }
     }
   };
