@@ -301,6 +301,30 @@ struct TileRun {
   }
 };
 
+// The slices d_begin, d_begin + 16, .. < d_end through two shared buffers:
+// load(d0) issues a slice's global loads into registers, store(buffer)
+// writes them into a buffer, multiply(buffer) uses one. The next slice's
+// loads are issued before the current one is multiplied and stored into
+// the other buffer after, one barrier per slice (the first also makes the
+// code book visible).
+template <typename Load, typename Store, typename Multiply>
+__device__ __forceinline__ void run_slices(int64_t d_begin, int64_t d_end, Load&& load, Store&& store,
+                                           Multiply&& multiply) {
+  load(d_begin);
+  __syncthreads();  // the code book
+  store(0);
+  __syncthreads();
+  for (int64_t d0 = d_begin, slice = 0; d0 < d_end; d0 += kDepth, ++slice) {
+    const int buffer = slice % 2;
+    const bool more = d0 + kDepth < d_end;
+    if (more) load(d0 + kDepth);
+    multiply(buffer);
+    // The other buffer was last read before the previous barrier.
+    if (more) store(1 - buffer);
+    __syncthreads();
+  }
+}
+
 // out [rows, cols] = x [rows, depth] @ B, B [depth, cols] = W^T (forward:
 // depth K, cols N) or W (grad_input: depth N, cols K).
 // Split (gridDim.z > 1): block z reduces depth [z * chunk, (z + 1) * chunk)
@@ -361,14 +385,7 @@ __global__ void __launch_bounds__(kTileThreads, 2)
 
   const int tx = t % 16, ty = t / 16;
   float acc[8][8] = {};
-  load(d_begin);
-  __syncthreads();  // the code book
-  store(0);
-  __syncthreads();
-  for (int64_t d0 = d_begin, slice = 0; d0 < d_end; d0 += kDepth, ++slice) {
-    const int buffer = slice % 2;
-    const bool more = d0 + kDepth < d_end;
-    if (more) load(d0 + kDepth);
+  run_slices(d_begin, d_end, load, store, [&](int buffer) {
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
       float a[8], b[8];
@@ -381,10 +398,7 @@ __global__ void __launch_bounds__(kTileThreads, 2)
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
-    // The other buffer was last read before the previous barrier.
-    if (more) store(1 - buffer);
-    __syncthreads();
-  }
+  });
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int64_t r = row0 + (i < 4 ? 4 * ty + i : 64 + 4 * ty + i - 4);
@@ -494,14 +508,7 @@ __global__ void __launch_bounds__(kTileThreads, 2)
   const int lane = t % 32, g = lane / 4, q = lane % 4;
   const int wm = 64 * (t / 32 / 4), wn = 32 * (t / 32 % 4);  // the warp's part of the tile
   float acc[4][4][4] = {};
-  load(d_begin);
-  __syncthreads();  // the code book
-  store(0);
-  __syncthreads();
-  for (int64_t d0 = d_begin, slice = 0; d0 < d_end; d0 += kDepth, ++slice) {
-    const int buffer = slice % 2;
-    const bool more = d0 + kDepth < d_end;
-    if (more) load(d0 + kDepth);
+  run_slices(d_begin, d_end, load, store, [&](int buffer) {
 #pragma unroll
     for (int k = 0; k < kDepth; k += 8) {
       float a[4][4], b[4][2];
@@ -520,9 +527,7 @@ __global__ void __launch_bounds__(kTileThreads, 2)
 #pragma unroll
         for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], a[i], b[j]);
     }
-    if (more) store(1 - buffer);
-    __syncthreads();
-  }
+  });
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
