@@ -48,9 +48,10 @@
 // multiplies a 64 x 32 part of the tile with mma.sync m16n8k8 TF32
 // instructions (f32 accumulators in registers). On an H200 they reach
 // 0.2-0.3x cuBLASLt's TF32 GEMM: only 9% of their instructions are mmas,
-// and warps wait at the one barrier per slice for those that decode W. An earlier TF32 variant
-// through WMMA (16 x 16 x 8 fragments from the transposed slices, one block
-// per SM) ran at 24-35 TFLOP/s, no faster than the f32 FMAs.
+// and warps wait at the one barrier per slice for those that decode W.
+// An earlier TF32 variant through WMMA (16 x 16 x 8 fragments from the
+// transposed slices, one block per SM) ran at 24-35 TFLOP/s, no faster
+// than the f32 FMAs.
 //
 // Not here: wgmma (Hopper's asynchronous warpgroup products), a grad_input
 // GEMV.
@@ -261,7 +262,8 @@ constexpr int kStride = kTile + 4;   // row stride of the slices in shared memor
 // forward, row n and depth k..k+E-1; grad_input, row d and output columns
 // c..c+E-1. kThreads of a block's threads cover the 128 x 16 slice. The
 // f32 tiles take E = 16 in half the threads (32 per thread, in a quarter,
-// had int8's split kernel spill registers), the TF32 tiles E = 8 in all.
+// had int8's split kernel spill registers); the TF32 tiles the same for
+// NF4 and E = 8 in all threads for int8.
 template <Format F, int E>
 struct TileRun {
   static constexpr int kElements = E;
@@ -414,7 +416,7 @@ __global__ void __launch_bounds__(kTileThreads, 2)
 // ---- tiled on TF32 tensor cores (QuantLinearShape::tf32) ----
 
 // Operands of one m16n8k8 TF32 product are f32 bit patterns rounded to
-// TF32 (round to nearest, ties away, as cuBLASLt's FAST_TF32 rounds).
+// TF32 (cvt.rna: to nearest, ties away from zero; low 13 bits zero).
 __device__ __forceinline__ float to_tf32(float v) {
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
