@@ -89,16 +89,18 @@ struct Weight {
   const float* nested_offset;
 };
 
+// The double-quantized absmax of block `block`: map[code] * nested_absmax
+// + offset, in that f32 order (the CPU's); `offset` is *w.nested_offset.
+__device__ __forceinline__ float nested_scale(const Weight& w, int64_t block, float offset) {
+  const uint8_t code = __ldg(static_cast<const uint8_t*>(w.scale) + block);
+  return __fadd_rn(__fmul_rn(__ldg(w.nested_map + code), __ldg(w.nested_absmax + block / 256)), offset);
+}
+
 // The absmax of NF4 block `block` (64 elements, counted over all of W).
 template <Format F>
 __device__ __forceinline__ float block_scale(const Weight& w, int64_t block) {
-  if constexpr (F == Format::nf4) {
-    return __ldg(static_cast<const float*>(w.scale) + block);
-  } else {
-    const uint8_t code = __ldg(static_cast<const uint8_t*>(w.scale) + block);
-    return __fadd_rn(__fmul_rn(__ldg(w.nested_map + code), __ldg(w.nested_absmax + block / 256)),
-                     __ldg(w.nested_offset));
-  }
+  if constexpr (F == Format::nf4) return __ldg(static_cast<const float*>(w.scale) + block);
+  else return nested_scale(w, block, __ldg(w.nested_offset));
 }
 
 // The scale of the slice of row n that starts at column k.
@@ -184,11 +186,8 @@ __global__ void __launch_bounds__(kGemvThreads)
     float sc[kBatch<F>][kBlockRows];
     float shared_scale = 0.0f;  // nf4_nested
     if constexpr (F == Format::nf4_nested) {
-      if (j0 - lane + scale_step * kGemvThreads + lane % 4 * kWordsPerBlock < words) {
-        const uint8_t code = __ldg(static_cast<const uint8_t*>(w.scale) + scale_block);
-        shared_scale =
-            __fadd_rn(__fmul_rn(__ldg(w.nested_map + code), __ldg(w.nested_absmax + scale_block / 256)), nested_offset);
-      }
+      if (j0 - lane + scale_step * kGemvThreads + lane % 4 * kWordsPerBlock < words)
+        shared_scale = nested_scale(w, scale_block, nested_offset);
       scale_block += kStep / kWordsPerBlock;
     }
 #pragma unroll
