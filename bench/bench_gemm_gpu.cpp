@@ -1,9 +1,10 @@
-// GPU GEMM benchmark: tessera's CublasLtGemm (cuBLASLt, heuristic algorithm,
-// 32 MiB workspace) against classic cuBLAS (cublasGemmEx, its default
-// algorithm) on the same data in the same run, in TFLOP/s, for bf16, f16 and
-// f32 (TF32; plain f32 at 4096^3 for reference) at 4096^3 and GPT-2-small's
-// MLP shapes (x[8192, 768] -> [8192, 3072]: forward, forward + bias + GELU,
-// and the two backward products); plus the device-to-device copy bandwidth,
+// GPU GEMM benchmark: tessera's CublasLtGemm (cuBLASLt, the fastest of its
+// heuristic candidates timed on first use, 32 MiB workspace) against classic
+// cuBLAS (cublasGemmEx, its default algorithm) on the same data in the same
+// run, in TFLOP/s, for bf16, f16 and f32 (TF32; plain f32 at 4096^3 for
+// reference) at 4096^3 and GPT-2-small's MLP shapes (x[8192, 768] ->
+// [8192, 3072]: forward, forward + bias + GELU, and the two backward
+// products); plus the device-to-device copy bandwidth,
 // the memory ceiling other GPU benchmarks compare to; and a step of 48 small
 // GEMMs (12 GPT-2-small layers' linears at 256 rows, bf16) launched directly
 // against its CUDA Graph replay (StepGraphs). CUDA events around each

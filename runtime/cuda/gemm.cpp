@@ -1,6 +1,7 @@
 // CublasLtGemm (include/tessera/cuda/gemm.h): maps row-major problems onto
 // cuBLASLt's column-major API, plans each problem once (descriptors, layouts,
-// heuristic algorithm) and queues cublasLtMatmul. Launches no kernels of its own.
+// algorithm: the fastest of cuBLASLt's heuristic candidates, timed on the
+// first call) and queues cublasLtMatmul. Launches no kernels of its own.
 //
 // Row-major X[r, c] is column-major X^T[c, r] with the same bytes, so
 // C = op(A) @ op(B) is computed as the column-major C^T = op(B)^T @ op(A)^T:
@@ -8,7 +9,12 @@
 // columns (bias, one per row of C^T, is one per column of C).
 #include "tessera/cuda/gemm.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <sstream>
+#include <vector>
 
 #include "float_dtype.h"
 #include "tessera/cuda/check.h"
@@ -70,9 +76,38 @@ int alignment_of(const void* p) {
   return a;
 }
 
+// The alignment a problem is planned for: the pointer's, up to 16 bytes
+// (what cuBLASLt's vector loads need), so that every call of a problem on
+// arena buffers plans, and times, the same candidates.
+int plan_alignment(const void* p) { return std::min(alignment_of(p), 16); }
+
 // Bytes spanned by `batch` matrices of `elems` elements each, `stride` apart.
 size_t span_bytes(int64_t batch, int64_t stride, int64_t elems, DType t) {
   return static_cast<size_t>((batch - 1) * stride + elems) * float_dtype_size(t);
+}
+
+// Whether the byte ranges [a, a + an) and [b, b + bn) overlap.
+bool overlap(const void* a, size_t an, const void* b, size_t bn) {
+  const auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return a && b && x < y + bn && y < x + an;
+}
+
+// The algorithm chosen for each problem (plan key) on each device, timed
+// or not, for the whole process: every CublasLtGemm (a graph's and a direct
+// run's, an executor's updating in place and one copying) computes a
+// problem with the same algorithm, so the same bits.
+struct ChosenAlgos {
+  std::mutex mutex;
+  std::map<std::pair<int, CublasLtGemm::PlanKey>, cublasLtMatmulAlgo_t> chosen;
+};
+ChosenAlgos& chosen_algos() {
+  static ChosenAlgos t;
+  return t;
+}
+
+bool autotune_from_environment() {
+  const char* v = std::getenv("TESSERA_GEMM_AUTOTUNE");
+  return !(v && std::strcmp(v, "0") == 0);
 }
 
 void validate(const GemmShape& s, const GemmArgs& args) {
@@ -168,7 +203,7 @@ struct CublasLtGemm::Plan {
 };
 
 CublasLtGemm::CublasLtGemm(const DeviceStream& stream, size_t workspace_bytes)
-    : stream_(stream), workspace_bytes_(workspace_bytes), owns_workspace_(true) {
+    : stream_(stream), workspace_bytes_(workspace_bytes), owns_workspace_(true), autotune_(autotune_from_environment()) {
   stream_.make_current();
   const std::string where = "CublasLtGemm workspace of " + std::to_string(workspace_bytes) + " bytes";
   if (workspace_bytes > 0) TESSERA_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes), where);
@@ -181,7 +216,11 @@ CublasLtGemm::CublasLtGemm(const DeviceStream& stream, size_t workspace_bytes)
 }
 
 CublasLtGemm::CublasLtGemm(const DeviceStream& stream, void* workspace, size_t workspace_bytes)
-    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes), owns_workspace_(false) {
+    : stream_(stream),
+      workspace_(workspace),
+      workspace_bytes_(workspace_bytes),
+      owns_workspace_(false),
+      autotune_(autotune_from_environment()) {
   if (workspace_bytes > 0 && !workspace) fail("CublasLtGemm: a workspace of ", workspace_bytes, " bytes at null");
   stream_.make_current();
   TESSERA_CUDA_CHECK(cublasLtCreate(&handle_), "CublasLtGemm");
@@ -207,11 +246,11 @@ CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& a
                     s.b_stride(),
                     s.c_stride(),
                     static_cast<int>(s.epilogue),
-                    alignment_of(args.a),
-                    alignment_of(args.b),
-                    alignment_of(args.c),
-                    alignment_of(args.bias),
-                    alignment_of(args.aux)};
+                    plan_alignment(args.a),
+                    plan_alignment(args.b),
+                    plan_alignment(args.c),
+                    plan_alignment(args.bias),
+                    plan_alignment(args.aux)};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
 
@@ -259,19 +298,26 @@ CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& a
 
   cublasLtMatmulPreference_t pref = nullptr;
   TESSERA_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&pref), where);
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
   int found = 0;
   try {
     auto set_pref = [&](cublasLtMatmulPreferenceAttributes_t attr, const auto& value) {
       TESSERA_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value)), where);
     };
     set_pref(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(workspace_bytes_));
-    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, static_cast<uint32_t>(alignment_of(args.b)));
-    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(alignment_of(args.a)));
-    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(alignment_of(args.c)));
-    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(alignment_of(args.c)));
+    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, static_cast<uint32_t>(plan_alignment(args.b)));
+    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(plan_alignment(args.a)));
+    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(plan_alignment(args.c)));
+    set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(plan_alignment(args.c)));
+    // Split-k partial sums in f32 only: f16 or bf16 partials (the output
+    // type, or in place in the output) were up to 34 times our tolerance
+    // off at k = 999 on an H200.
+    if (s.dtype != DType::f32)
+      set_pref(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+               static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
     TESSERA_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->layout_a, plan->layout_b,
-                                                      plan->layout_c, plan->layout_c, pref, 1, &result, &found),
+                                                      plan->layout_c, plan->layout_c, pref, kTuneCandidates, results,
+                                                      &found),
                        where);
   } catch (...) {
     cublasLtMatmulPreferenceDestroy(pref);
@@ -280,8 +326,87 @@ CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& a
   cublasLtMatmulPreferenceDestroy(pref);
   if (found == 0)
     fail("CublasLtGemm: cuBLASLt has no algorithm for ", where, " with a workspace of ", workspace_bytes_, " bytes");
-  plan->algo = result.algo;
+  int device = 0;
+  TESSERA_CUDA_CHECK(cudaGetDevice(&device), where);
+  ChosenAlgos& algos = chosen_algos();
+  std::lock_guard<std::mutex> lock(algos.mutex);
+  const auto problem = std::make_pair(device, key);
+  if (auto chosen = algos.chosen.find(problem); chosen != algos.chosen.end()) {
+    plan->algo = chosen->second;
+  } else {
+    plan->algo = results[0].algo;
+    if (autotune_ && found > 1 && may_time(s, args)) {
+      std::vector<cublasLtMatmulAlgo_t> candidates;
+      for (int i = 0; i < found; ++i) candidates.push_back(results[i].algo);
+      plan->algo = fastest(*plan, candidates, args);
+    }
+    algos.chosen.emplace(problem, plan->algo);
+  }
   return *plans_.emplace(key, std::move(plan)).first->second;
+}
+
+bool CublasLtGemm::may_time(const GemmShape& s, const GemmArgs& args) const {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  TESSERA_CUDA_CHECK(cudaStreamIsCapturing(stream_.stream(), &capture), s.describe());
+  if (capture != cudaStreamCaptureStatusNone || args.beta != 0.0f) return false;  // C is read
+  // f16 epilogues: some of cuBLASLt's candidates were out of our tolerance (H200).
+  if (s.dtype == DType::f16 && s.epilogue != GemmEpilogue::none && s.epilogue != GemmEpilogue::bias) return false;
+  // Repeated runs must read the same operands: C (and a written aux) apart from what is read.
+  const size_t c = s.c_bytes();
+  const bool aux_read = s.epilogue == GemmEpilogue::dgelu;
+  struct Range {
+    const void* p;
+    size_t n;
+  };
+  const Range read[] = {{args.a, s.a_bytes()},
+                        {args.b, s.b_bytes()},
+                        {args.bias, static_cast<size_t>(s.n) * float_dtype_size(s.dtype)},
+                        {aux_read ? args.aux : nullptr, c}};
+  for (const Range& r : read)
+    if (overlap(args.c, c, r.p, r.n) || (!aux_read && overlap(args.aux, c, r.p, r.n))) return false;
+  return true;
+}
+
+cublasLtMatmulAlgo_t CublasLtGemm::fastest(const Plan& plan, const std::vector<cublasLtMatmulAlgo_t>& candidates,
+                                           const GemmArgs& args) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  TESSERA_CUDA_CHECK(cudaEventCreate(&start), plan.where);
+  if (cudaError_t e = cudaEventCreate(&stop); e != cudaSuccess) {
+    cudaEventDestroy(start);
+    TESSERA_CUDA_CHECK(e, plan.where);
+  }
+  cublasLtMatmulAlgo_t best = candidates[0];
+  float best_ms = 0;
+  bool timed = false;
+  try {
+    for (const cublasLtMatmulAlgo_t& algo : candidates) {
+      auto launch = [&] {
+        return cublasLtMatmul(handle_, plan.desc, &args.alpha, args.b, plan.layout_a, args.a, plan.layout_b,
+                              &args.beta, args.c, plan.layout_c, args.c, plan.layout_c, &algo, workspace_,
+                              workspace_bytes_, stream_.stream());
+      };
+      if (launch() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that cannot run here is skipped
+      TESSERA_CUDA_CHECK(cudaEventRecord(start, stream_.stream()), plan.where);
+      bool ok = true;
+      for (int rep = 0; rep < kTuneRepeats && ok; ++rep) ok = launch() == CUBLAS_STATUS_SUCCESS;
+      TESSERA_CUDA_CHECK(cudaEventRecord(stop, stream_.stream()), plan.where);
+      TESSERA_CUDA_CHECK(cudaEventSynchronize(stop), plan.where);
+      float ms = 0;
+      TESSERA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop), plan.where);
+      if (ok && (!timed || ms < best_ms)) {
+        best = algo;
+        best_ms = ms;
+        timed = true;
+      }
+    }
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
 }
 
 void CublasLtGemm::run(const GemmShape& s, const GemmArgs& args) {

@@ -5,8 +5,9 @@
 // with NaN (every element must be written) and guards the bytes after C (none
 // may be written). Also: one cached plan per problem, a workspace taken from
 // the arena, and GemmStep (arena offsets) giving the same bits as pointers and
-// naming out-of-arena operands. Label gpu; skips without a CUDA device. Does
-// not time anything.
+// naming out-of-arena operands; the timed choice of algorithm repeating
+// bitwise across runs and CublasLtGemm objects. Label gpu; skips without a
+// CUDA device. Does not time anything (CublasLtGemm itself times candidates).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -393,6 +394,40 @@ TEST(CudaGemmStep, ArenaOffsetsGiveTheSameBitsAsPointers) {
   size_t unwritten = 0;
   for (size_t i = 0; i + 1 < via_step.size(); i += 2) unwritten += via_step[i] == 0xFF && via_step[i + 1] == 0xFF;
   EXPECT_EQ(unwritten, 0u);
+}
+
+// The algorithm each problem's first call chooses by timing is kept for the
+// process: a second CublasLtGemm computes the same bits, and so do repeated
+// runs (no candidate may sum in a run-dependent order). Problems where
+// cuBLASLt splits k (small m and n, long k), and GPT-2-like products.
+TEST(CudaGemmPlans, TunedAlgorithmsRepeatBitwise) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceStream stream(0);
+  std::mt19937 rng(std::random_device{}());
+  for (DType dt : {DType::bf16, DType::f32})
+    for (const GemmShape& base : {GemmShape::matmul(dt, 1, 64, 8192, 64), GemmShape::matmul(dt, 1, 96, 4099, 33),
+                                  GemmShape::linear(dt, 2048, 768, 2304, GemmEpilogue::none),
+                                  GemmShape::matmul(dt, 1, 768, 2048, 768)}) {
+      const GemmShape& s = base;
+      SCOPED_TRACE(s.describe());
+      const size_t esize = dt == DType::f32 ? 4 : 2;
+      DeviceArena arena(s.a_bytes() + s.b_bytes() + 2 * s.c_bytes() + 4096, "tuned gemm test");
+      void* a = arena.at(arena.reserve(s.a_bytes(), "A"), s.a_bytes());
+      void* b = arena.at(arena.reserve(s.b_bytes(), "B"), s.b_bytes());
+      void* c1 = arena.at(arena.reserve(s.c_bytes(), "C"), s.c_bytes());
+      void* c2 = arena.at(arena.reserve(s.c_bytes(), "C again"), s.c_bytes());
+      upload(a, to_bytes(random_values(s.a_bytes() / esize, dt, rng), dt));
+      upload(b, to_bytes(random_values(s.b_bytes() / esize, dt, rng), dt));
+      CublasLtGemm first(stream), second(stream);
+      first.run(s, {a, b, c1});
+      const std::vector<uint8_t> want = (stream.synchronize("tuned gemm test"), download(c1, s.c_bytes()));
+      for (CublasLtGemm* g : {&second, &first, &second}) {
+        testing::fill_bytes(c2, 0xFF, s.c_bytes());
+        g->run(s, {a, b, c2});
+        stream.synchronize("tuned gemm test");
+        EXPECT_TRUE(download(c2, s.c_bytes()) == want) << (g == &first ? "first" : "second") << " CublasLtGemm";
+      }
+    }
 }
 
 // The step's name, the operand and its bytes are named; nothing is queued.

@@ -1,5 +1,13 @@
 // CublasLtGemm: row-major GEMMs through cuBLASLt on one stream, with a fixed
-// workspace and the algorithm chosen once per problem (cached).
+// workspace and the algorithm chosen once per problem (cached): the fastest
+// of cuBLASLt's heuristic candidates (up to 8), timed on the problem's first
+// call, unless that call is captured, reads C (beta != 0), writes over an
+// operand or is f16 with an activation epilogue; then, or with
+// TESSERA_GEMM_AUTOTUNE=0 in the environment, cuBLASLt's first choice. The
+// choice holds for the whole process (every CublasLtGemm on the device,
+// every operand alignment of 16 bytes or more), so a graph replays what
+// direct runs compute, bit for bit. f16 and bf16 problems take only
+// algorithms whose split-k partial sums are f32.
 //
 // Semantics (row-major, as tessera's ops): C[m, n] = act(alpha * op(A) @ op(B)
 // + beta * C + bias[n]), f32 accumulation, where
@@ -37,6 +45,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "tessera/cuda/device_stream.h"
 #include "tessera/dtype.h"
@@ -119,18 +128,28 @@ class CublasLtGemm {
   void* workspace() const { return workspace_; }  // free between its products (stream order)
   size_t workspace_bytes() const { return workspace_bytes_; }
 
- private:
-  struct Plan;
-  // dtype, tf32, trans_a, trans_b, m, n, k, batch, strides a/b/c, epilogue, alignments of a/b/c/bias/aux.
+  // A problem, as plans and chosen algorithms are keyed: dtype, tf32,
+  // trans_a, trans_b, m, n, k, batch, strides a/b/c, epilogue, alignments
+  // (up to 16 bytes) of a/b/c/bias/aux.
   using PlanKey = std::tuple<int, bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int,
                              int, int, int, int, int>;
+
+ private:
+  struct Plan;
+  static constexpr int kTuneCandidates = 8, kTuneRepeats = 3;
   Plan& plan_for(const GemmShape& shape, const GemmArgs& args);
+  // Whether the first call may run several times to time the candidates.
+  bool may_time(const GemmShape& shape, const GemmArgs& args) const;
+  // The candidate with the shortest time for kTuneRepeats runs on args.
+  cublasLtMatmulAlgo_t fastest(const Plan& plan, const std::vector<cublasLtMatmulAlgo_t>& candidates,
+                               const GemmArgs& args);
 
   const DeviceStream& stream_;
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   bool owns_workspace_ = false;
+  bool autotune_ = true;
   std::map<PlanKey, std::unique_ptr<Plan>> plans_;
 };
 
