@@ -33,17 +33,25 @@ const char* epilogue_name(GemmEpilogue e) {
     case GemmEpilogue::gelu_aux: return "gelu_aux";
     case GemmEpilogue::gelu_aux_bias: return "gelu_aux_bias";
     case GemmEpilogue::dgelu: return "dgelu";
+    case GemmEpilogue::relu_aux: return "relu_aux";
+    case GemmEpilogue::relu_aux_bias: return "relu_aux_bias";
+    case GemmEpilogue::drelu: return "drelu";
   }
   return "?";
 }
 
 bool epilogue_has_bias(GemmEpilogue e) {
   return e == GemmEpilogue::bias || e == GemmEpilogue::relu_bias || e == GemmEpilogue::gelu_bias ||
-         e == GemmEpilogue::gelu_aux_bias;
+         e == GemmEpilogue::gelu_aux_bias || e == GemmEpilogue::relu_aux_bias;
 }
 
 bool epilogue_has_aux(GemmEpilogue e) {
-  return e == GemmEpilogue::gelu_aux || e == GemmEpilogue::gelu_aux_bias || e == GemmEpilogue::dgelu;
+  return e == GemmEpilogue::gelu_aux || e == GemmEpilogue::gelu_aux_bias || e == GemmEpilogue::dgelu ||
+         epilogue_has_bitmask(e);
+}
+
+bool epilogue_has_bitmask(GemmEpilogue e) {
+  return e == GemmEpilogue::relu_aux || e == GemmEpilogue::relu_aux_bias || e == GemmEpilogue::drelu;
 }
 
 namespace {
@@ -59,6 +67,9 @@ cublasLtEpilogue_t to_cublaslt(GemmEpilogue e) {
     case GemmEpilogue::gelu_aux: return CUBLASLT_EPILOGUE_GELU_AUX;
     case GemmEpilogue::gelu_aux_bias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
     case GemmEpilogue::dgelu: return CUBLASLT_EPILOGUE_DGELU;
+    case GemmEpilogue::relu_aux: return CUBLASLT_EPILOGUE_RELU_AUX;
+    case GemmEpilogue::relu_aux_bias: return CUBLASLT_EPILOGUE_RELU_AUX_BIAS;
+    case GemmEpilogue::drelu: return CUBLASLT_EPILOGUE_DRELU;
   }
   return CUBLASLT_EPILOGUE_DEFAULT;
 }
@@ -148,11 +159,14 @@ void GemmShape::validate() const {
   if (allow_tf32 && dtype != DType::f32) fail("CublasLtGemm: ", describe(), ": allow_tf32 is for f32 only");
   if (m < 1 || n < 1 || k < 1 || batch < 1)
     fail("CublasLtGemm: ", describe(), ": m, n, k and batch must be at least 1");
+  if (epilogue_has_bitmask(epilogue) && (n % 128 != 0 || batch != 1))
+    fail("CublasLtGemm: ", describe(), ": a ReLU bit-mask needs rows of a multiple of 128 bits (n = ", n,
+         ") and one batch (", batch, ")");
   if (epilogue_has_aux(epilogue) && n % 8 != 0)
     fail("CublasLtGemm: ", describe(), ": the aux matrix's rows (n = ", n, ") must be a multiple of 8 elements");
   // On an H200 with cuBLAS 13.0 the f16 GELU_AUX kernels were up to 6 times
   // our tolerance off (C and aux; bf16 and f32 within it): not offered.
-  if (epilogue_has_aux(epilogue) && dtype == DType::f16)
+  if (epilogue_has_aux(epilogue) && !epilogue_has_bitmask(epilogue) && dtype == DType::f16)
     fail("CublasLtGemm: ", describe(), ": the epilogues with an aux matrix (gelu_aux, dgelu) are for f32 and bf16, not f16");
   if (a_stride() < 0 || b_stride() < 0 || c_stride() < m * n)
     fail("CublasLtGemm: ", describe(), ": strides (", a_stride(), ", ", b_stride(), ", ", c_stride(),
@@ -167,6 +181,9 @@ size_t GemmShape::b_bytes() const {
 }
 size_t GemmShape::c_bytes() const {
   return span_bytes(batch, c_stride(), m * n, dtype);
+}
+size_t GemmShape::aux_bytes() const {
+  return epilogue_has_bitmask(epilogue) ? static_cast<size_t>(m * n / 8) : c_bytes();
 }
 
 std::string GemmShape::describe() const {
@@ -271,7 +288,7 @@ CublasLtGemm::Plan& CublasLtGemm::plan_for(const GemmShape& s, const GemmArgs& a
   set_desc(CUBLASLT_MATMUL_DESC_TRANSB, op_a);
   set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE, to_cublaslt(s.epilogue));
   if (args.bias) set_desc(CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);  // heuristics read its alignment
-  if (args.aux) {  // laid out as C: column-major [n, m], n apart
+  if (args.aux) {  // laid out as C: column-major [n, m], n apart (elements, or bits of a mask)
     set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, args.aux);
     set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, static_cast<int64_t>(s.n));
     if (s.batch > 1) set_desc(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE, static_cast<int64_t>(s.c_stride()));
@@ -352,8 +369,8 @@ bool CublasLtGemm::may_time(const GemmShape& s, const GemmArgs& args) const {
   // f16 epilogues: some of cuBLASLt's candidates were out of our tolerance (H200).
   if (s.dtype == DType::f16 && s.epilogue != GemmEpilogue::none && s.epilogue != GemmEpilogue::bias) return false;
   // Repeated runs must read the same operands: C (and a written aux) apart from what is read.
-  const size_t c = s.c_bytes();
-  const bool aux_read = s.epilogue == GemmEpilogue::dgelu;
+  const size_t c = s.c_bytes(), aux = s.aux_bytes();
+  const bool aux_read = s.epilogue == GemmEpilogue::dgelu || s.epilogue == GemmEpilogue::drelu;
   struct Range {
     const void* p;
     size_t n;
@@ -361,9 +378,9 @@ bool CublasLtGemm::may_time(const GemmShape& s, const GemmArgs& args) const {
   const Range read[] = {{args.a, s.a_bytes()},
                         {args.b, s.b_bytes()},
                         {args.bias, static_cast<size_t>(s.n) * float_dtype_size(s.dtype)},
-                        {aux_read ? args.aux : nullptr, c}};
+                        {aux_read ? args.aux : nullptr, aux}};
   for (const Range& r : read)
-    if (overlap(args.c, c, r.p, r.n) || (!aux_read && overlap(args.aux, c, r.p, r.n))) return false;
+    if (overlap(args.c, c, r.p, r.n) || (!aux_read && overlap(args.aux, aux, r.p, r.n))) return false;
   return true;
 }
 

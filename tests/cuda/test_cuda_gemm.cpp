@@ -5,7 +5,8 @@
 // with NaN (every element must be written) and guards the bytes after C (none
 // may be written). Also: one cached plan per problem, a workspace taken from
 // the arena, and GemmStep (arena offsets) giving the same bits as pointers and
-// naming out-of-arena operands; the timed choice of algorithm repeating
+// naming out-of-arena operands; the ReLU bit-mask epilogues and their
+// gradient; the timed choice of algorithm repeating
 // bitwise across runs and CublasLtGemm objects. Label gpu; skips without a
 // CUDA device. Does not time anything (CublasLtGemm itself times candidates).
 #include <gtest/gtest.h>
@@ -394,6 +395,79 @@ TEST(CudaGemmStep, ArenaOffsetsGiveTheSameBitsAsPointers) {
   size_t unwritten = 0;
   for (size_t i = 0; i + 1 < via_step.size(); i += 2) unwritten += via_step[i] == 0xFF && via_step[i + 1] == 0xFF;
   EXPECT_EQ(unwritten, 0u);
+}
+
+// relu_aux_bias then drelu, as a linear + ReLU and its gradient: C1 =
+// relu(x W^T + b) and a bit-mask; C2 = (g V^T) where the mask is set, else
+// 0. Rows of x that are zero with a zero bias give pre-activations of
+// exactly 0: cuBLASLt sets their bits (seen on an H200, CUDA 13.0), so its
+// ReLU gradient at 0 is 1, where tessera's relu'(0) is 0 (why plans do not
+// use these epilogues: library_gemm.h). The mask takes m * n / 8 bytes: a
+// guard after it stays untouched. Pre-activations within rounding of 0
+// (other than the exact zeros) are skipped.
+TEST(CudaGemm, ReluBitMaskAndItsGradient) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  DeviceStream stream(0);
+  CublasLtGemm gemm(stream);
+  std::mt19937 rng(std::random_device{}());
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dt == DType::f32 ? "f32" : dt == DType::bf16 ? "bf16" : "f16");
+    const int64_t m = 37, n = 256, k = 45, k2 = 19;
+    const size_t es = dt == DType::f32 ? 4 : 2, mask_bytes = m * n / 8, guard = 64;
+    std::vector<double> x = random_values(m * k, dt, rng), w = random_values(n * k, dt, rng),
+                        b = random_values(n, dt, rng), g = random_values(m * k2, dt, rng),
+                        v = random_values(n * k2, dt, rng);
+    for (int64_t i = 0; i < m; i += 5)
+      for (int64_t j = 0; j < k; ++j) x[i * k + j] = 0;  // these rows' pre-activations are the bias
+    for (int64_t j = 0; j < n; j += 3) b[j] = 0;         // ... which is 0 in every third column
+    DeviceArena arena(size_t{1} << 20, "relu mask test");
+    auto put = [&](const std::vector<double>& h) {
+      void* p = arena.at(arena.reserve(h.size() * es, "operand"), h.size() * es);
+      upload(p, to_bytes(h, dt));
+      return p;
+    };
+    void *xd = put(x), *wd = put(w), *bd = put(b), *gd = put(g), *vd = put(v);
+    void* c1 = arena.at(arena.reserve(m * n * es, "C1"), m * n * es);
+    void* c2 = arena.at(arena.reserve(m * n * es, "C2"), m * n * es);
+    void* mask = arena.at(arena.reserve(mask_bytes + guard, "mask"), mask_bytes + guard);
+    testing::fill_bytes(mask, 0xA5, mask_bytes + guard);
+    gemm.run(GemmShape::linear(dt, m, k, n, GemmEpilogue::relu_aux_bias), {xd, wd, c1, bd, mask});
+    GemmShape back = GemmShape::linear(dt, m, k2, n, GemmEpilogue::drelu);
+    gemm.run(back, {gd, vd, c2, nullptr, mask});
+    stream.synchronize("relu mask test");
+    const std::vector<double> got1 = from_bytes(download(c1, m * n * es), dt),
+                              got2 = from_bytes(download(c2, m * n * es), dt);
+    const std::vector<uint8_t> after = download(static_cast<char*>(mask) + mask_bytes, guard);
+    EXPECT_TRUE(std::all_of(after.begin(), after.end(), [](uint8_t c) { return c == 0xA5; })) << "mask overran";
+    const double tol = dt == DType::f32 ? 1e-5 : dt == DType::bf16 ? 2e-2 : 3e-3;
+    int bad = 0;
+    for (int64_t i = 0; i < m && bad < 5; ++i)
+      for (int64_t j = 0; j < n && bad < 5; ++j) {
+        double pre = b[j], prod = 0, scale = std::abs(b[j]), scale2 = 0;
+        for (int64_t t = 0; t < k; ++t) {
+          pre += x[i * k + t] * w[j * k + t];
+          scale += std::abs(x[i * k + t] * w[j * k + t]);
+        }
+        for (int64_t t = 0; t < k2; ++t) {
+          prod += g[i * k2 + t] * v[j * k2 + t];
+          scale2 += std::abs(g[i * k2 + t] * v[j * k2 + t]);
+        }
+        if (std::abs(pre) <= tol * scale && pre != 0) continue;  // within rounding of 0: either side is right
+        const double want1 = std::max(pre, 0.0), want2 = pre >= 0 ? prod : 0.0;
+        if (std::abs(got1[i * n + j] - want1) > tol * (scale + 1e-30) + 1e-30 ||
+            std::abs(got2[i * n + j] - want2) > tol * (scale2 + 1e-30) + 1e-30) {
+          ADD_FAILURE() << "element (" << i << ", " << j << "): pre-activation " << pre << " -> " << got1[i * n + j]
+                        << ", gradient " << want2 << " -> " << got2[i * n + j];
+          ++bad;
+        }
+      }
+  }
+  // A mask needs rows of a multiple of 128 bits and one batch.
+  GemmShape odd = GemmShape::linear(DType::f32, 8, 16, 96, GemmEpilogue::relu_aux);
+  EXPECT_THROW(odd.validate(), Error);
+  GemmShape batched = GemmShape::matmul(DType::f32, 2, 8, 16, 128);
+  batched.epilogue = GemmEpilogue::drelu;
+  EXPECT_THROW(batched.validate(), Error);
 }
 
 // The algorithm each problem's first call chooses by timing is kept for the

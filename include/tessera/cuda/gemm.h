@@ -20,7 +20,11 @@
 //   GELU reads) to the aux matrix [m, n]; dgelu instead reads the aux matrix
 //   x and computes C = alpha * op(A) @ op(B) * gelu'(x), the GELU's gradient
 //   (n a multiple of 8 with an aux matrix; f32 and bf16 only: cuBLASLt's
-//   f16 kernels for it were less accurate, see gemm.cpp).
+//   f16 kernels for it were less accurate, see gemm.cpp). relu_aux writes a
+//   bit-mask of where the ReLU's input is >= 0 to aux instead, and drelu
+//   computes C = alpha * op(A) @ op(B) where the mask's bit is set, else 0
+//   (n a multiple of 128, one batch; any dtype). Their gradient at an input
+//   of exactly 0 is 1, not tessera's relu'(0) = 0: plans do not use them.
 // tessera's linear, y = x @ W^T + b, is trans_b with bias (GemmShape::linear);
 // matmul [.., m, k] x [.., k, n] is GemmShape::matmul. A batch of problems is
 // strided: operand i of batch b starts at b * stride elements.
@@ -29,7 +33,7 @@
 // cuBLASLt applies the epilogue to the product already rounded to that dtype
 // (seen on H100 with CUDA 13.0): about one more output ulp than rounding once.
 //
-// Not done here: the other backward epilogues (DRELU, and BGRAD: for bf16
+// Not done here: the bias-gradient epilogues (BGRAD: for bf16
 // operands cuBLASLt 13.0 offers the bias gradient only in bf16, not as the
 // f32 sum tessera's graphs compute; bench/probe_cublaslt_bgrad.cpp, run on
 // an H200 in bench/results/h200_cublaslt_bgrad_probe.txt), mixed dtypes,
@@ -54,12 +58,32 @@ namespace tessera::cuda {
 
 // The cuBLASLt epilogues offered: bias add, ReLU, GELU (tanh form), and
 // both; GELU keeping its input (aux) for the backward, with or without bias;
-// the GELU's gradient given that input (dgelu).
-enum class GemmEpilogue { none, bias, relu, relu_bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias, dgelu };
-// "none", "bias", "relu", "relu_bias", "gelu", "gelu_bias", "gelu_aux", "gelu_aux_bias", "dgelu"
+// the GELU's gradient given that input (dgelu); ReLU keeping a bit-mask of
+// where its input is >= 0 (relu_aux, aux a bit-mask), and the ReLU's
+// gradient given that mask (drelu: C = product where the bit is set, else 0).
+enum class GemmEpilogue {
+  none,
+  bias,
+  relu,
+  relu_bias,
+  gelu,
+  gelu_bias,
+  gelu_aux,
+  gelu_aux_bias,
+  dgelu,
+  relu_aux,
+  relu_aux_bias,
+  drelu
+};
+// "none", "bias", "relu", "relu_bias", "gelu", "gelu_bias", "gelu_aux",
+// "gelu_aux_bias", "dgelu", "relu_aux", "relu_aux_bias", "drelu"
 const char* epilogue_name(GemmEpilogue e);
 bool epilogue_has_bias(GemmEpilogue e);
 bool epilogue_has_aux(GemmEpilogue e);
+// The aux matrix is a bit-mask (relu_aux, relu_aux_bias, drelu): n bits per
+// row of C, laid out as cuBLASLt does; n must be a multiple of 128 and
+// batch 1.
+bool epilogue_has_bitmask(GemmEpilogue e);
 
 // One (batched) GEMM problem, in the row-major terms above.
 struct GemmShape {
@@ -85,6 +109,8 @@ struct GemmShape {
   size_t a_bytes() const;
   size_t b_bytes() const;
   size_t c_bytes() const;
+  // Bytes of the aux matrix: C's, or m * n / 8 for a bit-mask.
+  size_t aux_bytes() const;
   // "gemm bf16 batch 4: A[4, 64, 127]^T @ B[4, 64, 33] -> C[4, 127, 33], epilogue gelu_bias".
   std::string describe() const;
   // Throws Error naming the problem when its dtype, sizes or strides are unusable.
@@ -92,8 +118,9 @@ struct GemmShape {
 };
 
 // Device pointers and scalars for one GemmShape. bias is needed exactly when
-// the epilogue has one, aux (C's shape and strides, 16-byte aligned) when
-// it is a gelu_aux one (written) or dgelu (read). beta != 0 reads C before
+// the epilogue has one, aux (C's shape and strides, or the bit-mask;
+// 16-byte aligned) when it is a gelu_aux or relu_aux one (written) or dgelu
+// or drelu (read). beta != 0 reads C before
 // overwriting it.
 struct GemmArgs {
   const void* a = nullptr;
