@@ -9,6 +9,7 @@
 //    the kernel's inputs with cuBLASLt's row-major semantics), equals the
 //    float64 reference interpreter run on the kernel's graph;
 //  - products the library cannot take (f64, i32) stay Halide kernels;
+//  - a relu of a linear that nothing else reads is the GEMM's epilogue;
 //  - compile_cuda's plan (what tessera-opt prints) reports those GEMMs as
 //    library calls and compiles the rest;
 //  - decompose_attention leaves no attention or attention_grad node and
@@ -81,8 +82,9 @@ std::vector<double> gemm_from_descriptor(const LibraryGemm& g, const std::vector
   return c;
 }
 
-// Partitions `g` for a GPU target and checks every product kernel: matched
-// (when `expect_all` and the dtype is f32/f16) and equal to the reference.
+// Partitions `g` for a GPU target and checks every product kernel (a relu
+// of its product, the RELU epilogue's kernel, included): matched (when
+// `expect_all` and the dtype is f32/f16) and equal to the reference.
 // Returns the number of library GEMMs.
 int check_products(const Graph& g, bool expect_all, uint32_t seed) {
   const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
@@ -90,7 +92,9 @@ int check_products(const Graph& g, bool expect_all, uint32_t seed) {
   std::mt19937 rng(seed);
   int matched = 0;
   for (const Kernel& kernel : kernels) {
-    const Node& root = g.nodes[kernel.roots[0]];  // a GELU epilogue is the second root
+    const Node& first = g.nodes[kernel.roots[0]];  // a GELU epilogue is the second root
+    const bool relu = first.op == "relu";
+    const Node& root = relu ? g.nodes[first.inputs[0]] : first;
     if (root.op != "matmul" && root.op != "linear") continue;
     std::optional<LibraryGemm> gemm = match_library_gemm(kernel);
     const bool library_dtype = root.type.dtype == DType::f32 || root.type.dtype == DType::f16;
@@ -117,7 +121,9 @@ int check_products(const Graph& g, bool expect_all, uint32_t seed) {
     // Both sides round the f64 sum once to the product's dtype: at most an ulp apart.
     const double tol = root.type.dtype == DType::f16 ? 1e-3 : 2e-7;
     for (size_t i = 0; i < got.size() && i < want.data.size(); ++i)
-      if (std::fabs(ref::to_dtype(root.type.dtype, got[i]) - want.data[i]) > tol * (1 + std::fabs(want.data[i]))) {
+      if (std::fabs((relu ? std::max(ref::to_dtype(root.type.dtype, got[i]), 0.0)
+                          : ref::to_dtype(root.type.dtype, got[i])) -
+                    want.data[i]) > tol * (1 + std::fabs(want.data[i]))) {
         ADD_FAILURE() << kernel_name(g, kernel.roots) << " as " << gemm->text() << ": element " << i << " is "
                       << got[i] << ", the reference says " << want.data[i];
         break;
@@ -277,6 +283,61 @@ TEST(LibraryGemm, GeluGradOfAProductIsItsEpilogue) {
   EXPECT_EQ(fused, 3);
 }
 
+// A materialized relu of a linear that nothing else reads is one GEMM with
+// the RELU epilogue, the product kept inside its kernel (never written);
+// from its descriptor, relu(product + bias) equals the float64 reference on
+// the kernel. Not when the product has another reader, or on a CPU target.
+// In the MLP training step the relu's gradient reads the relu, so the
+// product is read by the relu alone and no kernel writes it.
+TEST(LibraryGemm, ReluOfALinearIsItsEpilogue) {
+  auto relu_step = [](bool extra_reader) {
+    GraphBuilder g("relu_epilogue");
+    Tensor x = g.input("x", {9, 5});
+    Tensor pre = linear(x, g.param("w", {33, 5}), g.param("b", {33}));
+    g.output("h", relu(pre));
+    g.output("h16", relu(linear(cast(x, DType::f16), g.param("w16", {16, 5}, DType::f16))));
+    if (extra_reader) g.output("e", exp(pre));
+    return g.build();
+  };
+  const CostModel cost = cost_model(Target::parse("host-cuda-sm90"));
+  SEEDED(seed);
+  std::mt19937 rng(seed);
+  // The number of RELU GEMMs, each checked against the reference.
+  auto relu_gemms = [&](const Graph& graph, bool library) {
+    int relu = 0;
+    for (const Kernel& k : partition(graph, &cost, nullptr, library)) {
+      const std::optional<LibraryGemm> gemm = library ? match_library_gemm(k) : std::nullopt;
+      if (!gemm || !gemm->relu) continue;
+      ++relu;
+      EXPECT_EQ(k.roots.size(), 1u);
+      EXPECT_EQ(graph.nodes[k.roots[0]].op, "relu");
+      EXPECT_NE(gemm->text().find(", then relu"), std::string::npos) << gemm->text();
+      std::map<std::string, ref::RefTensor> args;
+      for (size_t i = 0; i < k.inputs.size(); ++i) args["in" + std::to_string(i)] = random_tensor(k.graph.nodes[i].type, rng);
+      const ref::RefTensor want = ref::evaluate(k.graph, args).at("out");
+      const std::vector<double>* bias = gemm->bias >= 0 ? &args.at("in" + std::to_string(gemm->bias)).data : nullptr;
+      const std::vector<double> product = gemm_from_descriptor(*gemm, args.at("in" + std::to_string(gemm->a)).data,
+                                                               args.at("in" + std::to_string(gemm->b)).data, bias);
+      const DType dt = graph.nodes[k.roots[0]].type.dtype;
+      for (size_t i = 0; i < product.size(); ++i)
+        if (std::fabs(std::max(ref::to_dtype(dt, product[i]), 0.0) - want.data[i]) > 1e-6 * (1 + std::fabs(want.data[i]))) {
+          ADD_FAILURE() << gemm->text() << ": element " << i << " differs from the reference " << want.data[i];
+          break;
+        }
+    }
+    return relu;
+  };
+  EXPECT_EQ(relu_gemms(relu_step(false), true), 2);
+  EXPECT_EQ(relu_gemms(relu_step(true), true), 1);   // exp(pre) reads the f32 product
+  EXPECT_EQ(relu_gemms(relu_step(false), false), 0);  // CPU
+  const Graph mlp = registered_model("mlp_train_step", {{"sizes", "13,33,7"}, {"batch", "5"}});
+  EXPECT_EQ(relu_gemms(mlp, true), 1);
+  for (const Kernel& k : partition(mlp, &cost, nullptr, true))
+    for (int r : k.roots)
+      for (const Node& node : mlp.nodes)
+        EXPECT_FALSE(node.op == "relu" && node.inputs[0] == r) << "the relu's product is written: " << mlp.nodes[r].name;
+}
+
 TEST(LibraryGemm, F64AndIntegerProductsStayHalideKernels) {
   SEEDED(seed);
   EXPECT_EQ(check_products(non_library_products(), false, seed), 0);
@@ -307,7 +368,8 @@ TEST(LibraryGemm, TheCudaPlanReportsTheProductsAsLibraryCalls) {
   const CudaCompileResult r = compile_cuda(mlp, Target::parse("host-cuda-sm90"), {.library_gemm = true});
   int library = 0;
   for (const CudaKernelInfo& k : r.kernels) {
-    const bool product = k.name.find("(linear)") != std::string::npos || k.name.find("(matmul)") != std::string::npos;
+    const bool product = k.name.find("(linear)") != std::string::npos || k.name.find("(matmul)") != std::string::npos ||
+                         k.name.find("(relu)") != std::string::npos;  // the RELU epilogue's kernel
     EXPECT_EQ(product, !k.library.empty()) << k.name;
     EXPECT_EQ(k.library.empty(), k.gpu_kernels > 0) << k.name << ": a library call compiles no GPU kernel";
     library += !k.library.empty();
@@ -315,8 +377,8 @@ TEST(LibraryGemm, TheCudaPlanReportsTheProductsAsLibraryCalls) {
   EXPECT_EQ(library, 5);
   const std::string text = r.text();
   EXPECT_NE(text.find("(5 cuBLASLt GEMMs, "), std::string::npos) << text;
-  EXPECT_NE(text.find("kernel t0 (linear) reads in0 = x, in1 = layers.0.weight, in2 = layers.0.bias\n"
-                      "  => library call: cuBLASLt gemm f32 [5 x 13] @ [13 x 33]^T + bias, estimated "),
+  EXPECT_NE(text.find("kernel t1 (relu) reads in0 = x, in1 = layers.0.weight, in2 = layers.0.bias\n"
+                      "  => library call: cuBLASLt gemm f32 [5 x 13] @ [13 x 33]^T + bias, then relu, estimated "),
             std::string::npos)
       << text;
   // Without the option every product is a Halide kernel.

@@ -233,16 +233,18 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       sh.batch = g->batch;
       sh.stride_a = g->stride_a;
       sh.stride_b = g->stride_b;
-      if (g->dgelu >= 0 && (g->aux >= 0 || g->bias >= 0))
-        fail(where, ": a GELU-gradient epilogue takes no bias and no GELU");
+      if (g->dgelu >= 0 && (g->aux >= 0 || g->bias >= 0 || g->relu))
+        fail(where, ": a GELU-gradient epilogue takes no bias and no activation");
+      if (g->relu && g->aux >= 0) fail(where, ": a ReLU epilogue keeps no aux tensor");
       if (g->aux >= 0) sh.epilogue = g->bias >= 0 ? GemmEpilogue::gelu_aux_bias : GemmEpilogue::gelu_aux;
       else if (g->dgelu >= 0) sh.epilogue = GemmEpilogue::dgelu;
+      else if (g->relu) sh.epilogue = g->bias >= 0 ? GemmEpilogue::relu_bias : GemmEpilogue::relu;
       else sh.epilogue = g->bias >= 0 ? GemmEpilogue::bias : GemmEpilogue::none;
       sh.validate();
       check_operand(where, g->a, sh.a_bytes(), "A", false);
       check_operand(where, g->b, sh.b_bytes(), "B", false);
       check_operand(where, g->c, sh.c_bytes(), "C", false);
-      if (g->aux >= 0) check_operand(where, g->aux, sh.c_bytes(), "aux", false);
+      if (g->aux >= 0) check_operand(where, g->aux, sh.aux_bytes(), "aux", false);
       if (g->dgelu >= 0) check_operand(where, g->dgelu, sh.c_bytes(), "the GELU-gradient input", false);
       if (g->bias >= 0)
         check_operand(where, g->bias, static_cast<size_t>(sh.n) * float_dtype_size(sh.dtype), "bias", false);

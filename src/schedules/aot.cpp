@@ -199,8 +199,8 @@ std::string cuda_plan_tables(const std::string& name, const Family& f,
         << (g->trans_a ? "true" : "false") << ", " << (g->trans_b ? "true" : "false") << ", " << g->m << ", " << g->n
         << ", " << g->k << ", " << g->batch << ", " << g->stride_a << ", " << g->stride_b << ", " << tensor(g->a) << ", "
         << tensor(g->b) << ", " << f.buffer_of[kernel.roots[g->gelu ? 1 : 0]] << ", " << tensor(g->bias) << ", "
-        << (g->gelu ? f.buffer_of[kernel.roots[0]] : -1) << ", " << tensor(g->dgelu) << "};  // "
-        << g->text() << "\n";
+        << (g->gelu ? f.buffer_of[kernel.roots[0]] : -1) << ", " << tensor(g->dgelu) << ", "
+        << (g->relu ? "true" : "false") << "};  // " << g->text() << "\n";
     } else if (const std::optional<LibraryAttention>& a = f.attention[k]) {
       auto input = [&](int i) { return i < 0 ? -1 : f.buffer_of[kernel.inputs[i]]; };
       auto root = [&](int r) { return r < 0 ? -1 : f.buffer_of[kernel.roots[r]]; };

@@ -73,6 +73,12 @@ bool gemm_takes_gelu_epilogue(const Graph& g, const Node& node) {
   return p.op == "linear" && p.type.dtype == node.type.dtype && aux_epilogue_type(p.type);
 }
 
+bool gemm_takes_relu_epilogue(const Graph& g, const Node& node) {
+  if (node.op != "relu") return false;
+  const Node& p = g.nodes[node.inputs[0]];
+  return p.op == "linear" && p.type.dtype == node.type.dtype && library_gemm_dtype(p.type.dtype);
+}
+
 bool gemm_takes_dgelu_epilogue(const Graph& g, const Node& node) {
   if (!tanh_form(node, "gelu_grad")) return false;
   const Node& p = g.nodes[node.inputs[1]];
@@ -83,7 +89,7 @@ bool gemm_takes_dgelu_epilogue(const Graph& g, const Node& node) {
 std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel) {
   const Graph& kg = kernel.graph;
   if (kernel.roots.size() != kg.outputs.size()) return std::nullopt;
-  bool gelu = false;
+  bool gelu = false, relu = false;
   int dgelu = -1;
   int product_id = kg.outputs[0].node;
   if (kg.outputs.size() == 2) {  // [product, gelu(product)]
@@ -96,6 +102,9 @@ std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel) {
     if (!gemm_takes_dgelu_epilogue(kg, act) || kg.nodes[act.inputs[0]].op != "input") return std::nullopt;
     dgelu = act.inputs[0];  // kernel graphs put their inputs first, in order
     product_id = act.inputs[1];
+  } else if (gemm_takes_relu_epilogue(kg, act)) {  // relu(product)
+    relu = true;
+    product_id = act.inputs[0];
   }
   const Node& p = kg.node(product_id);
   if (p.op != "matmul" && p.op != "linear") return std::nullopt;
@@ -105,6 +114,7 @@ std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel) {
   LibraryGemm m;
   m.gelu = gelu;
   m.dgelu = dgelu;
+  m.relu = relu;
   m.dtype = p.type.dtype;
   m.a = a->input;
   m.b = b->input;
@@ -156,7 +166,8 @@ std::string LibraryGemm::text() const {
   if (batch > 1) s << batch << " x ";
   s << "[" << m << " x " << k << "]" << (trans_a ? "^T" : "") << " @ [" << k << " x " << n << "]"
     << (trans_b ? "^T" : "") << (bias >= 0 ? " + bias" : "") << (gelu ? ", then gelu (tanh; the product kept)" : "")
-    << (dgelu >= 0 ? ", times gelu'(in" + std::to_string(dgelu) + ") (tanh)" : "");
+    << (dgelu >= 0 ? ", times gelu'(in" + std::to_string(dgelu) + ") (tanh)" : "")
+    << (relu ? ", then relu" : "");
   if (stride_a == 0) s << " (A shared by every batch)";
   if (stride_b == 0) s << " (B shared by every batch)";
   return s.str();

@@ -21,6 +21,13 @@
 // kernel: gemm_takes_dgelu_epilogue) is one GEMM with cuBLASLt's DGELU
 // epilogue: C = product * gelu'(x), x the aux input.
 //
+// A kernel computing the relu of a linear node that nothing else reads
+// (partition() keeps the product inside the kernel; relu's gradient reads
+// the relu, not the product) is one GEMM with cuBLASLt's RELU or RELU_BIAS
+// epilogue. cuBLASLt's DRELU is not used for relu's gradient: its bit-mask
+// passes the gradient where the product is exactly 0 (H200, CUDA 13.0;
+// test_cuda_gemm), where tessera's relu'(0) is 0, as PyTorch's.
+//
 // This decides nothing about speed (every matching kernel goes to the
 // library) and runs nothing: runtime/cuda's PlanExecutor does.
 #pragma once
@@ -52,6 +59,8 @@ struct LibraryGemm {
   // DGELU epilogue: the kernel's input (position) whose gelu' scales the
   // product; C is the gelu_grad. -1: none.
   int dgelu = -1;
+  // RELU epilogue: the kernel's output is relu of the product (+ bias).
+  bool relu = false;
 
   std::string text() const;  // "cuBLASLt gemm f32 [64 x 784] @ [784 x 256]^T + bias"
 };
@@ -69,6 +78,12 @@ bool gemm_takes_gelu_epilogue(const Graph& g, const Node& node);
 // of 8 elements, and x has the product's shape. partition() then computes
 // the product inside the gelu_grad's kernel when nothing else reads it.
 bool gemm_takes_dgelu_epilogue(const Graph& g, const Node& node);
+
+// Whether `node` is a relu that the GEMM computing its input can apply as
+// its epilogue: the input is a linear node of the relu's dtype (f32, f16
+// or bf16). partition() then computes the product inside the relu's kernel
+// when nothing else reads it.
+bool gemm_takes_relu_epilogue(const Graph& g, const Node& node);
 
 // The GEMM that `kernel` is, or nothing.
 std::optional<LibraryGemm> match_library_gemm(const Kernel& kernel);

@@ -117,6 +117,20 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
         if (!x.is_leaf() || x.op == "constant") root[x.id] = true;
       }
   }
+  // A materialized relu of a linear that nothing else reads computes the
+  // linear in its own kernel: cuBLASLt's RELU epilogue (library_gemm.h); the
+  // product is never written.
+  std::vector<bool> relu_epilogue(n, false);
+  if (library_gemm) {
+    std::vector<bool> output(n, false);
+    for (const GraphOutput& o : g.outputs) output[o.node] = true;
+    for (const Node& node : g.nodes)
+      if (root[node.id] && gemm_takes_relu_epilogue(g, node) && readers[node.inputs[0]] == 1 &&
+          !output[node.inputs[0]]) {
+        root[node.inputs[0]] = false;
+        relu_epilogue[node.id] = true;
+      }
+  }
   if (cost) {
     std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
     if (decisions) *decisions = std::move(remat);
@@ -157,7 +171,7 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
     const Node& first = g.nodes[members[0]];
     const bool library = library_gemm && (op_def(first.op).kind == OpKind::contraction ||
                                            first.op == "embedding_grad" || dgelu[first.id] ||
-                                           writes_attention[first.id]);
+                                           relu_epilogue[first.id] || writes_attention[first.id]);
     auto argument = [&](int id) {
       const Node& node = g.nodes[id];
       return !member[id] && (!read_through[id] || library) && (root[id] || node.op == "input" || node.op == "param");
@@ -179,8 +193,9 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
   std::vector<std::vector<int>> group_args;
   auto fusible = [&](int id) {
     const Node& node = g.nodes[id];
-    // A DGELU GEMM and what fused attention writes join nothing.
-    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id] || writes_attention[id]) return false;
+    // A DGELU or RELU GEMM and what fused attention writes join nothing.
+    if (node.type.rank() == 0 || is_materialized(node) || dgelu[id] || relu_epilogue[id] || writes_attention[id])
+      return false;
     OpKind kind = op_def(node.op).kind;
     return kind == OpKind::elementwise || kind == OpKind::shape || kind == OpKind::random;
   };

@@ -105,9 +105,11 @@ const Node* sole_computation(const Kernel& kernel);
 // gradients and quantized linears that the CUDA kernels take get a kernel of
 // their own over materialized operands (library_embedding_grad.h,
 // library_quant_linear.h);
-// a materialized tanh-form gelu of such a linear shares its kernel, and a
+// a materialized tanh-form gelu of such a linear shares its kernel, a
 // product read only by a materialized tanh-form gelu_grad is computed inside
-// the gelu_grad's kernel (cuBLASLt's GELU and DGELU epilogues: library_gemm.h).
+// the gelu_grad's kernel, and a linear read only by a materialized relu
+// inside the relu's kernel (cuBLASLt's GELU, DGELU and RELU epilogues:
+// library_gemm.h).
 std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector<RematDecision>* decisions = nullptr,
                               bool library_gemm = false);
 // With this CPU's cost model.

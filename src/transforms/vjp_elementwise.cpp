@@ -39,7 +39,9 @@ const bool registered = [] {
   unary("rsqrt", [](Tensor, Tensor y, Tensor g) { return g * (y * y * y * -0.5); });
   unary("tanh", [](Tensor, Tensor y, Tensor g) { return g * (1.0 - y * y); });
   unary("sigmoid", [](Tensor, Tensor y, Tensor g) { return g * (y * (1.0 - y)); });
-  unary("relu", [](Tensor x, Tensor, Tensor g) { return g * as_mask(gt(x, scalar(x, 0)), x); });
+  // From the output: relu(x) > 0 exactly where x > 0, and x need not be kept
+  // (a GPU plan computes relu as its product's epilogue, library_gemm.h).
+  unary("relu", [](Tensor, Tensor y, Tensor g) { return g * as_mask(gt(y, scalar(y, 0)), y); });
   unary("silu", [](Tensor x, Tensor, Tensor g) {
     Tensor s = sigmoid(x);
     return g * (s * (1.0 + x * (1.0 - s)));

@@ -73,6 +73,8 @@ struct PlanGemm {
   // -1, or the GELU gradient epilogue (cuBLASLt's DGELU): C gets the product
   // times gelu'(tensor dgelu) (tanh form), elementwise.
   int dgelu = -1;
+  // The ReLU epilogue (cuBLASLt's RELU or RELU_BIAS): C gets relu of the product.
+  bool relu = false;
 };
 
 // A fused attention call (attention.h) on [batch, seq, dim] tensors, dense
