@@ -384,45 +384,41 @@ bool CublasLtGemm::may_time(const GemmShape& s, const GemmArgs& args) const {
   return true;
 }
 
+cublasStatus_t CublasLtGemm::matmul(const Plan& plan, const GemmArgs& args, const cublasLtMatmulAlgo_t& algo) {
+  return cublasLtMatmul(handle_, plan.desc, &args.alpha, args.b, plan.layout_a, args.a, plan.layout_b, &args.beta,
+                        args.c, plan.layout_c, args.c, plan.layout_c, &algo, workspace_, workspace_bytes_,
+                        stream_.stream());
+}
+
 cublasLtMatmulAlgo_t CublasLtGemm::fastest(const Plan& plan, const std::vector<cublasLtMatmulAlgo_t>& candidates,
                                            const GemmArgs& args) {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  TESSERA_CUDA_CHECK(cudaEventCreate(&start), plan.where);
-  if (cudaError_t e = cudaEventCreate(&stop); e != cudaSuccess) {
-    cudaEventDestroy(start);
-    TESSERA_CUDA_CHECK(e, plan.where);
-  }
+  struct Events {  // destroyed however the timing ends
+    cudaEvent_t start = nullptr, stop = nullptr;
+    ~Events() {
+      if (start) cudaEventDestroy(start);
+      if (stop) cudaEventDestroy(stop);
+    }
+  } events;
+  TESSERA_CUDA_CHECK(cudaEventCreate(&events.start), plan.where);
+  TESSERA_CUDA_CHECK(cudaEventCreate(&events.stop), plan.where);
   cublasLtMatmulAlgo_t best = candidates[0];
   float best_ms = 0;
   bool timed = false;
-  try {
-    for (const cublasLtMatmulAlgo_t& algo : candidates) {
-      auto launch = [&] {
-        return cublasLtMatmul(handle_, plan.desc, &args.alpha, args.b, plan.layout_a, args.a, plan.layout_b,
-                              &args.beta, args.c, plan.layout_c, args.c, plan.layout_c, &algo, workspace_,
-                              workspace_bytes_, stream_.stream());
-      };
-      if (launch() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that cannot run here is skipped
-      TESSERA_CUDA_CHECK(cudaEventRecord(start, stream_.stream()), plan.where);
-      bool ok = true;
-      for (int rep = 0; rep < kTuneRepeats && ok; ++rep) ok = launch() == CUBLAS_STATUS_SUCCESS;
-      TESSERA_CUDA_CHECK(cudaEventRecord(stop, stream_.stream()), plan.where);
-      TESSERA_CUDA_CHECK(cudaEventSynchronize(stop), plan.where);
-      float ms = 0;
-      TESSERA_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop), plan.where);
-      if (ok && (!timed || ms < best_ms)) {
-        best = algo;
-        best_ms = ms;
-        timed = true;
-      }
+  for (const cublasLtMatmulAlgo_t& algo : candidates) {
+    if (matmul(plan, args, algo) != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that cannot run here is skipped
+    TESSERA_CUDA_CHECK(cudaEventRecord(events.start, stream_.stream()), plan.where);
+    bool ok = true;
+    for (int rep = 0; rep < kTuneRepeats && ok; ++rep) ok = matmul(plan, args, algo) == CUBLAS_STATUS_SUCCESS;
+    TESSERA_CUDA_CHECK(cudaEventRecord(events.stop, stream_.stream()), plan.where);
+    TESSERA_CUDA_CHECK(cudaEventSynchronize(events.stop), plan.where);
+    float ms = 0;
+    TESSERA_CUDA_CHECK(cudaEventElapsedTime(&ms, events.start, events.stop), plan.where);
+    if (ok && (!timed || ms < best_ms)) {
+      best = algo;
+      best_ms = ms;
+      timed = true;
     }
-  } catch (...) {
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    throw;
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   return best;
 }
 
@@ -437,10 +433,7 @@ void CublasLtGemm::run(const GemmShape& s, const GemmArgs& args) {
     TESSERA_CUDA_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &args.aux,
                                                       sizeof(args.aux)),
                        plan.where);
-  TESSERA_CUDA_CHECK(
-      cublasLtMatmul(handle_, plan.desc, &args.alpha, args.b, plan.layout_a, args.a, plan.layout_b, &args.beta, args.c,
-                     plan.layout_c, args.c, plan.layout_c, &plan.algo, workspace_, workspace_bytes_, stream_.stream()),
-      plan.where);
+  TESSERA_CUDA_CHECK(matmul(plan, args, plan.algo), plan.where);
 }
 
 }  // namespace tessera::cuda

@@ -167,6 +167,8 @@ class CublasLtGemm {
   Plan& plan_for(const GemmShape& shape, const GemmArgs& args);
   // Whether the first call may run several times to time the candidates.
   bool may_time(const GemmShape& shape, const GemmArgs& args) const;
+  // Queues cublasLtMatmul of `plan` with `algo` on args (pointers already in plan.desc).
+  cublasStatus_t matmul(const Plan& plan, const GemmArgs& args, const cublasLtMatmulAlgo_t& algo);
   // The candidate with the shortest time for kTuneRepeats runs on args.
   cublasLtMatmulAlgo_t fastest(const Plan& plan, const std::vector<cublasLtMatmulAlgo_t>& candidates,
                                const GemmArgs& args);
