@@ -1,6 +1,7 @@
 // bench_quant_gpu: the CUDA quantized linears (tessera/cuda/quant_linear.h)
 // against cuBLASLt on dense weights, in one run on one GPU:
-//  - GEMV, batch 1 (out x in: 4096x4096, 11008x4096, 4096x11008): NF4,
+//  - GEMV, batch 1 (out x in: 4096x4096, 11008x4096, 4096x11008) and
+//    batches 2 and 8 of 11008x4096 (a 1- or 2-row kernel and the 8-row one): NF4,
 //    NF4 double-quantized and int8 against cuBLASLt's bf16 and f32 GEMV of
 //    the same shape; GB/s counts the bytes each reads and writes (packed
 //    weight, scales, x, out) against the device-to-device copy measured
@@ -169,17 +170,18 @@ int run(int argc, char** argv) {
   const QuantLinearFormat formats[] = {QuantLinearFormat::nf4, QuantLinearFormat::nf4_nested, QuantLinearFormat::int8};
   const char* format_names[] = {"NF4", "NF4 double-quantized", "int8"};
 
-  std::printf("\nGEMV, batch 1 (out x in), f32 x and out:\n");
-  const int64_t gemv_shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+  std::printf("\nGEMV (batch: out x in), f32 x and out:\n");
+  const int64_t gemv_shapes[][3] = {{1, 4096, 4096}, {1, 11008, 4096}, {1, 4096, 11008}, {2, 11008, 4096},
+                                    {8, 11008, 4096}};
   for (const auto& shape : gemv_shapes) {
     if (part == "tiled") break;
-    const int64_t N = shape[0], K = shape[1];
-    DeviceArena io(align256(K * 4) + align256(N * 4) + 256, "bench x/out");
-    float* x = static_cast<float*>(io.at(0, K * 4));
-    float* out = static_cast<float*>(io.at(align256(K * 4), N * 4));
-    const std::vector<uint8_t> xh = random_floats(K, -1, 1, rng);
+    const int64_t B = shape[0], N = shape[1], K = shape[2];
+    DeviceArena io(align256(B * K * 4) + align256(B * N * 4) + 256, "bench x/out");
+    float* x = static_cast<float*>(io.at(0, B * K * 4));
+    float* out = static_cast<float*>(io.at(align256(B * K * 4), B * N * 4));
+    const std::vector<uint8_t> xh = random_floats(B * K, -1, 1, rng);
     TESSERA_CUDA_CHECK(cudaMemcpy(x, xh.data(), xh.size(), cudaMemcpyHostToDevice), "bench upload");
-    const std::string dims = std::to_string(N) + "x" + std::to_string(K);
+    const std::string dims = (B > 1 ? "batch " + std::to_string(B) + ": " : "") + std::to_string(N) + "x" + std::to_string(K);
 
     // cuBLASLt bf16 and f32 GEMVs on the dense weight.
     double bf16_ms = 0;
@@ -187,11 +189,11 @@ int run(int argc, char** argv) {
       const size_t es = t == DType::bf16 ? 2 : 4;
       const size_t wbytes = N * K * es;
       Rotating w(wbytes, copies_for(wbytes), t == DType::bf16 ? random_bf16(N * K, rng) : random_floats(N * K, -1, 1, rng));
-      const GemmShape g = GemmShape::linear(t, 1, K, N, GemmEpilogue::none);
+      const GemmShape g = GemmShape::linear(t, B, K, N, GemmEpilogue::none);
       const double ms = ms_per_launch(stream, [&](int i) { gemm.run(g, GemmArgs{x, w.at(i), out}); });
       if (t == DType::bf16) bf16_ms = ms;
       report(csv, gpu, {std::string("cuBLASLt ") + (t == DType::bf16 ? "bf16" : "f32") + " GEMV " + dims, "gemv_baseline",
-                        ms, double(wbytes + K * es + N * es), 2.0 * N * K},
+                        ms, double(wbytes + B * (K + N) * es), 2.0 * B * N * K},
              copy_gbs, 0);
     }
     for (size_t f = 0; f < 3; ++f) {
@@ -204,12 +206,12 @@ int run(int argc, char** argv) {
       Rotating scale(scale_bytes, copies,
                      fmt == QuantLinearFormat::nf4_nested ? random_bytes(scale_bytes, rng)
                                                           : random_floats(scale_bytes / 4, 0.01f, 1, rng));
-      const QuantLinearShape s{fmt, false, 1, N, K, false};
+      const QuantLinearShape s{fmt, false, B, N, K, false};
       const double ms = ms_per_launch(stream, [&](int i) {
         quant_linear(s, x, weight_of(fmt, packed, scale, nested_absmax, map, offset, i), nullptr, out, stream.stream());
       });
       report(csv, gpu, {std::string(format_names[f]) + " GEMV " + dims, "gemv", ms,
-                        double(packed_bytes + scale_bytes + K * 4 + N * 4), 2.0 * N * K},
+                        double(packed_bytes + scale_bytes + B * (K + N) * 4), 2.0 * B * N * K},
              copy_gbs, bf16_ms);
     }
   }

@@ -7,24 +7,44 @@
 // nested_absmax[block / 256] + nested_offset, in that f32 order), int8
 // scale[n]. An element is code_book[code] * scale (NF4) or weight * scale.
 //
-// gemv (forward, rows <= 8): a block of 128 threads per four output
-// features; each thread takes every 128th 32-bit word of the four rows
-// (8 NF4 or 4 int8 elements; a warp's loads are 128 contiguous bytes),
-// loading a batch of them, with their scales, before it uses any, so that
-// enough bytes are in flight. Loads go through per-row pointers set once,
+// Two GEMVs, forward with at most 8 rows; measured on an H200 with
+// bench_quant_gpu (11008 x 4096, f32 x; cuBLASLt's bf16 GEMV takes
+// 24-27 us, a device copy moves 4.25 TB/s):
+//
+// quant_gemv_stream (1 or 2 rows, NF4 and int8, K <= 16384 or 8192): block b
+// computes output features [b N / G, (b + 1) N / G) for G = the blocks the
+// device holds at once; thread t owns the 16-element chunks t, t + 256, ..
+// of every row, so its x stays in registers for all the block's rows.
+// Rows go R at a time: the next step's chunks and scales are loaded
+// before the current step is multiplied, and the step's sums go through
+// warp_sums and shared memory, one barrier per step. NF4 batch 1: 14.1 us
+// (42% of copy), batch 2: 16.7 us.
+//
+// quant_gemv (the rest: 3 to 8 rows, double-quantized weights, longer rows): a
+// block of 128 threads per four output features; each thread takes every
+// 128th 32-bit word of the four rows (8 NF4 or 4 int8 elements; a warp's
+// loads are 128 contiguous bytes), loading a batch of them, with their
+// scales, before it uses any. Loads go through per-row pointers set once,
 // at constant offsets (64-bit index arithmetic per load had been a fifth
 // of the instructions). A double-quantized scale (three dependent loads)
-// is computed by one lane and shuffled to the eight that share it. x's
-// elements for a word are loaded once for the four rows; each word's
-// products are summed, then scaled once. Shuffles and then shared memory
-// sum the threads, in a fixed order. Measured on an H200
-// (bench_quant_gpu, batch 1): NF4 at 31-41% of the copy bandwidth. What
-// bounds it is the SM's load path: a shared-memory code-book lookup per
-// element plus the x loads are ~10 wavefronts per 256 elements, about as
-// long as the weights take to arrive. Slower: a thread per 16-byte slice (a
-// warp's x loads touched 32 cache lines); eight rows per block (half the
-// warps); no faster: blocks that loop over row groups, loading the next
-// while multiplying the current.
+// is computed by one lane and shuffled to the eight that share it. Each
+// element is decoded once for all rows of x, whose elements for a word are
+// loaded once for the four rows; each word's products are summed, then
+// scaled once. Shuffles and then shared memory sum the threads, in a fixed
+// order. NF4 batch 1: 15.4 us; batch 8: 46 us (twice cuBLASLt's bf16: x is
+// reloaded for every four output features).
+//
+// What bounds NF4 is instructions, not bytes: a code-book lookup is a
+// byte permute, a shared-memory load and an FMA per element, and with the
+// loads, scales and sums the streaming GEMV issues about 5.5 instructions
+// per element at 2.1 per cycle and SM (Nsight Compute: stalls on loads,
+// the barrier, the lookups, about equally). int8, with twice the bytes and
+// no lookup, reaches 70% of copy. Tried and not kept: no lookup at all (a
+// wrong value, to bound it) 12.7 us; a 256-entry table of element pairs,
+// one per lane of a half-warp (conflict-free 64-bit loads) 14.1 us; half
+// the rows per step at twice the blocks per SM 14.7 us. Earlier, in quant_gemv:
+// a thread per 16-byte slice, eight rows per block and blocks that loop
+// over row groups were no faster.
 //
 // tiled (forward with more rows, and grad_input): 256 threads compute a
 // 128 x 128 output tile, 8 x 8 outputs each, over 16-deep slices of the
@@ -54,13 +74,15 @@
 // than the f32 FMAs.
 //
 // Not here: wgmma (Hopper's asynchronous warpgroup products), a grad_input
-// GEMV.
+// GEMV, bf16 activations (with them a lookup could yield two elements as
+// a bf16 pair, as bitsandbytes' kernel does).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <atomic>
 #include <sstream>
 #include <string>
+#include <type_traits>
 
 #include "tessera/cuda/check.h"
 #include "tessera/cuda/quant_linear.h"
@@ -110,7 +132,7 @@ __device__ __forceinline__ float slice_scale(const Weight& w, int64_t n, int64_t
   else return block_scale<F>(w, (n * K + k) / 64);
 }
 
-// ---- gemv: forward, rows <= 8 ----
+// ---- quant_gemv: forward, at most 8 rows ----
 
 constexpr int kGemvThreads = 128;
 constexpr int kGemvWarps = kGemvThreads / 32;
@@ -132,7 +154,10 @@ struct WordDecoder {
       : high((w >> 2) & 0x3c3c3c3cu), low((w << 2) & 0x3c3c3c3cu), word(w) {}
   __device__ __forceinline__ float operator()(int e, const float* code_book) const {
     if constexpr (F == Format::int8) {
-      return static_cast<float>(static_cast<int8_t>((word >> (8 * e)) & 0xffu));
+      // The float 2^23 + (byte ^ 0x80), less 2^23 + 128: exact, and on the
+      // integer and FMA pipes (a conversion instruction runs at a quarter
+      // of their rate).
+      return __int_as_float(__byte_perm(word ^ 0x80808080u, 0x4B000000u, 0x7540u + e)) - 8388736.0f;
     } else {
       const uint32_t offset = __byte_perm(e % 2 == 0 ? high : low, 0, 0x4440u + e / 2);
       return *reinterpret_cast<const float*>(reinterpret_cast<const char*>(code_book) + offset);
@@ -208,6 +233,14 @@ __global__ void __launch_bounds__(kGemvThreads)
     }
 #pragma unroll
     for (int b = 0; b < kBatch<F>; ++b) {
+      // Each element is decoded once, for all M rows of x.
+      float element[kBlockRows][kPerWord];
+#pragma unroll
+      for (int r = 0; r < kBlockRows; ++r) {
+        const WordDecoder<F> decode(wd[b][r]);
+#pragma unroll
+        for (int e = 0; e < kPerWord; ++e) element[r][e] = decode(e, code_book);
+      }
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         float xv[kPerWord] = {};
@@ -218,10 +251,9 @@ __global__ void __launch_bounds__(kGemvThreads)
                 __ldg(reinterpret_cast<const float4*>(xp + m * K + b * kGemvThreads * kPerWord) + q);
 #pragma unroll
         for (int r = 0; r < kBlockRows; ++r) {
-          const WordDecoder<F> decode(wd[b][r]);
           float sum = 0.0f;
 #pragma unroll
-          for (int e = 0; e < kPerWord; ++e) sum = fmaf(decode(e, code_book), xv[e], sum);
+          for (int e = 0; e < kPerWord; ++e) sum = fmaf(element[r][e], xv[e], sum);
           acc[m][r] = fmaf(sum, sc[b][r], acc[m][r]);
         }
       }
@@ -247,6 +279,145 @@ __global__ void __launch_bounds__(kGemvThreads)
       for (int i = 1; i < kGemvWarps; ++i) v += partial[i][m][r];
       out[m * N + n0 + r] = bias ? v + bias[n0 + r] : v;
     }
+  }
+}
+
+// ---- quant_gemv_stream: forward, 1 or 2 rows ----
+
+constexpr int kStreamThreads = 256;
+constexpr int kStreamWarps = kStreamThreads / 32;
+constexpr int kChunk = 16;  // W elements a thread takes from a row at a time (NF4: 8 bytes, int8: 16)
+
+template <Format F>
+using ChunkBits = std::conditional_t<F == Format::int8, uint4, uint2>;
+
+// Element e (0..15) of a chunk, unscaled.
+template <Format F>
+__device__ __forceinline__ float chunk_element(const ChunkBits<F>& bits, int e, const float* code_book) {
+  constexpr int kPerWord = F == Format::int8 ? 4 : 8;
+  return WordDecoder<F>(reinterpret_cast<const uint32_t*>(&bits)[e / kPerWord])(e % kPerWord, code_book);
+}
+
+// Each lane holds V values; returns the warp's sum of value lane / (32 / V)
+// (every lane of a group of 32 / V holds it). Halving the values a lane
+// keeps at each of the first log2(V) distances takes V - 1 + 5 - log2(V)
+// shuffles instead of 5 V. The order of the additions is fixed.
+template <int V>
+__device__ __forceinline__ float warp_sums(float (&v)[V], int lane) {
+#pragma unroll
+  for (int half = V / 2, d = 16; half >= 1; half /= 2, d /= 2) {
+    const bool upper = lane & d;
+#pragma unroll
+    for (int j = 0; j < half; ++j) {
+      const float send = upper ? v[j] : v[j + half], keep = upper ? v[j + half] : v[j];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, d);
+    }
+  }
+  float s = v[0];
+#pragma unroll
+  for (int d = 16 / V; d > 0; d /= 2) s += __shfl_xor_sync(0xffffffffu, s, d);
+  return s;
+}
+
+// Block b computes output features [b N / G, (b + 1) N / G), R at a time.
+// Thread t owns the chunks t, t + 256, .. (C of them) of every row: their
+// x stays in registers for all the block's rows. Each step's packed chunks
+// and scales are loaded one step ahead; a step's R x M sums go through
+// warp_sums and shared memory (two buffers: one barrier per step).
+template <Format F, int M, int C, int R>
+__global__ void __launch_bounds__(kStreamThreads, 2)
+    quant_gemv_stream(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
+                      int64_t N, int64_t K) {
+  constexpr int V = M * R;  // sums per step
+  static_assert(F != Format::nf4_nested, "double-quantized weights take the other GEMV");
+  __shared__ float code_book[16];
+  __shared__ float partial[2][kStreamWarps][V];
+  const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+  if (t < 16) code_book[t] = kNF4CodeBook[t];
+  const int chunks = static_cast<int>(K / kChunk), blocks_per_row = chunks / (64 / kChunk);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * N / gridDim.x;
+  const int64_t last = static_cast<int64_t>(blockIdx.x + 1) * N / gridDim.x;
+  // Step n0's first row (its chunks and absmax blocks) as 64-bit bases;
+  // everything within a step is a 32-bit offset from them.
+  const ChunkBits<F>* row_bits = reinterpret_cast<const ChunkBits<F>*>(w.packed) + first * chunks;
+  int64_t row_block = first * blocks_per_row;
+  struct Step {
+    ChunkBits<F> bits[R][C];
+    float scale[R][C];
+  };
+  // Rows past `last` and chunks past the row load zeros (a zero scale).
+  auto load = [&](Step& s, int64_t n0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const bool row = n0 + r < last;
+      float row_scale = 0.0f;
+      if constexpr (F == Format::int8) row_scale = row ? __ldg(static_cast<const float*>(w.scale) + n0 + r) : 0.0f;
+#pragma unroll
+      for (int i = 0; i < C; ++i) {
+        const int c = t + i * kStreamThreads;
+        const bool ok = row && c < chunks;
+        s.bits[r][i] = ok ? __ldg(row_bits + (r * chunks + c)) : ChunkBits<F>{};
+        const int64_t block = row_block + (r * blocks_per_row + c / (64 / kChunk));
+        if constexpr (F == Format::int8) s.scale[r][i] = row_scale;
+        else s.scale[r][i] = ok ? __ldg(static_cast<const float*>(w.scale) + block) : 0.0f;
+      }
+    }
+    row_bits += R * chunks;
+    row_block += R * blocks_per_row;
+  };
+  Step cur;
+  load(cur, first);
+  float xv[M][C][kChunk];
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int i = 0; i < C; ++i) {
+      const int c = t + i * kStreamThreads;
+#pragma unroll
+      for (int q = 0; q < kChunk / 4; ++q) {
+        const float4 v = c < chunks ? __ldg(reinterpret_cast<const float4*>(x + m * K + c * kChunk) + q)
+                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        xv[m][i][4 * q] = v.x, xv[m][i][4 * q + 1] = v.y, xv[m][i][4 * q + 2] = v.z, xv[m][i][4 * q + 3] = v.w;
+      }
+    }
+  __syncthreads();  // the code book
+  int buffer = 0;
+  for (int64_t n0 = first; n0 < last; n0 += R, buffer ^= 1) {
+    Step next;
+    if (n0 + R < last) load(next, n0 + R);
+    float acc[V];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float row_sum[M] = {};
+#pragma unroll
+      for (int i = 0; i < C; ++i) {
+        float sum[M] = {};
+#pragma unroll
+        for (int e = 0; e < kChunk; ++e) {
+          const float v = chunk_element<F>(cur.bits[r][i], e, code_book);
+#pragma unroll
+          for (int m = 0; m < M; ++m) sum[m] = fmaf(v, xv[m][i][e], sum[m]);
+        }
+#pragma unroll
+        for (int m = 0; m < M; ++m) row_sum[m] = fmaf(sum[m], cur.scale[r][i], row_sum[m]);
+      }
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[m * R + r] = row_sum[m];
+    }
+    const float s = warp_sums<V>(acc, lane);
+    if (lane % (32 / V) == 0) partial[buffer][warp][lane / (32 / V)] = s;
+    __syncthreads();  // partial[buffer] is next written two steps on, after the next barrier
+    if (t < V) {
+      const int m = t / R;
+      const int64_t n = n0 + t % R;
+      if (n < last) {
+        float v = partial[buffer][0][t];
+#pragma unroll
+        for (int i = 1; i < kStreamWarps; ++i) v += partial[buffer][i][t];
+        out[m * N + n] = bias ? v + bias[n] : v;
+      }
+    }
+    cur = next;
   }
 }
 
@@ -611,9 +782,46 @@ void launch_gemv(const QuantLinearShape& s, const float* x, const Weight& w, con
                                                                                 s.in_features);
 }
 
+// Chunks per thread and row of the streaming GEMV for `s`, 0 when it does
+// not take s: x's chunks must fit in registers (1 row: K <= 16384, 2 rows:
+// K <= 8192).
+int stream_gemv_chunks(const QuantLinearShape& s) {
+  if (s.grad_input || s.rows > 2) return 0;
+  const int64_t c = (s.in_features / kChunk + kStreamThreads - 1) / kStreamThreads;
+  return c <= (s.rows == 1 ? 4 : 2) ? static_cast<int>(c) : 0;
+}
+
+template <Format F, int M, int C>
+void launch_gemv_stream(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
+                        cudaStream_t stream) {
+  // Rows per step: 64 bytes of each thread's chunks in flight (as registers allow).
+  constexpr int R = std::max(1, (M == 1 ? 8 : 4) / (C == 1 ? 1 : C == 2 ? 2 : 4) / (F == Format::int8 ? 2 : 1));
+  const auto kernel = quant_gemv_stream<F, M, C, R>;
+  static const int resident = [&] {
+    int b = 0;
+    TESSERA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kStreamThreads, 0),
+                       "quant_linear: the GEMV's blocks per SM");
+    return std::max(b, 1);
+  }();
+  const int64_t blocks = std::min<int64_t>(s.out_features, int64_t{resident} * sm_count());
+  kernel<<<static_cast<unsigned>(blocks), kStreamThreads, 0, stream>>>(x, w, bias, out, s.out_features,
+                                                                       s.in_features);
+}
+
 template <Format F>
 void launch(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
             cudaStream_t stream, void* workspace, size_t workspace_bytes) {
+  if constexpr (F != Format::nf4_nested) {
+    switch (s.rows * 10 + stream_gemv_chunks(s)) {
+      case 11: return launch_gemv_stream<F, 1, 1>(s, x, w, bias, out, stream);
+      case 12: return launch_gemv_stream<F, 1, 2>(s, x, w, bias, out, stream);
+      case 13: return launch_gemv_stream<F, 1, 3>(s, x, w, bias, out, stream);
+      case 14: return launch_gemv_stream<F, 1, 4>(s, x, w, bias, out, stream);
+      case 21: return launch_gemv_stream<F, 2, 1>(s, x, w, bias, out, stream);
+      case 22: return launch_gemv_stream<F, 2, 2>(s, x, w, bias, out, stream);
+      default: break;
+    }
+  }
   if (!s.grad_input && s.rows <= 8) {
     switch (s.rows) {
       case 1: launch_gemv<F, 1>(s, x, w, bias, out, stream); break;

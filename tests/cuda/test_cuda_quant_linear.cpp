@@ -4,9 +4,10 @@
 // double-quantized absmax = map[code] * nested_absmax[block / 256] +
 // offset, in f32) or weight * scale[n] (int8); forward x @ W^T + bias and
 // grad_input x @ W. Random packed bytes, scales, maps and activations at
-// awkward sizes: 1, 2, 5 and 8 rows (the GEMV), 9, 130 and 257 rows (tiles,
-// partial ones), 1 to 8201 output features, K of one to 65 absmax blocks
-// of 64 (GEMV blocks that loop over batches of a row and over row groups),
+// awkward sizes: 1, 2, 5 and 8 rows (the GEMVs), 9, 130 and 257 rows (tiles,
+// partial ones), 1 to 8201 output features, K of one to 257 absmax blocks
+// of 64 (GEMV blocks that loop over batches of a row and over row groups;
+// 1 to 4 chunks of x per thread of the streaming GEMV, and one past),
 // tiled products of few tiles split into a workspace, and the TF32
 // tensor-core tiles (within TF32 rounding; one case tells TF32 from f32
 // exactly). Outputs and workspaces are poisoned first. Unsupported shapes
@@ -174,7 +175,10 @@ TEST(CudaQuantLinear, EqualsTheDequantizedProductInDouble) {
                           {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 128, 128},
                           // GEMV blocks that loop: over several batches of a row (K > 4096), over
                           // more row groups than the device holds blocks at once, and both
-                          {3, 5, 4160}, {1, 8201, 64}, {2, 4099, 4160}};
+                          {3, 5, 4160}, {1, 8201, 64}, {2, 4099, 4160},
+                          // the streaming GEMV (1 or 2 rows): 1 to 4 chunks of x per thread, one
+                          // past (the other GEMV), partial last steps
+                          {1, 37, 11008}, {1, 3, 16384}, {1, 5, 16448}, {2, 19, 8192}, {2, 7, 8256}};
   const Size backward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 33, 128}};
   for (QuantLinearFormat f : formats) {
     for (const Size& z : forward)

@@ -5,10 +5,11 @@
 //   grad_input   out[m, k] = sum_n x[m, n] W[n, k]               x [rows, N] (the gradient), out [rows, K]
 // with W [N, K] = deq(weight) and f32 x, bias and out, summed in f32.
 //
-// Two paths: a GEMV for a forward of at most 8 rows (a block per four
-// output features streams their packed rows once, a 32-bit word per thread
-// and step, and decodes through a code book in shared memory), and a tiled
-// product for more rows
+// Two paths: GEMVs for a forward of at most 8 rows (for 1 or 2 rows of NF4
+// or int8, blocks that each stream a range of output features with x held
+// in registers; otherwise a block per four output features; both decode
+// NF4 through a code book in shared memory), and a tiled product for more
+// rows
 // (each 128 x 128 output tile dequantizes its 16-deep slices of W into
 // shared memory, where the f32 FMA loops read them, or, with
 // QuantLinearShape::tf32, TF32 tensor-core products). Results differ from
