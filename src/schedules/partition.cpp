@@ -117,20 +117,16 @@ std::vector<Kernel> partition(const Graph& g, const CostModel* cost, std::vector
         if (!x.is_leaf() || x.op == "constant") root[x.id] = true;
       }
   }
-  // A materialized relu of a linear that nothing else reads computes the
-  // linear in its own kernel: cuBLASLt's RELU epilogue (library_gemm.h); the
-  // product is never written.
+  // A materialized relu of a linear that nothing else reads (readers counts
+  // graph outputs too) computes the linear in its own kernel: cuBLASLt's
+  // RELU epilogue (library_gemm.h); the product is never written.
   std::vector<bool> relu_epilogue(n, false);
-  if (library_gemm) {
-    std::vector<bool> output(n, false);
-    for (const GraphOutput& o : g.outputs) output[o.node] = true;
+  if (library_gemm)
     for (const Node& node : g.nodes)
-      if (root[node.id] && gemm_takes_relu_epilogue(g, node) && readers[node.inputs[0]] == 1 &&
-          !output[node.inputs[0]]) {
+      if (root[node.id] && gemm_takes_relu_epilogue(g, node) && readers[node.inputs[0]] == 1) {
         root[node.inputs[0]] = false;
         relu_epilogue[node.id] = true;
       }
-  }
   if (cost) {
     std::vector<RematDecision> remat = decide_kernel_remat(g, root, *cost);
     if (decisions) *decisions = std::move(remat);
