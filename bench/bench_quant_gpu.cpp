@@ -1,7 +1,7 @@
 // bench_quant_gpu: the CUDA quantized linears (tessera/cuda/quant_linear.h)
 // against cuBLASLt on dense weights, in one run on one GPU:
 //  - GEMV, batch 1 (out x in: 4096x4096, 11008x4096, 4096x11008) and
-//    batches 2 and 8 of 11008x4096 (a 1- or 2-row kernel and the 8-row one): NF4,
+//    batches 2, 3, 4 and 8 of 11008x4096: NF4,
 //    NF4 double-quantized and int8 against cuBLASLt's bf16 and f32 GEMV of
 //    the same shape; GB/s counts the bytes each reads and writes (packed
 //    weight, scales, x, out) against the device-to-device copy measured
@@ -112,7 +112,7 @@ void report(FILE* csv, const std::string& gpu, const Row& r, double copy_gbs, do
               100 * gbs / copy_gbs, tflops);
   if (baseline_ms > 0)
     std::printf("  %5.2fx vs %s", baseline_ms / r.ms,
-                r.kind == "gemv" ? "bf16 cuBLASLt" : r.kind == "tiled_tf32" ? "TF32 cuBLASLt" : "f32 cuBLASLt");
+                r.kind.rfind("gemv", 0) == 0 ? "bf16 cuBLASLt" : r.kind == "tiled_tf32" ? "TF32 cuBLASLt" : "f32 cuBLASLt");
   std::printf("\n");
   if (csv)
     std::fprintf(csv, "%s,\"%s\",%s,%.5f,%.0f,%.0f,%.1f,%.3f,%.2f,%.3f\n", gpu.c_str(), r.what.c_str(), r.kind.c_str(),
@@ -172,7 +172,7 @@ int run(int argc, char** argv) {
 
   std::printf("\nGEMV (batch: out x in), f32 x and out:\n");
   const int64_t gemv_shapes[][3] = {{1, 4096, 4096}, {1, 11008, 4096}, {1, 4096, 11008}, {2, 11008, 4096},
-                                    {8, 11008, 4096}};
+                                    {3, 11008, 4096}, {4, 11008, 4096}, {8, 11008, 4096}};
   for (const auto& shape : gemv_shapes) {
     if (part == "tiled") break;
     const int64_t B = shape[0], N = shape[1], K = shape[2];
@@ -206,13 +206,19 @@ int run(int argc, char** argv) {
       Rotating scale(scale_bytes, copies,
                      fmt == QuantLinearFormat::nf4_nested ? random_bytes(scale_bytes, rng)
                                                           : random_floats(scale_bytes / 4, 0.01f, 1, rng));
-      const QuantLinearShape s{fmt, false, B, N, K, false};
-      const double ms = ms_per_launch(stream, [&](int i) {
-        quant_linear(s, x, weight_of(fmt, packed, scale, nested_absmax, map, offset, i), nullptr, out, stream.stream());
-      });
-      report(csv, gpu, {std::string(format_names[f]) + " GEMV " + dims, "gemv", ms,
-                        double(packed_bytes + scale_bytes + B * (K + N) * 4), 2.0 * B * N * K},
-             copy_gbs, bf16_ms);
+      // NF4 also with operands rounded to f16 (QuantLinearShape::tf32).
+      for (bool rounded : {false, true}) {
+        if (rounded && !nf4) break;
+        const QuantLinearShape s{fmt, false, B, N, K, false, rounded};
+        const double ms = ms_per_launch(stream, [&](int i) {
+          quant_linear(s, x, weight_of(fmt, packed, scale, nested_absmax, map, offset, i), nullptr, out,
+                       stream.stream());
+        });
+        report(csv, gpu, {std::string(format_names[f]) + (rounded ? " GEMV, f16 operands " : " GEMV ") + dims,
+                          rounded ? "gemv_f16" : "gemv", ms, double(packed_bytes + scale_bytes + B * (K + N) * 4),
+                          2.0 * B * N * K},
+               copy_gbs, bf16_ms);
+      }
     }
   }
 

@@ -7,9 +7,11 @@
 // nested_absmax[block / 256] + nested_offset, in that f32 order), int8
 // scale[n]. An element is code_book[code] * scale (NF4) or weight * scale.
 //
-// Two GEMVs, forward with at most 8 rows; measured on an H200 with
-// bench_quant_gpu (11008 x 4096, f32 x; cuBLASLt's bf16 GEMV takes
-// 24-27 us, a device copy moves 4.25 TB/s):
+// Two GEMVs, forward with at most 8 rows, and before them the tensor-core
+// GEMV (quant_gemv_mma.cu: NF4, 3 or 4 rows, 3 to 8 with tf32; faster
+// there, slower for 1 or 2 rows). Measured on an H200 with bench_quant_gpu
+// (11008 x 4096, f32 x; cuBLASLt's bf16 GEMV takes 24-27 us, a device copy
+// moves 4.25 TB/s):
 //
 // quant_gemv_stream (1 or 2 rows, NF4 and int8, K <= 16384 or 8192): block b
 // computes output features [b N / G, (b + 1) N / G) for G = the blocks the
@@ -20,7 +22,8 @@
 // warp_sums and shared memory, one barrier per step. NF4 batch 1: 14.1 us
 // (42% of copy), batch 2: 16.7 us.
 //
-// quant_gemv (the rest: 3 to 8 rows, double-quantized weights, longer rows): a
+// quant_gemv (the rest: 3 to 8 rows the tensor-core GEMV does not take,
+// double-quantized weights of 1 or 2 rows, longer rows): a
 // block of 128 threads per four output features; each thread takes every
 // 128th 32-bit word of the four rows (8 NF4 or 4 int8 elements; a warp's
 // loads are 128 contiguous bytes), loading a batch of them, with their
@@ -76,8 +79,7 @@
 // than the f32 FMAs.
 //
 // Not here: wgmma (Hopper's asynchronous warpgroup products), a grad_input
-// GEMV, bf16 activations (with them a lookup could yield two elements as
-// a bf16 pair, as bitsandbytes' kernel does).
+// GEMV, bf16 activations (as bitsandbytes' kernel takes them).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -86,53 +88,34 @@
 #include <string>
 #include <type_traits>
 
+#include "quant_linear_common.cuh"
 #include "tessera/cuda/check.h"
 #include "tessera/cuda/quant_linear.h"
 #include "tessera/error.h"
 
 namespace tessera::cuda {
 
+namespace detail {
+
+int sm_count() {
+  static std::atomic<int> cached[64];
+  int device = 0;
+  TESSERA_CUDA_CHECK(cudaGetDevice(&device), "quant_linear: cudaGetDevice");
+  std::atomic<int>& c = cached[device % 64];
+  if (c.load() == 0) {
+    int n = 0;
+    TESSERA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
+                       "quant_linear: the device's SM count");
+    c.store(n);
+  }
+  return c.load();
+}
+
+}  // namespace detail
+
 namespace {
 
-using Format = QuantLinearFormat;
-
-// The QLoRA paper's NormalFloat code book as bitsandbytes stores it
-// (tessera/quant_ops.h's nf4_code_book(), which tests/ check against the
-// paper's definition).
-__constant__ float kNF4CodeBook[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
-    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
-    0.24611230194568634f, 0.33791524726295471f, 0.44070982933044434f, 0.5626170039176941f,
-    0.7229568362236023f, 1.0f};
-
-struct Weight {
-  const uint8_t* packed;       // NF4: two codes per byte, the first in the high nibble; int8: one per byte
-  const void* scale;           // absmax f32 (nf4), codes u8 (nf4_nested) or scale f32 (int8)
-  const float* nested_absmax;  // nf4_nested
-  const float* nested_map;
-  const float* nested_offset;
-};
-
-// The double-quantized absmax of block `block`: map[code] * nested_absmax
-// + offset, in that f32 order (the CPU's); `offset` is *w.nested_offset.
-__device__ __forceinline__ float nested_scale(const Weight& w, int64_t block, float offset) {
-  const uint8_t code = __ldg(static_cast<const uint8_t*>(w.scale) + block);
-  return __fadd_rn(__fmul_rn(__ldg(w.nested_map + code), __ldg(w.nested_absmax + block / 256)), offset);
-}
-
-// The absmax of NF4 block `block` (64 elements, counted over all of W).
-template <Format F>
-__device__ __forceinline__ float block_scale(const Weight& w, int64_t block) {
-  if constexpr (F == Format::nf4) return __ldg(static_cast<const float*>(w.scale) + block);
-  else return nested_scale(w, block, __ldg(w.nested_offset));
-}
-
-// The scale of the slice of row n that starts at column k.
-template <Format F>
-__device__ __forceinline__ float slice_scale(const Weight& w, int64_t n, int64_t k, int64_t K) {
-  if constexpr (F == Format::int8) return static_cast<const float*>(w.scale)[n];
-  else return block_scale<F>(w, (n * K + k) / 64);
-}
+using namespace detail;
 
 // ---- quant_gemv: forward, at most 8 rows ----
 
@@ -729,20 +712,6 @@ __global__ void sum_parts(const float* __restrict__ partial, int parts, int64_t 
   }
 }
 
-int sm_count() {
-  static std::atomic<int> cached[64];
-  int device = 0;
-  TESSERA_CUDA_CHECK(cudaGetDevice(&device), "quant_linear: cudaGetDevice");
-  std::atomic<int>& c = cached[device % 64];
-  if (c.load() == 0) {
-    int n = 0;
-    TESSERA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
-                       "quant_linear: the device's SM count");
-    c.store(n);
-  }
-  return c.load();
-}
-
 struct Split {
   int parts = 1;
   int64_t chunk = 0;  // reduction elements per part
@@ -813,6 +782,7 @@ void launch_gemv_stream(const QuantLinearShape& s, const float* x, const Weight&
 template <Format F>
 void launch(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
             cudaStream_t stream, void* workspace, size_t workspace_bytes) {
+  if (F != Format::int8 && quant_gemv_mma_takes(s)) return launch_quant_gemv_mma(s, x, w, bias, out, stream);
   if constexpr (F != Format::nf4_nested) {
     switch (s.rows * 10 + stream_gemv_chunks(s)) {
       case 11: return launch_gemv_stream<F, 1, 1>(s, x, w, bias, out, stream);

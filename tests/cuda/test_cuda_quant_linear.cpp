@@ -7,8 +7,10 @@
 // awkward sizes: 1, 2, 5 and 8 rows (the GEMVs), 9, 130 and 257 rows (tiles,
 // partial ones), 1 to 8201 output features, K of one to 257 absmax blocks
 // of 64 (GEMV blocks that loop over batches of a row and over row groups;
-// 1 to 4 chunks of x per thread of the streaming GEMV, and one past),
-// tiled products of few tiles split into a workspace, and the TF32
+// 1 to 4 chunks of x per thread of the streaming GEMV, and one past; NF4's
+// tensor-core GEMV: partial tiles, uneven K splits, the largest x that
+// fits its shared memory and one past), x spread over 2^-60..2^60, inf
+// and NaN in x, tiled products of few tiles split into a workspace, and the TF32
 // tensor-core tiles (within TF32 rounding; one case tells TF32 from f32
 // exactly). Outputs and workspaces are poisoned first. Unsupported shapes
 // are Errors naming the shape. Label gpu; skips without a device.
@@ -16,6 +18,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -55,7 +58,9 @@ struct Case {
   std::vector<double> dense;  // W [N, K]
 };
 
-Case make_case(QuantLinearShape s, std::mt19937& rng) {
+// x's elements are uniform in (-1, 1), times 2^j for j uniform in
+// [-spread, spread].
+Case make_case(QuantLinearShape s, std::mt19937& rng, int spread = 0) {
   Case c;
   c.s = s;
   const int64_t N = s.out_features, K = s.in_features, elems = N * K, blocks = elems / 64;
@@ -94,7 +99,8 @@ Case make_case(QuantLinearShape s, std::mt19937& rng) {
     }
   }
   c.x.resize(s.rows * (s.grad_input ? N : K));
-  for (float& v : c.x) v = unit(rng);
+  std::uniform_int_distribution<int> binade(-spread, spread);
+  for (float& v : c.x) v = std::ldexp(unit(rng), binade(rng));
   if (s.bias) {
     c.bias.resize(N);
     for (float& v : c.bias) v = unit(rng);
@@ -141,9 +147,10 @@ std::vector<float> run(const Case& c, size_t workspace_bytes) {
 // Case s with random tensors against the double-precision product: within
 // f32 rounding of the sum of |terms|, or TF32's (operands rounded to 10
 // mantissa bits: 2^-10 relative per product, with room for the sums).
-void check(const QuantLinearShape& s, std::mt19937& rng, size_t workspace_bytes = 0) {
-  SCOPED_TRACE(s.text() + (workspace_bytes ? ", workspace " + std::to_string(workspace_bytes) : ""));
-  const Case c = make_case(s, rng);
+void check(const QuantLinearShape& s, std::mt19937& rng, size_t workspace_bytes = 0, int spread = 0) {
+  SCOPED_TRACE(s.text() + (workspace_bytes ? ", workspace " + std::to_string(workspace_bytes) : "") +
+               (spread ? ", x spread over 2^+-" + std::to_string(spread) : ""));
+  const Case c = make_case(s, rng, spread);
   const int64_t N = s.out_features, K = s.in_features, cols = s.grad_input ? K : N;
   const std::vector<float> got = run(c, workspace_bytes);
   const double tolerance = s.tf32 ? 1.5e-3 : 1e-5;
@@ -178,13 +185,54 @@ TEST(CudaQuantLinear, EqualsTheDequantizedProductInDouble) {
                           {3, 5, 4160}, {1, 8201, 64}, {2, 4099, 4160},
                           // the streaming GEMV (1 or 2 rows): 1 to 4 chunks of x per thread, one
                           // past (the other GEMV), partial last steps
-                          {1, 37, 11008}, {1, 3, 16384}, {1, 5, 16448}, {2, 19, 8192}, {2, 7, 8256}};
+                          {1, 37, 11008}, {1, 3, 16384}, {1, 5, 16448}, {2, 19, 8192}, {2, 7, 8256},
+                          // NF4's tensor-core GEMV (3 or 4 rows): partial 16-row tiles, warps with
+                          // no absmax block, K split unevenly, the largest K of 4 rows whose x fits
+                          // in an H100's or H200's shared memory and one past (the f32 GEMV)
+                          {3, 45, 192}, {4, 16, 64}, {4, 33, 4160}, {3, 1000, 1088}, {4, 9, 9664}, {4, 9, 9728}};
   const Size backward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 33, 128}};
   for (QuantLinearFormat f : formats) {
     for (const Size& z : forward)
       for (bool bias : {false, true}) check({f, false, z.rows, z.n, z.k, bias}, rng);
     for (const Size& z : backward) check({f, true, z.rows, z.n, z.k, false}, rng);
   }
+}
+
+// NF4's tensor-core GEMV carries x in f16 (pairs of them unless tf32)
+// scaled per 64-element slice: x spread over 2^-60..2^60 (beyond f16's
+// range either way) still gives f32 accuracy (TF32's with tf32), as it
+// does on the other paths.
+TEST(CudaQuantLinear, XOfAnyMagnitudeKeepsF32Accuracy) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  for (QuantLinearFormat f : {QuantLinearFormat::nf4, QuantLinearFormat::nf4_nested, QuantLinearFormat::int8})
+    for (int64_t rows : {1, 4, 8, 9})
+      for (bool tf32 : {false, true}) check({f, false, rows, 70, 4160, true, tf32}, rng, 0, 60);
+}
+
+// An inf or NaN in x never yields a finite number in its row's outputs,
+// and leaves the other rows exact (within TF32 rounding with tf32).
+TEST(CudaQuantLinear, NonFiniteXGivesNonFiniteOutputsInItsRowOnly) {
+  TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
+  std::mt19937 rng(std::random_device{}());
+  for (QuantLinearFormat f : {QuantLinearFormat::nf4, QuantLinearFormat::nf4_nested, QuantLinearFormat::int8})
+    for (int64_t rows : {2, 4, 9})
+      for (bool tf32 : {false, true})
+        for (float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+          Case c = make_case({f, false, rows, 40, 256, false, tf32}, rng);
+          SCOPED_TRACE(c.s.text() + ", x[0, 100] = " + std::to_string(bad));
+          c.x[100] = bad;
+          const std::vector<float> got = run(c, 0);
+          for (int64_t n = 0; n < 40; ++n) EXPECT_FALSE(std::isfinite(got[n])) << "out[0, " << n << "] = " << got[n];
+          for (int64_t n = 0; n < 40; ++n) {
+            double want = 0.0, magnitude = 0.0;
+            for (int64_t k = 0; k < 256; ++k) {
+              want += c.x[256 + k] * c.dense[n * 256 + k];
+              magnitude += std::fabs(c.x[256 + k] * c.dense[n * 256 + k]);
+            }
+            EXPECT_NEAR(got[40 + n], want, (tf32 ? 1.5e-3 : 1e-5) * magnitude + 1e-7) << "out[1, " << n << "]";
+          }
+        }
 }
 
 // Tiled products of few tiles (a few rows, many inputs) split their
@@ -203,15 +251,19 @@ TEST(CudaQuantLinear, FewTilesSplitTheirReductionIntoTheWorkspace) {
 }
 
 // With tf32 the tiles run on the tensor cores: tiles of every kind (full,
-// partial, one row or column, split), both directions, every format; the
-// GEMV ignores the flag (it is bandwidth-bound).
+// partial, one row or column, split), both directions, every format; so do
+// NF4's GEMVs of 3 to 8 rows (operands rounded to f16, as precise as TF32),
+// up to the largest x their shared memory holds (8 x 16384 is past it).
 TEST(CudaQuantLinear, TF32TilesEqualTheDequantizedProductWithinTF32Rounding) {
   TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
   std::mt19937 rng(std::random_device{}());
   struct Size {
     int64_t rows, n, k;
   };
-  const Size forward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 128, 128}, {3, 5, 4160}};
+  const Size forward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 128, 128}, {3, 5, 4160},
+                          // GEMVs (NF4, 3 to 8 rows: the tensor-core GEMV with f16 operands)
+                          {1, 1, 64}, {1, 300, 320}, {2, 17, 64}, {5, 130, 192}, {8, 33, 128}, {3, 37, 11008},
+                          {4, 4099, 4160}, {8, 40, 8192}, {8, 9, 16384}};
   const Size backward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 33, 128}};
   for (QuantLinearFormat f : {QuantLinearFormat::nf4, QuantLinearFormat::nf4_nested, QuantLinearFormat::int8}) {
     for (const Size& z : forward)

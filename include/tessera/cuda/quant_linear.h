@@ -5,16 +5,21 @@
 //   grad_input   out[m, k] = sum_n x[m, n] W[n, k]               x [rows, N] (the gradient), out [rows, K]
 // with W [N, K] = deq(weight) and f32 x, bias and out, summed in f32.
 //
-// Two paths: GEMVs for a forward of at most 8 rows (for 1 or 2 rows of NF4
-// or int8, blocks that each stream a range of output features with x held
-// in registers; otherwise a block per four output features; both decode
-// NF4 through a code book in shared memory), and a tiled product for more
-// rows
-// (each 128 x 128 output tile dequantizes its 16-deep slices of W into
-// shared memory, where the f32 FMA loops read them, or, with
-// QuantLinearShape::tf32, TF32 tensor-core products). Results differ from
-// the CPU's only by the order of the f32 sums (with tf32: and the operands'
-// rounding to TF32).
+// Two paths: GEMVs for a forward of at most 8 rows, and a tiled product for
+// more rows.
+//  - GEMVs: for 1 or 2 rows of NF4 or int8, blocks that each stream a
+//    range of output features with x held in registers; for 3 or 4 rows of
+//    NF4 (3 to 8 with QuantLinearShape::tf32), tensor-core products of W
+//    decoded into f16 (exact operands carried as two f16 each: 22
+//    significant bits, within f32's tolerance; with tf32 one f16, as
+//    precise as TF32); otherwise a block per four output features.
+//  - tiled: each 128 x 128 output tile dequantizes its 16-deep slices of W
+//    into shared memory, where f32 FMA loops read them (with tf32: TF32
+//    tensor-core products).
+// Results differ from the CPU's by the order of the f32 sums, and with tf32
+// by the operands' rounding to TF32 (f16 in the tensor-core GEMV, whose x
+// is scaled per 64 elements by a power of two, so that its range does not
+// matter). An inf or NaN in a row of x makes that row's outputs inf or NaN.
 //
 // What it takes (quant_linear_supports): K a multiple of 64 (NF4: each row
 // starts an absmax block; int8: rows of whole 16-byte vectors), the
@@ -45,9 +50,10 @@ struct QuantLinearShape {
   int64_t rows = 0;         // rows of x and out (the product of x's leading dims)
   int64_t out_features = 0, in_features = 0;  // N, K: W is [N, K]
   bool bias = false;        // forward only
-  // Tiled products (not the GEMV) on TF32 tensor cores: x and W rounded to
-  // TF32 (10-bit mantissa, as cuBLASLt's FAST_TF32 and PyTorch's allow_tf32),
-  // products summed in f32.
+  // Tiled products and NF4 GEMVs of 3 to 8 rows on tensor cores: x and W
+  // rounded to TF32 (10-bit mantissa, as cuBLASLt's FAST_TF32 and PyTorch's
+  // allow_tf32; the GEMVs round to f16, which has as many bits), products
+  // summed in f32.
   bool tf32 = false;
   std::string text() const;  // "nf4 forward [8192 x 768] -> [8192 x 3072], bias"
 };

@@ -1,0 +1,369 @@
+// The tensor-core GEMV: NF4 (plain or double-quantized) forwards of a few
+// rows, out = x @ W^T (+ bias), with f32 x, bias and out as
+// tessera/cuda/quant_linear.h promises. quant_linear.cu decides when it
+// runs (quant_gemv_mma_takes): 3 or 4 rows with exact operands, 3 to 8
+// with QuantLinearShape::tf32. It does not take int8, grad_input, 1 or 2
+// rows (the f32 GEMVs are faster there, below) or x too large for shared
+// memory.
+//
+// Idea: decoding NF4 into f32 costs a byte permute, a code-book load and
+// an FMA per element. Here one code-book load yields both elements of a
+// byte as the f16 pair an mma.sync m16n8k16 operand register holds, and
+// the multiply-adds go to the tensor cores (a 16 x 16 slice of W each).
+//
+// Exactness. f16 holds 11 significant bits, f32 24.
+//  - Exact operands: every element is carried as two f16, hi + lo (hi =
+//    f16(v), lo = f16(v - hi)): 22 bits. One mma multiplies W's hi parts
+//    by x's hi and lo columns, a second W's lo parts: all four products,
+//    summed in f32. Each product has the error of 22-bit operands (about
+//    2^-22 relative, f32's is 2^-24); the tests hold it to f32's tolerance.
+//  - tf32: W and x rounded to f16 once (as precise as TF32), one mma.
+//  - W's 16 code-book values are split once, into a table. x is split per
+//    64-element slice after scaling by a power of two (2^-e, e the
+//    exponent of the slice's largest |x|), so the slice lies in (-2, 2):
+//    nothing overflows, and elements below 2^-24 of the slice's largest
+//    are lost (f32's sum all but loses them too). The absmax and 2^e
+//    multiply each slice's sum in f32. A slice of x that holds an inf or
+//    NaN makes its row's outputs NaN.
+//
+// Work. Block b (one per SM, 16 warps) computes output features
+// [b N / G, (b + 1) N / G), 16 at a time (the mma's rows). The 16 warps
+// split K: warp w multiplies absmax blocks [w KB / 16, (w + 1) KB / 16)
+// (KB = K / 64) of the 16 rows, two blocks of both its rows g and g + 8 a
+// step, the next step's loads issued before this one is multiplied. The
+// warps' sums meet in shared memory once per 16 rows, added in warp order
+// (deterministic). Lane (g, q) holds, for its two rows, bytes 8q..8q+7 of
+// a block (elements 16q..16q+15); the mma's k slots are permuted to match
+// (a dot product does not care about order), so that x's operand is 16
+// contiguous elements of a column and all four lanes of a row read one
+// absmax block.
+//
+// Shared memory (one block per SM): the code-book table, per byte the hi
+// pairs of 32 lanes then their lo pairs (64 KiB; each lane its own column,
+// so 32 lanes' loads of random bytes never conflict; a byte permute turns
+// byte and lane into the address); x as [block][column][64] f16, columns
+// x row j's hi and lo (or its hi with tf32); the slices' scales; the
+// nested map; the warps' sums.
+//
+// Measured on an H200 (bench_quant_gpu, 11008 x 4096; cuBLASLt's bf16
+// GEMV 23-25 us, a device copy 4.23 TB/s):
+//  - exact, 3 and 4 rows: 27.9 and 27.0 us (4 rows: the f32 GEMV took
+//    29.1; double-quantized 27.7 against 36.0).
+//  - tf32, 3, 4 and 8 rows: 22.7, 22.9 and 28.0 us (8 rows: the f32 GEMV
+//    takes 46.6); double-quantized 22.5, 21.9 and 28.2 (49.2).
+//  - 1 row, tf32: 20.7 us against the streaming f32 GEMV's 14.1; exact:
+//    21-24 us. Nsight Compute (4096 x 4096): 8 instructions per element,
+//    2 issued per cycle and SM, stalls led by the shared-memory queue
+//    (MIO throttle) and the mma and table-load dependencies; so it does
+//    not take 1 or 2 rows.
+//  - Tried and not kept: prefetching 2 steps ahead in registers (22-24 us
+//    exact, 1 row), blocks of 4 or 3 absmax blocks a step (slower: spills,
+//    or partial steps at K = 4096), a cp.async ring of 4 steps in shared
+//    memory per warp (tf32, 1 row: 35 us; its tests failed too), 2 blocks
+//    of 8 warps per SM (tf32: 1 row 18.2 us, 8 rows 33.7).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <mutex>
+
+#include "quant_linear_common.cuh"
+#include "tessera/cuda/check.h"
+
+namespace tessera::cuda::detail {
+
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kGroup = 2;   // absmax blocks per row a lane loads at a time (a step)
+constexpr int kXBatch = 8;  // slices of x a warp loads at once
+constexpr size_t kTableBytes = 256 * 2 * 32 * sizeof(uint32_t);
+
+// Shared memory for R rows of x, K inputs: table, x, scales, nested map, sums.
+size_t shared_bytes(int R, int64_t K, bool precise) {
+  const size_t KB = static_cast<size_t>(K / 64), cols = precise ? 2 * R : R;
+  return kTableBytes + KB * cols * 64 * sizeof(__half) + KB * R * sizeof(float) + 256 * sizeof(float) +
+         2 * kWarps * R * 16 * sizeof(float);
+}
+
+__device__ __forceinline__ uint32_t bits_of(__half2 h) {
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// d += a (16 x 16, row-major) * b (16 x 8, column-major): f16 in, f32 sums.
+__device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                        uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// One lane's loads for kGroup absmax blocks of its two rows (h = 0: g, 1: g + 8).
+struct Group {
+  uint2 bits[2][kGroup];   // bytes 8q..8q+7 of the block
+  float scale[2][kGroup];  // nf4: the absmax; nf4_nested: the nested absmax
+  int code[2][kGroup];     // nf4_nested: the absmax's code
+};
+
+template <Format F, int R, bool kPrecise>
+__global__ void __launch_bounds__(kThreads, 1)
+    quant_gemv_mma(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
+                   int N, int K) {
+  static_assert(F != Format::int8, "int8 takes the f32 GEMVs");
+  constexpr int kCols = kPrecise ? 2 * R : R;  // of the mma's 8: x row j's hi and lo, or its hi
+  static_assert(kCols <= 8, "x's columns must fit the mma's 8");
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int KB = K / 64;
+  uint32_t* table = reinterpret_cast<uint32_t*>(smem);
+  __half* xs = reinterpret_cast<__half*>(smem + kTableBytes);                                // [KB][kCols][64]
+  float* slice_scale = reinterpret_cast<float*>(xs + static_cast<size_t>(KB) * kCols * 64);  // [R][KB]
+  float* map = slice_scale + KB * R;
+  float* partial = map + 256;  // [2][kWarps][R][16]
+
+  const int t = threadIdx.x, lane = t % 32, warp = t / 32, g = lane / 4, q = lane % 4;
+  const int first = static_cast<int>(static_cast<int64_t>(blockIdx.x) * N / gridDim.x);
+  const int last = static_cast<int>(static_cast<int64_t>(blockIdx.x + 1) * N / gridDim.x);
+  const int kb_begin = warp * KB / kWarps, kb_end = (warp + 1) * KB / kWarps;
+  // Groups per 16 rows; a warp without blocks (K < 1024) runs one of zeros.
+  const int groups = max((kb_end - kb_begin + kGroup - 1) / kGroup, 1);
+  const int tiles = (last - first + 15) / 16;
+
+  // Group `gi` of 16-row tile `tile`. Rows past `last` and blocks past
+  // kb_end load a valid block (clamped) with a zero scale.
+  auto load = [&](Group& s, int tile, int gi) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int n = first + 16 * tile + g + 8 * h;
+      const int64_t row = min(n, last - 1);
+      const uint2* bits = reinterpret_cast<const uint2*>(w.packed) + row * (K / 16) + q;
+      const int64_t row_block = row * KB;
+#pragma unroll
+      for (int u = 0; u < kGroup; ++u) {
+        const int kb = kb_begin + kGroup * gi + u, clamped = max(min(kb, kb_end - 1), 0);
+        const bool ok = n < last && kb < kb_end;
+        s.bits[h][u] = __ldg(bits + clamped * 4);
+        if constexpr (F == Format::nf4) {
+          const float a = __ldg(static_cast<const float*>(w.scale) + row_block + clamped);
+          s.scale[h][u] = ok ? a : 0.0f;
+        } else {
+          s.code[h][u] = __ldg(static_cast<const uint8_t*>(w.scale) + row_block + clamped);
+          const float a = __ldg(w.nested_absmax + (row_block + clamped) / 256);
+          s.scale[h][u] = ok ? a : 0.0f;
+        }
+      }
+    }
+  };
+  // The first group loads while the table and x are set up.
+  Group buffer[2];
+  load(buffer[0], 0, 0);
+
+  // The table: byte b's two elements as an f16 pair, hi at b * 256 + lane
+  // * 4, lo 128 bytes on.
+  for (int e = t; e < 256 * 32; e += kThreads) {
+    const int byte = e / 32, l = e % 32;
+    const float v0 = kNF4CodeBook[byte >> 4], v1 = kNF4CodeBook[byte & 15];
+    const __half h0 = __float2half_rn(v0), h1 = __float2half_rn(v1);
+    table[byte * 64 + l] = bits_of(__halves2half2(h0, h1));
+    table[byte * 64 + 32 + l] = bits_of(__floats2half2_rn(v0 - __half2float(h0), v1 - __half2float(h1)));
+  }
+  // x, a 64-element slice per warp at a time (slice i is x[i * 64..]: row
+  // i / KB, block i % KB), scaled by 2^-e and split into hi (and lo); each
+  // warp loads kXBatch slices before it uses any.
+  for (int first_slice = warp; first_slice < R * KB; first_slice += kWarps * kXBatch) {
+    float2 v[kXBatch];
+#pragma unroll
+    for (int b = 0; b < kXBatch; ++b) {
+      const int i = first_slice + b * kWarps;
+      v[b] = i < R * KB ? __ldg(reinterpret_cast<const float2*>(x + static_cast<int64_t>(i) * 64) + lane)
+                        : make_float2(0.0f, 0.0f);
+    }
+#pragma unroll
+    for (int b = 0; b < kXBatch; ++b) {
+      const int i = first_slice + b * kWarps, j = i / KB, kb = i % KB;
+      float m = fmaxf(fabsf(v[b].x), fabsf(v[b].y));
+#pragma unroll
+      for (int d = 16; d > 0; d /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, d));
+      const bool finite = __all_sync(0xffffffffu, isfinite(v[b].x) && isfinite(v[b].y));
+      const int e = min(max(__float_as_int(m) >> 23, 27), 253);  // biased exponent, so 1 / 2^e is a normal float
+      const float inv = __int_as_float((254 - e) << 23), v0 = v[b].x * inv, v1 = v[b].y * inv;
+      const __half h0 = __float2half_rn(v0), h1 = __float2half_rn(v1);
+      if (i < R * KB) {
+        __half2* column =
+            reinterpret_cast<__half2*>(xs + (static_cast<size_t>(kb) * kCols + (kPrecise ? 2 * j : j)) * 64);
+        column[lane] = __halves2half2(h0, h1);
+        if constexpr (kPrecise) column[32 + lane] = __floats2half2_rn(v0 - __half2float(h0), v1 - __half2float(h1));
+        if (lane == 0) slice_scale[j * KB + kb] = finite ? __int_as_float(e << 23) : __int_as_float(0x7fc00000);
+      }
+    }
+  }
+  float offset = 0.0f;
+  if constexpr (F == Format::nf4_nested) {
+    for (int i = t; i < 256; i += kThreads) map[i] = __ldg(w.nested_map + i);
+    offset = __ldg(w.nested_offset);
+  }
+  __syncthreads();
+
+  const uint32_t lane_bytes = lane * 4;
+  const char* table_bytes = reinterpret_cast<const char*>(table);
+  // Byte i of `word` as the hi (lo: +128) f16 pair of this lane's column:
+  // a byte permute makes the address byte * 256 + lane * 4.
+  auto lookup = [&](uint32_t word, int i, int lo) {
+    return *reinterpret_cast<const uint32_t*>(table_bytes + __byte_perm(word, lane_bytes, 0x5504u | (i << 4)) +
+                                              128 * lo);
+  };
+  // The x rows of this lane's accumulator columns 2q and 2q + 1.
+  const int row0 = kPrecise ? q : 2 * q, row1 = kPrecise ? q : 2 * q + 1;
+  // Group `gi` of buffer `s` into acc: W rows g, g + 8 x columns 2q, 2q + 1.
+  auto multiply = [&](const Group& s, int gi, float(&acc)[4]) {
+#pragma unroll
+    for (int u = 0; u < kGroup; ++u) {
+      // A block past kb_end multiplies zeros, so that no inf or NaN of x reaches the sums.
+      const int kb = kb_begin + kGroup * gi + u;
+      uint32_t xb[8] = {};
+      if (g < kCols && kb < kb_end) {
+        const uint4* src = reinterpret_cast<const uint4*>(xs + (static_cast<size_t>(kb) * kCols + g) * 64 + q * 16);
+        const uint4 lo = src[0], hi = src[1];
+        xb[0] = lo.x, xb[1] = lo.y, xb[2] = lo.z, xb[3] = lo.w, xb[4] = hi.x, xb[5] = hi.y, xb[6] = hi.z, xb[7] = hi.w;
+      }
+      float c[4] = {}, c_lo[4] = {};  // W's hi and lo parts: two chains of mmas
+#pragma unroll
+      for (int m = 0; m < 4; ++m) {
+        // k slots 2q, 2q + 1 hold elements 16q + 4m + {0, 1} (byte 2m of
+        // the lane's eight), slots 2q + 8, 2q + 9 elements 16q + 4m + {2, 3}.
+        const uint32_t wa = m < 2 ? s.bits[0][u].x : s.bits[0][u].y;
+        const uint32_t wb = m < 2 ? s.bits[1][u].x : s.bits[1][u].y;
+        const int i = 2 * (m % 2);
+        mma_f16(c, lookup(wa, i, 0), lookup(wb, i, 0), lookup(wa, i + 1, 0), lookup(wb, i + 1, 0), xb[2 * m],
+                xb[2 * m + 1]);
+        if constexpr (kPrecise)
+          mma_f16(c_lo, lookup(wa, i, 1), lookup(wb, i, 1), lookup(wa, i + 1, 1), lookup(wb, i + 1, 1), xb[2 * m],
+                  xb[2 * m + 1]);
+      }
+      if constexpr (kPrecise) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) c[i] += c_lo[i];
+      }
+      float sa = s.scale[0][u], sb = s.scale[1][u];
+      if constexpr (F == Format::nf4_nested) {
+        sa = nested_value(map[s.code[0][u]], sa, offset);
+        sb = nested_value(map[s.code[1][u]], sb, offset);
+      }
+      const bool used = kb < kb_end;
+      const float sx0 = used && row0 < R ? slice_scale[row0 * KB + kb] : 0.0f;
+      const float sx1 = used && row1 < R ? slice_scale[row1 * KB + kb] : 0.0f;
+      acc[0] = fmaf(c[0], sa * sx0, acc[0]), acc[1] = fmaf(c[1], sa * sx1, acc[1]);
+      acc[2] = fmaf(c[2], sb * sx0, acc[2]), acc[3] = fmaf(c[3], sb * sx1, acc[3]);
+    }
+  };
+  // The warps' sums of a tile's 16 rows, added in warp order.
+  auto finish_tile = [&](int tile, const float(&acc)[4]) {
+    float* sums = partial + (tile % 2) * kWarps * R * 16;
+    if (kPrecise && q < R) {
+      sums[(warp * R + q) * 16 + g] = acc[0] + acc[1];
+      sums[(warp * R + q) * 16 + g + 8] = acc[2] + acc[3];
+    }
+    if (!kPrecise && row0 < R) {
+      sums[(warp * R + row0) * 16 + g] = acc[0];
+      sums[(warp * R + row0) * 16 + g + 8] = acc[2];
+    }
+    if (!kPrecise && row1 < R) {
+      sums[(warp * R + row1) * 16 + g] = acc[1];
+      sums[(warp * R + row1) * 16 + g + 8] = acc[3];
+    }
+    __syncthreads();  // sums[tile % 2] is next written two tiles on, after the next barrier
+    if (t < 16 * R) {
+      const int j = t / 16, r = t % 16, n = first + 16 * tile + r;
+      if (n < last) {
+        float v = sums[j * 16 + r];
+        for (int i = 1; i < kWarps; ++i) v += sums[(i * R + j) * 16 + r];
+        out[static_cast<int64_t>(j) * N + n] = bias ? v + bias[n] : v;
+      }
+    }
+  };
+  // Step i (group i % groups of tile i / groups) is in buffer[i % 2]; the
+  // next step loads into the other buffer before this one is multiplied.
+  // Warps end their tiles at different steps but meet at one barrier per tile.
+  int load_tile = 0, load_group = 0, tile = 0, gi = 0;
+  auto advance = [&](int& tile_, int& group_) {
+    if (++group_ == groups) group_ = 0, ++tile_;
+  };
+  advance(load_tile, load_group);  // buffer[0] holds step 0
+  float acc[4] = {};
+  auto step = [&](const Group& use, Group& fill) {
+    if (load_tile < tiles) load(fill, load_tile, load_group), advance(load_tile, load_group);
+    multiply(use, gi, acc);
+    if (gi + 1 == groups) finish_tile(tile, acc), acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
+    advance(tile, gi);
+  };
+  for (int i = 0; i < tiles * groups; i += 2) {
+    step(buffer[0], buffer[1]);
+    if (i + 1 < tiles * groups) step(buffer[1], buffer[0]);
+  }
+}
+
+// The most dynamic shared memory a block may have on the current device.
+int shared_limit() {
+  int device = 0, bytes = 0;
+  TESSERA_CUDA_CHECK(cudaGetDevice(&device), "quant_linear: cudaGetDevice");
+  TESSERA_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                     "quant_linear: the device's shared memory per block");
+  return bytes;
+}
+
+template <Format F, int R, bool kPrecise>
+void launch(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
+            cudaStream_t stream) {
+  const auto kernel = quant_gemv_mma<F, R, kPrecise>;
+  // Raised once to the device's limit (the attribute call is not allowed
+  // while a stream captures; plans run once before they capture).
+  static std::once_flag allowed;
+  std::call_once(allowed, [&] {
+    TESSERA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_limit()),
+                       "quant_linear: the tensor-core GEMV's shared memory");
+  });
+  const int64_t blocks = std::min<int64_t>(sm_count(), (s.out_features + 15) / 16);
+  kernel<<<static_cast<unsigned>(blocks), kThreads, shared_bytes(R, s.in_features, kPrecise), stream>>>(
+      x, w, bias, out, static_cast<int>(s.out_features), static_cast<int>(s.in_features));
+}
+
+template <Format F>
+void launch_rows(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
+                 cudaStream_t stream) {
+  if (!s.tf32) {
+    if (s.rows == 3) return launch<F, 3, true>(s, x, w, bias, out, stream);
+    return launch<F, 4, true>(s, x, w, bias, out, stream);
+  }
+  switch (s.rows) {
+    case 3: return launch<F, 3, false>(s, x, w, bias, out, stream);
+    case 4: return launch<F, 4, false>(s, x, w, bias, out, stream);
+    case 5: return launch<F, 5, false>(s, x, w, bias, out, stream);
+    case 6: return launch<F, 6, false>(s, x, w, bias, out, stream);
+    case 7: return launch<F, 7, false>(s, x, w, bias, out, stream);
+    default: return launch<F, 8, false>(s, x, w, bias, out, stream);
+  }
+}
+
+}  // namespace
+
+bool quant_gemv_mma_takes(const QuantLinearShape& s) {
+  if (s.format == Format::int8 || s.grad_input) return false;
+  // Exact operands: 3 or 4 rows; rounded ones (tf32): 3 to 8. Fewer rows
+  // run faster in the f32 GEMVs (see the header).
+  if (s.rows < 3 || s.rows > (s.tf32 ? 8 : 4)) return false;
+  if (s.out_features > INT_MAX || s.in_features > INT_MAX / 2) return false;
+  static const int limit = shared_limit();
+  return shared_bytes(static_cast<int>(s.rows), s.in_features, !s.tf32) <= static_cast<size_t>(limit);
+}
+
+void launch_quant_gemv_mma(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
+                           cudaStream_t stream) {
+  if (s.format == Format::nf4)
+    launch_rows<Format::nf4>(s, x, w, bias, out, stream);
+  else
+    launch_rows<Format::nf4_nested>(s, x, w, bias, out, stream);
+}
+
+}  // namespace tessera::cuda::detail
