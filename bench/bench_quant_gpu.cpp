@@ -206,9 +206,8 @@ int run(int argc, char** argv) {
       Rotating scale(scale_bytes, copies,
                      fmt == QuantLinearFormat::nf4_nested ? random_bytes(scale_bytes, rng)
                                                           : random_floats(scale_bytes / 4, 0.01f, 1, rng));
-      // NF4 also with operands rounded to f16 (QuantLinearShape::tf32).
+      // Also with operands rounded to f16 (QuantLinearShape::tf32).
       for (bool rounded : {false, true}) {
-        if (rounded && !nf4) break;
         const QuantLinearShape s{fmt, false, B, N, K, false, rounded};
         const double ms = ms_per_launch(stream, [&](int i) {
           quant_linear(s, x, weight_of(fmt, packed, scale, nested_absmax, map, offset, i), nullptr, out,

@@ -1,44 +1,48 @@
-// The tensor-core GEMV: NF4 (plain or double-quantized) forwards of a few
-// rows, out = x @ W^T (+ bias), with f32 x, bias and out as
+// The tensor-core GEMV: NF4 (plain or double-quantized) and int8 forwards
+// of a few rows, out = x @ W^T (+ bias), with f32 x, bias and out as
 // tessera/cuda/quant_linear.h promises. quant_linear.cu decides when it
 // runs (quant_gemv_mma_takes): 3 or 4 rows with exact operands, 3 to 8
-// with QuantLinearShape::tf32. It does not take int8, grad_input, 1 or 2
-// rows (the f32 GEMVs are faster there, below) or x too large for shared
+// with QuantLinearShape::tf32. It does not take grad_input, 1 or 2 rows
+// (the f32 GEMVs are faster there, below) or x too large for shared
 // memory.
 //
-// Idea: decoding NF4 into f32 costs a byte permute, a code-book load and
-// an FMA per element. Here one code-book load yields both elements of a
-// byte as the f16 pair an mma.sync m16n8k16 operand register holds, and
-// the multiply-adds go to the tensor cores (a 16 x 16 slice of W each).
+// Idea: decoding into f32 costs, per element, an FMA and for NF4 a byte
+// permute and a code-book load; the f32 GEMVs reload x for every four
+// output features. Here W is decoded into the f16 pairs an mma.sync
+// m16n8k16 operand register holds (NF4: one code-book load per byte for
+// both its elements; int8: a byte permute builds 1024 + byte, an f16
+// subtraction removes the bias), the multiply-adds go to the tensor cores
+// (a 16 x 16 slice of W each), and x, in shared memory, is shared by all.
 //
 // Exactness. f16 holds 11 significant bits, f32 24.
-//  - Exact operands: every element is carried as two f16, hi + lo (hi =
-//    f16(v), lo = f16(v - hi)): 22 bits. One mma multiplies W's hi parts
-//    by x's hi and lo columns, a second W's lo parts: all four products,
-//    summed in f32. Each product has the error of 22-bit operands (about
-//    2^-22 relative, f32's is 2^-24); the tests hold it to f32's tolerance.
-//  - tf32: W and x rounded to f16 once (as precise as TF32), one mma.
-//  - W's 16 code-book values are split once, into a table. x is split per
-//    64-element slice after scaling by a power of two (2^-e, e the
+//  - Exact operands: x is carried as two f16, hi + lo (hi = f16(v), lo =
+//    f16(v - hi)): 22 bits, and so is an NF4 code-book value (int8 values
+//    are f16 integers). One mma multiplies W (NF4: its hi parts) by x's hi
+//    and lo columns, a second NF4's lo parts: all the products, summed in
+//    f32. Each has the error of 22-bit operands (about 2^-22 relative,
+//    f32's is 2^-24); the tests hold it to f32's tolerance.
+//  - tf32: x and NF4's W rounded to f16 once (as precise as TF32), one mma.
+//  - NF4's 16 code-book values are split once, into a table. x is split
+//    per 64-element slice after scaling by a power of two (2^-e, e the
 //    exponent of the slice's largest |x|), so the slice lies in (-2, 2):
 //    nothing overflows, and elements below 2^-24 of the slice's largest
-//    are lost (f32's sum all but loses them too). The absmax and 2^e
+//    are lost (f32's sum all but loses them too). The scale and 2^e
 //    multiply each slice's sum in f32. A slice of x that holds an inf or
 //    NaN makes its row's outputs NaN.
 //
 // Work. Block b (one per SM, 16 warps) computes output features
 // [b N / G, (b + 1) N / G), 16 at a time (the mma's rows). The 16 warps
-// split K: warp w multiplies absmax blocks [w KB / 16, (w + 1) KB / 16)
-// (KB = K / 64) of the 16 rows, two blocks of both its rows g and g + 8 a
-// step, the next step's loads issued before this one is multiplied. The
-// warps' sums meet in shared memory once per 16 rows, added in warp order
-// (deterministic). Lane (g, q) holds, for its two rows, bytes 8q..8q+7 of
-// a block (elements 16q..16q+15); the mma's k slots are permuted to match
-// (a dot product does not care about order), so that x's operand is 16
-// contiguous elements of a column and all four lanes of a row read one
-// absmax block.
+// split K: warp w multiplies 64-element blocks [w KB / 16, (w + 1) KB / 16)
+// (KB = K / 64, NF4's absmax blocks) of the 16 rows, two blocks of both its
+// rows g and g + 8 a step, the next step's loads issued before this one is
+// multiplied. The warps' sums meet in shared memory once per 16 rows, added
+// in warp order (deterministic). Lane (g, q) holds, for its two rows,
+// elements 16q..16q+15 of a block (NF4: bytes 8q..8q+7); the mma's k slots
+// are permuted to match (a dot product does not care about order), so that
+// x's operand is 16 contiguous elements of a column and all four lanes of
+// a row read one absmax block.
 //
-// Shared memory (one block per SM): the code-book table, per byte the hi
+// Shared memory (one block per SM): NF4's code-book table, per byte the hi
 // pairs of 32 lanes then their lo pairs (64 KiB; each lane its own column,
 // so 32 lanes' loads of random bytes never conflict; a byte permute turns
 // byte and lane into the address); x as [block][column][64] f16, columns
@@ -46,27 +50,30 @@
 // nested map; the warps' sums.
 //
 // Measured on an H200 (bench_quant_gpu, 11008 x 4096; cuBLASLt's bf16
-// GEMV 23-25 us, a device copy 4.23 TB/s):
-//  - exact, 3 and 4 rows: 27.9 and 27.0 us (4 rows: the f32 GEMV took
-//    29.1; double-quantized 27.7 against 36.0).
-//  - tf32, 3, 4 and 8 rows: 22.7, 22.9 and 28.0 us (8 rows: the f32 GEMV
-//    takes 46.6); double-quantized 22.5, 21.9 and 28.2 (49.2).
-//  - 1 row, tf32: 20.7 us against the streaming f32 GEMV's 14.1; exact:
-//    21-24 us. Nsight Compute (4096 x 4096): 8 instructions per element,
-//    2 issued per cycle and SM, stalls led by the shared-memory queue
-//    (MIO throttle) and the mma and table-load dependencies; so it does
-//    not take 1 or 2 rows.
+// GEMV 23-25 us, a device copy 4.25 TB/s), against the f32 GEMVs:
+//  - exact, 3 and 4 rows: NF4 26.8 and 26.5 us (f32 GEMV 28.4, 28.9),
+//    double-quantized 26.4 and 27.5 (28.5, 35.6), int8 21.7 and 20.0
+//    (25.9, 32.1).
+//  - tf32, 3, 4 and 8 rows: NF4 22.2, 22.6 and 27.6 us (8 rows: f32 GEMV
+//    46.2), double-quantized 22.3, 21.9 and 28.2 (48.9), int8 21.0, 21.3
+//    and 23.5 (42.7; cuBLASLt's bf16 GEMV 24.3).
+//  - 1 row of NF4, tf32: 20.7 us against the streaming f32 GEMV's 14.1;
+//    exact: 21-24 us. Nsight Compute (4096 x 4096): 8 instructions per
+//    element, 2 issued per cycle and SM, stalls led by the shared-memory
+//    queue (MIO throttle) and the mma and table-load dependencies; so it
+//    does not take 1 or 2 rows.
 //  - Tried and not kept: prefetching 2 steps ahead in registers (22-24 us
-//    exact, 1 row), blocks of 4 or 3 absmax blocks a step (slower: spills,
-//    or partial steps at K = 4096), a cp.async ring of 4 steps in shared
-//    memory per warp (tf32, 1 row: 35 us; its tests failed too), 2 blocks
-//    of 8 warps per SM (tf32: 1 row 18.2 us, 8 rows 33.7).
+//    exact, 1 row), steps of 4 or 3 blocks (slower: spills, or partial
+//    steps at K = 4096), a cp.async ring of 4 steps in shared memory per
+//    warp (tf32, 1 row: 35 us; its tests failed too), 2 blocks of 8 warps
+//    per SM (tf32: 1 row 18.2 us, 8 rows 33.7).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <climits>
 #include <mutex>
+#include <type_traits>
 
 #include "quant_linear_common.cuh"
 #include "tessera/cuda/check.h"
@@ -79,12 +86,15 @@ constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kGroup = 2;   // absmax blocks per row a lane loads at a time (a step)
 constexpr int kXBatch = 8;  // slices of x a warp loads at once
-constexpr size_t kTableBytes = 256 * 2 * 32 * sizeof(uint32_t);
+// NF4's code-book table (int8 needs none: its values are f16 integers).
+__host__ __device__ constexpr size_t table_bytes(Format f) {
+  return f == Format::int8 ? 0 : 256 * 2 * 32 * sizeof(uint32_t);
+}
 
 // Shared memory for R rows of x, K inputs: table, x, scales, nested map, sums.
-size_t shared_bytes(int R, int64_t K, bool precise) {
+size_t shared_bytes(Format f, int R, int64_t K, bool precise) {
   const size_t KB = static_cast<size_t>(K / 64), cols = precise ? 2 * R : R;
-  return kTableBytes + KB * cols * 64 * sizeof(__half) + KB * R * sizeof(float) + 256 * sizeof(float) +
+  return table_bytes(f) + KB * cols * 64 * sizeof(__half) + KB * R * sizeof(float) + 256 * sizeof(float) +
          2 * kWarps * R * 16 * sizeof(float);
 }
 
@@ -101,24 +111,34 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1,
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// One lane's loads for kGroup absmax blocks of its two rows (h = 0: g, 1: g + 8).
+// One lane's loads for kGroup absmax blocks (64 elements) of its two rows
+// (h = 0: g, 1: g + 8): elements 16q..16q+15 of each.
+template <Format F>
 struct Group {
-  uint2 bits[2][kGroup];   // bytes 8q..8q+7 of the block
-  float scale[2][kGroup];  // nf4: the absmax; nf4_nested: the nested absmax
+  std::conditional_t<F == Format::int8, uint4, uint2> bits[2][kGroup];
+  float scale[2][kGroup];  // nf4: the absmax; nf4_nested: the nested absmax; int8: the row's scale
   int code[2][kGroup];     // nf4_nested: the absmax's code
 };
+
+// Elements i, i + 1 of an int8 word as an f16 pair: 1024 + (byte ^ 0x80)
+// is the f16 whose low byte is that, less 1152 (all exact).
+__device__ __forceinline__ uint32_t int8_pair(uint32_t word, int i) {
+  const uint32_t biased = __byte_perm(word ^ 0x80808080u, 0x64646464u, 0x4040u | i | ((i + 1) << 8));
+  __half2 h = *reinterpret_cast<const __half2*>(&biased);
+  h = __hsub2(h, __float2half2_rn(1152.0f));
+  return bits_of(h);
+}
 
 template <Format F, int R, bool kPrecise>
 __global__ void __launch_bounds__(kThreads, 1)
     quant_gemv_mma(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
                    int N, int K) {
-  static_assert(F != Format::int8, "int8 takes the f32 GEMVs");
   constexpr int kCols = kPrecise ? 2 * R : R;  // of the mma's 8: x row j's hi and lo, or its hi
   static_assert(kCols <= 8, "x's columns must fit the mma's 8");
   extern __shared__ __align__(16) unsigned char smem[];
   const int KB = K / 64;
   uint32_t* table = reinterpret_cast<uint32_t*>(smem);
-  __half* xs = reinterpret_cast<__half*>(smem + kTableBytes);                                // [KB][kCols][64]
+  __half* xs = reinterpret_cast<__half*>(smem + table_bytes(F));                             // [KB][kCols][64]
   float* slice_scale = reinterpret_cast<float*>(xs + static_cast<size_t>(KB) * kCols * 64);  // [R][KB]
   float* map = slice_scale + KB * R;
   float* partial = map + 256;  // [2][kWarps][R][16]
@@ -133,19 +153,24 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Group `gi` of 16-row tile `tile`. Rows past `last` and blocks past
   // kb_end load a valid block (clamped) with a zero scale.
-  auto load = [&](Group& s, int tile, int gi) {
+  auto load = [&](Group<F>& s, int tile, int gi) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int n = first + 16 * tile + g + 8 * h;
       const int64_t row = min(n, last - 1);
-      const uint2* bits = reinterpret_cast<const uint2*>(w.packed) + row * (K / 16) + q;
+      using Bits = std::remove_reference_t<decltype(s.bits[0][0])>;
+      const Bits* bits = reinterpret_cast<const Bits*>(w.packed) + row * KB * 4 + q;  // 4 per block
       const int64_t row_block = row * KB;
+      float row_scale = 0.0f;
+      if constexpr (F == Format::int8) row_scale = __ldg(static_cast<const float*>(w.scale) + row);
 #pragma unroll
       for (int u = 0; u < kGroup; ++u) {
         const int kb = kb_begin + kGroup * gi + u, clamped = max(min(kb, kb_end - 1), 0);
         const bool ok = n < last && kb < kb_end;
         s.bits[h][u] = __ldg(bits + clamped * 4);
-        if constexpr (F == Format::nf4) {
+        if constexpr (F == Format::int8) {
+          s.scale[h][u] = ok ? row_scale : 0.0f;
+        } else if constexpr (F == Format::nf4) {
           const float a = __ldg(static_cast<const float*>(w.scale) + row_block + clamped);
           s.scale[h][u] = ok ? a : 0.0f;
         } else {
@@ -157,12 +182,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
   // The first group loads while the table and x are set up.
-  Group buffer[2];
+  Group<F> buffer[2];
   load(buffer[0], 0, 0);
 
   // The table: byte b's two elements as an f16 pair, hi at b * 256 + lane
   // * 4, lo 128 bytes on.
-  for (int e = t; e < 256 * 32; e += kThreads) {
+  for (int e = t; F != Format::int8 && e < 256 * 32; e += kThreads) {
     const int byte = e / 32, l = e % 32;
     const float v0 = kNF4CodeBook[byte >> 4], v1 = kNF4CodeBook[byte & 15];
     const __half h0 = __float2half_rn(v0), h1 = __float2half_rn(v1);
@@ -217,7 +242,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The x rows of this lane's accumulator columns 2q and 2q + 1.
   const int row0 = kPrecise ? q : 2 * q, row1 = kPrecise ? q : 2 * q + 1;
   // Group `gi` of buffer `s` into acc: W rows g, g + 8 x columns 2q, 2q + 1.
-  auto multiply = [&](const Group& s, int gi, float(&acc)[4]) {
+  auto multiply = [&](const Group<F>& s, int gi, float(&acc)[4]) {
 #pragma unroll
     for (int u = 0; u < kGroup; ++u) {
       // A block past kb_end multiplies zeros, so that no inf or NaN of x reaches the sums.
@@ -231,16 +256,23 @@ __global__ void __launch_bounds__(kThreads, 1)
       float c[4] = {}, c_lo[4] = {};  // W's hi and lo parts: two chains of mmas
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
-        // k slots 2q, 2q + 1 hold elements 16q + 4m + {0, 1} (byte 2m of
-        // the lane's eight), slots 2q + 8, 2q + 9 elements 16q + 4m + {2, 3}.
-        const uint32_t wa = m < 2 ? s.bits[0][u].x : s.bits[0][u].y;
-        const uint32_t wb = m < 2 ? s.bits[1][u].x : s.bits[1][u].y;
-        const int i = 2 * (m % 2);
-        mma_f16(c, lookup(wa, i, 0), lookup(wb, i, 0), lookup(wa, i + 1, 0), lookup(wb, i + 1, 0), xb[2 * m],
-                xb[2 * m + 1]);
-        if constexpr (kPrecise)
-          mma_f16(c_lo, lookup(wa, i, 1), lookup(wb, i, 1), lookup(wa, i + 1, 1), lookup(wb, i + 1, 1), xb[2 * m],
+        // k slots 2q, 2q + 1 hold elements 16q + 4m + {0, 1} (NF4: byte 2m
+        // of the lane's eight), slots 2q + 8, 2q + 9 elements 16q + 4m + {2, 3}.
+        if constexpr (F == Format::int8) {
+          // f16 holds int8 values exactly: no lo part.
+          const uint32_t wa = reinterpret_cast<const uint32_t*>(&s.bits[0][u])[m];
+          const uint32_t wb = reinterpret_cast<const uint32_t*>(&s.bits[1][u])[m];
+          mma_f16(c, int8_pair(wa, 0), int8_pair(wb, 0), int8_pair(wa, 2), int8_pair(wb, 2), xb[2 * m], xb[2 * m + 1]);
+        } else {
+          const uint32_t wa = m < 2 ? s.bits[0][u].x : s.bits[0][u].y;
+          const uint32_t wb = m < 2 ? s.bits[1][u].x : s.bits[1][u].y;
+          const int i = 2 * (m % 2);
+          mma_f16(c, lookup(wa, i, 0), lookup(wb, i, 0), lookup(wa, i + 1, 0), lookup(wb, i + 1, 0), xb[2 * m],
                   xb[2 * m + 1]);
+          if constexpr (kPrecise)
+            mma_f16(c_lo, lookup(wa, i, 1), lookup(wb, i, 1), lookup(wa, i + 1, 1), lookup(wb, i + 1, 1), xb[2 * m],
+                    xb[2 * m + 1]);
+        }
       }
       if constexpr (kPrecise) {
 #pragma unroll
@@ -292,7 +324,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   advance(load_tile, load_group);  // buffer[0] holds step 0
   float acc[4] = {};
-  auto step = [&](const Group& use, Group& fill) {
+  auto step = [&](const Group<F>& use, Group<F>& fill) {
     if (load_tile < tiles) load(fill, load_tile, load_group), advance(load_tile, load_group);
     multiply(use, gi, acc);
     if (gi + 1 == groups) finish_tile(tile, acc), acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
@@ -325,7 +357,7 @@ void launch(const QuantLinearShape& s, const float* x, const Weight& w, const fl
                        "quant_linear: the tensor-core GEMV's shared memory");
   });
   const int64_t blocks = std::min<int64_t>(sm_count(), (s.out_features + 15) / 16);
-  kernel<<<static_cast<unsigned>(blocks), kThreads, shared_bytes(R, s.in_features, kPrecise), stream>>>(
+  kernel<<<static_cast<unsigned>(blocks), kThreads, shared_bytes(F, R, s.in_features, kPrecise), stream>>>(
       x, w, bias, out, static_cast<int>(s.out_features), static_cast<int>(s.in_features));
 }
 
@@ -349,21 +381,22 @@ void launch_rows(const QuantLinearShape& s, const float* x, const Weight& w, con
 }  // namespace
 
 bool quant_gemv_mma_takes(const QuantLinearShape& s) {
-  if (s.format == Format::int8 || s.grad_input) return false;
+  if (s.grad_input) return false;
   // Exact operands: 3 or 4 rows; rounded ones (tf32): 3 to 8. Fewer rows
   // run faster in the f32 GEMVs (see the header).
   if (s.rows < 3 || s.rows > (s.tf32 ? 8 : 4)) return false;
   if (s.out_features > INT_MAX || s.in_features > INT_MAX / 2) return false;
   static const int limit = shared_limit();
-  return shared_bytes(static_cast<int>(s.rows), s.in_features, !s.tf32) <= static_cast<size_t>(limit);
+  return shared_bytes(s.format, static_cast<int>(s.rows), s.in_features, !s.tf32) <= static_cast<size_t>(limit);
 }
 
 void launch_quant_gemv_mma(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
                            cudaStream_t stream) {
-  if (s.format == Format::nf4)
-    launch_rows<Format::nf4>(s, x, w, bias, out, stream);
-  else
-    launch_rows<Format::nf4_nested>(s, x, w, bias, out, stream);
+  switch (s.format) {
+    case Format::int8: return launch_rows<Format::int8>(s, x, w, bias, out, stream);
+    case Format::nf4: return launch_rows<Format::nf4>(s, x, w, bias, out, stream);
+    case Format::nf4_nested: return launch_rows<Format::nf4_nested>(s, x, w, bias, out, stream);
+  }
 }
 
 }  // namespace tessera::cuda::detail

@@ -8,8 +8,8 @@
 // scale[n]. An element is code_book[code] * scale (NF4) or weight * scale.
 //
 // Two GEMVs, forward with at most 8 rows, and before them the tensor-core
-// GEMV (quant_gemv_mma.cu: NF4, 3 or 4 rows, 3 to 8 with tf32; faster
-// there, slower for 1 or 2 rows). Measured on an H200 with bench_quant_gpu
+// GEMV (quant_gemv_mma.cu: 3 or 4 rows, 3 to 8 with tf32; faster there,
+// slower for 1 or 2 rows). Measured on an H200 with bench_quant_gpu
 // (11008 x 4096, f32 x; cuBLASLt's bf16 GEMV takes 24-27 us, a device copy
 // moves 4.25 TB/s):
 //
@@ -782,7 +782,7 @@ void launch_gemv_stream(const QuantLinearShape& s, const float* x, const Weight&
 template <Format F>
 void launch(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
             cudaStream_t stream, void* workspace, size_t workspace_bytes) {
-  if (F != Format::int8 && quant_gemv_mma_takes(s)) return launch_quant_gemv_mma(s, x, w, bias, out, stream);
+  if (quant_gemv_mma_takes(s)) return launch_quant_gemv_mma(s, x, w, bias, out, stream);
   if constexpr (F != Format::nf4_nested) {
     switch (s.rows * 10 + stream_gemv_chunks(s)) {
       case 11: return launch_gemv_stream<F, 1, 1>(s, x, w, bias, out, stream);

@@ -76,7 +76,7 @@ __device__ __forceinline__ float slice_scale(const Weight& w, int64_t n, int64_t
 // The current device's SM count (cached per device).
 int sm_count();
 
-// The tensor-core GEMV (quant_gemv_mma.cu): whether it takes `s` (an NF4
+// The tensor-core GEMV (quant_gemv_mma.cu): whether it takes `s` (a
 // forward of 3 or 4 rows, or with s.tf32 3 to 8, whose x fits in shared
 // memory), and its launch.
 bool quant_gemv_mma_takes(const QuantLinearShape& s);

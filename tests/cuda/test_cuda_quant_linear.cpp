@@ -7,7 +7,7 @@
 // awkward sizes: 1, 2, 5 and 8 rows (the GEMVs), 9, 130 and 257 rows (tiles,
 // partial ones), 1 to 8201 output features, K of one to 257 absmax blocks
 // of 64 (GEMV blocks that loop over batches of a row and over row groups;
-// 1 to 4 chunks of x per thread of the streaming GEMV, and one past; NF4's
+// 1 to 4 chunks of x per thread of the streaming GEMV, and one past; the
 // tensor-core GEMV: partial tiles, uneven K splits, the largest x that
 // fits its shared memory and one past), x spread over 2^-60..2^60, inf
 // and NaN in x, tiled products of few tiles split into a workspace, and the TF32
@@ -186,9 +186,10 @@ TEST(CudaQuantLinear, EqualsTheDequantizedProductInDouble) {
                           // the streaming GEMV (1 or 2 rows): 1 to 4 chunks of x per thread, one
                           // past (the other GEMV), partial last steps
                           {1, 37, 11008}, {1, 3, 16384}, {1, 5, 16448}, {2, 19, 8192}, {2, 7, 8256},
-                          // NF4's tensor-core GEMV (3 or 4 rows): partial 16-row tiles, warps with
+                          // the tensor-core GEMV (3 or 4 rows): partial 16-row tiles, warps with
                           // no absmax block, K split unevenly, the largest K of 4 rows whose x fits
-                          // in an H100's or H200's shared memory and one past (the f32 GEMV)
+                          // in an H100's or H200's shared memory beside NF4's table and one past
+                          // (the f32 GEMV; int8, without a table, still fits)
                           {3, 45, 192}, {4, 16, 64}, {4, 33, 4160}, {3, 1000, 1088}, {4, 9, 9664}, {4, 9, 9728}};
   const Size backward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 33, 128}};
   for (QuantLinearFormat f : formats) {
@@ -198,7 +199,7 @@ TEST(CudaQuantLinear, EqualsTheDequantizedProductInDouble) {
   }
 }
 
-// NF4's tensor-core GEMV carries x in f16 (pairs of them unless tf32)
+// The tensor-core GEMV carries x in f16 (pairs of them unless tf32)
 // scaled per 64-element slice: x spread over 2^-60..2^60 (beyond f16's
 // range either way) still gives f32 accuracy (TF32's with tf32), as it
 // does on the other paths.
@@ -252,7 +253,7 @@ TEST(CudaQuantLinear, FewTilesSplitTheirReductionIntoTheWorkspace) {
 
 // With tf32 the tiles run on the tensor cores: tiles of every kind (full,
 // partial, one row or column, split), both directions, every format; so do
-// NF4's GEMVs of 3 to 8 rows (operands rounded to f16, as precise as TF32),
+// the GEMVs of 3 to 8 rows (operands rounded to f16, as precise as TF32),
 // up to the largest x their shared memory holds (8 x 16384 is past it).
 TEST(CudaQuantLinear, TF32TilesEqualTheDequantizedProductWithinTF32Rounding) {
   TESSERA_SKIP_WITHOUT_CUDA_DEVICE();
@@ -261,7 +262,7 @@ TEST(CudaQuantLinear, TF32TilesEqualTheDequantizedProductWithinTF32Rounding) {
     int64_t rows, n, k;
   };
   const Size forward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 128, 128}, {3, 5, 4160},
-                          // GEMVs (NF4, 3 to 8 rows: the tensor-core GEMV with f16 operands)
+                          // GEMVs (3 to 8 rows: the tensor-core GEMV with f16 operands)
                           {1, 1, 64}, {1, 300, 320}, {2, 17, 64}, {5, 130, 192}, {8, 33, 128}, {3, 37, 11008},
                           {4, 4099, 4160}, {8, 40, 8192}, {8, 9, 16384}};
   const Size backward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 33, 128}};

@@ -8,8 +8,8 @@
 // Two paths: GEMVs for a forward of at most 8 rows, and a tiled product for
 // more rows.
 //  - GEMVs: for 1 or 2 rows of NF4 or int8, blocks that each stream a
-//    range of output features with x held in registers; for 3 or 4 rows of
-//    NF4 (3 to 8 with QuantLinearShape::tf32), tensor-core products of W
+//    range of output features with x held in registers; for 3 or 4 rows
+//    (3 to 8 with QuantLinearShape::tf32), tensor-core products of W
 //    decoded into f16 (exact operands carried as two f16 each: 22
 //    significant bits, within f32's tolerance; with tf32 one f16, as
 //    precise as TF32); otherwise a block per four output features.
@@ -50,7 +50,7 @@ struct QuantLinearShape {
   int64_t rows = 0;         // rows of x and out (the product of x's leading dims)
   int64_t out_features = 0, in_features = 0;  // N, K: W is [N, K]
   bool bias = false;        // forward only
-  // Tiled products and NF4 GEMVs of 3 to 8 rows on tensor cores: x and W
+  // Tiled products and GEMVs of 3 to 8 rows on tensor cores: x and W
   // rounded to TF32 (10-bit mantissa, as cuBLASLt's FAST_TF32 and PyTorch's
   // allow_tf32; the GEMVs round to f16, which has as many bits), products
   // summed in f32.
