@@ -84,7 +84,7 @@ namespace {
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
-constexpr int kGroup = 2;   // absmax blocks per row a lane loads at a time (a step)
+constexpr int kGroup = 2;   // 64-element blocks per row a lane loads at a time (a step)
 constexpr int kXBatch = 8;  // slices of x a warp loads at once
 // NF4's code-book table (int8 needs none: its values are f16 integers).
 __host__ __device__ constexpr size_t table_bytes(Format f) {
@@ -111,7 +111,7 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1,
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// One lane's loads for kGroup absmax blocks (64 elements) of its two rows
+// One lane's loads for kGroup 64-element blocks of its two rows
 // (h = 0: g, 1: g + 8): elements 16q..16q+15 of each.
 template <Format F>
 struct Group {
