@@ -1,10 +1,10 @@
 // The tensor-core GEMV: NF4 (plain or double-quantized) and int8 forwards
 // of a few rows, out = x @ W^T (+ bias), with f32 x, bias and out as
 // tessera/cuda/quant_linear.h promises. quant_linear.cu decides when it
-// runs (quant_gemv_mma_takes): 3 or 4 rows with exact operands, 3 to 8
-// with QuantLinearShape::tf32. It does not take grad_input, 1 or 2 rows
-// (the f32 GEMVs are faster there, below) or x too large for shared
-// memory.
+// runs (quant_gemv_mma_takes): 3 to 8 rows, with exact operands or, with
+// QuantLinearShape::tf32, rounded ones. It does not take grad_input, 1 or
+// 2 rows (the f32 GEMVs are faster there, below) or x too large for
+// shared memory.
 //
 // Idea: decoding into f32 costs, per element, an FMA and for NF4 a byte
 // permute and a code-book load; the f32 GEMVs reload x for every four
@@ -19,7 +19,8 @@
 //    f16(v - hi)): 22 bits, and so is an NF4 code-book value (int8 values
 //    are f16 integers). One mma multiplies W (NF4: its hi parts) by x's hi
 //    and lo columns, a second NF4's lo parts: all the products, summed in
-//    f32. Each has the error of 22-bit operands (about 2^-22 relative,
+//    f32. More than 4 rows take a second group of 8 columns (two mmas per
+//    decoded operand). Each has the error of 22-bit operands (about 2^-22 relative,
 //    f32's is 2^-24); the tests hold it to f32's tolerance.
 //  - tf32: x and NF4's W rounded to f16 once (as precise as TF32), one mma.
 //  - NF4's 16 code-book values are split once, into a table. x is split
@@ -51,9 +52,9 @@
 //
 // Measured on an H200 (bench_quant_gpu, 11008 x 4096; cuBLASLt's bf16
 // GEMV 23-25 us, a device copy 4.25 TB/s), against the f32 GEMVs:
-//  - exact, 3 and 4 rows: NF4 26.8 and 26.5 us (f32 GEMV 28.4, 28.9),
-//    double-quantized 26.4 and 27.5 (28.5, 35.6), int8 21.7 and 20.0
-//    (25.9, 32.1).
+//  - exact, 3, 4 and 8 rows: NF4 26.8, 26.6 and 36.5 us (f32 GEMV 28.4,
+//    28.9, 46.2), double-quantized 26.4, 27.5 and 36.7 (28.5, 35.6, 48.9),
+//    int8 21.6, 19.8 and 25.5 (25.9, 32.1, 42.7).
 //  - tf32, 3, 4 and 8 rows: NF4 22.2, 22.6 and 27.6 us (8 rows: f32 GEMV
 //    46.2), double-quantized 22.3, 21.9 and 28.2 (48.9), int8 21.0, 21.3
 //    and 23.5 (42.7; cuBLASLt's bf16 GEMV 24.3).
@@ -133,8 +134,9 @@ template <Format F, int R, bool kPrecise>
 __global__ void __launch_bounds__(kThreads, 1)
     quant_gemv_mma(const float* __restrict__ x, Weight w, const float* __restrict__ bias, float* __restrict__ out,
                    int N, int K) {
-  constexpr int kCols = kPrecise ? 2 * R : R;  // of the mma's 8: x row j's hi and lo, or its hi
-  static_assert(kCols <= 8, "x's columns must fit the mma's 8");
+  constexpr int kCols = kPrecise ? 2 * R : R;  // x row j's hi and lo, or its hi
+  constexpr int kCG = (kCols + 7) / 8;         // groups of the mma's 8 columns
+  static_assert(kCG <= 2, "at most 16 columns of x");
   extern __shared__ __align__(16) unsigned char smem[];
   const int KB = K / 64;
   uint32_t* table = reinterpret_cast<uint32_t*>(smem);
@@ -239,21 +241,25 @@ __global__ void __launch_bounds__(kThreads, 1)
     return *reinterpret_cast<const uint32_t*>(table_bytes + __byte_perm(word, lane_bytes, 0x5504u | (i << 4)) +
                                               128 * lo);
   };
-  // The x rows of this lane's accumulator columns 2q and 2q + 1.
-  const int row0 = kPrecise ? q : 2 * q, row1 = kPrecise ? q : 2 * q + 1;
-  // Group `gi` of buffer `s` into acc: W rows g, g + 8 x columns 2q, 2q + 1.
-  auto multiply = [&](const Group<F>& s, int gi, float(&acc)[4]) {
+  // The x row of this lane's accumulator column 8 cg + 2q + e (e = 0, 1).
+  auto x_row = [&](int cg, int e) { return kPrecise ? 4 * cg + q : 8 * cg + 2 * q + e; };
+  // Group `gi` of buffer `s` into acc: W rows g, g + 8 x columns 8 cg + 2q, 8 cg + 2q + 1.
+  auto multiply = [&](const Group<F>& s, int gi, float(&acc)[kCG][4]) {
 #pragma unroll
     for (int u = 0; u < kGroup; ++u) {
       // A block past kb_end multiplies zeros, so that no inf or NaN of x reaches the sums.
       const int kb = kb_begin + kGroup * gi + u;
-      uint32_t xb[8] = {};
-      if (g < kCols && kb < kb_end) {
-        const uint4* src = reinterpret_cast<const uint4*>(xs + (static_cast<size_t>(kb) * kCols + g) * 64 + q * 16);
-        const uint4 lo = src[0], hi = src[1];
-        xb[0] = lo.x, xb[1] = lo.y, xb[2] = lo.z, xb[3] = lo.w, xb[4] = hi.x, xb[5] = hi.y, xb[6] = hi.z, xb[7] = hi.w;
-      }
-      float c[4] = {}, c_lo[4] = {};  // W's hi and lo parts: two chains of mmas
+      uint32_t xb[kCG][8] = {};
+#pragma unroll
+      for (int cg = 0; cg < kCG; ++cg)
+        if (8 * cg + g < kCols && kb < kb_end) {
+          const uint4* src =
+              reinterpret_cast<const uint4*>(xs + (static_cast<size_t>(kb) * kCols + 8 * cg + g) * 64 + q * 16);
+          const uint4 lo = src[0], hi = src[1];
+          xb[cg][0] = lo.x, xb[cg][1] = lo.y, xb[cg][2] = lo.z, xb[cg][3] = lo.w;
+          xb[cg][4] = hi.x, xb[cg][5] = hi.y, xb[cg][6] = hi.z, xb[cg][7] = hi.w;
+        }
+      float c[kCG][4] = {}, c_lo[kCG][4] = {};  // W's hi and lo parts: two chains of mmas
 #pragma unroll
       for (int m = 0; m < 4; ++m) {
         // k slots 2q, 2q + 1 hold elements 16q + 4m + {0, 1} (NF4: byte 2m
@@ -262,21 +268,24 @@ __global__ void __launch_bounds__(kThreads, 1)
           // f16 holds int8 values exactly: no lo part.
           const uint32_t wa = reinterpret_cast<const uint32_t*>(&s.bits[0][u])[m];
           const uint32_t wb = reinterpret_cast<const uint32_t*>(&s.bits[1][u])[m];
-          mma_f16(c, int8_pair(wa, 0), int8_pair(wb, 0), int8_pair(wa, 2), int8_pair(wb, 2), xb[2 * m], xb[2 * m + 1]);
+          const uint32_t a0 = int8_pair(wa, 0), a1 = int8_pair(wb, 0), a2 = int8_pair(wa, 2), a3 = int8_pair(wb, 2);
+#pragma unroll
+          for (int cg = 0; cg < kCG; ++cg) mma_f16(c[cg], a0, a1, a2, a3, xb[cg][2 * m], xb[cg][2 * m + 1]);
         } else {
           const uint32_t wa = m < 2 ? s.bits[0][u].x : s.bits[0][u].y;
           const uint32_t wb = m < 2 ? s.bits[1][u].x : s.bits[1][u].y;
           const int i = 2 * (m % 2);
-          mma_f16(c, lookup(wa, i, 0), lookup(wb, i, 0), lookup(wa, i + 1, 0), lookup(wb, i + 1, 0), xb[2 * m],
-                  xb[2 * m + 1]);
-          if constexpr (kPrecise)
-            mma_f16(c_lo, lookup(wa, i, 1), lookup(wb, i, 1), lookup(wa, i + 1, 1), lookup(wb, i + 1, 1), xb[2 * m],
-                    xb[2 * m + 1]);
-        }
-      }
-      if constexpr (kPrecise) {
+          const uint32_t a0 = lookup(wa, i, 0), a1 = lookup(wb, i, 0), a2 = lookup(wa, i + 1, 0),
+                         a3 = lookup(wb, i + 1, 0);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) c[i] += c_lo[i];
+          for (int cg = 0; cg < kCG; ++cg) mma_f16(c[cg], a0, a1, a2, a3, xb[cg][2 * m], xb[cg][2 * m + 1]);
+          if constexpr (kPrecise) {
+            const uint32_t l0 = lookup(wa, i, 1), l1 = lookup(wb, i, 1), l2 = lookup(wa, i + 1, 1),
+                           l3 = lookup(wb, i + 1, 1);
+#pragma unroll
+            for (int cg = 0; cg < kCG; ++cg) mma_f16(c_lo[cg], l0, l1, l2, l3, xb[cg][2 * m], xb[cg][2 * m + 1]);
+          }
+        }
       }
       float sa = s.scale[0][u], sb = s.scale[1][u];
       if constexpr (F == Format::nf4_nested) {
@@ -284,26 +293,38 @@ __global__ void __launch_bounds__(kThreads, 1)
         sb = nested_value(map[s.code[1][u]], sb, offset);
       }
       const bool used = kb < kb_end;
-      const float sx0 = used && row0 < R ? slice_scale[row0 * KB + kb] : 0.0f;
-      const float sx1 = used && row1 < R ? slice_scale[row1 * KB + kb] : 0.0f;
-      acc[0] = fmaf(c[0], sa * sx0, acc[0]), acc[1] = fmaf(c[1], sa * sx1, acc[1]);
-      acc[2] = fmaf(c[2], sb * sx0, acc[2]), acc[3] = fmaf(c[3], sb * sx1, acc[3]);
+#pragma unroll
+      for (int cg = 0; cg < kCG; ++cg) {
+        if constexpr (kPrecise) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) c[cg][i] += c_lo[cg][i];
+        }
+        const int r0 = x_row(cg, 0), r1 = x_row(cg, 1);
+        const float sx0 = used && r0 < R ? slice_scale[r0 * KB + kb] : 0.0f;
+        const float sx1 = used && r1 < R ? slice_scale[r1 * KB + kb] : 0.0f;
+        acc[cg][0] = fmaf(c[cg][0], sa * sx0, acc[cg][0]), acc[cg][1] = fmaf(c[cg][1], sa * sx1, acc[cg][1]);
+        acc[cg][2] = fmaf(c[cg][2], sb * sx0, acc[cg][2]), acc[cg][3] = fmaf(c[cg][3], sb * sx1, acc[cg][3]);
+      }
     }
   };
   // The warps' sums of a tile's 16 rows, added in warp order.
-  auto finish_tile = [&](int tile, const float(&acc)[4]) {
+  auto finish_tile = [&](int tile, const float(&acc)[kCG][4]) {
     float* sums = partial + (tile % 2) * kWarps * R * 16;
-    if (kPrecise && q < R) {
-      sums[(warp * R + q) * 16 + g] = acc[0] + acc[1];
-      sums[(warp * R + q) * 16 + g + 8] = acc[2] + acc[3];
-    }
-    if (!kPrecise && row0 < R) {
-      sums[(warp * R + row0) * 16 + g] = acc[0];
-      sums[(warp * R + row0) * 16 + g + 8] = acc[2];
-    }
-    if (!kPrecise && row1 < R) {
-      sums[(warp * R + row1) * 16 + g] = acc[1];
-      sums[(warp * R + row1) * 16 + g + 8] = acc[3];
+#pragma unroll
+    for (int cg = 0; cg < kCG; ++cg) {
+      const int r0 = x_row(cg, 0), r1 = x_row(cg, 1);
+      if (kPrecise && r0 < R) {
+        sums[(warp * R + r0) * 16 + g] = acc[cg][0] + acc[cg][1];
+        sums[(warp * R + r0) * 16 + g + 8] = acc[cg][2] + acc[cg][3];
+      }
+      if (!kPrecise && r0 < R) {
+        sums[(warp * R + r0) * 16 + g] = acc[cg][0];
+        sums[(warp * R + r0) * 16 + g + 8] = acc[cg][2];
+      }
+      if (!kPrecise && r1 < R) {
+        sums[(warp * R + r1) * 16 + g] = acc[cg][1];
+        sums[(warp * R + r1) * 16 + g + 8] = acc[cg][3];
+      }
     }
     __syncthreads();  // sums[tile % 2] is next written two tiles on, after the next barrier
     if (t < 16 * R) {
@@ -323,11 +344,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (++group_ == groups) group_ = 0, ++tile_;
   };
   advance(load_tile, load_group);  // buffer[0] holds step 0
-  float acc[4] = {};
+  float acc[kCG][4] = {};
   auto step = [&](const Group<F>& use, Group<F>& fill) {
     if (load_tile < tiles) load(fill, load_tile, load_group), advance(load_tile, load_group);
     multiply(use, gi, acc);
-    if (gi + 1 == groups) finish_tile(tile, acc), acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
+    if (gi + 1 == groups) {
+      finish_tile(tile, acc);
+#pragma unroll
+      for (int cg = 0; cg < kCG; ++cg) acc[cg][0] = acc[cg][1] = acc[cg][2] = acc[cg][3] = 0.0f;
+    }
     advance(tile, gi);
   };
   for (int i = 0; i < tiles * groups; i += 2) {
@@ -361,30 +386,34 @@ void launch(const QuantLinearShape& s, const float* x, const Weight& w, const fl
       x, w, bias, out, static_cast<int>(s.out_features), static_cast<int>(s.in_features));
 }
 
-template <Format F>
+template <Format F, bool kPrecise>
 void launch_rows(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
                  cudaStream_t stream) {
-  if (!s.tf32) {
-    if (s.rows == 3) return launch<F, 3, true>(s, x, w, bias, out, stream);
-    return launch<F, 4, true>(s, x, w, bias, out, stream);
-  }
   switch (s.rows) {
-    case 3: return launch<F, 3, false>(s, x, w, bias, out, stream);
-    case 4: return launch<F, 4, false>(s, x, w, bias, out, stream);
-    case 5: return launch<F, 5, false>(s, x, w, bias, out, stream);
-    case 6: return launch<F, 6, false>(s, x, w, bias, out, stream);
-    case 7: return launch<F, 7, false>(s, x, w, bias, out, stream);
-    default: return launch<F, 8, false>(s, x, w, bias, out, stream);
+    case 3: return launch<F, 3, kPrecise>(s, x, w, bias, out, stream);
+    case 4: return launch<F, 4, kPrecise>(s, x, w, bias, out, stream);
+    case 5: return launch<F, 5, kPrecise>(s, x, w, bias, out, stream);
+    case 6: return launch<F, 6, kPrecise>(s, x, w, bias, out, stream);
+    case 7: return launch<F, 7, kPrecise>(s, x, w, bias, out, stream);
+    default: return launch<F, 8, kPrecise>(s, x, w, bias, out, stream);
   }
+}
+
+template <Format F>
+void launch_format(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
+                   cudaStream_t stream) {
+  if (s.tf32)
+    launch_rows<F, false>(s, x, w, bias, out, stream);
+  else
+    launch_rows<F, true>(s, x, w, bias, out, stream);
 }
 
 }  // namespace
 
 bool quant_gemv_mma_takes(const QuantLinearShape& s) {
   if (s.grad_input) return false;
-  // Exact operands: 3 or 4 rows; rounded ones (tf32): 3 to 8. Fewer rows
-  // run faster in the f32 GEMVs (see the header).
-  if (s.rows < 3 || s.rows > (s.tf32 ? 8 : 4)) return false;
+  // 3 to 8 rows: fewer run faster in the f32 GEMVs (see the header).
+  if (s.rows < 3 || s.rows > 8) return false;
   if (s.out_features > INT_MAX || s.in_features > INT_MAX / 2) return false;
   static const int limit = shared_limit();
   return shared_bytes(s.format, static_cast<int>(s.rows), s.in_features, !s.tf32) <= static_cast<size_t>(limit);
@@ -393,9 +422,9 @@ bool quant_gemv_mma_takes(const QuantLinearShape& s) {
 void launch_quant_gemv_mma(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
                            cudaStream_t stream) {
   switch (s.format) {
-    case Format::int8: return launch_rows<Format::int8>(s, x, w, bias, out, stream);
-    case Format::nf4: return launch_rows<Format::nf4>(s, x, w, bias, out, stream);
-    case Format::nf4_nested: return launch_rows<Format::nf4_nested>(s, x, w, bias, out, stream);
+    case Format::int8: return launch_format<Format::int8>(s, x, w, bias, out, stream);
+    case Format::nf4: return launch_format<Format::nf4>(s, x, w, bias, out, stream);
+    case Format::nf4_nested: return launch_format<Format::nf4_nested>(s, x, w, bias, out, stream);
   }
 }
 

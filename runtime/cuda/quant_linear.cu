@@ -8,8 +8,8 @@
 // scale[n]. An element is code_book[code] * scale (NF4) or weight * scale.
 //
 // Two GEMVs, forward with at most 8 rows, and before them the tensor-core
-// GEMV (quant_gemv_mma.cu: 3 or 4 rows, 3 to 8 with tf32; faster there,
-// slower for 1 or 2 rows). Measured on an H200 with bench_quant_gpu
+// GEMV (quant_gemv_mma.cu: 3 to 8 rows; faster there, slower for 1 or 2
+// rows). Measured on an H200 with bench_quant_gpu
 // (11008 x 4096, f32 x; cuBLASLt's bf16 GEMV takes 24-27 us, a device copy
 // moves 4.25 TB/s):
 //

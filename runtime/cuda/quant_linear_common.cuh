@@ -77,8 +77,7 @@ __device__ __forceinline__ float slice_scale(const Weight& w, int64_t n, int64_t
 int sm_count();
 
 // The tensor-core GEMV (quant_gemv_mma.cu): whether it takes `s` (a
-// forward of 3 or 4 rows, or with s.tf32 3 to 8, whose x fits in shared
-// memory), and its launch.
+// forward of 3 to 8 rows whose x fits in shared memory), and its launch.
 bool quant_gemv_mma_takes(const QuantLinearShape& s);
 void launch_quant_gemv_mma(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,
                            cudaStream_t stream);

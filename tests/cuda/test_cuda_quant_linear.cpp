@@ -186,11 +186,13 @@ TEST(CudaQuantLinear, EqualsTheDequantizedProductInDouble) {
                           // the streaming GEMV (1 or 2 rows): 1 to 4 chunks of x per thread, one
                           // past (the other GEMV), partial last steps
                           {1, 37, 11008}, {1, 3, 16384}, {1, 5, 16448}, {2, 19, 8192}, {2, 7, 8256},
-                          // the tensor-core GEMV (3 or 4 rows): partial 16-row tiles, warps with
+                          // the tensor-core GEMV (3 to 8 rows): partial 16-row tiles, warps with
                           // no absmax block, K split unevenly, the largest K of 4 rows whose x fits
                           // in an H100's or H200's shared memory beside NF4's table and one past
                           // (the f32 GEMV; int8, without a table, still fits)
-                          {3, 45, 192}, {4, 16, 64}, {4, 33, 4160}, {3, 1000, 1088}, {4, 9, 9664}, {4, 9, 9728}};
+                          {3, 45, 192}, {4, 16, 64}, {4, 33, 4160}, {3, 1000, 1088}, {4, 9, 9664}, {4, 9, 9728},
+                          // 5 to 8 rows: two groups of 8 columns of x (hi and lo)
+                          {6, 17, 4096}, {7, 40, 1088}, {8, 300, 4160}};
   const Size backward[] = {{9, 1, 64}, {9, 17, 64}, {130, 129, 192}, {257, 300, 320}, {128, 33, 128}};
   for (QuantLinearFormat f : formats) {
     for (const Size& z : forward)

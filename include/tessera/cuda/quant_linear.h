@@ -8,8 +8,8 @@
 // Two paths: GEMVs for a forward of at most 8 rows, and a tiled product for
 // more rows.
 //  - GEMVs: for 1 or 2 rows of NF4 or int8, blocks that each stream a
-//    range of output features with x held in registers; for 3 or 4 rows
-//    (3 to 8 with QuantLinearShape::tf32), tensor-core products of W
+//    range of output features with x held in registers; for 3 to 8 rows,
+//    tensor-core products of W
 //    decoded into f16 (exact operands carried as two f16 each: 22
 //    significant bits, within f32's tolerance; with tf32 one f16, as
 //    precise as TF32); otherwise a block per four output features.
