@@ -140,9 +140,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ __align__(16) unsigned char smem[];
   const int KB = K / 64;
   uint32_t* table = reinterpret_cast<uint32_t*>(smem);
-  __half* xs = reinterpret_cast<__half*>(smem + table_bytes(F));                             // [KB][kCols][64]
-  float* slice_scale = reinterpret_cast<float*>(xs + static_cast<size_t>(KB) * kCols * 64);  // [R][KB]
-  float* map = slice_scale + KB * R;
+  __half* xs = reinterpret_cast<__half*>(smem + table_bytes(F));                         // [KB][kCols][64]
+  float* x_scale = reinterpret_cast<float*>(xs + static_cast<size_t>(KB) * kCols * 64);  // [R][KB]
+  float* map = x_scale + KB * R;
   float* partial = map + 256;  // [2][kWarps][R][16]
 
   const int t = threadIdx.x, lane = t % 32, warp = t / 32, g = lane / 4, q = lane % 4;
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             reinterpret_cast<__half2*>(xs + (static_cast<size_t>(kb) * kCols + (kPrecise ? 2 * j : j)) * 64);
         column[lane] = __halves2half2(h0, h1);
         if constexpr (kPrecise) column[32 + lane] = __floats2half2_rn(v0 - __half2float(h0), v1 - __half2float(h1));
-        if (lane == 0) slice_scale[j * KB + kb] = finite ? __int_as_float(e << 23) : __int_as_float(0x7fc00000);
+        if (lane == 0) x_scale[j * KB + kb] = finite ? __int_as_float(e << 23) : __int_as_float(0x7fc00000);
       }
     }
   }
@@ -234,11 +234,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
 
   const uint32_t lane_bytes = lane * 4;
-  const char* table_bytes = reinterpret_cast<const char*>(table);
+  const char* table_base = reinterpret_cast<const char*>(table);
   // Byte i of `word` as the hi (lo: +128) f16 pair of this lane's column:
   // a byte permute makes the address byte * 256 + lane * 4.
   auto lookup = [&](uint32_t word, int i, int lo) {
-    return *reinterpret_cast<const uint32_t*>(table_bytes + __byte_perm(word, lane_bytes, 0x5504u | (i << 4)) +
+    return *reinterpret_cast<const uint32_t*>(table_base + __byte_perm(word, lane_bytes, 0x5504u | (i << 4)) +
                                               128 * lo);
   };
   // The x row of this lane's accumulator column 8 cg + 2q + e (e = 0, 1).
@@ -300,8 +300,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int i = 0; i < 4; ++i) c[cg][i] += c_lo[cg][i];
         }
         const int r0 = x_row(cg, 0), r1 = x_row(cg, 1);
-        const float sx0 = used && r0 < R ? slice_scale[r0 * KB + kb] : 0.0f;
-        const float sx1 = used && r1 < R ? slice_scale[r1 * KB + kb] : 0.0f;
+        const float sx0 = used && r0 < R ? x_scale[r0 * KB + kb] : 0.0f;
+        const float sx1 = used && r1 < R ? x_scale[r1 * KB + kb] : 0.0f;
         acc[cg][0] = fmaf(c[cg][0], sa * sx0, acc[cg][0]), acc[cg][1] = fmaf(c[cg][1], sa * sx1, acc[cg][1]);
         acc[cg][2] = fmaf(c[cg][2], sb * sx0, acc[cg][2]), acc[cg][3] = fmaf(c[cg][3], sb * sx1, acc[cg][3]);
       }
@@ -363,11 +363,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // The most dynamic shared memory a block may have on the current device.
 int shared_limit() {
-  int device = 0, bytes = 0;
-  TESSERA_CUDA_CHECK(cudaGetDevice(&device), "quant_linear: cudaGetDevice");
-  TESSERA_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-                     "quant_linear: the device's shared memory per block");
-  return bytes;
+  return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>("the device's shared memory per block");
 }
 
 template <Format F, int R, bool kPrecise>
@@ -415,8 +411,8 @@ bool quant_gemv_mma_takes(const QuantLinearShape& s) {
   // 3 to 8 rows: fewer run faster in the f32 GEMVs (see the header).
   if (s.rows < 3 || s.rows > 8) return false;
   if (s.out_features > INT_MAX || s.in_features > INT_MAX / 2) return false;
-  static const int limit = shared_limit();
-  return shared_bytes(s.format, static_cast<int>(s.rows), s.in_features, !s.tf32) <= static_cast<size_t>(limit);
+  return shared_bytes(s.format, static_cast<int>(s.rows), s.in_features, !s.tf32) <=
+         static_cast<size_t>(shared_limit());
 }
 
 void launch_quant_gemv_mma(const QuantLinearShape& s, const float* x, const Weight& w, const float* bias, float* out,

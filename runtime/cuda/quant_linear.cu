@@ -83,7 +83,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -94,24 +93,6 @@
 #include "tessera/error.h"
 
 namespace tessera::cuda {
-
-namespace detail {
-
-int sm_count() {
-  static std::atomic<int> cached[64];
-  int device = 0;
-  TESSERA_CUDA_CHECK(cudaGetDevice(&device), "quant_linear: cudaGetDevice");
-  std::atomic<int>& c = cached[device % 64];
-  if (c.load() == 0) {
-    int n = 0;
-    TESSERA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
-                       "quant_linear: the device's SM count");
-    c.store(n);
-  }
-  return c.load();
-}
-
-}  // namespace detail
 
 namespace {
 

@@ -7,8 +7,11 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <string>
 
+#include "tessera/cuda/check.h"
 #include "tessera/cuda/quant_linear.h"
 
 namespace tessera::cuda::detail {
@@ -73,8 +76,25 @@ __device__ __forceinline__ float slice_scale(const Weight& w, int64_t n, int64_t
     return block_scale<F>(w, (n * K + k) / 64);
 }
 
-// The current device's SM count (cached per device).
-int sm_count();
+// Attribute A of the current device, read once per device; `what` names it
+// in the error if the read fails.
+template <cudaDeviceAttr A>
+int device_attribute(const char* what) {
+  static std::atomic<int> cached[64];
+  int device = 0;
+  TESSERA_CUDA_CHECK(cudaGetDevice(&device), "quant_linear: cudaGetDevice");
+  std::atomic<int>& c = cached[device % 64];
+  if (c.load() == 0) {
+    int value = 0;
+    TESSERA_CUDA_CHECK(cudaDeviceGetAttribute(&value, A, device), std::string("quant_linear: ") + what);
+    c.store(value);
+  }
+  return c.load();
+}
+
+inline int sm_count() {
+  return device_attribute<cudaDevAttrMultiProcessorCount>("the device's SM count");
+}
 
 // The tensor-core GEMV (quant_gemv_mma.cu): whether it takes `s` (a
 // forward of 3 to 8 rows whose x fits in shared memory), and its launch.
