@@ -1,8 +1,9 @@
 // GPU benchmark of the fused attention kernels (tessera/cuda/attention.h) at
 // GPT-2 small's shape (batch 8 x 12 heads, seq 1024, head dim 64, causal)
-// and at seq 2048: bf16 (the tensor-core kernels of attention_mma.cu) and
-// f32 with TF32 (the WMMA kernels), forward alone and backward alone (dq,
-// dk, dv, reusing the forward's logsumexp). Reports the median time and
+// and at seq 2048: bf16 (the tensor-core kernels of attention_mma.cu),
+// bf16 on cuDNN's fused kernels (CudnnAttention, when libcudnn.so.9 loads)
+// and f32 with TF32 (the WMMA kernels), forward alone and backward alone
+// (dq, dk, dv, reusing the forward's logsumexp). Reports the median time and
 // TFLOP/s counted as flash-attention does (causal: half of 4 T^2 D per
 // head forward, 2.5 times that backward). bench/pytorch_attention.py times
 // PyTorch's scaled_dot_product_attention on the same shapes for the
@@ -18,6 +19,7 @@
 
 #include "gpu_timing.h"
 #include "tessera/cuda/attention.h"
+#include "tessera/cuda/cudnn_attention.h"
 #include "tessera/cuda/device_arena.h"
 #include "tessera/cuda/device_stream.h"
 #include "tessera/error.h"
@@ -31,6 +33,7 @@ struct Variant {
   const char* name;
   DType dtype;
   bool tf32;
+  bool cudnn;
 };
 
 // Random values in [-1, 1) of `dtype` (f32 or bf16 bits) at `p`.
@@ -60,11 +63,17 @@ int main(int argc, char** argv) {
     std::printf("GPU: %s\n", prop.name);
     FILE* csv = argc > 1 ? std::fopen(argv[1], "w") : nullptr;
     if (csv) std::fprintf(csv, "gpu,dtype,batch,seq,dim,causal,pass,median_ms,min_ms,tflops\n");
-    const Variant variants[] = {{"bf16", DType::bf16, false}, {"tf32", DType::f32, true}};
+    const Variant variants[] = {
+        {"bf16", DType::bf16, false, false}, {"cudnn", DType::bf16, false, true}, {"tf32", DType::f32, true, false}};
     std::mt19937 rng(1);
     DeviceStream stream(0);
+    std::string why;
+    const std::unique_ptr<CudnnAttention> cudnn = CudnnAttention::create(stream, &why);
+    if (cudnn) std::printf("cudnn: %s\n", cudnn->version().c_str());
+    else std::printf("cudnn: unavailable (%s), its rows are skipped\n", why.c_str());
     for (int64_t seq : {1024, 2048})
       for (const Variant& var : variants) {
+        if (var.cudnn && !cudnn) continue;
         AttentionShape s;
         s.batch = 96;
         s.seq = seq;
@@ -82,11 +91,14 @@ int main(int argc, char** argv) {
         float* lse = static_cast<float*>(take(stats));
         float* scr = static_cast<float*>(take(scratch));
         for (void* t : {q, k, v, grad}) fill_random(t, elements, var.dtype, rng);
+        const AttentionLayout dense;
         const Timing fwd = time_on_stream(stream.stream(), [&] {
-          attention_forward(s, q, k, v, out, lse, var.tf32, stream.stream());
+          if (!var.cudnn) attention_forward(s, q, k, v, out, lse, var.tf32, stream.stream());
+          else if (!cudnn->forward(s, dense, q, k, v, out, lse)) throw Error("cuDNN refused " + s.text());
         });
         const Timing bwd = time_on_stream(stream.stream(), [&] {
-          attention_backward(s, q, k, v, out, grad, dq, dk, dv, scr, lse, var.tf32, stream.stream());
+          if (!var.cudnn) attention_backward(s, q, k, v, out, grad, dq, dk, dv, scr, lse, var.tf32, stream.stream());
+          else if (!cudnn->backward(s, dense, q, k, v, out, grad, dq, dk, dv, lse)) throw Error("cuDNN refused " + s.text());
         });
         const double flops = 4.0 * s.batch * s.seq * s.seq * s.dim / (s.causal ? 2 : 1);
         for (auto [pass, t, f] : {std::tuple{"forward", fwd, flops}, std::tuple{"backward", bwd, 2.5 * flops}}) {

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_reference.h"
 #include "cuda_test_util.h"
 #include "tessera/cuda/attention.h"
 #include "tessera/cuda/device_arena.h"
@@ -36,78 +37,6 @@ using testing::from_bytes;
 using testing::random_values;
 using testing::to_bytes;
 using testing::upload;
-
-struct Case {
-  int64_t batch, seq, dim;
-  bool causal;
-};
-
-struct Reference {
-  std::vector<double> out, dq, dk, dv;
-};
-
-// Attention and its gradient for one [batch, seq, dim] problem, in double.
-Reference reference(const Case& c, double scale, const std::vector<double>& q, const std::vector<double>& k,
-                    const std::vector<double>& v, const std::vector<double>& g) {
-  const int64_t T = c.seq, D = c.dim;
-  Reference r;
-  r.out.assign(q.size(), 0);
-  r.dq.assign(q.size(), 0);
-  r.dk.assign(q.size(), 0);
-  r.dv.assign(q.size(), 0);
-  for (int64_t b = 0; b < c.batch; ++b) {
-    const int64_t o = b * T * D;
-    std::vector<double> P(T * T, 0), dP(T * T, 0);
-    for (int64_t i = 0; i < T; ++i) {
-      double mx = -std::numeric_limits<double>::infinity();
-      for (int64_t j = 0; j < T; ++j) {
-        if (c.causal && j > i) continue;
-        double s = 0;
-        for (int64_t d = 0; d < D; ++d) s += q[o + i * D + d] * k[o + j * D + d];
-        P[i * T + j] = s * scale;
-        mx = std::max(mx, s * scale);
-      }
-      double sum = 0;
-      for (int64_t j = 0; j < T; ++j) {
-        P[i * T + j] = c.causal && j > i ? 0 : std::exp(P[i * T + j] - mx);
-        sum += P[i * T + j];
-      }
-      for (int64_t j = 0; j < T; ++j) P[i * T + j] /= sum;
-    }
-    for (int64_t i = 0; i < T; ++i)
-      for (int64_t j = 0; j < T; ++j)
-        for (int64_t d = 0; d < D; ++d) {
-          r.out[o + i * D + d] += P[i * T + j] * v[o + j * D + d];
-          r.dv[o + j * D + d] += P[i * T + j] * g[o + i * D + d];
-          dP[i * T + j] += g[o + i * D + d] * v[o + j * D + d];
-        }
-    for (int64_t i = 0; i < T; ++i) {
-      double row = 0;
-      for (int64_t j = 0; j < T; ++j) row += P[i * T + j] * dP[i * T + j];
-      for (int64_t j = 0; j < T; ++j) {
-        const double ds = P[i * T + j] * (dP[i * T + j] - row) * scale;
-        for (int64_t d = 0; d < D; ++d) {
-          r.dq[o + i * D + d] += ds * k[o + j * D + d];
-          r.dk[o + j * D + d] += ds * q[o + i * D + d];
-        }
-      }
-    }
-  }
-  return r;
-}
-
-// Largest |got - want| relative to the largest |want|, or to 0.1 where that
-// is smaller (dq and dk are 0 at seq 1: there TF32's rounding of dP against
-// the f32 row term is all that is left).
-double error_of(const std::vector<double>& got, const std::vector<double>& want) {
-  double worst = 0, scale = 0.1;
-  for (double w : want) scale = std::max(scale, std::abs(w));
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
-    worst = std::max(worst, std::abs(got[i] - want[i]));
-  }
-  return worst / scale;
-}
 
 // dtype f32 (with or without tf32) or bf16.
 void check_case(const Case& c, DType dtype, bool tf32, std::mt19937& rng) {
@@ -270,28 +199,6 @@ TEST(CudaAttention, UnsupportedShapesAreErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("f16 [2 x 8 x 16]"), std::string::npos) << e.what();
   }
-}
-
-// Copies a dense [B * H, T, D] tensor `from` into the [B, T, width] buffer
-// `to`, head h's D columns at col0 + h * D (GPT's layout of heads).
-void scatter_heads(const std::vector<uint16_t>& from, std::vector<uint16_t>& to, int64_t B, int64_t H, int64_t T,
-                   int64_t D, int64_t width, int64_t col0) {
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t t = 0; t < T; ++t)
-        std::memcpy(&to[(b * T + t) * width + col0 + h * D], &from[((b * H + h) * T + t) * D], D * 2);
-}
-
-// bf16 bits from bytes and back.
-std::vector<uint16_t> as_u16(const std::vector<uint8_t>& bytes) {
-  std::vector<uint16_t> v(bytes.size() / 2);
-  std::memcpy(v.data(), bytes.data(), bytes.size());
-  return v;
-}
-std::vector<uint8_t> as_bytes(const std::vector<uint16_t>& v) {
-  std::vector<uint8_t> bytes(v.size() * 2);
-  std::memcpy(bytes.data(), v.data(), bytes.size());
-  return bytes;
 }
 
 // GPT's layout, B outer batches of H heads: q, k and v read in place from
