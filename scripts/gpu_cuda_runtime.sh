@@ -10,7 +10,7 @@ set -u
 BUILD=${1:-build-gpu}
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+source "$(dirname "$0")/gpu_env.sh"
 SAN=/usr/local/cuda/bin/compute-sanitizer
 TESTS="test_cuda_errors test_cuda_arena test_cuda_gemm test_cuda_graph"
 status=0

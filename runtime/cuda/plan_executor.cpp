@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -17,6 +18,7 @@
 #include "tessera/cuda/check.h"
 #include "tessera/cuda/device_arena.h"
 #include "tessera/cuda/attention.h"
+#include "tessera/cuda/cudnn_attention.h"
 #include "tessera/cuda/embedding_grad.h"
 #include "tessera/cuda/gemm.h"
 #include "tessera/cuda/quant_linear.h"
@@ -159,12 +161,61 @@ struct PlanExecutor::State {
   std::vector<QuantLinearShape> quant_linear;        // per step (quantized linear steps)
   float* attention_scratch = nullptr;                // attention backward's row statistics, after the tensors
   std::vector<float*> attention_lse;                 // per step: the forward's logsumexp that a backward reuses, or null
+  std::unique_ptr<CudnnAttention> cudnn;             // when Options::cudnn_attention and cuDNN loads
+  std::vector<char> on_cudnn;                        // per step: attention prepared on cuDNN
+  std::string cudnn_note;                            // describe(): which attention kernels run, and why
   std::vector<std::pair<int, int>> feedback;         // (input, output "new.<input>"), used when options.feed_back
   std::vector<int> alias;                            // per tensor: the input an in-place output shares, or -1
   bool counted = false;  // among scratch().executors
 
   explicit State(int device) : stream(device) {}
+  void prepare_cudnn_attention();
 };
+
+// Builds cuDNN's plans for the attention steps it takes (all of them at
+// setup: its workspace is allocated here, never during a run) and says in
+// cudnn_note what attention runs on.
+void PlanExecutor::State::prepare_cudnn_attention() {
+  State& s = *this;
+  const PlanSpec& spec = *s.spec;
+  s.on_cudnn.assign(spec.num_steps, 0);
+  int steps = 0, taken = 0;
+  for (int k = 0; k < spec.num_steps; ++k) steps += spec.steps[k].attention != nullptr;
+  if (!steps) return;
+  const char* env = std::getenv("TESSERA_CUDNN_ATTENTION");
+  if (!s.options.cudnn_attention || (env && std::string(env) == "0")) {
+    s.cudnn_note = "attention: tessera's kernels (cuDNN's switched off)";
+    return;
+  }
+  std::string why;
+  s.cudnn = CudnnAttention::create(s.stream, &why);
+  if (!s.cudnn) {
+    s.cudnn_note = "attention: tessera's kernels (cuDNN unavailable: " + why + ")";
+    return;
+  }
+  for (int k = 0; k < spec.num_steps; ++k) {
+    const PlanAttention* at = spec.steps[k].attention;
+    if (!at) continue;
+    if (at->backward && (at->dq < 0 || at->dk < 0 || at->dv < 0 || !s.attention_lse[k])) {
+      why = "a backward without all three gradients or without its forward's logsumexp";
+      continue;
+    }
+    const auto pass = at->backward            ? CudnnAttention::Pass::backward
+                      : s.attention_lse[k]    ? CudnnAttention::Pass::forward_lse
+                                              : CudnnAttention::Pass::forward;
+    std::string refused;
+    if (s.cudnn->prepare(pass, s.attention[k], s.attention_layout[k], &refused)) {
+      s.on_cudnn[k] = 1;
+      ++taken;
+    } else {
+      why = refused;
+    }
+  }
+  s.cudnn_note = "attention: " + std::to_string(taken) + " of " + std::to_string(steps) + " steps on " +
+                 s.cudnn->version() + " (workspace " + std::to_string(s.cudnn->workspace_bytes()) + " bytes)" +
+                 (taken < steps ? "; the others on tessera's kernels: " + why : "");
+  if (!taken) s.cudnn.reset();
+}
 
 PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
     : s_(std::make_unique<State>(options.device)) {
@@ -363,6 +414,7 @@ PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
       const PlanAttention* a = spec.steps[f].attention;
       s.attention_lse[k] = static_cast<float*>(s.arena->at(at, static_cast<size_t>(a->batch * a->seq) * sizeof(float)));
     }
+  s.prepare_cudnn_attention();
   s.gemm = std::make_unique<CublasLtGemm>(s.stream);
   // Two direct runs before the capture: see ScratchPool.
   s.graphs = std::make_unique<StepGraphs>(s.stream, 2, options.graphs);
@@ -490,6 +542,16 @@ void PlanExecutor::queue_steps(const std::function<void(int)>& after_step) {
       };
       const AttentionLayout* layout = &s.attention_layout[k];
       try {
+        const bool cudnn = s.on_cudnn[k] && s.options.cudnn_attention;
+        if (cudnn && at->backward) {
+          if (s.cudnn->backward(s.attention[k], *layout, ptr(at->q, 0), ptr(at->k, 1), ptr(at->v, 2), ptr(at->out, 3),
+                                ptr(at->grad, 4), ptr(at->dq, 5), ptr(at->dk, 6), ptr(at->dv, 7), s.attention_lse[k]))
+            continue;
+        } else if (cudnn) {
+          if (s.cudnn->forward(s.attention[k], *layout, ptr(at->q, 0), ptr(at->k, 1), ptr(at->v, 2), ptr(at->out, 3),
+                               s.attention_lse[k]))
+            continue;
+        }
         if (at->backward)
           attention_backward(s.attention[k], ptr(at->q, 0), ptr(at->k, 1), ptr(at->v, 2), ptr(at->out, 3),
                              ptr(at->grad, 4), ptr(at->dq, 5), ptr(at->dk, 6), ptr(at->dv, 7), s.attention_scratch,
@@ -565,9 +627,9 @@ void PlanExecutor::use_this_stream() {
 void PlanExecutor::run() {
   State& s = *s_;
   use_this_stream();
-  // Feeding state back or TF32 changes the captured work: a graph of its own.
+  // Feeding state back, TF32 or cuDNN changes the captured work: a graph of its own.
   s.graphs->run(std::string(s.spec->name) + (s.options.feed_back ? " +feed_back" : "") +
-                    (s.options.allow_tf32 ? " +tf32" : ""),
+                    (s.options.allow_tf32 ? " +tf32" : "") + (s.options.cudnn_attention ? " +cudnn" : ""),
                 [this](cudaStream_t) { queue_steps(nullptr); });
 }
 
@@ -580,6 +642,7 @@ void PlanExecutor::set_feed_back(bool enabled) { s_->options.feed_back = enabled
 bool PlanExecutor::updated_in_place(int t) const {
   return t >= 0 && t < s_->spec->num_inputs && std::count(s_->alias.begin(), s_->alias.end(), t) > 0;
 }
+void PlanExecutor::set_cudnn_attention(bool enabled) { s_->options.cudnn_attention = enabled; }
 void PlanExecutor::set_allow_tf32(bool enabled) {
   s_->options.allow_tf32 = enabled;
   for (GemmShape& sh : s_->shapes) sh.allow_tf32 = enabled && sh.dtype == DType::f32;
@@ -662,13 +725,15 @@ std::string PlanExecutor::describe() const {
     o << step.what << ": ";
     if (step.gemm) o << s_->shapes[k].describe() << "\n";
     else if (step.attention)
-      o << "fused attention " << (step.attention->backward ? "backward " : "forward ") << s_->attention[k].text()
+      o << "fused attention " << (step.attention->backward ? "backward " : "forward ")
+        << (s_->on_cudnn[k] && s_->options.cudnn_attention ? "(cuDNN) " : "") << s_->attention[k].text()
         << (s_->options.allow_tf32 ? " (TF32)" : "")
         << (s_->attention_layout[k].dense(s_->attention[k]) ? "" : "; " + s_->attention_layout[k].text()) << "\n";
     else if (step.embedding_grad) o << "embedding gradient " << s_->embedding_grad[k].text() << "\n";
     else if (step.quant_linear) o << "quantized linear " << s_->quant_linear[k].text() << "\n";
     else o << "Halide CUDA kernel\n";
   }
+  if (!s_->cudnn_note.empty()) o << s_->cudnn_note << "\n";
   const auto in_place = std::count_if(s_->alias.begin(), s_->alias.end(), [](int a) { return a >= 0; });
   o << spec.num_copies << " output copies, " << s_->feedback.size() << " state copies fed back, " << in_place
     << " updated in place; arena "

@@ -473,6 +473,9 @@ AotResult compile_aot(const Graph& graph, const std::string& name, const std::ve
     << "  // true: f32 matrix products on TF32 tensor cores (inputs rounded to 10-bit\n"
     << "  // mantissas, as PyTorch's allow_tf32); default false.\n"
     << "  void set_tf32(bool enabled);\n"
+    << "  // true (default, where cuDNN 9 loads): bf16 attention on cuDNN's fused kernels,\n"
+    << "  // whose backward is not bitwise repeatable; false: tessera's deterministic kernels.\n"
+    << "  void set_cudnn_attention(bool enabled);\n"
     << "  std::string describe_device() const;  // one line per step: Halide kernel or cuBLASLt GEMM\n"
     << "  size_t device_arena_bytes() const;   // the one device allocation (cuBLASLt's workspace aside)\n"
     << "  // Each step timed alone with CUDA events (mean of `reps` direct runs), as CSV\n"
@@ -827,6 +830,9 @@ bool )" << name << R"(::last_run_was_graph() const { return state_->gpu && state
 void )" << name << R"(::set_graphs(bool enabled) { if (state_->gpu) state_->gpu->set_graphs(enabled); }
 void )" << name << R"(::set_feed_back(bool enabled) { if (state_->gpu) state_->gpu->set_feed_back(enabled); }
 void )" << name << R"(::set_tf32(bool enabled) { if (state_->gpu) state_->gpu->set_allow_tf32(enabled); }
+void )" << name << R"(::set_cudnn_attention(bool enabled) {
+  if (state_->gpu) state_->gpu->set_cudnn_attention(enabled);
+}
 std::string )" << name << R"(::describe_device() const { return state_->gpu ? state_->gpu->describe() : std::string(); }
 size_t )" << name << R"(::device_arena_bytes() const { return state_->gpu ? state_->gpu->arena_bytes() : 0; }
 std::string )" << name << R"(::profile_device(int reps) {
@@ -847,6 +853,7 @@ bool )" << name << R"(::last_run_was_graph() const { return false; }
 void )" << name << R"(::set_graphs(bool) {}
 void )" << name << R"(::set_feed_back(bool) {}
 void )" << name << R"(::set_tf32(bool) {}
+void )" << name << R"(::set_cudnn_attention(bool) {}
 std::string )" << name << R"(::describe_device() const { return std::string(); }
 size_t )" << name << R"(::device_arena_bytes() const { return 0; }
 std::string )" << name << R"(::profile_device(int) { return std::string(); }

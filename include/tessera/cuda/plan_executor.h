@@ -150,6 +150,13 @@ class PlanExecutor {
     bool graphs = true;      // capture and replay; false runs every step directly
     bool feed_back = false;  // copy each output "new.X" onto input "X" after the step
     bool allow_tf32 = false; // f32 GEMMs and quantized linears' tiles on TF32 tensor cores
+    // bf16 attention on cuDNN's fused kernels (CudnnAttention) when
+    // libcudnn.so.9 loads and takes the shape: faster, but its backward is
+    // not bitwise repeatable. Their plans and workspace are made here, at
+    // construction. false (or TESSERA_CUDNN_ATTENTION=0 in the
+    // environment): tessera's own kernels, deterministic. describe() says
+    // which run.
+    bool cudnn_attention = true;
     // The spec's in-place outputs share their input's device tensor: each
     // run overwrites those inputs (an optimizer's params and moments, fed
     // back without a copy and without a second copy on the device),
@@ -189,6 +196,10 @@ class PlanExecutor {
   // combination captures a graph of its own).
   void set_feed_back(bool enabled);
   void set_allow_tf32(bool enabled);
+  // Options::cudnn_attention for later runs: false runs tessera's kernels
+  // (deterministic); true returns to cuDNN's where they were prepared at
+  // construction (nothing is prepared later).
+  void set_cudnn_attention(bool enabled);
 
   const DeviceStream& stream() const;
   size_t arena_bytes() const;  // the one allocation (without cuBLASLt's workspace)
