@@ -83,6 +83,10 @@ void bench(const char* label, const std::string& out_dir, double copy, std::vect
     std::printf("%s: no GPU variant runs here (%s)\n", label, step.target());
     return;
   }
+  // Which attention kernels run (cuDNN's or tessera's, and cuDNN's workspace), from the executor.
+  const std::string described = step.describe_device();
+  if (const size_t at = described.find("\nattention: "); at != std::string::npos)
+    std::printf("%s %s\n", label, described.substr(at + 1, described.find('\n', at + 1) - at - 1).c_str());
   const int step_input = tessera_bench::upload_inputs(step);  // optim.step's position, or -1
   step.set_feed_back(true);
   float counter = 1;
