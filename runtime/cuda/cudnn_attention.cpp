@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 #include "cudnn_api.h"
 #include "tessera/cuda/check.h"
@@ -27,24 +28,17 @@ namespace {
 
 using Dims = std::vector<int64_t>;
 
-// Unique ids of the tensors the caller binds (virtual tensors count from kFirstVirtual).
+// Unique ids of the tensors bound at execution: the operands, the by-value
+// scalars (kScale, kNegInf, kOne) and the backward's buffers in the
+// workspace (kRowSum, kDqSum). Virtual tensors count from kFirstVirtual.
+// clang-format off
 enum Uid : int64_t {
-  kQ = 1,
-  kK,
-  kV,
-  kOut,
-  kLse,
-  kGrad,
-  kDq,
-  kDk,
-  kDv,
-  kScale,
-  kNegInf,
-  kOne,  // scalars, by value
-  kRowSum,
-  kDqSum,  // backward buffers in the workspace
+  kQ = 1, kK, kV, kOut, kLse, kGrad, kDq, kDk, kDv,
+  kScale, kNegInf, kOne,
+  kRowSum, kDqSum,
   kFirstVirtual = 100,
 };
+// clang-format on
 
 constexpr size_t kWorkspaceAlign = 256;
 
@@ -88,17 +82,12 @@ class GraphBuilder {
     pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, where_);
     pw.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &precision, where_);
     if (mode == CUDNN_POINTWISE_GEN_INDEX) pw.set(CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, where_);
-    pw.finalize(where_);
-    CudnnDescriptor op(api_, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, where_);
-    cudnnBackendDescriptor_t p = pw.get();
-    op.set(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &p, where_);
-    op.set(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, where_);
-    if (b) op.set(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, where_);
-    if (t) op.set(CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t, where_);
-    op.set(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, where_);
-    op.finalize(where_);
-    keep(std::move(pw));
-    ops_.push_back(keep(std::move(op)));
+    operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR,
+              {CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, std::move(pw)},
+              {{CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x},
+               {CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b},
+               {CUDNN_ATTR_OPERATION_POINTWISE_TDESC, t},
+               {CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y}});
   }
 
   // y = reduce(x) over the dims where y is 1.
@@ -107,15 +96,8 @@ class GraphBuilder {
     const cudnnDataType_t precision = CUDNN_DATA_FLOAT;
     r.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode, where_);
     r.set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &precision, where_);
-    r.finalize(where_);
-    CudnnDescriptor op(api_, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, where_);
-    cudnnBackendDescriptor_t rd = r.get();
-    op.set(CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd, where_);
-    op.set(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, where_);
-    op.set(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, where_);
-    op.finalize(where_);
-    keep(std::move(r));
-    ops_.push_back(keep(std::move(op)));
+    operation(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, {CUDNN_ATTR_OPERATION_REDUCTION_DESC, std::move(r)},
+              {{CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x}, {CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y}});
   }
 
   // c = a b (batched over the leading dims), f32 accumulation.
@@ -123,25 +105,16 @@ class GraphBuilder {
     CudnnDescriptor mm(api_, CUDNN_BACKEND_MATMUL_DESCRIPTOR, where_);
     const cudnnDataType_t precision = CUDNN_DATA_FLOAT;
     mm.set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &precision, where_);
-    mm.finalize(where_);
-    CudnnDescriptor op(api_, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, where_);
-    cudnnBackendDescriptor_t m = mm.get();
-    op.set(CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, where_);
-    op.set(CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, where_);
-    op.set(CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, where_);
-    op.set(CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &m, where_);
-    op.finalize(where_);
-    keep(std::move(mm));
-    ops_.push_back(keep(std::move(op)));
+    operation(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, {CUDNN_ATTR_OPERATION_MATMUL_DESC, std::move(mm)},
+              {{CUDNN_ATTR_OPERATION_MATMUL_ADESC, a},
+               {CUDNN_ATTR_OPERATION_MATMUL_BDESC, b},
+               {CUDNN_ATTR_OPERATION_MATMUL_CDESC, c}});
   }
 
   // y: x's elements under other dims and strides (a view; no data moves).
   void reshape(cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
-    CudnnDescriptor op(api_, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, where_);
-    op.set(CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, where_);
-    op.set(CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, where_);
-    op.finalize(where_);
-    ops_.push_back(keep(std::move(op)));
+    operation(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, {},
+              {{CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x}, {CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y}});
   }
 
   // Scores masked where the key comes after the query (column > row).
@@ -165,6 +138,27 @@ class GraphBuilder {
   }
 
  private:
+  using Attribute = std::pair<cudnnBackendAttributeName_t, cudnnBackendDescriptor_t>;
+  struct Inner {
+    cudnnBackendAttributeName_t name{};
+    CudnnDescriptor descriptor;  // none: the operation has no math descriptor
+  };
+
+  // One operation of `type`: its math descriptor (finalized here) and its
+  // tensors (null ones left unset), finalized and appended to the graph.
+  void operation(cudnnBackendDescriptorType_t type, Inner inner, std::initializer_list<Attribute> tensors) {
+    CudnnDescriptor op(api_, type, where_);
+    if (inner.descriptor.get()) {
+      inner.descriptor.finalize(where_);
+      cudnnBackendDescriptor_t d = keep(std::move(inner.descriptor));
+      op.set(inner.name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d, where_);
+    }
+    for (const auto& [name, tensor] : tensors)
+      if (tensor) op.set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tensor, where_);
+    op.finalize(where_);
+    ops_.push_back(keep(std::move(op)));
+  }
+
   cudnnBackendDescriptor_t keep(CudnnDescriptor d) {
     kept_.push_back(std::move(d));
     return kept_.back().get();
