@@ -179,9 +179,14 @@ void PlanExecutor::State::prepare_cudnn_attention() {
   State& s = *this;
   const PlanSpec& spec = *s.spec;
   s.on_cudnn.assign(spec.num_steps, 0);
-  int steps = 0, taken = 0;
-  for (int k = 0; k < spec.num_steps; ++k) steps += spec.steps[k].attention != nullptr;
+  int steps = 0, bf16 = 0, taken = 0;
+  for (int k = 0; k < spec.num_steps; ++k)
+    if (spec.steps[k].attention) ++steps, bf16 += s.attention[k].dtype == DType::bf16;
   if (!steps) return;
+  if (!bf16) {  // cuDNN's fused attention is half precision only: no handle is made
+    s.cudnn_note = "attention: tessera's kernels (cuDNN's take bf16 attention; this plan has none)";
+    return;
+  }
   const char* env = std::getenv("TESSERA_CUDNN_ATTENTION");
   if (!s.options.cudnn_attention || (env && std::string(env) == "0")) {
     s.cudnn_note = "attention: tessera's kernels (cuDNN's switched off)";
@@ -200,9 +205,9 @@ void PlanExecutor::State::prepare_cudnn_attention() {
       why = "a backward without all three gradients or without its forward's logsumexp";
       continue;
     }
-    const auto pass = at->backward            ? CudnnAttention::Pass::backward
-                      : s.attention_lse[k]    ? CudnnAttention::Pass::forward_lse
-                                              : CudnnAttention::Pass::forward;
+    const auto pass = at->backward          ? CudnnAttention::Pass::backward
+                      : s.attention_lse[k] ? CudnnAttention::Pass::forward_lse
+                                           : CudnnAttention::Pass::forward;
     std::string refused;
     if (s.cudnn->prepare(pass, s.attention[k], s.attention_layout[k], &refused)) {
       s.on_cudnn[k] = 1;
