@@ -176,50 +176,49 @@ struct PlanExecutor::State {
 // setup: its workspace is allocated here, never during a run) and says in
 // cudnn_note what attention runs on.
 void PlanExecutor::State::prepare_cudnn_attention() {
-  State& s = *this;
-  const PlanSpec& spec = *s.spec;
-  s.on_cudnn.assign(spec.num_steps, 0);
+  const PlanSpec& plan = *spec;
+  on_cudnn.assign(plan.num_steps, 0);
   int steps = 0, bf16 = 0, taken = 0;
-  for (int k = 0; k < spec.num_steps; ++k)
-    if (spec.steps[k].attention) ++steps, bf16 += s.attention[k].dtype == DType::bf16;
+  for (int k = 0; k < plan.num_steps; ++k)
+    if (plan.steps[k].attention) ++steps, bf16 += attention[k].dtype == DType::bf16;
   if (!steps) return;
   if (!bf16) {  // cuDNN's fused attention is half precision only: no handle is made
-    s.cudnn_note = "attention: tessera's kernels (cuDNN's take bf16 attention; this plan has none)";
+    cudnn_note = "attention: tessera's kernels (cuDNN's take bf16 attention; this plan has none)";
     return;
   }
   const char* env = std::getenv("TESSERA_CUDNN_ATTENTION");
-  if (!s.options.cudnn_attention || (env && std::string(env) == "0")) {
-    s.cudnn_note = "attention: tessera's kernels (cuDNN's switched off)";
+  if (!options.cudnn_attention || (env && std::string(env) == "0")) {
+    cudnn_note = "attention: tessera's kernels (cuDNN's switched off)";
     return;
   }
   std::string why;
-  s.cudnn = CudnnAttention::create(s.stream, &why);
-  if (!s.cudnn) {
-    s.cudnn_note = "attention: tessera's kernels (cuDNN unavailable: " + why + ")";
+  cudnn = CudnnAttention::create(stream, &why);
+  if (!cudnn) {
+    cudnn_note = "attention: tessera's kernels (cuDNN unavailable: " + why + ")";
     return;
   }
-  for (int k = 0; k < spec.num_steps; ++k) {
-    const PlanAttention* at = spec.steps[k].attention;
+  for (int k = 0; k < plan.num_steps; ++k) {
+    const PlanAttention* at = plan.steps[k].attention;
     if (!at) continue;
-    if (at->backward && (at->dq < 0 || at->dk < 0 || at->dv < 0 || !s.attention_lse[k])) {
+    if (at->backward && (at->dq < 0 || at->dk < 0 || at->dv < 0 || !attention_lse[k])) {
       why = "a backward without all three gradients or without its forward's logsumexp";
       continue;
     }
-    const auto pass = at->backward          ? CudnnAttention::Pass::backward
-                      : s.attention_lse[k] ? CudnnAttention::Pass::forward_lse
-                                           : CudnnAttention::Pass::forward;
+    const auto pass = at->backward        ? CudnnAttention::Pass::backward
+                      : attention_lse[k] ? CudnnAttention::Pass::forward_lse
+                                         : CudnnAttention::Pass::forward;
     std::string refused;
-    if (s.cudnn->prepare(pass, s.attention[k], s.attention_layout[k], &refused)) {
-      s.on_cudnn[k] = 1;
+    if (cudnn->prepare(pass, attention[k], attention_layout[k], &refused)) {
+      on_cudnn[k] = 1;
       ++taken;
     } else {
       why = refused;
     }
   }
-  s.cudnn_note = "attention: " + std::to_string(taken) + " of " + std::to_string(steps) + " steps on " +
-                 s.cudnn->version() + " (workspace " + std::to_string(s.cudnn->workspace_bytes()) + " bytes)" +
-                 (taken < steps ? "; the others on tessera's kernels: " + why : "");
-  if (!taken) s.cudnn.reset();
+  cudnn_note = "attention: " + std::to_string(taken) + " of " + std::to_string(steps) + " steps on " +
+               cudnn->version() + " (workspace " + std::to_string(cudnn->workspace_bytes()) + " bytes)" +
+               (taken < steps ? "; the others on tessera's kernels: " + why : "");
+  if (!taken) cudnn.reset();
 }
 
 PlanExecutor::PlanExecutor(const PlanSpec& spec, const Options& options)
