@@ -315,7 +315,7 @@ CudnnAttention::Plan* CudnnAttention::plan_for(Pass pass, const AttentionShape& 
     g.pointwise(CUDNN_POINTWISE_DIV, e, p, sum);
     g.matmul(p, v, out);
   } else {
-    const Dims transposed_scores = {B, H, S, S}, transposed_score_strides = {H * S * S, S * S, 1, S};
+    const Dims transposed_score_strides = {H * S * S, S * S, 1, S};  // the scores seen as [.., key, query]
     cudnnBackendDescriptor_t vt = g.tensor(kV, bf16, head_t, transposed_strides_of(st(layout.v)));
     cudnnBackendDescriptor_t grad = g.tensor(kGrad, bf16, head, strides_of(st(layout.grad)));
     cudnnBackendDescriptor_t lse = g.tensor(kLse, CUDNN_DATA_FLOAT, rows, row_strides);
@@ -329,8 +329,7 @@ CudnnAttention::Plan* CudnnAttention::plan_for(Pass pass, const AttentionShape& 
     cudnnBackendDescriptor_t centered = g.temp(scores, score_strides);
     g.pointwise(CUDNN_POINTWISE_SUB, scaled, centered, lse);
     cudnnBackendDescriptor_t masked = s.causal ? g.causal_mask(centered, scores, score_strides) : centered;
-    cudnnBackendDescriptor_t p = g.temp(scores, score_strides),
-                             pt = g.temp(transposed_scores, transposed_score_strides, bf16);
+    cudnnBackendDescriptor_t p = g.temp(scores, score_strides), pt = g.temp(scores, transposed_score_strides, bf16);
     g.pointwise(CUDNN_POINTWISE_EXP, masked, p);
     g.reshape(p, pt);
     g.matmul(pt, grad, g.tensor(kDv, bf16, head, strides_of(st(layout.dv))));
@@ -341,12 +340,11 @@ CudnnAttention::Plan* CudnnAttention::plan_for(Pass pass, const AttentionShape& 
     g.pointwise(CUDNN_POINTWISE_SUB, dp, centered_dp, row_sum);
     g.pointwise(CUDNN_POINTWISE_MUL, centered_dp, ds_unscaled, p);
     g.pointwise(CUDNN_POINTWISE_MUL, ds_unscaled, ds, scale);
-    cudnnBackendDescriptor_t dst = g.temp(transposed_scores, transposed_score_strides, bf16);
+    cudnnBackendDescriptor_t dst = g.temp(scores, transposed_score_strides, bf16);
     g.reshape(ds, dst);
     g.matmul(dst, q, g.tensor(kDk, bf16, head, strides_of(st(layout.dk))));
     // dQ = dS K, summed in f32 in the workspace, then rounded to bf16.
-    const AttentionStrides ks = st(layout.k);
-    cudnnBackendDescriptor_t k = g.temp(head, {ks.batch, ks.head, ks.row, 1}, bf16);
+    cudnnBackendDescriptor_t k = g.temp(head, strides_of(st(layout.k)), bf16);
     g.reshape(kt, k);
     cudnnBackendDescriptor_t dq_sum = g.tensor(kDqSum, CUDNN_DATA_FLOAT, head, {H * S * D, S * D, D, 1});
     g.matmul(ds, k, dq_sum);

@@ -97,6 +97,18 @@ inline void scatter_heads(const std::vector<uint16_t>& from, std::vector<uint16_
         std::memcpy(&to[(b * T + t) * width + col0 + h * D], &from[((b * H + h) * T + t) * D], D * 2);
 }
 
+// The inverse of scatter_heads: head h's D columns at col0 + h * D of a
+// [B, T, width] buffer, as a dense [B * H, T, D] tensor.
+inline std::vector<uint16_t> gather_heads(const std::vector<uint16_t>& from, int64_t B, int64_t H, int64_t T, int64_t D,
+                                          int64_t width, int64_t col0) {
+  std::vector<uint16_t> to(static_cast<size_t>(B * H * T * D));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t)
+        std::memcpy(&to[((b * H + h) * T + t) * D], &from[(b * T + t) * width + col0 + h * D], D * 2);
+  return to;
+}
+
 // bf16 bits from bytes and back.
 inline std::vector<uint16_t> as_u16(const std::vector<uint8_t>& bytes) {
   std::vector<uint16_t> v(bytes.size() / 2);

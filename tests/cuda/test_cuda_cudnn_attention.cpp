@@ -104,18 +104,6 @@ TEST(CudnnAttention, Bf16MatchesDoubleReference) {
   EXPECT_GT(cudnn->cached_plans(), 0u);
 }
 
-// The inverse of scatter_heads: head h's D columns at col0 + h * D of a
-// [B, T, width] buffer, as a dense [B * H, T, D] tensor.
-std::vector<uint16_t> gather_heads(const std::vector<uint16_t>& from, int64_t B, int64_t H, int64_t T, int64_t D,
-                                   int64_t width, int64_t col0) {
-  std::vector<uint16_t> to(static_cast<size_t>(B * H * T * D));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t t = 0; t < T; ++t)
-        std::memcpy(&to[((b * H + h) * T + t) * D], &from[(b * T + t) * width + col0 + h * D], D * 2);
-  return to;
-}
-
 // GPT's layout: q, k and v read in place from one [B, T, 3 x H x D]
 // projection, out and grad [B, T, H x D], dq, dk and dv written in place
 // into one [B, T, 3 x H x D] buffer (poisoned with NaN first).
